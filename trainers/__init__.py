@@ -1,0 +1,1 @@
+"""stagesearch: trainers."""
