@@ -1,0 +1,82 @@
+"""In-memory slice tensors at a trial's resolution, and the augmenting dataset that feeds training."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from trainers.preprocess import ScanROI
+
+
+@dataclass
+class SliceData:
+    """All slices of a cohort at one resolution; slice i belongs to patient `patients[patient_index[i]]`."""
+
+    x: torch.Tensor  # (N, C, R, R) float32
+    patient_index: np.ndarray  # (N,)
+    patients: list[str]
+    patient_label: np.ndarray  # (P,) 0 = T1, 1 = T2
+
+    def slice_labels(self) -> np.ndarray:
+        """Label of every slice (its patient's stage)."""
+        return self.patient_label[self.patient_index]
+
+    def indices_of(self, patient_ids: Sequence[str]) -> np.ndarray:
+        """Slice indices of the given patients."""
+        wanted = {self.patients.index(p) for p in patient_ids}
+        return np.flatnonzero(np.isin(self.patient_index, list(wanted)))
+
+
+def build_slice_data(rois: Sequence[ScanROI], resolution: int, channels: int = 1) -> SliceData:
+    """Resize cached ROI slabs to `resolution`; 1 channel = centre slice, 3 = 2.5D neighbours."""
+    patients: list[str] = []
+    labels: dict[str, int] = {}
+    blocks, owners = [], []
+    for roi in rois:
+        if roi.patient_id not in labels:
+            patients.append(roi.patient_id)
+            labels[roi.patient_id] = roi.label
+        slabs = torch.as_tensor(roi.slabs.astype(np.float32))
+        if channels == 1:
+            slabs = slabs[:, 1:2]
+        if slabs.shape[-1] != resolution:
+            slabs = torch.nn.functional.interpolate(
+                slabs, size=(resolution, resolution), mode="bilinear", antialias=True
+            )
+        blocks.append(slabs)
+        owners.extend([patients.index(roi.patient_id)] * len(slabs))
+    return SliceData(
+        x=torch.cat(blocks).contiguous(),
+        patient_index=np.asarray(owners),
+        patients=patients,
+        patient_label=np.asarray([labels[p] for p in patients]),
+    )
+
+
+class SliceDataset(Dataset):
+    """Slices of some patients, augmented on the fly when a transform is given."""
+
+    def __init__(
+        self,
+        data: SliceData,
+        indices: np.ndarray,
+        transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
+        self.data = data
+        self.indices = np.asarray(indices)
+        self.transform = transform
+        self.labels = data.slice_labels()
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        j = int(self.indices[i])
+        x = self.data.x[j]
+        if self.transform is not None:
+            x = torch.as_tensor(self.transform(x), dtype=torch.float32)
+        return x, int(self.labels[j])

@@ -1,0 +1,57 @@
+"""Patient-level staging metrics: AUC, Youden threshold, accuracy, precision, recall, F1."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from sklearn.metrics import roc_auc_score, roc_curve
+
+
+def auc(y_true: np.ndarray, y_prob: np.ndarray) -> float:
+    """ROC AUC, or NaN when only one class is present (a tiny validation fold)."""
+    y_true = np.asarray(y_true)
+    if len(np.unique(y_true)) < 2:
+        return math.nan
+    return float(roc_auc_score(y_true, y_prob))
+
+
+def youden_threshold(y_true: np.ndarray, y_prob: np.ndarray) -> float:
+    """Threshold maximising sensitivity + specificity - 1 (0.5 when undefined)."""
+    y_true = np.asarray(y_true)
+    if len(np.unique(y_true)) < 2:
+        return 0.5
+    fpr, tpr, thr = roc_curve(y_true, y_prob)
+    best = int(np.argmax(tpr - fpr))
+    return float(min(thr[best], 1.0))
+
+
+def threshold_metrics(y_true: np.ndarray, y_prob: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
+    """Accuracy, precision, recall (sensitivity), specificity and F1 with P(T2) >= threshold as positive."""
+    y_true = np.asarray(y_true).astype(int)
+    y_pred = (np.asarray(y_prob) >= threshold).astype(int)
+    tp = int(np.sum((y_pred == 1) & (y_true == 1)))
+    tn = int(np.sum((y_pred == 0) & (y_true == 0)))
+    fp = int(np.sum((y_pred == 1) & (y_true == 0)))
+    fn = int(np.sum((y_pred == 0) & (y_true == 1)))
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    return {
+        "accuracy": (tp + tn) / max(len(y_true), 1),
+        "precision": precision,
+        "recall": recall,
+        "specificity": tn / (tn + fp) if tn + fp else 0.0,
+        "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
+    }
+
+
+def summary_metrics(y_true: np.ndarray, y_prob: np.ndarray) -> dict[str, float]:
+    """AUC plus threshold metrics at 0.5 and at the Youden threshold, flat keys for tracking."""
+    out: dict[str, float] = {"auc": auc(y_true, y_prob)}
+    thr = youden_threshold(y_true, y_prob)
+    out["youden_threshold"] = thr
+    for key, value in threshold_metrics(y_true, y_prob, 0.5).items():
+        out[key] = value
+    for key, value in threshold_metrics(y_true, y_prob, thr).items():
+        out[f"{key}_youden"] = value
+    return out

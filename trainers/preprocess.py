@@ -1,0 +1,187 @@
+"""Scan -> ROI slices: orient, resample, normalise, crop around the tumour, pick slices; cached on disk.
+
+Each scan is read once per set of preprocessing parameters: the result is stored under a key made of the
+file paths, sizes and mtimes and the parameters, so a search reads every scan once, not once per trial.
+Resolution is not part of the key: trials resize the cached ROI arrays in memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.data import MetaTensor
+from monai.transforms import Orientation, Spacing
+
+from trainers.io import load_image
+from trainers.manifest import Cohort, Scan
+
+PREPROCESS_VERSION = 1
+
+
+@dataclass(frozen=True)
+class PreprocessParams:
+    """How a scan becomes ROI slices; part of the cache key."""
+
+    spacing: tuple[float, float, float] = (0.8, 0.8, 4.0)
+    clip_percentiles: tuple[float, float] = (0.5, 99.5)
+    margin_mm: float = 15.0
+    no_mask_fov_mm: float = 80.0
+    slices: int = 3
+    roi_px: int = 256
+
+    def key(self) -> str:
+        """Stable text of the parameters for hashing."""
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+@dataclass
+class ScanROI:
+    """Cached output for one scan: `slabs` is (k, 3, roi_px, roi_px) float16 (neighbour, centre, neighbour)."""
+
+    patient_id: str
+    label: int
+    slabs: np.ndarray
+    tumour_area: np.ndarray
+
+
+def cache_root() -> Path:
+    """`$STAGESEARCH_CACHE` or ~/.cache/stagesearch: the only place written outside a study folder."""
+    return Path(os.environ.get("STAGESEARCH_CACHE", Path.home() / ".cache" / "stagesearch"))
+
+
+def _file_stamp(path: Path | None) -> list:
+    if path is None:
+        return [None]
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+        return [str(path)] + [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files]
+    st = path.stat()
+    return [str(path), st.st_size, st.st_mtime_ns]
+
+
+def scan_key(scan: Scan, params: PreprocessParams) -> str:
+    """Cache key of one scan: its files' identity (path, size, mtime) and the preprocessing parameters."""
+    text = json.dumps(
+        [PREPROCESS_VERSION, _file_stamp(scan.image), _file_stamp(scan.mask), params.key()], default=str
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def _to_ras(array: np.ndarray, affine: np.ndarray, spacing: Sequence[float], mode: str) -> np.ndarray:
+    """Orient to RAS and resample to `spacing` with MONAI; returns (X, Y, Z)."""
+    img = MetaTensor(torch.as_tensor(array[None], dtype=torch.float32), affine=torch.as_tensor(affine))
+    img = Orientation(axcodes="RAS")(img)
+    if array.shape[2] == 1:  # a 2D image: resample in-plane only
+        spacing = (spacing[0], spacing[1], float(np.linalg.norm(np.asarray(affine)[:3, 2])) or 1.0)
+    img = Spacing(pixdim=tuple(spacing), mode=mode, padding_mode="border")(img)
+    return np.asarray(img.array[0] if hasattr(img, "array") else img[0], dtype=np.float32)
+
+
+def _normalise(vol: np.ndarray, lo_hi: tuple[float, float]) -> np.ndarray:
+    """Robust intensity normalisation: percentile clip, then z-score over the clipped volume."""
+    body = vol[vol > np.percentile(vol, 5)] if np.any(vol) else vol
+    lo, hi = np.percentile(body, lo_hi)
+    vol = np.clip(vol, lo, hi)
+    ref = np.clip(body, lo, hi)
+    return ((vol - ref.mean()) / (ref.std() + 1e-6)).astype(np.float32)
+
+
+def _square_box(mask2d: np.ndarray | None, shape: tuple[int, int], margin_px: float, fov_px: float):
+    """Square crop box (x0, x1, y0, y1) around the mask's in-plane extent plus margin, or centred."""
+    if mask2d is not None and mask2d.any():
+        xs, ys = np.nonzero(mask2d)
+        cx, cy = (xs.min() + xs.max()) / 2, (ys.min() + ys.max()) / 2
+        half = max(xs.max() - xs.min(), ys.max() - ys.min()) / 2 + margin_px
+    else:
+        cx, cy = (shape[0] - 1) / 2, (shape[1] - 1) / 2
+        half = fov_px / 2
+    half = max(half, 4.0)
+    return int(round(cx - half)), int(round(cx + half)) + 1, int(round(cy - half)), int(round(cy + half)) + 1
+
+
+def _crop(plane: np.ndarray, box) -> np.ndarray:
+    """Crop with edge padding where the box leaves the image."""
+    x0, x1, y0, y1 = box
+    pad = max(0, -x0, -y0, x1 - plane.shape[0], y1 - plane.shape[1])
+    if pad:
+        plane = np.pad(plane, pad, mode="edge")
+    return plane[x0 + pad : x1 + pad, y0 + pad : y1 + pad]
+
+
+def _resize(stack: np.ndarray, size: int) -> np.ndarray:
+    t = torch.as_tensor(stack, dtype=torch.float32)[None]
+    out = torch.nn.functional.interpolate(t, size=(size, size), mode="bilinear", antialias=True)
+    return out[0].numpy()
+
+
+def preprocess_scan(scan: Scan, params: PreprocessParams) -> ScanROI:
+    """Read one scan and turn it into k ROI slabs of 3 neighbouring slices each."""
+    vol = load_image(scan.image)
+    image = _to_ras(vol.array, vol.affine, params.spacing, "bilinear")
+    mask = None
+    if scan.mask is not None:
+        m = load_image(scan.mask)
+        mask = _to_ras(m.array, m.affine, params.spacing, "nearest") > 0.5
+    image = _normalise(image, params.clip_percentiles)
+    nz = image.shape[2]
+    area = mask.sum(axis=(0, 1)).astype(np.float32) if mask is not None else np.zeros(nz, np.float32)
+    if area.any():
+        order = np.argsort(-area, kind="stable")
+        chosen = sorted(int(z) for z in order[: min(params.slices, int((area > 0).sum()))])
+    else:
+        mid = nz // 2
+        chosen = [z for z in range(mid - params.slices // 2, mid - params.slices // 2 + params.slices)]
+        chosen = sorted({min(max(z, 0), nz - 1) for z in chosen})
+    box = _square_box(
+        mask.any(axis=2) if mask is not None else None,
+        image.shape[:2],
+        params.margin_mm / params.spacing[0],
+        params.no_mask_fov_mm / params.spacing[0],
+    )
+    slabs = []
+    for z in chosen:
+        planes = [_crop(image[:, :, min(max(zz, 0), nz - 1)], box) for zz in (z - 1, z, z + 1)]
+        slabs.append(_resize(np.stack(planes), params.roi_px))
+    return ScanROI(
+        patient_id=scan.patient_id,
+        label=scan.label,
+        slabs=np.stack(slabs).astype(np.float16),
+        tumour_area=area[chosen],
+    )
+
+
+def load_rois(
+    cohort: Cohort,
+    params: PreprocessParams | None = None,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+) -> list[ScanROI]:
+    """ROI slabs for every scan of the cohort, from the cache where present, else computed and stored."""
+    params = params or PreprocessParams()
+    cache = Path(cache_dir) if cache_dir is not None else cache_root() / "preprocessed"
+    cache.mkdir(parents=True, exist_ok=True)
+    out: list[ScanROI] = []
+    misses = 0
+    for i, scan in enumerate(cohort.scans):
+        path = cache / f"{scan_key(scan, params)}.npz"
+        if path.exists():
+            with np.load(path) as z:
+                out.append(ScanROI(scan.patient_id, scan.label, z["slabs"], z["tumour_area"]))
+            continue
+        roi = preprocess_scan(scan, params)
+        tmp = path.with_name(path.stem + f".{os.getpid()}.tmp.npz")
+        np.savez(tmp, slabs=roi.slabs, tumour_area=roi.tumour_area)
+        tmp.replace(path)
+        out.append(roi)
+        misses += 1
+        if progress and (misses == 1 or (i + 1) % 16 == 0 or i + 1 == len(cohort.scans)):
+            print(f"preprocessing scans: {i + 1}/{len(cohort.scans)}", file=sys.stderr, flush=True)
+    return out
