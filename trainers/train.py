@@ -36,6 +36,8 @@ class EpochReport:
     metrics: dict[str, float]
     oof: list[dict[str, Any]]
     seconds: float
+    pretrained: bool = False
+    pretrained_note: str = ""
 
 
 @dataclass
@@ -193,6 +195,8 @@ def cross_validate(
             metrics=metrics,
             oof=oof,
             seconds=time.perf_counter() - t0,
+            pretrained=fold_states[0].built.pretrained,
+            pretrained_note=fold_states[0].built.note,
         )
         history.append(report)
         if log:

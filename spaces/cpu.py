@@ -1,0 +1,25 @@
+"""The study's seven backbone families at low resolutions and few epochs, sized for a CPU-only machine."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from spaces._families import STUDY_BACKBONES, VIT_PATCH
+
+DESCRIPTION = "seven study backbones, 48-96 px, lr 1e-5..3e-3, aug 0..1 (CPU-sized)"
+MAX_EPOCHS = 8
+RESOLUTIONS = [48, 64, 80, 96]  # all multiples of the ViT patch size
+assert all(r % VIT_PATCH == 0 for r in RESOLUTIONS)
+
+
+def space(trial: Any) -> dict[str, Any]:
+    """Define-by-run space like `paper`, with small inputs and a fixed batch size."""
+    return {
+        "backbone": trial.suggest_categorical("backbone", list(STUDY_BACKBONES.values())),
+        "resolution": trial.suggest_categorical("resolution", RESOLUTIONS),
+        "lr": trial.suggest_float("lr", 1e-5, 3e-3, log=True),
+        "aug_strength": trial.suggest_float("aug_strength", 0.0, 1.0),
+        "weight_decay": trial.suggest_float("weight_decay", 1e-6, 1e-2, log=True),
+        "batch_size": 16,
+        "channels": 1,
+    }

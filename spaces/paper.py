@@ -1,0 +1,25 @@
+"""The study's comparison, searched: seven backbone families at clinical input resolutions (GPU-sized)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from spaces._families import STUDY_BACKBONES, VIT_PATCH
+
+DESCRIPTION = "seven study backbones, 128-256 px, lr 1e-5..3e-3, aug 0..1 (GPU-sized)"
+MAX_EPOCHS = 30
+RESOLUTIONS = [128, 160, 192, 224, 256]  # all multiples of the ViT patch size
+assert all(r % VIT_PATCH == 0 for r in RESOLUTIONS)
+
+
+def space(trial: Any) -> dict[str, Any]:
+    """Define-by-run space over backbone, resolution, learning rate, augmentation and regularisation."""
+    return {
+        "backbone": trial.suggest_categorical("backbone", list(STUDY_BACKBONES.values())),
+        "resolution": trial.suggest_categorical("resolution", RESOLUTIONS),
+        "lr": trial.suggest_float("lr", 1e-5, 3e-3, log=True),
+        "aug_strength": trial.suggest_float("aug_strength", 0.0, 1.0),
+        "weight_decay": trial.suggest_float("weight_decay", 1e-6, 1e-2, log=True),
+        "batch_size": trial.suggest_categorical("batch_size", [16, 32]),
+        "channels": trial.suggest_categorical("channels", [1, 3]),
+    }
