@@ -1,0 +1,249 @@
+"""The main job: validate, prepare the cohort once, run the Ray Tune + Optuna search, report the outcome."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from search.options import build_parser, resolve_settings, validate
+from search.study import (
+    StudyPaths,
+    close_stale_trials,
+    count_trials,
+    default_storage_url,
+    default_tracking_uri,
+    latest_study,
+    read_json,
+    write_json,
+)
+
+
+def _fail(problems: list[str]) -> int:
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    return 2
+
+
+def _local_gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run `search/run.py`; returns the process exit code (2 for user errors, before anything is written)."""
+    args = build_parser().parse_args(argv)
+    problems = validate(args)
+    if problems:
+        return _fail(problems)
+    runs_dir: Path = args.runs_dir
+    if args.resume and not args.study:
+        args.study = latest_study(runs_dir)
+        if args.study is None:
+            return _fail([f"--resume: no study in {runs_dir} to continue"])
+    stored = read_json(StudyPaths(runs_dir / args.study).config) if args.study else {}
+    if args.resume and not stored:
+        return _fail([f"--resume: no study named {args.study!r} in {runs_dir}"])
+    settings, problems = resolve_settings(args, stored.get("settings", {}))
+    if problems:
+        return _fail(problems)
+
+    from spaces import get_space
+
+    gpus = (args.num_gpus if args.num_gpus is not None else _local_gpus()) if args.address is None else None
+    if settings["space"] is None:
+        settings["space"] = "paper" if (gpus or args.address) else "cpu"
+        why = f"{gpus} GPU(s) visible" if gpus else ("Ray cluster" if args.address else "no GPU visible")
+    else:
+        why = "resumed study" if stored else "chosen with --space"
+    space = get_space(str(settings["space"]))
+    if settings["max_epochs"] is None:
+        settings["max_epochs"] = space.MAX_EPOCHS
+    print(f"search space: {settings['space']} ({why}): {space.DESCRIPTION}; {settings['max_epochs']} epochs max",
+          flush=True)  # fmt: skip
+
+    from trainers.cv import resolve_manifest
+    from trainers.manifest import ManifestError, load_manifest
+
+    try:
+        manifest = resolve_manifest(settings["manifest"], int(settings["phantom_patients"]), 0)
+        cohort = load_manifest(manifest, folds=int(settings["folds"]), cv_group=str(settings["cv_group"]))
+    except ManifestError as exc:
+        return _fail([str(exc)])
+    chash = cohort.content_hash()
+    if stored and stored.get("cohort_hash") != chash:
+        return _fail([f"study {args.study!r} was made on cohort {stored.get('cohort_hash')}, but {manifest} "
+                      f"is now {chash} (changed files?); start a new --study"])  # fmt: skip
+
+    study_name = args.study or f"{settings['space']}-{time.strftime('%Y%m%d-%H%M%S')}"
+    paths = StudyPaths(runs_dir / study_name)
+    storage_url = args.storage or stored.get("storage") or default_storage_url(paths)
+    tracking_uri = args.tracking_uri or stored.get("tracking_uri") or default_tracking_uri(runs_dir)
+    paths.root.mkdir(parents=True, exist_ok=True)
+    sessions = stored.get("sessions", []) + [{"argv": sys.argv[1:] if argv is None else argv,
+                                              "started": time.strftime("%Y-%m-%dT%H:%M:%S")}]  # fmt: skip
+    config = {
+        "study": study_name,
+        "settings": settings,
+        "manifest_path": str(Path(manifest).resolve()),
+        "cohort_hash": chash,
+        "patients": len(cohort.patients),
+        "storage": storage_url,
+        "tracking_uri": tracking_uri,
+        "sessions": sessions,
+    }
+    write_json(paths.config, config)
+    return _run(args, settings, config, paths, cohort, manifest)
+
+
+def _run(args: Any, settings: dict, config: dict, paths: StudyPaths, cohort: Any, manifest: Path) -> int:
+    import optuna
+    import ray
+
+    from search.progress import Progress, best_complete, format_leaderboard, leaderboard_rows
+    from search.tracking import StudyTracker
+    from search.trainable import run_trial
+    from search.tuning import (
+        SEARCH_METRIC,
+        StageSearch,
+        TrackingCallback,
+        build_tuner,
+        make_sampler,
+        make_scheduler,
+    )
+    from spaces import get_space
+    from trainers.cv import prepare_cohort
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    name = config["study"]
+    prepared = prepare_cohort(
+        manifest, int(settings["folds"]), int(settings["seed"]), str(settings["cv_group"]), paths.folds,
+        cohort=cohort,
+    )  # fmt: skip
+    storage = optuna.storages.RDBStorage(config["storage"])
+    study = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True)
+    closed = close_stale_trials(study)
+    counts = count_trials(study)
+    remaining = args.budget - counts["finished"]
+
+    local = config["tracking_uri"].startswith("sqlite:") or config["tracking_uri"].startswith("file:")
+    tracker = StudyTracker(config["tracking_uri"], name, paths.artifacts if local else None)
+    state = read_json(paths.state)
+    tracker.open_parent(
+        state.get("parent_run_id"),
+        params={
+            "budget": args.budget,
+            **settings,
+            "cohort_hash": config["cohort_hash"],
+            "sampler": args.sampler,
+            "scheduler": args.scheduler,
+        },  # fmt: skip
+        tags={"study": name, "space": str(settings["space"])},
+    )
+    killed = tracker.close_stale_children()
+    write_json(paths.state, {"parent_run_id": tracker.parent_run_id, "experiment_id": tracker.experiment_id})
+    study.set_user_attr("mlflow_parent_run_id", tracker.parent_run_id)
+    if closed or killed:
+        print(f"resuming: closed {len(closed)} interrupted Optuna trial(s) {closed} and {killed} MLflow run(s) "
+              "left running by the previous session", flush=True)  # fmt: skip
+    print(f"study {name}: {counts['finished']} of {args.budget} trials finished before this session "
+          f"({counts['complete']} complete, {counts['pruned']} pruned, {counts['failed']} failed); "
+          f"{max(remaining, 0)} to run", flush=True)  # fmt: skip
+
+    status = "FINISHED"
+    if remaining > 0:
+        started_here = not ray.is_initialized()
+        if started_here:
+            _init_ray(args)
+        try:
+            resources = _resources(args, ray.cluster_resources())
+            print(f"ray: {_describe(ray.cluster_resources())}; each trial gets {resources}", flush=True)
+            space = get_space(str(settings["space"]))
+            searcher = StageSearch(
+                space=space.space, metric=SEARCH_METRIC, mode="max", study_name=name, storage=storage,
+                sampler=make_sampler(args.sampler, int(settings["seed"]) + len(study.trials)),
+            )  # fmt: skip
+            progress = Progress(args.budget, counts, best_complete(study))
+            fixed = {"epochs": int(settings["max_epochs"]), "seed": int(settings["seed"]),
+                     "pretrained": bool(settings["pretrained"]), "device": "auto",
+                     "num_threads": max(1, int(resources["cpu"]))}  # fmt: skip
+            from ray import tune
+
+            trainable = tune.with_parameters(run_trial, rois=prepared.rois, folds=prepared.folds, fixed=fixed)
+            tuner = build_tuner(
+                trainable, searcher,
+                make_scheduler(args.scheduler, int(settings["max_epochs"]), args.grace_epochs, args.reduction_factor),
+                remaining, resources, args.max_concurrent, str(paths.ray_results.resolve()), name,
+                [TrackingCallback(tracker, study, progress.trial_finished), progress],
+            )  # fmt: skip
+            tuner.fit()
+        except KeyboardInterrupt:
+            status = "KILLED"
+            print("interrupted: finished trials are kept; run again with --resume to continue", flush=True)
+        finally:
+            if started_here:
+                ray.shutdown()
+            stale = close_stale_trials(study)
+            tracker.close_stale_children()
+            if stale:
+                status = "KILLED"
+                print(f"interrupted: {len(stale)} unfinished trial(s) closed; run again with "
+                      f"`--study {name} --resume` to finish the budget", flush=True)  # fmt: skip
+    counts = count_trials(study)
+    rows = leaderboard_rows(study)
+    best = best_complete(study)
+    tracker.log_parent_summary(
+        {"best_cv_auc": best[0] if best else float("nan"), **{f"trials_{k}": v for k, v in counts.items()}},
+        {"best_trial": str(max(study.best_trials, key=lambda t: t.value).number) if best else ""},
+        status if counts["finished"] < args.budget else "FINISHED",
+    )
+    write_json(paths.root / "leaderboard.json", {"counts": counts, "rows": rows})
+    _print_outcome(name, counts, rows, config, paths, format_leaderboard)
+    return 0
+
+
+def _init_ray(args: Any) -> None:
+    import ray
+
+    if args.address:
+        ray.init(address=args.address, log_to_driver=False)
+        return
+    # A single-machine Ray bound to loopback only: nothing of it is exposed on the network.
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    ray.init(num_cpus=args.num_cpus, num_gpus=args.num_gpus, include_dashboard=False, log_to_driver=False)
+
+
+def _resources(args: Any, cluster: dict[str, float]) -> dict[str, float]:
+    gpus = cluster.get("GPU", 0)
+    if args.gpus_per_trial is not None:
+        gpu = args.gpus_per_trial
+    else:
+        gpu = 0.25 if gpus else 0.0
+    if args.cpus_per_trial is not None:
+        cpu = args.cpus_per_trial
+    else:
+        cpu = 2.0 if gpus else float(min(4, max(1, int(cluster.get("CPU", 1)))))
+    return {"cpu": cpu, "gpu": gpu}
+
+
+def _describe(cluster: dict[str, float]) -> str:
+    return f"{int(cluster.get('CPU', 0))} CPUs, {cluster.get('GPU', 0):g} GPUs"
+
+
+def _print_outcome(name: str, counts: dict, rows: list, config: dict, paths: StudyPaths, fmt: Any) -> None:
+    print()
+    print(f"study {name}: {counts['complete']} complete, {counts['pruned']} pruned (stopped early), "
+          f"{counts['failed']} failed")  # fmt: skip
+    if rows:
+        print("\nbest trial per backbone family (cv_auc = pooled out-of-fold patient-level AUC):")
+        print(fmt(rows))
+        w = rows[0]
+        print(f"\nwinner: trial {w['trial']}, {w['backbone']} ({w['family']}), cv_auc {w['cv_auc']:.3f}")
+        print("note: the best of many trials' cv_auc is optimistic (selection bias); judge the winner on "
+              "patients no trial has seen.")  # fmt: skip
+    print(f"\nstudy folder: {paths.root}")
+    print(f"optuna-dashboard:  optuna-dashboard --host 127.0.0.1 {config['storage']}")
+    print(f"MLflow UI:         mlflow ui --host 127.0.0.1 --backend-store-uri {config['tracking_uri']}")

@@ -1,0 +1,144 @@
+"""`search/run.py` flags, and their validation before anything starts or is written."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+from spaces import list_spaces
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Show defaults, except for flags whose default is decided later (shown in brackets in their help)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
+STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """All flags of the search, with defaults shown in --help."""
+    p = argparse.ArgumentParser(
+        prog="python search/run.py",
+        description=(
+            "Search backbones, augmentation strength, learning rate and input resolution for T1-vs-T2 staging: "
+            "Ray Tune runs an Optuna TPE search with ASHA early stopping; every trial is scored by "
+            "patient-grouped, stratified k-fold cross-validated AUC and logged to MLflow. Without --manifest it "
+            "runs on the embedded phantom MRI cohort."
+        ),
+        formatter_class=_Formatter,
+    )
+    g = p.add_argument_group("what to search")
+    g.add_argument("--budget", type=int, default=200, help="total finished trials in the study")
+    g.add_argument("--space", choices=list_spaces(), default=None,
+                   help="search space (default: paper when a GPU is visible, else cpu)")  # fmt: skip
+    g.add_argument(
+        "--manifest", type=Path, help="cohort CSV patient_id,image,mask,label[,site] (default: phantom)"
+    )
+    g.add_argument("--phantom-patients", type=int, default=None, help="size of the phantom cohort [112]")
+    g.add_argument("--folds", type=int, default=None, help="cross-validation folds [5]")
+    g.add_argument(
+        "--cv-group", choices=("patient", "site"), default=None, help="what folds keep apart [patient]"
+    )
+    g.add_argument("--max-epochs", type=int, default=None, help="epochs per trial (default: the space's)")
+    g.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=None,
+                   help="ImageNet weights where available locally, else random init, recorded [on]")  # fmt: skip
+    g.add_argument("--sampler", choices=("tpe", "random"), default="tpe")
+    g.add_argument("--scheduler", choices=("asha", "fifo"), default="asha", help="early stopping, or none")
+    g.add_argument("--grace-epochs", type=int, default=1, help="ASHA: epochs every trial gets")
+    g.add_argument("--reduction-factor", type=float, default=3.0, help="ASHA: keep 1/factor at each rung")
+    g.add_argument("--seed", type=int, default=None, help="seeds sampler, folds and training [0]")
+    s = p.add_argument_group("where results go")
+    s.add_argument(
+        "--study", help="study name (default: a new timestamped one; an existing name continues it)"
+    )
+    s.add_argument(
+        "--resume", action="store_true", help="continue --study, or the latest study in --runs-dir"
+    )
+    s.add_argument("--runs-dir", type=Path, default=Path("runs"), help="folder holding one folder per study")
+    s.add_argument("--storage", help="Optuna RDB URL (default: sqlite in the study folder)")
+    s.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite mlflow.db in --runs-dir)")
+    r = p.add_argument_group("compute")
+    r.add_argument("--address", help="existing Ray cluster: auto or ray://host:port (default: local Ray)")
+    r.add_argument("--gpus-per-trial", type=float, default=None,
+                   help="GPU share per trial, fractions allowed (default: 0.5 with GPUs, else 0)")  # fmt: skip
+    r.add_argument("--cpus-per-trial", type=float, default=None,
+                   help="CPUs per trial, also its torch threads (default: 2, or all CPUs without GPUs up to 4)")  # fmt: skip
+    r.add_argument(
+        "--max-concurrent", type=int, default=0, help="cap on trials at once (0: as resources allow)"
+    )
+    r.add_argument("--num-cpus", type=int, default=None, help="local Ray: CPUs to use (default: all)")
+    r.add_argument("--num-gpus", type=int, default=None, help="local Ray: GPUs to use (default: all visible)")
+    return p
+
+
+def validate(args: argparse.Namespace) -> list[str]:
+    """Every problem with the flags, as messages naming the flag."""
+    problems = []
+    if args.budget < 1:
+        problems.append(f"--budget must be >= 1 (got {args.budget})")
+    if args.folds is not None and args.folds < 2:
+        problems.append(f"--folds must be >= 2 (got {args.folds})")
+    if args.max_epochs is not None and args.max_epochs < 1:
+        problems.append(f"--max-epochs must be >= 1 (got {args.max_epochs})")
+    if args.phantom_patients is not None and args.phantom_patients < 2 * (args.folds or 5):
+        problems.append(f"--phantom-patients must be at least 2 x --folds (got {args.phantom_patients})")
+    if args.grace_epochs < 1:
+        problems.append(f"--grace-epochs must be >= 1 (got {args.grace_epochs})")
+    if args.reduction_factor <= 1:
+        problems.append(f"--reduction-factor must be > 1 (got {args.reduction_factor})")
+    if args.gpus_per_trial is not None and not 0 <= args.gpus_per_trial <= 8:
+        problems.append(f"--gpus-per-trial must be in [0, 8] (got {args.gpus_per_trial})")
+    if args.gpus_per_trial and args.gpus_per_trial > 1 and args.gpus_per_trial != int(args.gpus_per_trial):
+        problems.append(f"--gpus-per-trial above 1 must be whole (got {args.gpus_per_trial})")
+    if args.cpus_per_trial is not None and args.cpus_per_trial <= 0:
+        problems.append(f"--cpus-per-trial must be > 0 (got {args.cpus_per_trial})")
+    if args.max_concurrent < 0:
+        problems.append(f"--max-concurrent must be >= 0 (got {args.max_concurrent})")
+    if args.study is not None and not STUDY_NAME.match(args.study):
+        problems.append(f"--study {args.study!r}: use letters, digits, '.', '_' or '-' (up to 100)")
+    if args.address and not (args.address == "auto" or re.match(r"^(ray://)?[\w.-]+:\d+$", args.address)):
+        problems.append(f"--address {args.address!r}: expected 'auto', 'host:port' or 'ray://host:port'")
+    if args.storage and not re.match(r"^[a-z0-9+]+://", args.storage):
+        problems.append(f"--storage {args.storage!r}: expected an RDB URL such as sqlite:///path/optuna.db")
+    if args.manifest is not None and not args.manifest.exists():
+        problems.append(f"--manifest {args.manifest}: file not found")
+    return problems
+
+
+# Settings fixed when a study is created; a resumed study keeps them. None means "not given on the CLI".
+STUDY_SETTINGS: dict[str, object] = {
+    "space": None,
+    "manifest": None,
+    "phantom_patients": 112,
+    "folds": 5,
+    "cv_group": "patient",
+    "max_epochs": None,
+    "seed": 0,
+    "pretrained": True,
+}
+
+
+def resolve_settings(
+    args: argparse.Namespace, stored: dict[str, object]
+) -> tuple[dict[str, object], list[str]]:
+    """Study settings from the stored study (if any), the CLI, then defaults; conflicts are problems."""
+    settings, problems = {}, []
+    for key, default in STUDY_SETTINGS.items():
+        given = getattr(args, key)
+        given = str(given) if isinstance(given, Path) else given
+        if key in stored and stored[key] is not None:
+            if given is not None and given != stored[key]:
+                flag = "--" + key.replace("_", "-")
+                problems.append(
+                    f"{flag} {given} conflicts with this study's {stored[key]} (start a new --study)"
+                )
+            settings[key] = stored[key]
+        else:
+            settings[key] = given if given is not None else default
+    return settings, problems

@@ -1,0 +1,132 @@
+"""What the user sees while a search runs (a live status line) and at its end (the leaderboard)."""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from typing import Any, TextIO
+
+import optuna
+from ray.tune import Callback
+
+from trainers.backbones import family_of
+
+
+def _fmt_duration(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+class Progress(Callback):
+    """Counts trials by outcome and prints one status line per finished trial and every `every` seconds."""
+
+    def __init__(self, budget: int, already: dict[str, int], best: tuple[float, dict] | None,
+                 every: float = 30.0, out: TextIO = sys.stdout) -> None:  # fmt: skip
+        self.budget = budget
+        self.counts = {"complete": already.get("complete", 0), "pruned": already.get("pruned", 0),
+                       "failed": already.get("failed", 0)}  # fmt: skip
+        self.start_finished = sum(self.counts.values())
+        self.best = best
+        self.every = every
+        self.out = out
+        self.started = time.time()
+        self.last_print = 0.0
+        self.running = 0
+
+    @property
+    def finished(self) -> int:
+        return sum(self.counts.values())
+
+    def trial_finished(self, trial: Any, state: str, final: dict | None, error: str = "") -> None:
+        """Called by the tracking callback when a trial ends."""
+        self.counts[state] = self.counts.get(state, 0) + 1
+        if state == "complete" and final:
+            value = final["metrics"].get("cv_auc", math.nan)
+            if math.isfinite(value) and (self.best is None or value > self.best[0]):
+                params = {k: v for k, v in trial.config.items() if not k.startswith("_")}
+                self.best = (value, params)
+        if state == "failed":
+            first = error.strip().splitlines()[-1] if error.strip() else "see the Ray trial log"
+            print(f"trial {trial.config.get('_optuna_trial')} failed: {first}", file=self.out, flush=True)
+        self.print_line()
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.running += 1
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.running = max(0, self.running - 1)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.running = max(0, self.running - 1)
+
+    def on_step(self, iteration: int, trials: list, **info: Any) -> None:
+        if time.time() - self.last_print >= self.every:
+            self.print_line()
+
+    def print_line(self) -> None:
+        """`[ 12/200] complete 9 pruned 3 failed 0 running 2 | best cv_auc 0.812 (...) | 4m10s, ~1h05m left`."""
+        self.last_print = time.time()
+        elapsed = time.time() - self.started
+        done_now = self.finished - self.start_finished
+        left = self.budget - self.finished
+        eta = f"~{_fmt_duration(elapsed / done_now * left)} left" if done_now and left > 0 else ""
+        best = "best cv_auc -"
+        if self.best is not None:
+            b = self.best[1]
+            best = (f"best cv_auc {self.best[0]:.3f} ({b.get('backbone')}, {b.get('resolution')} px, "
+                    f"lr {b.get('lr', 0):.1e}, aug {b.get('aug_strength', 0):.2f})")  # fmt: skip
+        c = self.counts
+        print(
+            f"[{self.finished:>4}/{self.budget}] complete {c['complete']} pruned {c['pruned']} "
+            f"failed {c['failed']} running {self.running} | {best} | {_fmt_duration(elapsed)} {eta}".rstrip(),
+            file=self.out,
+            flush=True,
+        )
+
+
+def best_complete(study: optuna.Study) -> tuple[float, dict] | None:
+    """Best finished-to-the-end trial so far as (cv_auc, params)."""
+    done = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
+    if not done:
+        return None
+    best = max(done, key=lambda t: t.value)
+    return best.value, best.params
+
+
+def leaderboard_rows(study: optuna.Study) -> list[dict[str, Any]]:
+    """Best complete trial per backbone family, best first (the study's comparison table)."""
+    best: dict[str, optuna.trial.FrozenTrial] = {}
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        fam = family_of(t.params.get("backbone", "?"))
+        if fam not in best or t.value > best[fam].value:
+            best[fam] = t
+    rows = []
+    for fam, t in best.items():
+        a = t.user_attrs
+        rows.append(
+            {"family": fam, "backbone": t.params.get("backbone"), "trial": t.number, "cv_auc": t.value,
+             "accuracy": a.get("accuracy"), "precision": a.get("precision"), "recall": a.get("recall"),
+             "f1": a.get("f1"), "resolution": t.params.get("resolution"), "lr": t.params.get("lr"),
+             "aug_strength": t.params.get("aug_strength"), "pretrained": a.get("pretrained")}
+        )  # fmt: skip
+    return sorted(rows, key=lambda r: -r["cv_auc"])
+
+
+def format_leaderboard(rows: list[dict[str, Any]]) -> str:
+    """Plain-text table of `leaderboard_rows`."""
+
+    def f(v: Any) -> str:
+        return f"{v:.3f}" if isinstance(v, float) else "-"
+
+    head = f"{'family':<11} {'backbone':<22} {'trial':>5} {'cv_auc':>6} {'acc':>6} {'prec':>6} {'recall':>6} {'F1':>6}  config"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(
+            f"{r['family']:<11} {r['backbone']:<22} {r['trial']:>5} {f(r['cv_auc']):>6} {f(r['accuracy']):>6} "
+            f"{f(r['precision']):>6} {f(r['recall']):>6} {f(r['f1']):>6}  {r['resolution']} px, "
+            f"lr {r['lr']:.1e}, aug {r['aug_strength']:.2f}{'' if r['pretrained'] else ', random init'}"
+        )
+    return "\n".join(lines)
