@@ -17,7 +17,9 @@ from trainers.train import cross_validate
 def test_cross_validate_one_epoch(tiny_cohort, tmp_path) -> None:
     prepared = prepare_cohort(tiny_cohort, folds=3, folds_path=tmp_path / "folds.json")
     data = prepared.slice_data(32, 1)
-    cfg = TrainConfig(backbone="tiny_cnn", epochs=1, resolution=32, batch_size=8, aug_strength=0.5, device="cpu")
+    cfg = TrainConfig(
+        backbone="tiny_cnn", epochs=1, resolution=32, batch_size=8, aug_strength=0.5, device="cpu"
+    )
     reports = []
     result = cross_validate(data, prepared.folds, cfg, on_epoch=reports.append, log=None)
     assert len(reports) == 1 and result.epochs_completed == 1

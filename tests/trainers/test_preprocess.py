@@ -32,7 +32,9 @@ def test_second_load_hits_cache(cohort, tmp_path, monkeypatch) -> None:
 
 
 def test_roi_shapes_and_normalisation(cohort, tmp_path) -> None:
-    rois = pre.load_rois(cohort, pre.PreprocessParams(roi_px=40, slices=3), cache_dir=tmp_path, progress=False)
+    rois = pre.load_rois(
+        cohort, pre.PreprocessParams(roi_px=40, slices=3), cache_dir=tmp_path, progress=False
+    )
     assert len(rois) == len(cohort.scans)
     for roi in rois:
         assert roi.slabs.shape[1:] == (3, 40, 40)
@@ -44,7 +46,9 @@ def test_roi_shapes_and_normalisation(cohort, tmp_path) -> None:
 
 
 def test_slice_data_resizes_cached_arrays(cohort, tmp_path) -> None:
-    rois = pre.load_rois(cohort, pre.PreprocessParams(roi_px=48, slices=2), cache_dir=tmp_path, progress=False)
+    rois = pre.load_rois(
+        cohort, pre.PreprocessParams(roi_px=48, slices=2), cache_dir=tmp_path, progress=False
+    )
     one = build_slice_data(rois, resolution=32, channels=1)
     three = build_slice_data(rois, resolution=24, channels=3)
     assert one.x.shape[1:] == (1, 32, 32) and three.x.shape[1:] == (3, 24, 24)

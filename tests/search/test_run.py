@@ -1,0 +1,94 @@
+"""search/run.py end to end on the tiny phantom cohort, one local Ray session for the module."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import optuna
+import pytest
+import ray
+from mlflow.tracking import MlflowClient
+
+from search.cli import main
+from search.study import default_tracking_uri
+from tests.search.conftest import load_study, mlflow_runs, search_args
+
+COMPLETE, PRUNED = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_session():
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def test_budget_4_end_to_end(tiny_cohort, runs, capsys) -> None:
+    args = search_args(tiny_cohort, runs, "e2e", "--budget", "4", "--scheduler", "fifo", "--max-epochs", "2",
+                       "--cpus-per-trial", "1")  # fmt: skip
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].startswith("search space: tiny")
+    assert "best trial per backbone family" in out and "winner: trial" in out
+    assert "optuna-dashboard" in out and "mlflow ui" in out
+
+    folder = runs / "e2e"
+    for name in ("config.json", "folds.json", "optuna.db", "ray", "leaderboard.json"):
+        assert (folder / name).exists(), name
+    study = load_study(runs, "e2e")
+    trials = study.get_trials()
+    assert len(trials) == 4 and all(t.state == COMPLETE for t in trials)
+    for t in trials:
+        assert sorted(t.intermediate_values) == [1, 2]
+        assert 0.0 <= t.value <= 1.0
+        assert {"accuracy", "precision", "recall", "f1", "mlflow_run_id"} <= set(t.user_attrs)
+
+    parent, children = mlflow_runs(default_tracking_uri(runs), "e2e")
+    assert len(children) == 4
+    client = MlflowClient(tracking_uri=default_tracking_uri(runs))
+    for child in children:
+        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert child.data.tags["state"] == "complete" and child.info.status == "FINISHED"
+        assert {"cv_auc", "accuracy", "precision", "recall", "f1", "fold_auc_mean"} <= set(child.data.metrics)
+        assert len(client.get_metric_history(child.info.run_id, "mean_fold_auc")) == 2
+        assert (
+            child.data.tags["backbone"] in ("tiny_cnn", "resnet10t")
+            and child.data.tags["pretrained"] == "false"
+        )
+        names = {a.path for a in client.list_artifacts(child.info.run_id)}
+        assert {"oof_predictions.csv", "roc_curve.png"} <= names
+    numbers = sorted(int(c.data.tags["optuna_trial"]) for c in children)
+    assert numbers == [0, 1, 2, 3]
+    assert parent.info.status == "FINISHED" and "best_cv_auc" in parent.data.metrics
+    board = json.loads((folder / "leaderboard.json").read_text())
+    assert board["counts"]["complete"] == 4 and board["rows"]
+
+
+def test_random_sampler(tiny_cohort, runs) -> None:
+    args = search_args(tiny_cohort, runs, "rnd", "--budget", "2", "--sampler", "random", "--scheduler", "fifo",
+                       "--max-epochs", "1", "--cpus-per-trial", "1")  # fmt: skip
+    assert main(args) == 0
+    study = load_study(runs, "rnd")
+    assert [t.state for t in study.get_trials()] == [COMPLETE, COMPLETE]
+    assert type(study.sampler).__name__ in ("RandomSampler", "TPESampler")  # stored study loads
+
+
+def test_asha_stops_trials_early(tiny_cohort, runs) -> None:
+    args = search_args(tiny_cohort, runs, "asha", "--budget", "8", "--max-epochs", "4", "--grace-epochs", "1",
+                       "--reduction-factor", "2", "--max-concurrent", "1", "--cpus-per-trial", "2")  # fmt: skip
+    assert main(args) == 0
+    trials = load_study(runs, "asha").get_trials()
+    assert len(trials) == 8
+    pruned = [t for t in trials if t.state == PRUNED]
+    complete = [t for t in trials if t.state == COMPLETE]
+    assert pruned, "ASHA stopped no trial early"
+    assert complete
+    for t in pruned:
+        assert max(t.intermediate_values) < 4 and t.value == t.intermediate_values[max(t.intermediate_values)]
+    for t in complete:
+        assert max(t.intermediate_values) == 4
+    _, children = mlflow_runs(default_tracking_uri(runs), "asha")
+    states = sorted(c.data.tags["state"] for c in children)
+    assert states.count("pruned") == len(pruned) and states.count("complete") == len(complete)
