@@ -1,0 +1,39 @@
+"""Fractional GPUs: four concurrent trials on two (logical) GPUs, two per GPU, each seeing only its own."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+
+import pytest
+import ray
+
+from search.cli import main
+from tests.search.conftest import search_args
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_with_two_gpus():
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def test_four_trials_two_per_gpu(tiny_cohort, runs) -> None:
+    args = search_args(tiny_cohort, runs, "gpu", "--budget", "4", "--scheduler", "fifo", "--max-epochs", "2",
+                       "--gpus-per-trial", "0.5", "--cpus-per-trial", "0.5")  # fmt: skip
+    assert main(args) == 0
+    results = []
+    for path in (runs / "gpu" / "ray").rglob("result.json"):
+        lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        results.append({"gpu": lines[0]["gpu_ids"], "cvd": lines[0]["cuda_visible_devices"],
+                        "start": lines[0]["started_at"], "end": lines[-1]["reported_at"]})  # fmt: skip
+    assert len(results) == 4
+    assert Counter(r["gpu"] for r in results) == {"0": 2, "1": 2}
+    for r in results:
+        assert r["cvd"] == r["gpu"]  # each trial sees only the GPU it was given
+    assert max(r["start"] for r in results) < min(r["end"] for r in results), (
+        "the four trials did not overlap"
+    )
