@@ -1,0 +1,333 @@
+"""Backbone registry: maps a model name to a builder so the search can pick architectures by name."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import timm
+import torch
+from timm.models import adapt_input_conv
+from torch import nn
+
+FAMILIES: tuple[str, ...] = ("DenseNet", "FBNet", "HRNet", "RegNet", "ResNet50", "ShuffleNet", "ViT", "Tiny")
+
+#: builder(in_chans, num_classes, img_size, weights) -> nn.Module; ``weights`` is a local file or None.
+Builder = Callable[[int, int, "int | None", "Path | None"], nn.Module]
+#: locator() -> (local weights file or None, human-readable reason when None).
+Locator = Callable[[], "tuple[Path | None, str]"]
+
+
+class UnknownBackboneError(KeyError, ValueError):
+    """Raised for a backbone name that is not registered (catchable as KeyError or ValueError)."""
+
+    def __str__(self) -> str:
+        """Show the plain message instead of KeyError's quoted repr."""
+        return str(self.args[0]) if self.args else ""
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """One registered backbone: its family, how to build it and which input sizes it accepts."""
+
+    name: str
+    family: str
+    builder: Builder
+    patch_size: int | None = None
+    tiny: bool = False
+    min_resolution: int = 32
+    size_multiple: int | None = None
+    locate_weights: Locator | None = None
+
+    @property
+    def resolution_multiple(self) -> int | None:
+        """Number the input size must be divisible by (ViT patch size, HRNet's total stride), if any."""
+        return self.patch_size or self.size_multiple
+
+    def __post_init__(self) -> None:
+        """Reject unknown families and nonsensical sizes early, at registration time."""
+        if self.family not in FAMILIES:
+            raise ValueError(f"family {self.family!r} of {self.name!r} is not one of {FAMILIES}")
+        for field_name in ("patch_size", "size_multiple"):
+            value = getattr(self, field_name)
+            if value is not None and value <= 0:
+                raise ValueError(f"{field_name} of {self.name!r} must be positive, got {value}")
+        if self.min_resolution <= 0:
+            raise ValueError(f"min_resolution of {self.name!r} must be positive, got {self.min_resolution}")
+
+
+@dataclass
+class BuiltModel:
+    """A freshly built model plus whether pretrained weights were really loaded (recorded with the trial)."""
+
+    model: nn.Module
+    pretrained: bool
+    note: str
+
+
+BACKBONES: dict[str, BackboneSpec] = {}
+_WARNED_NO_WEIGHTS: set[str] = set()
+
+
+def register_backbone(spec: BackboneSpec) -> BackboneSpec:
+    """Add a backbone to the registry so it becomes searchable (and tested) by name."""
+    if spec.name in BACKBONES:
+        raise ValueError(f"backbone {spec.name!r} is already registered")
+    BACKBONES[spec.name] = spec
+    return spec
+
+
+def get_spec(name: str) -> BackboneSpec:
+    """Look up a registered backbone, naming the known ones when the name is wrong."""
+    try:
+        return BACKBONES[name]
+    except KeyError:
+        raise UnknownBackboneError(
+            f"unknown backbone {name!r}; known backbones: {', '.join(BACKBONES)}"
+        ) from None
+
+
+def list_backbones(family: str | None = None, include_tiny: bool = True) -> list[str]:
+    """Registered names (registration order), optionally of one family and without the test-only models."""
+    if family is not None and family not in FAMILIES:
+        raise ValueError(f"unknown family {family!r}; known families: {', '.join(FAMILIES)}")
+    return [
+        spec.name
+        for spec in BACKBONES.values()
+        if (family is None or spec.family == family) and (include_tiny or not spec.tiny)
+    ]
+
+
+def family_of(name: str) -> str:
+    """Architecture family of a backbone, used to group results like the reference study."""
+    return get_spec(name).family
+
+
+def check_resolution(name: str, resolution: int) -> None:
+    """Raise ValueError when a backbone cannot run at this input size (patch size or minimum size)."""
+    spec = get_spec(name)
+    if resolution < spec.min_resolution:
+        raise ValueError(f"{name} needs inputs of at least {spec.min_resolution} px, got {resolution}")
+    multiple = spec.resolution_multiple
+    if multiple is not None and resolution % multiple != 0:
+        why = (
+            f"uses {multiple}-px patches" if spec.patch_size else f"fuses branches down to stride {multiple}"
+        )
+        raise ValueError(f"{name} {why}, so the resolution must be divisible by {multiple}; got {resolution}")
+
+
+def create_backbone(
+    name: str,
+    in_chans: int = 1,
+    num_classes: int = 2,
+    pretrained: bool = False,
+    img_size: int | None = None,
+) -> BuiltModel:
+    """Build a backbone; with ``pretrained`` use locally cached ImageNet weights, never the network."""
+    spec = get_spec(name)
+    if in_chans < 1 or num_classes < 1:
+        raise ValueError(f"in_chans and num_classes must be >= 1, got {in_chans} and {num_classes}")
+    if img_size is not None:
+        check_resolution(name, img_size)
+    if not pretrained:
+        model = spec.builder(in_chans, num_classes, img_size, None)
+        return BuiltModel(model, False, "random initialisation (pretrained weights not requested)")
+
+    if spec.locate_weights is None:
+        weights, reason = None, "no ImageNet weights exist for this model"
+    else:
+        weights, reason = spec.locate_weights()
+    if weights is not None:
+        try:
+            model = spec.builder(in_chans, num_classes, img_size, weights)
+            return BuiltModel(model, True, f"ImageNet weights loaded from {weights}")
+        except Exception as exc:  # a corrupt or mismatched local file must not kill the trial
+            reason = f"loading {weights} failed: {type(exc).__name__}: {exc}"
+    _warn_once(name, reason)
+    model = spec.builder(in_chans, num_classes, img_size, None)
+    return BuiltModel(model, False, f"pretrained weights unavailable ({reason}); random init")
+
+
+def _warn_once(name: str, reason: str) -> None:
+    """Warn one time per backbone per process that it falls back to random initialisation."""
+    if name in _WARNED_NO_WEIGHTS:
+        return
+    _WARNED_NO_WEIGHTS.add(name)
+    warnings.warn(
+        f"pretrained ImageNet weights for {name} are not available locally ({reason}); "
+        "continuing from random initialisation",
+        UserWarning,
+        stacklevel=3,
+    )
+
+
+# --------------------------------------------------------------------------- local weight lookup
+
+
+def _hf_hub_cache() -> Path:
+    """Hugging Face hub cache folder, read from the environment at call time (not at import)."""
+    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if os.environ.get(var):
+            return Path(os.environ[var]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache")
+    hf_home = os.environ.get("HF_HOME") or os.path.join(xdg, "huggingface")
+    return Path(hf_home).expanduser() / "hub"
+
+
+def _torch_checkpoints() -> Path:
+    """torch.hub checkpoint folder (honours TORCH_HOME at call time)."""
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def _timm_locator(model_name: str) -> Locator:
+    """Find a timm model's default ImageNet weights in the HF cache or torch.hub checkpoints, offline."""
+
+    def locate() -> tuple[Path | None, str]:
+        from huggingface_hub import try_to_load_from_cache
+
+        cfg = timm.models.get_pretrained_cfg(model_name)
+        if cfg is None:
+            return None, f"timm has no pretrained config for {model_name}"
+        hf_cache = _hf_hub_cache()
+        if cfg.hf_hub_id:
+            repo_id, _, revision = cfg.hf_hub_id.partition("@")
+            filenames = [cfg.hf_hub_filename] if cfg.hf_hub_filename else []
+            filenames += ["model.safetensors", "pytorch_model.bin"]
+            for filename in filenames:
+                hit = try_to_load_from_cache(repo_id, filename, cache_dir=hf_cache, revision=revision or None)
+                if isinstance(hit, str) and os.path.isfile(hit):
+                    return Path(hit), ""
+        checkpoints = _torch_checkpoints()
+        if cfg.url:
+            candidate = checkpoints / os.path.basename(cfg.url)
+            if candidate.is_file():
+                return candidate, ""
+        return None, f"not in the Hugging Face cache {hf_cache} nor in {checkpoints}"
+
+    return locate
+
+
+def _timm_builder(model_name: str, takes_img_size: bool = False) -> Builder:
+    """Builder for a timm model; local weights go through timm so first-conv/classifier adaptation applies."""
+
+    def build(in_chans: int, num_classes: int, img_size: int | None, weights: Path | None) -> nn.Module:
+        kwargs: dict[str, object] = {"in_chans": in_chans, "num_classes": num_classes}
+        if takes_img_size and img_size is not None:
+            kwargs["img_size"] = img_size
+        if weights is not None:
+            overlay: dict[str, object] = {"file": str(weights)}
+            if weights.suffix != ".npz":  # ViT's custom loader is only for the original .npz checkpoints
+                overlay["custom_load"] = False
+            kwargs["pretrained_cfg_overlay"] = overlay
+        return timm.create_model(model_name, pretrained=weights is not None, **kwargs)
+
+    return build
+
+
+def _shufflenet_url() -> str:
+    """Download URL of torchvision's ImageNet ShuffleNetV2 x1.0 weights (used only as a cache key)."""
+    from torchvision.models import ShuffleNet_V2_X1_0_Weights
+
+    return ShuffleNet_V2_X1_0_Weights.IMAGENET1K_V1.url
+
+
+def _locate_shufflenet() -> tuple[Path | None, str]:
+    """Find torchvision's ShuffleNet weights in torch.hub checkpoints without trying to download them."""
+    candidate = _torch_checkpoints() / os.path.basename(_shufflenet_url())
+    if candidate.is_file():
+        return candidate, ""
+    return None, f"{candidate.name} not in {candidate.parent}"
+
+
+def _build_shufflenet(
+    in_chans: int, num_classes: int, img_size: int | None, weights: Path | None
+) -> nn.Module:
+    """torchvision ShuffleNetV2 x1.0 with its stem adapted to ``in_chans`` and a new classifier."""
+    from torchvision.models import shufflenet_v2_x1_0
+
+    model = shufflenet_v2_x1_0(weights=None)
+    if weights is not None:
+        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    stem = model.conv1[0]
+    if in_chans != stem.in_channels:
+        new_stem = nn.Conv2d(
+            in_chans,
+            stem.out_channels,
+            kernel_size=stem.kernel_size,
+            stride=stem.stride,
+            padding=stem.padding,
+            bias=False,
+        )
+        if weights is not None:  # in_chans=1: RGB kernels summed, as timm does for its models
+            with torch.no_grad():
+                new_stem.weight.copy_(adapt_input_conv(in_chans, stem.weight.detach()))
+        model.conv1[0] = new_stem
+    model.fc = nn.Linear(model.fc.in_features, num_classes)
+    return model
+
+
+class TinyCNN(nn.Module):
+    """Three-conv CNN (about 6k parameters) so tests and smoke runs are fast on a CPU."""
+
+    def __init__(self, in_chans: int = 1, num_classes: int = 2, width: int = 8) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        channels = [in_chans, width, 2 * width, 4 * width]
+        for c_in, c_out in zip(channels[:-1], channels[1:], strict=True):
+            layers += [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+            layers.append(nn.MaxPool2d(2))
+        self.features = nn.Sequential(*layers[:-1])  # no pooling after the last conv
+        self.head = nn.Linear(channels[-1], num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of shape (batch, num_classes)."""
+        return self.head(self.features(x).mean(dim=(2, 3)))
+
+
+def _build_tiny_cnn(in_chans: int, num_classes: int, img_size: int | None, weights: Path | None) -> nn.Module:
+    """Builder for TinyCNN (never pretrained)."""
+    return TinyCNN(in_chans, num_classes)
+
+
+def _register_timm(
+    name: str,
+    family: str,
+    *,
+    min_resolution: int = 32,
+    patch_size: int | None = None,
+    size_multiple: int | None = None,
+    tiny: bool = False,
+) -> None:
+    """Register one timm model under its timm name."""
+    register_backbone(
+        BackboneSpec(
+            name=name,
+            family=family,
+            builder=_timm_builder(name, takes_img_size=patch_size is not None),
+            patch_size=patch_size,
+            tiny=tiny,
+            min_resolution=min_resolution,
+            size_multiple=size_multiple,
+            locate_weights=_timm_locator(name),
+        )
+    )
+
+
+# The seven families of the reference study, mapped to concrete models, then the test-sized ones.
+_register_timm("densenet121", "DenseNet")  # four 2x2 pools after the stem: < 32 px collapses to 0
+_register_timm("fbnetc_100", "FBNet")
+_register_timm("hrnet_w18_small_v2", "HRNet", size_multiple=32)  # fails at sizes not divisible by 32
+_register_timm("hrnet_w18", "HRNet", size_multiple=32)
+_register_timm("regnety_008", "RegNet")
+_register_timm("regnety_004", "RegNet")
+_register_timm("resnet50", "ResNet50")
+register_backbone(
+    BackboneSpec("shufflenet_v2_x1_0", "ShuffleNet", _build_shufflenet, locate_weights=_locate_shufflenet)
+)
+_register_timm("vit_small_patch16_224", "ViT", patch_size=16)
+_register_timm("vit_tiny_patch16_224", "ViT", patch_size=16)
+register_backbone(BackboneSpec("tiny_cnn", "Tiny", _build_tiny_cnn, tiny=True, min_resolution=8))
+_register_timm("resnet10t", "Tiny", tiny=True)
