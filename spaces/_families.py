@@ -12,3 +12,4 @@ STUDY_BACKBONES: dict[str, str] = {
     "ViT": "vit_small_patch16_224",
 }
 VIT_PATCH = 16
+HRNET_STRIDE = 32  # HRNet needs input sizes divisible by 32

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from spaces._families import STUDY_BACKBONES, VIT_PATCH
+from spaces._families import HRNET_STRIDE, STUDY_BACKBONES, VIT_PATCH
 
-DESCRIPTION = "seven study backbones, 48-96 px, lr 1e-5..3e-3, aug 0..1 (CPU-sized)"
+DESCRIPTION = "seven study backbones, 64-96 px, lr 1e-5..3e-3, aug 0..1 (CPU-sized)"
 MAX_EPOCHS = 8
-RESOLUTIONS = [48, 64, 80, 96]  # all multiples of the ViT patch size
-assert all(r % VIT_PATCH == 0 for r in RESOLUTIONS)
+RESOLUTIONS = [64, 96]  # multiples of the ViT patch (16) and of HRNet's stride (32)
+assert all(r % VIT_PATCH == 0 and r % HRNET_STRIDE == 0 for r in RESOLUTIONS)
 
 
 def space(trial: Any) -> dict[str, Any]:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from spaces._families import STUDY_BACKBONES, VIT_PATCH
+from spaces._families import HRNET_STRIDE, STUDY_BACKBONES, VIT_PATCH
 
 DESCRIPTION = "seven study backbones, 128-256 px, lr 1e-5..3e-3, aug 0..1 (GPU-sized)"
 MAX_EPOCHS = 30
-RESOLUTIONS = [128, 160, 192, 224, 256]  # all multiples of the ViT patch size
-assert all(r % VIT_PATCH == 0 for r in RESOLUTIONS)
+RESOLUTIONS = [128, 160, 192, 224, 256]  # multiples of the ViT patch (16) and of HRNet's stride (32)
+assert all(r % VIT_PATCH == 0 and r % HRNET_STRIDE == 0 for r in RESOLUTIONS)
 
 
 def space(trial: Any) -> dict[str, Any]:

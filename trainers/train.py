@@ -94,7 +94,12 @@ class _Fold:
         )
         self.built = built
         self.model = built.model.to(device)
-        aug = build_augment(cfg.aug_strength, seed=cfg.seed * 1000 + i) if cfg.aug_strength > 0 else None
+        # slices are axial planes of RAS-oriented volumes: left-right is the first image axis
+        aug = (
+            build_augment(cfg.aug_strength, seed=cfg.seed * 1000 + i, lr_axis=0)
+            if cfg.aug_strength > 0
+            else None
+        )
         ds = SliceDataset(data, train_idx, aug)
         gen = torch.Generator().manual_seed(cfg.seed * 1000 + i)
         self.loader = DataLoader(

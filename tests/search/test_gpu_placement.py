@@ -22,7 +22,7 @@ def ray_with_two_gpus():
 
 
 def test_four_trials_two_per_gpu(tiny_cohort, runs) -> None:
-    args = search_args(tiny_cohort, runs, "gpu", "--budget", "4", "--scheduler", "fifo", "--max-epochs", "2",
+    args = search_args(tiny_cohort, runs, "gpu", "--budget", "4", "--scheduler", "fifo", "--max-epochs", "4",
                        "--gpus-per-trial", "0.5", "--cpus-per-trial", "0.5")  # fmt: skip
     assert main(args) == 0
     results = []
