@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -117,7 +118,9 @@ def _run(args: Any, settings: dict, config: dict, paths: StudyPaths, cohort: Any
     from spaces import get_space
     from trainers.cv import prepare_cohort
 
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our own progress line instead of Tune's tables
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     name = config["study"]
     prepared = prepare_cohort(
         manifest, int(settings["folds"]), int(settings["seed"]), str(settings["cv_group"]), paths.folds,

@@ -24,14 +24,14 @@ class Progress(Callback):
     """Counts trials by outcome and prints one status line per finished trial and every `every` seconds."""
 
     def __init__(self, budget: int, already: dict[str, int], best: tuple[float, dict] | None,
-                 every: float = 30.0, out: TextIO = sys.stdout) -> None:  # fmt: skip
+                 every: float = 30.0, out: TextIO | None = None) -> None:  # fmt: skip
         self.budget = budget
         self.counts = {"complete": already.get("complete", 0), "pruned": already.get("pruned", 0),
                        "failed": already.get("failed", 0)}  # fmt: skip
         self.start_finished = sum(self.counts.values())
         self.best = best
         self.every = every
-        self.out = out
+        self.out = out  # None: whatever sys.stdout is when printing (keeps the callback picklable)
         self.started = time.time()
         self.last_print = 0.0
         self.running = 0
@@ -42,6 +42,7 @@ class Progress(Callback):
 
     def trial_finished(self, trial: Any, state: str, final: dict | None, error: str = "") -> None:
         """Called by the tracking callback when a trial ends."""
+        self.running = max(0, self.running - 1)
         self.counts[state] = self.counts.get(state, 0) + 1
         if state == "complete" and final:
             value = final["metrics"].get("cv_auc", math.nan)
@@ -50,17 +51,15 @@ class Progress(Callback):
                 self.best = (value, params)
         if state == "failed":
             first = error.strip().splitlines()[-1] if error.strip() else "see the Ray trial log"
-            print(f"trial {trial.config.get('_optuna_trial')} failed: {first}", file=self.out, flush=True)
+            print(
+                f"trial {trial.config.get('_optuna_trial')} failed: {first}",
+                file=self.out or sys.stdout,
+                flush=True,
+            )
         self.print_line()
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.running += 1
-
-    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.running = max(0, self.running - 1)
-
-    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.running = max(0, self.running - 1)
 
     def on_step(self, iteration: int, trials: list, **info: Any) -> None:
         if time.time() - self.last_print >= self.every:
@@ -82,7 +81,7 @@ class Progress(Callback):
         print(
             f"[{self.finished:>4}/{self.budget}] complete {c['complete']} pruned {c['pruned']} "
             f"failed {c['failed']} running {self.running} | {best} | {_fmt_duration(elapsed)} {eta}".rstrip(),
-            file=self.out,
+            file=self.out or sys.stdout,
             flush=True,
         )
 

@@ -36,6 +36,15 @@ class StudyTracker:
         self.parent_run_id: str | None = None
         self.children: dict[int, str] = {}  # optuna trial number -> run id
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()  # Ray pickles callbacks with the Tuner: keep ids, not connections
+        state.pop("client", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.client = MlflowClient(tracking_uri=self.tracking_uri)
+
     def open_parent(self, parent_run_id: str | None, params: dict[str, Any], tags: dict[str, str]) -> str:
         """Reuse the parent run of an earlier session of this study, or start one."""
         if parent_run_id:

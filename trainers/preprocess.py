@@ -78,7 +78,7 @@ def scan_key(scan: Scan, params: PreprocessParams) -> str:
 def _to_ras(array: np.ndarray, affine: np.ndarray, spacing: Sequence[float], mode: str) -> np.ndarray:
     """Orient to RAS and resample to `spacing` with MONAI; returns (X, Y, Z)."""
     img = MetaTensor(torch.as_tensor(array[None], dtype=torch.float32), affine=torch.as_tensor(affine))
-    img = Orientation(axcodes="RAS")(img)
+    img = Orientation(axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S")))(img)
     if array.shape[2] == 1:  # a 2D image: resample in-plane only
         spacing = (spacing[0], spacing[1], float(np.linalg.norm(np.asarray(affine)[:3, 2])) or 1.0)
     img = Spacing(pixdim=tuple(spacing), mode=mode, padding_mode="border")(img)
