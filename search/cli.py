@@ -66,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"search space: {settings['space']} ({why}): {space.DESCRIPTION}; {settings['max_epochs']} epochs max",
           flush=True)  # fmt: skip
 
+    if settings["pretrained"]:
+        _announce_missing_weights(space.BACKBONES)
+
     from trainers.cv import resolve_manifest
     from trainers.manifest import ManifestError, load_manifest
 
@@ -206,6 +209,16 @@ def _run(args: Any, settings: dict, config: dict, paths: StudyPaths, cohort: Any
     write_json(paths.root / "leaderboard.json", {"counts": counts, "rows": rows})
     _print_outcome(name, counts, rows, config, paths, format_leaderboard)
     return 0
+
+
+def _announce_missing_weights(names: list[str]) -> None:
+    """Say once, in the driver, which backbones will start from random initialisation."""
+    from trainers.backbones import weights_available
+
+    missing = [n for n in names if not weights_available(n)[0]]
+    if missing:
+        print(f"note: no local ImageNet weights for {', '.join(missing)}: those trials start from random "
+              "initialisation (recorded on each trial as pretrained=false)", flush=True)  # fmt: skip
 
 
 def _init_ray(args: Any) -> None:

@@ -48,7 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-epochs", type=int, default=None, help="epochs per trial (default: the space's)")
     g.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=None,
                    help="ImageNet weights where available locally, else random init, recorded [on]")  # fmt: skip
-    g.add_argument("--sampler", choices=("tpe", "random"), default="tpe")
+    g.add_argument(
+        "--sampler", choices=("tpe", "random"), default="tpe", help="how Optuna proposes configurations"
+    )
     g.add_argument("--scheduler", choices=("asha", "fifo"), default="asha", help="early stopping, or none")
     g.add_argument("--grace-epochs", type=int, default=1, help="ASHA: epochs every trial gets")
     g.add_argument("--reduction-factor", type=float, default=3.0, help="ASHA: keep 1/factor at each rung")
@@ -66,11 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
     r = p.add_argument_group("compute")
     r.add_argument("--address", help="existing Ray cluster: auto or ray://host:port (default: local Ray)")
     r.add_argument("--gpus-per-trial", type=float, default=None,
-                   help="GPU share per trial, fractions allowed (default: 0.5 with GPUs, else 0)")  # fmt: skip
+                   help="GPU share per trial, fractions allowed: 0.25 = four trials per GPU (default: 0.25 with GPUs, else 0)")  # fmt: skip
     r.add_argument("--cpus-per-trial", type=float, default=None,
                    help="CPUs per trial, also its torch threads (default: 2, or all CPUs without GPUs up to 4)")  # fmt: skip
     r.add_argument(
-        "--max-concurrent", type=int, default=0, help="cap on trials at once (0: as resources allow)"
+        "--max-concurrent", type=int, default=0, help="cap on trials at once; 0 = as many as resources allow"
     )
     r.add_argument("--num-cpus", type=int, default=None, help="local Ray: CPUs to use (default: all)")
     r.add_argument("--num-gpus", type=int, default=None, help="local Ray: GPUs to use (default: all visible)")
