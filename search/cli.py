@@ -166,7 +166,12 @@ def _run(args: Any, settings: dict, config: dict, paths: StudyPaths, cohort: Any
             _init_ray(args)
         try:
             resources = _resources(args, ray.cluster_resources())
-            print(f"ray: {_describe(ray.cluster_resources())}; each trial gets {resources}", flush=True)
+            slots = _parallel_slots(ray.cluster_resources(), resources, args.max_concurrent)
+            # Tune creates only one pending trial at a time for non-random searchers unless told otherwise,
+            # which would run the trials one after another.
+            os.environ["TUNE_MAX_PENDING_TRIALS_PG"] = str(slots)
+            print(f"ray: {_describe(ray.cluster_resources())}; each trial gets {resources}; up to {slots} at once",
+                  flush=True)  # fmt: skip
             space = get_space(str(settings["space"]))
             searcher = StageSearch(
                 space=space.space, metric=SEARCH_METRIC, mode="max", study_name=name, storage=storage,
@@ -243,6 +248,15 @@ def _resources(args: Any, cluster: dict[str, float]) -> dict[str, float]:
     else:
         cpu = 2.0 if gpus else float(min(4, max(1, int(cluster.get("CPU", 1)))))
     return {"cpu": cpu, "gpu": gpu}
+
+
+def _parallel_slots(cluster: dict[str, float], resources: dict[str, float], cap: int) -> int:
+    """How many trials fit at once in the cluster's CPUs and GPUs (and under --max-concurrent)."""
+    fits = [int(cluster.get("CPU", 1) // resources["cpu"])] if resources["cpu"] else []
+    if resources["gpu"]:
+        fits.append(int(round(cluster.get("GPU", 0) / resources["gpu"], 6)))
+    slots = max(1, min(fits) if fits else 1)
+    return min(slots, cap) if cap else slots
 
 
 def _describe(cluster: dict[str, float]) -> str:
