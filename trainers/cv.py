@@ -7,9 +7,11 @@ k fold models trained in lockstep -> per-fold AUC, pooled out-of-fold `cv_auc` a
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,9 +60,18 @@ def prepare_cohort(
     folds_path: str | Path | None = None,
     params: PreprocessParams | None = None,
     cohort: Cohort | None = None,
+    exclude: Sequence[str] = (),
 ) -> PreparedCohort:
-    """Validate (raises ManifestError), preprocess through the cache and load or write the folds."""
+    """Validate (raises ManifestError), preprocess through the cache and load or write the folds.
+
+    Patients in `exclude` (a held-out test set) are left out of the folds and of the ROI slices.
+    """
     cohort = cohort or load_manifest(manifest, folds=folds, cv_group=cv_group)
+    if exclude:
+        dropped = set(exclude)
+        cohort = dataclasses.replace(
+            cohort, scans=tuple(s for s in cohort.scans if s.patient_id not in dropped)
+        )
     chash = cohort.content_hash()
     if folds_path is None:
         folds_path = cache_root() / "folds" / f"{chash}-k{folds}-s{fold_seed}-{cv_group}.json"

@@ -31,6 +31,18 @@ class SliceData:
         return np.flatnonzero(np.isin(self.patient_index, list(wanted)))
 
 
+def roi_tensor(roi: ScanROI, resolution: int, channels: int) -> torch.Tensor:
+    """One scan's cached ROI slabs as model input (S, C, R, R): centre slice or 2.5D, resized."""
+    slabs = torch.as_tensor(roi.slabs.astype(np.float32))
+    if channels == 1:
+        slabs = slabs[:, 1:2]
+    if slabs.shape[-1] != resolution:
+        slabs = torch.nn.functional.interpolate(
+            slabs, size=(resolution, resolution), mode="bilinear", antialias=True
+        )
+    return slabs
+
+
 def build_slice_data(rois: Sequence[ScanROI], resolution: int, channels: int = 1) -> SliceData:
     """Resize cached ROI slabs to `resolution`; 1 channel = centre slice, 3 = 2.5D neighbours."""
     patients: list[str] = []
@@ -40,13 +52,7 @@ def build_slice_data(rois: Sequence[ScanROI], resolution: int, channels: int = 1
         if roi.patient_id not in labels:
             patients.append(roi.patient_id)
             labels[roi.patient_id] = roi.label
-        slabs = torch.as_tensor(roi.slabs.astype(np.float32))
-        if channels == 1:
-            slabs = slabs[:, 1:2]
-        if slabs.shape[-1] != resolution:
-            slabs = torch.nn.functional.interpolate(
-                slabs, size=(resolution, resolution), mode="bilinear", antialias=True
-            )
+        slabs = roi_tensor(roi, resolution, channels)
         blocks.append(slabs)
         owners.extend([patients.index(roi.patient_id)] * len(slabs))
     return SliceData(

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.model_selection import StratifiedGroupKFold
+from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
 
 class FoldsMismatchError(Exception):
@@ -30,6 +30,41 @@ def make_folds(
     return folds
 
 
+def split_holdout(labels: dict[str, int], fraction: float, seed: int = 0) -> list[str]:
+    """A stratified, patient-level held-out test set (sorted patient ids), never seen by any trial."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"holdout fraction must be in (0, 1), got {fraction}")
+    patients = sorted(labels)
+    y = [labels[p] for p in patients]
+    _, test = train_test_split(patients, test_size=fraction, stratify=y, random_state=seed)
+    return sorted(test)
+
+
+def _load_or_write(path: Path, meta: dict[str, Any], key: str, make: Any) -> Any:
+    """Reuse `path` if it was written with `meta`; else write `make()` there once. Mismatch is an error."""
+    if path.exists():
+        stored = json.loads(path.read_text())
+        if stored.get("meta") != meta:
+            raise FoldsMismatchError(
+                f"{path} was made with {stored.get('meta')}, not {meta}; delete it or use another folder"
+            )
+        return stored[key]
+    value = make()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"meta": meta, key: value}, indent=1))
+    tmp.replace(path)
+    return value
+
+
+def load_or_make_holdout(
+    path: str | Path, labels: dict[str, int], fraction: float, seed: int = 0, cohort_hash: str = ""
+) -> list[str]:
+    """The held-out patients of a study, drawn once and reused."""
+    meta = {"cohort_hash": cohort_hash, "fraction": fraction, "seed": seed}
+    return _load_or_write(Path(path), meta, "patients", lambda: split_holdout(labels, fraction, seed))
+
+
 def load_or_make_folds(
     path: str | Path,
     labels: dict[str, int],
@@ -40,18 +75,5 @@ def load_or_make_folds(
     group_by: str = "patient",
 ) -> list[dict[str, list[str]]]:
     """Reuse `path` if it was made for this cohort and these settings, else write it; never silently redo."""
-    path = Path(path)
     meta: dict[str, Any] = {"cohort_hash": cohort_hash, "k": k, "seed": seed, "group_by": group_by}
-    if path.exists():
-        stored = json.loads(path.read_text())
-        if stored.get("meta") != meta:
-            raise FoldsMismatchError(
-                f"{path} was made with {stored.get('meta')}, not {meta}; delete it or use another folder"
-            )
-        return stored["folds"]
-    folds = make_folds(labels, groups, k, seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"meta": meta, "folds": folds}, indent=1))
-    tmp.replace(path)
-    return folds
+    return _load_or_write(Path(path), meta, "folds", lambda: make_folds(labels, groups, k, seed))

@@ -166,13 +166,13 @@ def _read_table(manifest: Path) -> tuple[list[str], list[tuple[int, list[str]]]]
     return header, table[1:]
 
 
-def _column_problems(header: list[str], cv_group: str) -> list[str]:
+def _column_problems(header: list[str], cv_group: str, labelled: bool = True) -> list[str]:
     """Problems with the header: duplicates, missing required columns, missing site for site-grouped CV."""
     problems = []
     dupes = sorted(c for c, n in Counter(header).items() if n > 1 and c)
     if dupes:
         problems.append(f"duplicate column(s): {', '.join(dupes)}")
-    missing = [c for c in REQUIRED_COLUMNS if c not in header]
+    missing = [c for c in REQUIRED_COLUMNS if c not in header and (labelled or c != "label")]
     if missing:
         hint = ""
         if len(header) == 1 and any(sep in header[0] for sep in ";\t|"):
@@ -191,7 +191,13 @@ def _resolve(base: Path, raw: str) -> Path:
 
 
 def _parse_row(
-    line: int, cells: list[str], header: list[str], base: Path, cv_group: str, problems: list[str]
+    line: int,
+    cells: list[str],
+    header: list[str],
+    base: Path,
+    cv_group: str,
+    problems: list[str],
+    labelled: bool = True,
 ) -> _Row:
     """Turn one CSV row into a _Row, appending every value problem (blank id, bad label, missing file)."""
     value = {name: (cells[i].strip() if i < len(cells) else "") for i, name in enumerate(header)}
@@ -222,7 +228,7 @@ def _parse_row(
             problems.append(f"{row.who}: mask file not found: {row.mask_raw}")
         else:
             row.mask = path
-    if "label" in header:
+    if "label" in header and labelled:
         raw = value["label"]
         row.label = LABEL_VALUES.get(raw.upper())
         if row.label is None:
@@ -231,6 +237,11 @@ def _parse_row(
     if cv_group == "site" and "site" in header and not row.site:
         problems.append(f"{row.who}: blank site (required for cv_group='site')")
     return row
+
+
+def check_scan_files(image: Path, mask: Path | None = None) -> list[str]:
+    """Problems reading one scan and its mask (unreadable, 4D, NaN/inf, mask mismatch or empty); [] if fine."""
+    return _check_image_files(image, str(image), mask, str(mask) if mask else "")
 
 
 def _check_image_files(image: Path, image_raw: str, mask: Path | None, mask_raw: str) -> list[str]:
@@ -321,23 +332,30 @@ def _cohort_problems(rows: list[_Row], folds: int, cv_group: str, has_site: bool
 
 
 def load_manifest(
-    path: str | Path, folds: int = 5, cv_group: str = "patient", check_images: bool = True
+    path: str | Path,
+    folds: int = 5,
+    cv_group: str = "patient",
+    check_images: bool = True,
+    labelled: bool = True,
 ) -> Cohort:
-    """Validate a manifest (files must exist; check_images also reads them) into a Cohort or one ManifestError."""
+    """Validate a manifest (files must exist; check_images also reads them) into a Cohort or one ManifestError.
+
+    `labelled=False` validates scans to predict: no label column needed, labels are -1, no class checks.
+    """
     if folds < 2:
         raise ValueError(f"folds must be at least 2, got {folds}")
     if cv_group not in CV_GROUPS:
         raise ValueError(f"cv_group must be one of {', '.join(CV_GROUPS)}, got {cv_group!r}")
     manifest = Path(os.path.normpath(Path(path).expanduser().absolute()))
     header, table = _read_table(manifest)
-    problems = _column_problems(header, cv_group)
+    problems = _column_problems(header, cv_group, labelled)
     if not table:
         problems.append("manifest has no data rows")
     rows: list[_Row] = []
     row_problems: list[list[str]] = []
     for line, cells in table:
         found: list[str] = []
-        rows.append(_parse_row(line, cells, header, manifest.parent, cv_group, found))
+        rows.append(_parse_row(line, cells, header, manifest.parent, cv_group, found, labelled))
         row_problems.append(found)
     if check_images:
         jobs: dict[tuple[Path, Path | None], _Row] = {}
@@ -355,10 +373,14 @@ def load_manifest(
                     found.extend(f"{r.who}: {p}" for p in futures[(r.image, r.mask)].result())
     for found in row_problems:
         problems.extend(found)
-    problems.extend(_cohort_problems(rows, folds, cv_group, "site" in header))
+    if labelled:
+        problems.extend(_cohort_problems(rows, folds, cv_group, "site" in header))
     if problems:
         raise ManifestError(manifest, problems)
-    scans = tuple(Scan(r.patient_id, r.image, r.mask, r.label, r.site) for r in rows)  # type: ignore[arg-type]
+    scans = tuple(
+        Scan(r.patient_id, r.image, r.mask, r.label if labelled else -1, r.site)  # type: ignore[arg-type]
+        for r in rows
+    )
     return Cohort(manifest=manifest, scans=scans)
 
 

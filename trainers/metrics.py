@@ -55,3 +55,20 @@ def summary_metrics(y_true: np.ndarray, y_prob: np.ndarray) -> dict[str, float]:
     for key, value in threshold_metrics(y_true, y_prob, thr).items():
         out[f"{key}_youden"] = value
     return out
+
+
+def bootstrap_auc_ci(
+    y_true: np.ndarray, y_prob: np.ndarray, n: int = 2000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval of the AUC over patients (resamples with one class skipped)."""
+    y_true, y_prob = np.asarray(y_true), np.asarray(y_prob)
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(n):
+        idx = rng.integers(0, len(y_true), len(y_true))
+        if len(np.unique(y_true[idx])) == 2:
+            values.append(roc_auc_score(y_true[idx], y_prob[idx]))
+    if not values:
+        return math.nan, math.nan
+    lo, hi = np.percentile(values, [100 * (1 - level) / 2, 100 * (1 + level) / 2])
+    return float(lo), float(hi)

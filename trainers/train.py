@@ -168,6 +168,17 @@ def cross_validate(
     log: Callable[[str], None] | None = print,
 ) -> CVResult:
     """Train k fold models in lockstep; after each epoch call `on_epoch` (return True to stop early)."""
+    return train_folds(data, folds, cfg, on_epoch, log)[0]
+
+
+def train_folds(
+    data: SliceData,
+    folds: Sequence[dict],
+    cfg: TrainConfig,
+    on_epoch: Callable[[EpochReport], bool | None] | None = None,
+    log: Callable[[str], None] | None = print,
+) -> tuple[CVResult, list[nn.Module]]:
+    """`cross_validate`, also returning the k trained fold models (in eval mode, on the CPU)."""
     start = time.perf_counter()
     device = resolve_device(cfg.device)
     if cfg.num_threads:
@@ -215,7 +226,8 @@ def cross_validate(
     last = history[-1]
     valid = [a for a in last.fold_auc if not math.isnan(a)]
     built = fold_states[0].built
-    return CVResult(
+    models = [f.model.eval().cpu() for f in fold_states]
+    result = CVResult(
         config=cfg.to_dict(),
         family=family_of(cfg.backbone),
         pretrained=built.pretrained,
@@ -239,3 +251,4 @@ def cross_validate(
         ],
         seconds=time.perf_counter() - start,
     )
+    return result, models

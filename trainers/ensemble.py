@@ -1,0 +1,86 @@
+"""The fold-model ensemble of one configuration: saved, loaded and applied to new scans.
+
+A patient's P(T2) is the mean over the k fold models of the mean over its ROI slices, i.e. exactly how
+out-of-fold predictions are made during cross-validation, with the same preprocessing code.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from trainers.backbones import create_backbone
+from trainers.config import TrainConfig
+from trainers.data import roi_tensor
+from trainers.manifest import Scan
+from trainers.preprocess import PreprocessParams, ScanROI, preprocess_scan
+from trainers.train import predict_slices, resolve_device
+
+ENSEMBLE_FORMAT = 1
+
+
+@dataclass
+class Ensemble:
+    """k fold models + the config and preprocessing that made their inputs."""
+
+    models: list[nn.Module]
+    config: TrainConfig
+    params: PreprocessParams
+    threshold: float = 0.5
+
+    def save(self, folder: str | Path) -> Path:
+        """Weights (one file per fold) and `ensemble.json`; no patient data."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        for i, model in enumerate(self.models):
+            torch.save(model.state_dict(), folder / f"fold_{i}.pt")
+        meta = {
+            "format": ENSEMBLE_FORMAT,
+            "config": self.config.to_dict(),
+            "preprocess": asdict(self.params),
+            "threshold": self.threshold,
+            "folds": len(self.models),
+        }
+        (folder / "ensemble.json").write_text(json.dumps(meta, indent=1))
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> Ensemble:
+        """Rebuild the fold models from `save`'s folder (no network, no pretrained download)."""
+        folder = Path(folder)
+        meta = json.loads((folder / "ensemble.json").read_text())
+        if meta.get("format") != ENSEMBLE_FORMAT:
+            raise ValueError(f"{folder}: ensemble format {meta.get('format')} is not {ENSEMBLE_FORMAT}")
+        cfg = TrainConfig.from_dict(meta["config"])
+        pp = meta["preprocess"]
+        params = PreprocessParams(**{k: tuple(v) if isinstance(v, list) else v for k, v in pp.items()})
+        models = []
+        for i in range(meta["folds"]):
+            model = create_backbone(
+                cfg.backbone, in_chans=cfg.channels, num_classes=2, pretrained=False, img_size=cfg.resolution
+            ).model
+            model.load_state_dict(torch.load(folder / f"fold_{i}.pt", map_location="cpu", weights_only=True))
+            models.append(model.eval())
+        return cls(models, cfg, params, float(meta.get("threshold", 0.5)))
+
+    def predict_rois(self, rois: Sequence[ScanROI], device: str = "auto") -> np.ndarray:
+        """P(T2) per ROI set (one scan each)."""
+        dev = resolve_device(device)
+        out = []
+        for roi in rois:
+            x = roi_tensor(roi, self.config.resolution, self.config.channels)
+            probs = []
+            for model in self.models:
+                probs.append(float(predict_slices(model.to(dev), x, dev).mean()))
+            out.append(float(np.mean(probs)))
+        return np.asarray(out)
+
+    def predict_scans(self, scans: Sequence[Scan], device: str = "auto") -> np.ndarray:
+        """Preprocess scans exactly as in training (no cache) and predict P(T2) per scan."""
+        return self.predict_rois([preprocess_scan(s, self.params) for s in scans], device)
