@@ -1,0 +1,160 @@
+"""`python search/promote.py --best`: list the registered staging models and move the `champion` alias, gated."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make the project importable without installing it
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+from mlflow.exceptions import MlflowException  # noqa: E402
+from mlflow.tracking import MlflowClient  # noqa: E402
+
+from search.registry import (  # noqa: E402
+    CV,
+    DEFAULT_ALIAS,
+    DEFAULT_MODEL_NAME,
+    HOLDOUT,
+    METRIC_LABELS,
+    RegistryError,
+    best_version,
+    list_versions,
+    promote,
+    ranking_metric,
+    tag_float,
+)
+from search.study import default_tracking_uri  # noqa: E402
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Show defaults, except for flags whose default is decided later (explained in their help)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False, ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Flags of `search/promote.py`, with defaults shown in --help."""
+    p = argparse.ArgumentParser(
+        prog="python search/promote.py",
+        description=(
+            "List the registered versions of the staging model, or point an alias (default: champion) at one. "
+            "The gate refuses to replace the current holder with a version that scores lower: on holdout AUC "
+            "when both have one, else on cv_auc. --force overrides it; every promotion is recorded on the "
+            "version (promoted_<alias>_at/_reason/_previous/_forced tags and a line in its description)."
+        ),
+        formatter_class=_Formatter,
+    )
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument(
+        "--list", action="store_true", help="table of every version with its aliases and scores"
+    )
+    what.add_argument("--version", type=int, metavar="N", help="promote version N")
+    what.add_argument(
+        "--best",
+        action="store_true",
+        help="promote the best version (holdout AUC if all have one, else cv_auc)",
+    )
+    p.add_argument("--alias", default=DEFAULT_ALIAS, help="alias to set (load it as models:/NAME@ALIAS)")
+    p.add_argument("--force", action="store_true", help="promote even if the current holder scores higher")
+    p.add_argument(
+        "--reason", default="", help="why, recorded on the version (default: the score comparison)"
+    )
+    p.add_argument("--model-name", default=DEFAULT_MODEL_NAME, help="registered model name")
+    p.add_argument("--runs-dir", type=Path, default=Path("runs"), help="runs folder holding mlflow.db")
+    p.add_argument(
+        "--tracking-uri", help="MLflow tracking/registry URI (default: sqlite mlflow.db in --runs-dir)"
+    )
+    return p
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+def _missing_sqlite(uri: str) -> Path | None:
+    """The database file of a sqlite URI when it does not exist (so listing never creates an empty store)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
+    return None if not str(path) or path.exists() else path
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _holdout(tags: dict[str, str]) -> str:
+    auc = tag_float(tags, HOLDOUT)
+    if auc is None:
+        return "-"
+    low, high = tag_float(tags, f"{HOLDOUT}_ci_low"), tag_float(tags, f"{HOLDOUT}_ci_high")
+    return f"{auc:.3f}" + ("" if low is None or high is None else f" [{low:.3f}, {high:.3f}]")
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """The versions as an aligned text table, one line per version."""
+    head = ["version", "aliases", "study", "trial", "backbone", "cv_auc", "holdout AUC [95% CI]", "pretrained",
+            "created (UTC)"]  # fmt: skip
+    body = []
+    for r in rows:
+        t = r["tags"]
+        body.append([
+            f"v{r['version']}", ",".join(f"@{a}" for a in r["aliases"]) or "-", t.get("study", "-"),
+            t.get("trial", "-"), t.get("backbone", "-"), _num(tag_float(t, CV)), _holdout(t),
+            t.get("pretrained", "-"), (r["created"] or "-").replace("T", " ").removesuffix("Z"),
+        ])  # fmt: skip
+    widths = [max(len(str(line[i])) for line in [head, *body]) for i in range(len(head))]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
+                     for line in [head, *body])  # fmt: skip
+
+
+def _list(client: MlflowClient, name: str) -> int:
+    rows = list_versions(client, name)
+    print(f"{name}: {len(rows)} version(s)")
+    print(format_table(rows))
+    metric = ranking_metric([r["tags"] for r in rows])
+    if metric is not None:
+        best = best_version(client, name)
+        print(f"best on {METRIC_LABELS[metric]}: v{best.version} (promote it with --best)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run `search/promote.py`; returns the exit code (2 for problems the user can fix)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.list and (args.force or args.reason):
+        parser.error("--force and --reason apply to --version or --best, not --list")
+    uri = args.tracking_uri or default_tracking_uri(args.runs_dir)
+    missing = _missing_sqlite(uri)
+    if missing is not None:
+        return _fail(f"no MLflow store at {missing}: run search/run.py and register a model first, or pass "
+                     "--runs-dir/--tracking-uri")  # fmt: skip
+
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    try:
+        if args.list:
+            return _list(client, args.model_name)
+        version = int(best_version(client, args.model_name).version) if args.best else args.version
+        result = promote(
+            client, args.model_name, version, alias=args.alias, force=args.force, reason=args.reason
+        )
+    except RegistryError as exc:
+        return _fail(str(exc))
+    except MlflowException as exc:
+        return _fail(f"MLflow registry at {uri}: {exc.message}")
+    print(result.message)
+    if result.changed:
+        print(f"load it with: mlflow.pyfunc.load_model('{result.uri}')")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,249 @@
+"""search/promote.py and search/registry.py on a real sqlite MLflow registry holding a tiny pyfunc model."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import mlflow.pyfunc
+import pytest
+from mlflow.tracking import MlflowClient
+
+from search.promote import main
+from search.registry import (
+    CV,
+    DEFAULT_MODEL_NAME,
+    HOLDOUT,
+    best_version,
+    comparison_metric,
+    list_versions,
+    promote,
+    version_score,
+)
+from search.study import default_tracking_uri
+
+ROOT = Path(__file__).resolve().parents[2]
+NAME = DEFAULT_MODEL_NAME
+ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
+
+
+class ConstantStager(mlflow.pyfunc.PythonModel):
+    """Predicts P(T2) = 0.5 for every patient: enough to register, alias and load."""
+
+    def predict(self, context: object, model_input: list[float], params: dict | None = None) -> list[float]:
+        return [0.5 for _ in model_input]
+
+
+def _tags(
+    study: str, trial: int, backbone: str, cv: float, holdout: tuple[float, float, float] | None
+) -> dict:
+    tags = {"study": study, "trial": str(trial), "backbone": backbone, "family": backbone.split("_")[0],
+            "cv_auc": str(cv), "cohort_hash": "c0ffee", "pretrained": "false"}  # fmt: skip
+    if holdout is not None:
+        tags.update(zip((HOLDOUT, f"{HOLDOUT}_ci_low", f"{HOLDOUT}_ci_high"), map(str, holdout), strict=True))
+    return tags
+
+
+WITH_HOLDOUT = [  # v3 has the best cv_auc, v2 the best holdout AUC
+    _tags("s1", 3, "resnet50", 0.84, (0.79, 0.70, 0.88)),
+    _tags("s2", 7, "hrnet_w18_small_v2", 0.80, (0.83, 0.74, 0.91)),
+    _tags("s3", 1, "vit_small_patch16_224", 0.88, (0.76, 0.66, 0.85)),
+]
+CV_ONLY = [
+    _tags("s1", 0, "resnet50", 0.81, None),
+    _tags("s2", 4, "densenet121", 0.86, None),
+    _tags("s3", 2, "regnety_008", 0.78, None),
+]
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(an initialised empty sqlite store, a saved pyfunc model), made once: creating the schema takes seconds."""
+    root = tmp_path_factory.mktemp("registry_template")
+    mlflow.pyfunc.save_model(str(root / "model"), python_model=ConstantStager(), pip_requirements=["mlflow"])
+    db = root / "mlflow.db"
+    MlflowClient(tracking_uri=f"sqlite:///{db}").search_experiments()
+    assert db.exists()
+    return db, root / "model"
+
+
+def make_registry(runs: Path, template: tuple[Path, Path], versions: list[dict]) -> MlflowClient:
+    """`runs/mlflow.db` with model `cervical-staging` holding one version per tag set, each from its own run."""
+    db, model_dir = template
+    runs.mkdir(parents=True)
+    shutil.copy(db, runs / "mlflow.db")
+    uri = default_tracking_uri(runs)
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    exp = client.create_experiment("studies", artifact_location=(runs / "artifacts").as_uri())
+    client.create_registered_model(NAME)
+    for tags in versions:
+        run = client.create_run(exp, tags={"role": "search", "study": tags["study"]})
+        client.log_artifacts(run.info.run_id, str(model_dir), "model")
+        client.create_model_version(NAME, f"{run.info.artifact_uri}/model", run_id=run.info.run_id, tags=tags)
+    return client
+
+
+def holder(client: MlflowClient, alias: str = "champion") -> int | None:
+    """The version number holding `alias`, read back from the registry."""
+    found = client.get_registered_model(NAME).aliases.get(alias)
+    return None if found is None else int(found)
+
+
+def vtags(client: MlflowClient, version: int) -> dict[str, str]:
+    return client.get_model_version(NAME, str(version)).tags
+
+
+def test_best_promotes_highest_holdout_auc_and_records_why(
+    tmp_path: Path,
+    template: tuple[Path, Path],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    runs = tmp_path / "runs"
+    client = make_registry(runs, template, WITH_HOLDOUT)
+    before = datetime.now(UTC).replace(microsecond=0)
+    assert main(["--best", "--runs-dir", str(runs)]) == 0
+    assert holder(client) == 2  # best holdout AUC, although v3 has the best cv_auc
+    out = capsys.readouterr().out
+    assert "@champion -> cervical-staging v2" in out and "models:/cervical-staging@champion" in out
+    tags = vtags(client, 2)
+    assert ISO_UTC.match(tags["promoted_champion_at"])
+    at = datetime.strptime(tags["promoted_champion_at"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    assert before <= at <= datetime.now(UTC)
+    assert tags["promoted_champion_reason"] == "first @champion: holdout AUC 0.830"
+    assert tags["promoted_champion_previous"] == "none" and tags["promoted_champion_forced"] == "false"
+    assert "promoted to @champion (previous: none)" in client.get_model_version(NAME, "2").description
+
+    assert main(["--best", "--runs-dir", str(runs)]) == 0  # the same version again changes nothing
+    assert "already holds @champion" in capsys.readouterr().out
+    assert vtags(client, 2) == tags
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", default_tracking_uri(runs))  # the alias loads the real model
+    model = mlflow.pyfunc.load_model(f"models:/{NAME}@champion")
+    assert list(model.predict([1.0, 2.0])) == [0.5, 0.5]
+
+
+def test_lower_holdout_is_refused_and_force_overrides_with_a_record(
+    tmp_path: Path, template: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    runs = tmp_path / "runs"
+    client = make_registry(runs, template, WITH_HOLDOUT)
+    assert main(["--version", "1", "--runs-dir", str(runs)]) == 0
+    assert main(["--version", "2", "--runs-dir", str(runs)]) == 0  # better holdout: accepted without --force
+    assert vtags(client, 2)["promoted_champion_reason"] == "holdout AUC 0.830 (was v1 0.790)"
+    assert vtags(client, 2)["promoted_champion_previous"] == "1"
+    capsys.readouterr()
+
+    assert main(["--version", "3", "--runs-dir", str(runs)]) == 2
+    err = capsys.readouterr().err
+    assert "current @champion v2 has holdout AUC 0.830 > candidate v3 0.760" in err and "--force" in err
+    assert holder(client) == 2
+    assert not any(k.startswith("promoted_") for k in vtags(client, 3))
+
+    assert main(["--version", "3", "--force", "--reason", "radiologist review", "--runs-dir", str(runs)]) == 0
+    assert holder(client) == 3
+    tags = vtags(client, 3)
+    assert tags["promoted_champion_reason"] == "radiologist review"
+    assert tags["promoted_champion_previous"] == "2" and tags["promoted_champion_forced"] == "true"
+    assert ISO_UTC.match(tags["promoted_champion_at"])
+    description = client.get_model_version(NAME, "3").description
+    assert "radiologist review [forced over v2: current @champion v2 has holdout AUC 0.830" in description
+    assert "@champion moved to v3: radiologist review" in client.get_model_version(NAME, "2").description
+
+
+def test_cv_auc_decides_when_a_version_has_no_holdout(tmp_path: Path, template: tuple[Path, Path]) -> None:
+    runs = tmp_path / "runs"
+    client = make_registry(runs, template, CV_ONLY)
+    assert int(best_version(client, NAME).version) == 2
+    result = promote(client, NAME, 2)
+    assert result.changed and result.previous is None and holder(client) == 2
+    with pytest.raises(Exception, match=r"cv_auc 0\.860 > candidate v3 0\.780"):
+        promote(client, NAME, 3)
+    assert holder(client) == 2
+    forced = promote(client, NAME, 3, force=True)
+    assert forced.forced and forced.previous == 2 and holder(client) == 3
+    assert vtags(client, 3)["promoted_champion_reason"].startswith(
+        "forced over v2: current @champion v2 has cv_auc"
+    )
+
+    # a holder with a holdout AUC against a candidate without one: compared on cv_auc, not across metrics
+    holdout = dict(CV_ONLY[0], holdout_auc="0.99")
+    assert comparison_metric(holdout, CV_ONLY[1]) == CV
+    assert comparison_metric(holdout, dict(CV_ONLY[1], holdout_auc="0.5")) == HOLDOUT
+    assert version_score(holdout) == (HOLDOUT, 0.99)
+    assert version_score(dict(CV_ONLY[0], holdout_auc="nan")) == (
+        CV,
+        0.81,
+    )  # a non-finite tag counts as absent
+    with pytest.raises(ValueError, match="neither"):
+        version_score({"study": "s1"})
+
+
+def test_list_shows_every_version_with_aliases(
+    tmp_path: Path, template: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    runs = tmp_path / "runs"
+    client = make_registry(runs, template, WITH_HOLDOUT)
+    assert main(["--version", "2", "--runs-dir", str(runs)]) == 0
+    assert main(["--version", "3", "--alias", "challenger", "--runs-dir", str(runs)]) == 0  # a free alias
+    capsys.readouterr()
+    assert main(["--list", "--tracking-uri", default_tracking_uri(runs)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "cervical-staging: 3 version(s)"
+    header, rows = lines[1], {line.split()[0]: line for line in lines[2:5]}
+    assert header.split()[:6] == ["version", "aliases", "study", "trial", "backbone", "cv_auc"]
+    assert rows.keys() == {"v1", "v2", "v3"}
+    assert rows["v1"].split()[1:6] == ["-", "s1", "3", "resnet50", "0.840"]
+    assert rows["v2"].split()[1] == "@champion" and "0.830 [0.740, 0.910]" in rows["v2"]
+    assert rows["v3"].split()[1] == "@challenger" and "vit_small_patch16_224" in rows["v3"]
+    assert all(row.split()[-3] == "false" for row in rows.values())  # pretrained, then the creation time
+    assert lines[5] == "best on holdout AUC: v2 (promote it with --best)"
+    listed = list_versions(client, NAME)
+    assert [r["version"] for r in listed] == [1, 2, 3] and listed[1]["aliases"] == ["champion"]
+    assert all(r["run_id"] and ISO_UTC.match(r["created"]) for r in listed)
+
+
+def test_user_errors_exit_2_with_a_message(
+    tmp_path: Path, template: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["--list", "--runs-dir", str(empty)]) == 2
+    assert "no MLflow store" in capsys.readouterr().err
+    assert not (empty / "mlflow.db").exists()  # listing never creates a store
+
+    runs = tmp_path / "runs"
+    client = make_registry(runs, template, WITH_HOLDOUT[:1])
+    cases = {
+        (
+            "--list",
+            "--model-name",
+            "nope",
+        ): "no registered model 'nope' (registered models: cervical-staging)",
+        ("--version", "9"): "model 'cervical-staging' has no version 9 (versions: v1)",
+        ("--best", "--model-name", "nope"): "no registered model 'nope'",
+        ("--version", "1", "--alias", "latest"): "invalid alias 'latest'",
+    }
+    for argv, message in cases.items():
+        assert main([*argv, "--runs-dir", str(runs)]) == 2, argv
+        assert message in capsys.readouterr().err, argv
+    client.create_registered_model("unused")
+    assert main(["--best", "--model-name", "unused", "--runs-dir", str(runs)]) == 2
+    assert "has no versions yet" in capsys.readouterr().err
+    assert holder(client) is None
+    with pytest.raises(SystemExit) as exc:
+        main(["--version", "1", "--best", "--runs-dir", str(runs)])
+    assert exc.value.code == 2
+
+
+def test_runs_as_a_script(tmp_path: Path, template: tuple[Path, Path]) -> None:
+    runs = tmp_path / "runs"
+    client = make_registry(runs, template, WITH_HOLDOUT)
+    cmd = [sys.executable, "search/promote.py", "--runs-dir", str(runs)]
+    done = subprocess.run([*cmd, "--best"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "@champion -> cervical-staging v2" in done.stdout and holder(client) == 2
