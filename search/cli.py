@@ -28,6 +28,31 @@ def _fail(problems: list[str]) -> int:
     return 2
 
 
+def _holdout_problems(cohort: Any, fraction: float, folds: int, seed: int) -> list[str]:
+    """A held-out split must keep both classes there and enough patients per class for the folds."""
+    from collections import Counter
+
+    from trainers.folds import split_holdout
+
+    labels = cohort.patient_labels()
+    try:
+        held = set(split_holdout(labels, fraction, seed))
+    except ValueError as exc:
+        return [f"--holdout {fraction}: {exc}"]
+    kept = Counter(v for p, v in labels.items() if p not in held)
+    out = Counter(labels[p] for p in held)
+    problems = []
+    if len(out) < 2:
+        problems.append(
+            f"--holdout {fraction}: the held-out set would have a single class ({len(held)} patients)"
+        )
+    if min(kept[0], kept[1]) < folds:
+        problems.append(
+            f"--holdout {fraction}: leaves T1 {kept[0]} / T2 {kept[1]} patients for {folds} folds"
+        )
+    return problems
+
+
 def _local_gpus() -> int:
     import torch
 
@@ -78,6 +103,12 @@ def main(argv: list[str] | None = None) -> int:
     except ManifestError as exc:
         return _fail([str(exc)])
     chash = cohort.content_hash()
+    if settings["holdout"]:
+        problems = _holdout_problems(
+            cohort, float(settings["holdout"]), int(settings["folds"]), int(settings["seed"])
+        )
+        if problems:
+            return _fail(problems)
     if stored and stored.get("cohort_hash") != chash:
         return _fail([f"study {args.study!r} was made on cohort {stored.get('cohort_hash')}, but {manifest} "
                       f"is now {chash} (changed files?); start a new --study"])  # fmt: skip
@@ -125,9 +156,19 @@ def _run(args: Any, settings: dict, config: dict, paths: StudyPaths, cohort: Any
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     name = config["study"]
+    holdout: list[str] = []
+    if settings["holdout"]:
+        from trainers.folds import load_or_make_holdout
+
+        holdout = load_or_make_holdout(
+            paths.holdout, cohort.patient_labels(), float(settings["holdout"]), int(settings["seed"]),
+            config["cohort_hash"],
+        )  # fmt: skip
+        print(f"held out {len(holdout)} patients for the final test ({paths.holdout}); no trial sees them",
+              flush=True)  # fmt: skip
     prepared = prepare_cohort(
         manifest, int(settings["folds"]), int(settings["seed"]), str(settings["cv_group"]), paths.folds,
-        cohort=cohort,
+        cohort=cohort, exclude=holdout,
     )  # fmt: skip
     storage = optuna.storages.RDBStorage(config["storage"])
     study = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True)
@@ -212,8 +253,26 @@ def _run(args: Any, settings: dict, config: dict, paths: StudyPaths, cohort: Any
         status if counts["finished"] < args.budget else "FINISHED",
     )
     write_json(paths.root / "leaderboard.json", {"counts": counts, "rows": rows})
-    _print_outcome(name, counts, rows, config, paths, format_leaderboard)
+    winner = None
+    if rows and not args.no_register and status == "FINISHED":
+        winner = _register(args, name, paths, config)
+    _print_outcome(name, counts, rows, config, paths, format_leaderboard, winner)
     return 0
+
+
+def _register(args: Any, name: str, paths: StudyPaths, config: dict) -> dict | None:
+    """Register the winner (retrains its fold models; evaluates the held-out patients once)."""
+    from dashboards.locations import resolve
+    from search.register import RegisterError, register_study
+
+    print()
+    try:
+        return register_study(
+            resolve(args.runs_dir, name, config["storage"], config["tracking_uri"]), args.model_name
+        )
+    except RegisterError as exc:
+        print(f"not registered: {exc}", flush=True)
+        return None
 
 
 def _announce_missing_weights(names: list[str]) -> None:
@@ -263,7 +322,9 @@ def _describe(cluster: dict[str, float]) -> str:
     return f"{int(cluster.get('CPU', 0))} CPUs, {cluster.get('GPU', 0):g} GPUs"
 
 
-def _print_outcome(name: str, counts: dict, rows: list, config: dict, paths: StudyPaths, fmt: Any) -> None:
+def _print_outcome(
+    name: str, counts: dict, rows: list, config: dict, paths: StudyPaths, fmt: Any, winner: dict | None
+) -> None:
     print()
     print(f"study {name}: {counts['complete']} complete, {counts['pruned']} pruned (stopped early), "
           f"{counts['failed']} failed")  # fmt: skip
@@ -271,9 +332,17 @@ def _print_outcome(name: str, counts: dict, rows: list, config: dict, paths: Stu
         print("\nbest trial per backbone family (cv_auc = pooled out-of-fold patient-level AUC):")
         print(fmt(rows))
         w = rows[0]
-        print(f"\nwinner: trial {w['trial']}, {w['backbone']} ({w['family']}), cv_auc {w['cv_auc']:.3f}")
-        print("note: the best of many trials' cv_auc is optimistic (selection bias); judge the winner on "
-              "patients no trial has seen.")  # fmt: skip
+        line = f"\nwinner: trial {w['trial']}, {w['backbone']} ({w['family']}), cv_auc {w['cv_auc']:.3f}"
+        held = (winner or {}).get("holdout")
+        if held:
+            print(f"{line} | held-out AUC {held['auc']:.3f} (95% CI {held['ci_low']:.3f}-{held['ci_high']:.3f}, "
+                  f"{held['n_patients']} patients never seen by any trial)")  # fmt: skip
+        else:
+            print(line)
+            print("note: the best of many trials' cv_auc is optimistic (it was selected on the same folds); "
+                  "run with --holdout 0.2 to test the winner on patients no trial has seen.")  # fmt: skip
+        if winner:
+            print(f"registered: {winner['model_uri']} (promote: python search/promote.py --best)")
     print(f"\nstudy folder: {paths.root}")
     print(f"optuna-dashboard:  optuna-dashboard --host 127.0.0.1 {config['storage']}")
     print(f"MLflow UI:         mlflow ui --host 127.0.0.1 --backend-store-uri {config['tracking_uri']}")

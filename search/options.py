@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--cv-group", choices=("patient", "site"), default=None, help="what folds keep apart [patient]"
     )
+    g.add_argument("--holdout", type=float, default=None,
+                   help="fraction of patients set aside (stratified) before the search, to test the winner once [0: none]")  # fmt: skip
     g.add_argument("--max-epochs", type=int, default=None, help="epochs per trial (default: the space's)")
     g.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=None,
                    help="ImageNet weights where available locally, else random init, recorded [on]")  # fmt: skip
@@ -65,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--runs-dir", type=Path, default=Path("runs"), help="folder holding one folder per study")
     s.add_argument("--storage", help="Optuna RDB URL (default: sqlite in the study folder)")
     s.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite mlflow.db in --runs-dir)")
+    s.add_argument("--no-register", action="store_true", help="do not register the winner at the end")
+    s.add_argument("--model-name", default="cervical-staging", help="registered model name for the winner")
     r = p.add_argument_group("compute")
     r.add_argument("--address", help="existing Ray cluster: auto or ray://host:port (default: local Ray)")
     r.add_argument("--gpus-per-trial", type=float, default=None,
@@ -90,6 +94,8 @@ def validate(args: argparse.Namespace) -> list[str]:
         problems.append(f"--max-epochs must be >= 1 (got {args.max_epochs})")
     if args.phantom_patients is not None and args.phantom_patients < 2 * (args.folds or 5):
         problems.append(f"--phantom-patients must be at least 2 x --folds (got {args.phantom_patients})")
+    if args.holdout is not None and not 0 <= args.holdout <= 0.5:
+        problems.append(f"--holdout must be in [0, 0.5] (got {args.holdout})")
     if args.grace_epochs < 1:
         problems.append(f"--grace-epochs must be >= 1 (got {args.grace_epochs})")
     if args.reduction_factor <= 1:
@@ -121,6 +127,7 @@ STUDY_SETTINGS: dict[str, object] = {
     "folds": 5,
     "cv_group": "patient",
     "max_epochs": None,
+    "holdout": 0.0,
     "seed": 0,
     "pretrained": True,
 }

@@ -28,6 +28,10 @@ class StudyPaths:
         return self.root / "folds.json"
 
     @property
+    def holdout(self) -> Path:
+        return self.root / "holdout.json"
+
+    @property
     def optuna_db(self) -> Path:
         return self.root / "optuna.db"
 
