@@ -33,11 +33,24 @@ class StageSearch(OptunaSearch):
             params[OPTUNA_NUMBER_KEY] = self._ot_trials[trial_id].number
         return params
 
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        super().on_trial_result(trial_id, result)
+        self._steps().setdefault(trial_id, set()).add(result.get("training_iteration"))
+
+    def _steps(self) -> dict[str, set]:
+        if not hasattr(self, "_reported_steps"):
+            self._reported_steps: dict[str, set] = {}
+        return self._reported_steps
+
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return
         ot_trial = self._ot_trials[trial_id]
         value = result.get(self.metric) if result else None
+        step = result.get("training_iteration") if result else None
+        if value is not None and value == value and step not in self._steps().get(trial_id, set()):
+            # A scheduler's stop decision arrives here without on_trial_result: record that epoch too.
+            ot_trial.report(value, step)
         if error or value is None or value != value:
             state, value = (optuna.trial.TrialState.FAIL if error else optuna.trial.TrialState.PRUNED), None
         elif result.get("final"):

@@ -88,7 +88,8 @@ def test_asha_stops_trials_early(tiny_cohort, runs) -> None:
     for t in pruned:
         assert max(t.intermediate_values) < 4 and t.value == t.intermediate_values[max(t.intermediate_values)]
     for t in complete:
-        assert max(t.intermediate_values) == 4
+        assert sorted(t.intermediate_values) == [1, 2, 3, 4]
+        assert t.value == t.intermediate_values[4]
     _, children = mlflow_runs(default_tracking_uri(runs), "asha")
     states = sorted(c.data.tags["state"] for c in children)
     assert states.count("pruned") == len(pruned) and states.count("complete") == len(complete)
