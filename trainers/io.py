@@ -333,3 +333,47 @@ def _load_bitmap(path: Path) -> Volume:
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise ImageReadError(path, f"not a readable PNG/JPEG ({_short(exc)})") from None
     return Volume(array=np.ascontiguousarray(pixels.T[:, :, np.newaxis]), affine=np.eye(4))
+
+
+GEOMETRY_TOLERANCE_MM = 1e-3
+
+
+def check_scan_files(image: Path, mask: Path | None = None) -> list[str]:
+    """Problems reading one scan and its mask (unreadable, 4D, NaN/inf, mask mismatch or empty); [] if fine."""
+    return scan_problems(image, str(image), mask, str(mask) if mask else "")
+
+
+def scan_problems(image: Path, image_raw: str, mask: Path | None, mask_raw: str) -> list[str]:
+    """Read an image (and its mask) once and report unreadable/4D files, NaN/inf, mask mismatch or emptiness."""
+    problems = []
+    geometry = None
+    try:
+        vol = load_image(image)
+        geometry = (vol.array.shape, np.asarray(vol.affine, dtype=float))
+        if n_bad := int(vol.array.size - np.count_nonzero(np.isfinite(vol.array))):
+            problems.append(f"image {image_raw}: {n_bad} NaN/inf voxel(s)")
+        del vol
+    except ImageReadError as exc:
+        problems.append(f"image {image_raw}: {exc.reason}")
+    if mask is None:
+        return problems
+    try:
+        m = load_image(mask)
+    except ImageReadError as exc:
+        return problems + [f"mask {mask_raw}: {exc.reason}"]
+    if geometry is not None and m.array.shape != geometry[0]:
+        problems.append(f"mask {mask_raw}: shape {m.array.shape} does not match image shape {geometry[0]}")
+    elif geometry is not None:
+        shape, affine = geometry
+        corners = np.array(
+            [[i, j, k, 1.0] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1) for k in (0, shape[2] - 1)]
+        )
+        offset = float(np.abs((np.asarray(m.affine) - affine) @ corners.T)[:3].max())
+        if offset > GEOMETRY_TOLERANCE_MM:
+            problems.append(
+                f"mask {mask_raw}: geometry (affine) does not match image: voxel positions differ by up to "
+                f"{offset:.3g} mm (tolerance {GEOMETRY_TOLERANCE_MM} mm)"
+            )
+    if not np.any(np.isfinite(m.array) & (m.array != 0)):
+        problems.append(f"mask {mask_raw}: empty mask (all voxels are zero)")
+    return problems

@@ -22,15 +22,12 @@ from dataclasses import dataclass
 from io import StringIO
 from pathlib import Path
 
-import numpy as np
-
-from trainers.io import ImageReadError, load_image, source_files
+from trainers.io import check_scan_files, scan_problems, source_files  # noqa: F401  (re-exported)
 
 REQUIRED_COLUMNS = ("patient_id", "image", "label")
 LABEL_VALUES = {"T1": 0, "T2": 1, "0": 0, "1": 1}
 CLASS_NAMES = {0: "T1", 1: "T2"}
 CV_GROUPS = ("patient", "site")
-GEOMETRY_TOLERANCE_MM = 1e-3
 _ALLOWED_LABELS = "allowed: T1, T2, 0, 1 (case-insensitive; T2 = 1 is the positive class)"
 
 
@@ -239,47 +236,6 @@ def _parse_row(
     return row
 
 
-def check_scan_files(image: Path, mask: Path | None = None) -> list[str]:
-    """Problems reading one scan and its mask (unreadable, 4D, NaN/inf, mask mismatch or empty); [] if fine."""
-    return _check_image_files(image, str(image), mask, str(mask) if mask else "")
-
-
-def _check_image_files(image: Path, image_raw: str, mask: Path | None, mask_raw: str) -> list[str]:
-    """Read an image (and its mask) once and report unreadable/4D files, NaN/inf, mask mismatch or emptiness."""
-    problems = []
-    geometry = None
-    try:
-        vol = load_image(image)
-        geometry = (vol.array.shape, np.asarray(vol.affine, dtype=float))
-        if n_bad := int(vol.array.size - np.count_nonzero(np.isfinite(vol.array))):
-            problems.append(f"image {image_raw}: {n_bad} NaN/inf voxel(s)")
-        del vol
-    except ImageReadError as exc:
-        problems.append(f"image {image_raw}: {exc.reason}")
-    if mask is None:
-        return problems
-    try:
-        m = load_image(mask)
-    except ImageReadError as exc:
-        return problems + [f"mask {mask_raw}: {exc.reason}"]
-    if geometry is not None and m.array.shape != geometry[0]:
-        problems.append(f"mask {mask_raw}: shape {m.array.shape} does not match image shape {geometry[0]}")
-    elif geometry is not None:
-        shape, affine = geometry
-        corners = np.array(
-            [[i, j, k, 1.0] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1) for k in (0, shape[2] - 1)]
-        )
-        offset = float(np.abs((np.asarray(m.affine) - affine) @ corners.T)[:3].max())
-        if offset > GEOMETRY_TOLERANCE_MM:
-            problems.append(
-                f"mask {mask_raw}: geometry (affine) does not match image: voxel positions differ by up to "
-                f"{offset:.3g} mm (tolerance {GEOMETRY_TOLERANCE_MM} mm)"
-            )
-    if not np.any(np.isfinite(m.array) & (m.array != 0)):
-        problems.append(f"mask {mask_raw}: empty mask (all voxels are zero)")
-    return problems
-
-
 def _cohort_problems(rows: list[_Row], folds: int, cv_group: str, has_site: bool) -> list[str]:
     """Cross-row problems: conflicting labels/sites, shared images, single class, too few patients or sites."""
     problems = []
@@ -365,8 +321,7 @@ def load_manifest(
         workers = max(1, min(4, os.cpu_count() or 1))
         with ThreadPoolExecutor(max_workers=workers) as pool:
             futures = {
-                k: pool.submit(_check_image_files, k[0], r.image_raw, k[1], r.mask_raw)
-                for k, r in jobs.items()
+                k: pool.submit(scan_problems, k[0], r.image_raw, k[1], r.mask_raw) for k, r in jobs.items()
             }
             for r, found in zip(rows, row_problems, strict=True):
                 if r.image is not None and jobs[(r.image, r.mask)] is r:
