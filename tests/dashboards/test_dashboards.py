@@ -1,0 +1,323 @@
+"""Dashboards on one real tiny study: the shared resolver, optuna-dashboard and MLflow UI launchers, the report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import optuna
+import pytest
+import ray
+from PIL import Image
+
+from dashboards.locations import LocationError, add_location_flags, from_args, resolve
+from dashboards.report import (
+    build_report,
+    load_oof,
+    oof_from_mlflow,
+    oof_from_ray,
+    param_importances,
+    roc_points,
+)
+from search.cli import main as search_main
+from search.study import StudyPaths, default_storage_url, default_tracking_uri
+from tests.search.conftest import ROOT, search_args
+
+STUDY = "dash"
+DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback servers, never via a proxy
+URL_LINE = re.compile(r": (http://127\.0\.0\.1:\d+/\S*)$", re.M)
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished 4-trial study with 3 held-out patients and its registered winner (winner.json)."""
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    folder = tmp_path_factory.mktemp("dashboards") / "runs"
+    try:
+        args = search_args(tiny_cohort, folder, STUDY, "--budget", "4", "--scheduler", "fifo", "--max-epochs", "2",
+                           "--cpus-per-trial", "1", "--holdout", "0.25")  # fmt: skip
+        assert search_main(args) == 0
+    finally:
+        ray.shutdown()
+    return folder
+
+
+def _study(runs: Path) -> optuna.Study:
+    storage = json.loads((runs / STUDY / "config.json").read_text())["storage"]
+    return optuna.load_study(study_name=STUDY, storage=storage)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _script(name: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "dashboards" / name), *args], capture_output=True,
+                          text=True, timeout=120, cwd=cwd or ROOT)  # fmt: skip
+
+
+def _get(url: str, data: dict | None = None) -> dict:
+    body = json.dumps(data).encode() if data is not None else None
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    with DIRECT.open(request, timeout=30) as response:
+        assert response.status == 200
+        return json.loads(response.read())
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+class Launched:
+    """A launcher run as `python dashboards/NAME ...` with its output in a log file, stopped by its pid."""
+
+    def __init__(self, name: str, args: list[str], log: Path) -> None:
+        self.log = log
+        self.proc = subprocess.Popen([sys.executable, str(ROOT / "dashboards" / name), *args],
+                                     stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=ROOT)  # fmt: skip
+
+    def url(self, timeout: float = 180) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = URL_LINE.search(self.log.read_text())
+            if found:
+                return found.group(1)
+            assert self.proc.poll() is None, self.log.read_text()
+            time.sleep(0.3)
+        raise AssertionError(f"no URL printed within {timeout} s:\n{self.log.read_text()}")
+
+    def stop(self, sig: int) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise
+
+
+# --- the shared resolver ------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_resolve_finds_what_the_search_wrote(runs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = json.loads((runs / STUDY / "config.json").read_text())
+    monkeypatch.chdir(runs.parent)  # the folder the search ran in: no flag needed
+    found = resolve()
+    assert found.study == STUDY and found.study_dir == Path("runs") / STUDY
+    assert found.storage == config["storage"] and found.tracking_uri == config["tracking_uri"]
+    assert found.tracking_uri == default_tracking_uri(runs)
+
+    parser = argparse.ArgumentParser()
+    add_location_flags(parser, study_required=True)
+    from_flags = from_args(parser.parse_args([]))
+    assert from_flags == found
+    other = from_args(
+        parser.parse_args(["--storage", "sqlite:///elsewhere.db", "--tracking-uri", "http://h:5000"])
+    )
+    assert other.storage == "sqlite:///elsewhere.db" and other.tracking_uri == "http://h:5000"
+
+    with pytest.raises(LocationError, match="no study named 'nope'.*dash"):
+        resolve(runs, "nope")
+    with pytest.raises(SystemExit) as exc:
+        from_args(parser.parse_args(["--study", "nope"]))
+    assert exc.value.code == 2
+
+
+def test_resolve_without_config_uses_the_search_defaults(tmp_path: Path) -> None:
+    (tmp_path / "bare").mkdir()
+    (tmp_path / "bare" / "config.json").write_text(json.dumps({"study": "bare"}))
+    found = resolve(tmp_path)
+    assert found.study == "bare"
+    assert found.storage == default_storage_url(StudyPaths(tmp_path / "bare"))
+    assert found.tracking_uri == default_tracking_uri(tmp_path)
+    empty = resolve(tmp_path / "empty")
+    assert empty.study is None and empty.tracking_uri == default_tracking_uri(tmp_path / "empty")
+    with pytest.raises(LocationError, match="no study in"):
+        empty.require_study()
+
+
+# --- launchers: help and clear errors -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["optuna.py", "mlflow.py", "report.py"])
+def test_launcher_help_runs_as_a_script(name: str) -> None:
+    done = _script(name, "--help")
+    assert done.returncode == 0, done.stderr
+    assert "--runs-dir" in done.stdout and "--study" in done.stdout
+
+
+@pytest.mark.parametrize("name", ["optuna.py", "mlflow.py", "report.py"])
+def test_launchers_exit_2_without_a_study(name: str, tmp_path: Path) -> None:
+    done = _script(name, "--runs-dir", str(tmp_path / "runs"))
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "error: no" in done.stderr and "search/run.py" in done.stderr
+    assert not (tmp_path / "runs").exists()  # nothing created, not even an empty store
+
+
+def test_mlflow_launcher_refuses_a_remote_tracking_server(tmp_path: Path) -> None:
+    done = _script("mlflow.py", "--runs-dir", str(tmp_path), "--tracking-uri", "http://127.0.0.1:9")
+    assert done.returncode == 2
+    assert "http://127.0.0.1:9" in done.stdout and "nothing to launch" in done.stderr
+
+
+# --- the servers --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_optuna_dashboard_serves_the_study(runs: Path, tmp_path: Path) -> None:
+    port = _free_port()
+    server = Launched("optuna.py", ["--runs-dir", str(runs), "--port", str(port)], tmp_path / "optuna.log")
+    try:
+        url = server.url()
+        listed = _get(f"http://127.0.0.1:{port}/api/studies")["study_summaries"]
+        ours = [s for s in listed if s["study_name"] == STUDY]
+        assert len(ours) == 1
+        assert url == f"http://127.0.0.1:{port}/dashboard/studies/{ours[0]['study_id']}"
+        detail = _get(f"http://127.0.0.1:{port}/api/studies/{ours[0]['study_id']}")
+        expected = _study(runs).get_trials()
+        assert detail["name"] == STUDY
+        assert [t["number"] for t in detail["trials"]] == [t.number for t in expected]
+        assert all(t["state"] == "Complete" for t in detail["trials"])
+        assert {t["values"][0] for t in detail["trials"]} == {t.value for t in expected}
+        with DIRECT.open(url, timeout=30) as page:  # the page the launcher printed
+            assert page.status == 200 and b"<html" in page.read().lower()
+    finally:
+        code = server.stop(signal.SIGINT)  # Ctrl-C
+    assert code == 0, server.log.read_text()
+    assert "stopping" in server.log.read_text()
+    assert not _port_open(port)
+
+
+@pytest.mark.slow
+def test_mlflow_ui_serves_the_experiment(runs: Path, tmp_path: Path) -> None:
+    port = _free_port()
+    server = Launched("mlflow.py", ["--runs-dir", str(runs), "--port", str(port)], tmp_path / "mlflow.log")
+    try:
+        url = server.url()
+        api = f"http://127.0.0.1:{port}/api/2.0/mlflow"
+        experiment = _get(f"{api}/experiments/get-by-name?experiment_name={STUDY}")["experiment"]
+        assert experiment["name"] == STUDY
+        assert url == f"http://127.0.0.1:{port}/#/experiments/{experiment['experiment_id']}"
+        found = _get(f"{api}/runs/search", {"experiment_ids": [experiment["experiment_id"]],
+                                            "filter": "tags.role = 'trial'", "max_results": 100})  # fmt: skip
+        numbers = sorted(int(_tags(r)["optuna_trial"]) for r in found["runs"])
+        assert numbers == [0, 1, 2, 3]
+    finally:
+        code = server.stop(signal.SIGTERM)  # `kill PID`
+    assert code == 0, server.log.read_text()
+    deadline = time.monotonic() + 20
+    while _port_open(port) and time.monotonic() < deadline:  # the uvicorn worker went with the launcher
+        time.sleep(0.3)
+    assert not _port_open(port)
+
+
+def _tags(run: dict) -> dict[str, str]:
+    return {t["key"]: t["value"] for t in run["data"].get("tags", [])}
+
+
+# --- the report ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_out_of_fold_predictions_from_mlflow_and_ray_agree(runs: Path) -> None:
+    study = _study(runs)
+    best = study.best_trial
+    where = resolve(runs, STUDY)
+    from_mlflow = oof_from_mlflow(where.tracking_uri, best.user_attrs["mlflow_run_id"])
+    from_ray = oof_from_ray(runs / STUDY, best.number)
+    assert from_mlflow and from_ray
+    key = lambda r: r["patient_id"]  # noqa: E731
+    assert [(r["patient_id"], r["label"]) for r in sorted(from_mlflow, key=key)] == [
+        (r["patient_id"], r["label"]) for r in sorted(from_ray, key=key)
+    ]
+    assert roc_points(from_mlflow)[2] == pytest.approx(best.value, abs=1e-6)
+    assert roc_points(from_ray)[2] == pytest.approx(best.value, abs=1e-6)
+    assert oof_from_ray(runs / STUDY, 999) is None
+    assert load_oof(best, where)[1] == "MLflow"
+
+
+@pytest.mark.slow
+def test_report_is_self_contained_and_complete(runs: Path) -> None:
+    done = _script("report.py", "--runs-dir", str(runs))
+    assert done.returncode == 0, done.stderr
+    page_path = Path(done.stdout.strip().splitlines()[-1])
+    assert page_path == runs / STUDY / "report" / "report.html"
+    page = page_path.read_text()
+
+    pngs = sorted(page_path.parent.glob("*.png"))
+    assert {p.name for p in pngs} >= {"roc.png", "history.png", "folds.png", "holdout_roc.png"}
+    for png in pngs:
+        with Image.open(png) as image:
+            image.verify()
+        with Image.open(png) as image:
+            assert image.format == "PNG" and min(image.size) >= 300
+    assert page.count("data:image/png;base64,") == len(pngs)
+    assert "importance.png" in page or "Parameter importances" in page
+
+    study = _study(runs)
+    for backbone in {t.params["backbone"] for t in study.get_trials()}:
+        assert backbone in page
+    assert f"{study.best_value:.3f}" in page
+    winner = json.loads((runs / STUDY / "winner.json").read_text())
+    held = winner["holdout"]
+    assert f"Held-out AUC {held['auc']:.3f} (95% CI {held['ci_low']:.3f} to {held['ci_high']:.3f})" in page
+    assert "<tr><td>4</td><td>0</td><td>0</td><td>0</td><td>0</td></tr>" in page  # 4 complete, nothing else
+
+
+@pytest.mark.slow
+def test_report_without_holdout_says_cv_auc_is_optimistic(runs: Path, tmp_path: Path) -> None:
+    other = tmp_path / "runs" / STUDY  # the same stores, but no winner.json, holdout.json or Ray results
+    other.mkdir(parents=True)
+    shutil.copy(runs / STUDY / "config.json", other / "config.json")
+    page = build_report(resolve(tmp_path / "runs")).read_text()
+    assert "optimistic" in page and "Held-out AUC" not in page
+    assert "resnet10t: MLflow" in page or "tiny_cnn: MLflow" in page
+    assert (other / "report" / "roc.png").exists()
+
+
+def test_importances_on_tiny_studies_explain_instead_of_failing() -> None:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+
+    def objective(trial: optuna.Trial) -> float:
+        return trial.suggest_float("x", 0, 1) - 0.1 * trial.suggest_int("y", 0, 3)
+
+    study.optimize(objective, n_trials=1)
+    values, note = param_importances(study)
+    assert values is None and "at least 2 complete trials" in note
+    study.optimize(objective, n_trials=12)
+    values, note = param_importances(study)
+    assert set(values) == {"x", "y"} and sum(values.values()) == pytest.approx(1.0)
+    assert "13 complete trials" in note
+
+
+def test_report_on_a_study_without_complete_trials(tmp_path: Path) -> None:
+    folder = tmp_path / "runs" / "early"
+    folder.mkdir(parents=True)
+    storage = default_storage_url(StudyPaths(folder))
+    study = optuna.create_study(study_name="early", storage=storage, direction="maximize")
+    failed = study.ask({"backbone": optuna.distributions.CategoricalDistribution(["resnet10t"])})
+    study.tell(failed, state=optuna.trial.TrialState.FAIL)
+    (folder / "config.json").write_text(json.dumps({"study": "early", "storage": storage}))
+    page = build_report(resolve(tmp_path / "runs")).read_text()
+    assert "No complete trial yet" in page and "need at least 2 complete trials" in page
+    assert "optimistic" in page and "resnet10t" in page
+    assert "<tr><td>0</td><td>0</td><td>1</td><td>0</td><td>0</td></tr>" in page
+    with Image.open(folder / "report" / "history.png") as image:
+        assert image.format == "PNG"
