@@ -13,6 +13,7 @@ if __package__ in (None, ""):  # run as a script: make the project importable wi
 from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
+from dashboards.locations import add_location_flags, from_args  # noqa: E402
 from search.registry import (  # noqa: E402
     CV,
     DEFAULT_ALIAS,
@@ -26,7 +27,6 @@ from search.registry import (  # noqa: E402
     ranking_metric,
     tag_float,
 )
-from search.study import default_tracking_uri  # noqa: E402
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -66,10 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--reason", default="", help="why, recorded on the version (default: the score comparison)"
     )
     p.add_argument("--model-name", default=DEFAULT_MODEL_NAME, help="registered model name")
-    p.add_argument("--runs-dir", type=Path, default=Path("runs"), help="runs folder holding mlflow.db")
-    p.add_argument(
-        "--tracking-uri", help="MLflow tracking/registry URI (default: sqlite mlflow.db in --runs-dir)"
-    )
+    add_location_flags(p, study_required=False)
     return p
 
 
@@ -132,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.list and (args.force or args.reason):
         parser.error("--force and --reason apply to --version or --best, not --list")
-    uri = args.tracking_uri or default_tracking_uri(args.runs_dir)
+    uri = from_args(args).tracking_uri
     missing = _missing_sqlite(uri)
     if missing is not None:
         return _fail(f"no MLflow store at {missing}: run search/run.py and register a model first, or pass "
