@@ -33,8 +33,9 @@ class Progress(Callback):
         self.every = every
         self.out = out  # None: whatever sys.stdout is when printing (keeps the callback picklable)
         self.started = time.time()
-        self.last_print = 0.0
+        self.last_print = time.time()
         self.running = 0
+        self.epochs: dict[int, tuple[int, float]] = {}  # running trial -> (last epoch, its mean fold AUC)
 
     @property
     def finished(self) -> int:
@@ -43,6 +44,7 @@ class Progress(Callback):
     def trial_finished(self, trial: Any, state: str, final: dict | None, error: str = "") -> None:
         """Called by the tracking callback when a trial ends."""
         self.running = max(0, self.running - 1)
+        self.epochs.pop(int(trial.config.get("_optuna_trial", -1)), None)
         self.counts[state] = self.counts.get(state, 0) + 1
         if state == "complete" and final:
             value = final["metrics"].get("cv_auc", math.nan)
@@ -61,7 +63,13 @@ class Progress(Callback):
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.running += 1
 
-    def on_step(self, iteration: int, trials: list, **info: Any) -> None:
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        self.epochs[int(trial.config.get("_optuna_trial", -1))] = (
+            result.get("epoch", 0),
+            result["mean_fold_auc"],
+        )
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         if time.time() - self.last_print >= self.every:
             self.print_line()
 
@@ -78,9 +86,13 @@ class Progress(Callback):
             best = (f"best cv_auc {self.best[0]:.3f} ({b.get('backbone')}, {b.get('resolution')} px, "
                     f"lr {b.get('lr', 0):.1e}, aug {b.get('aug_strength', 0):.2f})")  # fmt: skip
         c = self.counts
+        now = "".join(
+            f" | trial {n}: epoch {e}, mean fold AUC {a:.3f}" for n, (e, a) in sorted(self.epochs.items())
+        )
         print(
             f"[{self.finished:>4}/{self.budget}] complete {c['complete']} pruned {c['pruned']} "
-            f"failed {c['failed']} running {self.running} | {best} | {_fmt_duration(elapsed)} {eta}".rstrip(),
+            f"failed {c['failed']} running {self.running} | {best} | {_fmt_duration(elapsed)} {eta}".rstrip()
+            + now,
             file=self.out or sys.stdout,
             flush=True,
         )
