@@ -9,11 +9,11 @@ from pathlib import Path
 from spaces import list_spaces
 
 
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Show defaults, except for flags whose default is decided later (shown in brackets in their help)."""
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Show defaults, except for flags whose default is decided later or means "off" (explained in their help)."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default is None:
+        if action.default in (None, False, ""):
             return action.help
         return super()._get_help_string(action)
 
@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
             "patient-grouped, stratified k-fold cross-validated AUC and logged to MLflow. Without --manifest it "
             "runs on the embedded phantom MRI cohort."
         ),
-        formatter_class=_Formatter,
+        formatter_class=HelpFormatter,
     )
     g = p.add_argument_group("what to search")
     g.add_argument("--budget", type=int, default=200, help="total finished trials in the study")

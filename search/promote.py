@@ -14,6 +14,7 @@ from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 from dashboards.locations import add_location_flags, from_args  # noqa: E402
+from search.options import HelpFormatter  # noqa: E402
 from search.registry import (  # noqa: E402
     CV,
     DEFAULT_ALIAS,
@@ -29,15 +30,6 @@ from search.registry import (  # noqa: E402
 )
 
 
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Show defaults, except for flags whose default is decided later (explained in their help)."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default in (None, False, ""):
-            return action.help
-        return super()._get_help_string(action)
-
-
 def build_parser() -> argparse.ArgumentParser:
     """Flags of `search/promote.py`, with defaults shown in --help."""
     p = argparse.ArgumentParser(
@@ -48,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
             "when both have one, else on cv_auc. --force overrides it; every promotion is recorded on the "
             "version (promoted_<alias>_at/_reason/_previous/_forced tags and a line in its description)."
         ),
-        formatter_class=_Formatter,
+        formatter_class=HelpFormatter,
     )
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from spaces._families import HRNET_STRIDE, STUDY_BACKBONES, VIT_PATCH
+from spaces._families import HRNET_STRIDE, STUDY_BACKBONES, VIT_PATCH, study_space
 
 DESCRIPTION = "seven study backbones, 64-96 px, lr 1e-5..3e-3, aug 0..1 (CPU-sized)"
 BACKBONES = list(STUDY_BACKBONES.values())
@@ -15,12 +15,4 @@ assert all(r % VIT_PATCH == 0 and r % HRNET_STRIDE == 0 for r in RESOLUTIONS)
 
 def space(trial: Any) -> dict[str, Any]:
     """Define-by-run space like `paper`, with small inputs and a fixed batch size."""
-    return {
-        "backbone": trial.suggest_categorical("backbone", BACKBONES),
-        "resolution": trial.suggest_categorical("resolution", RESOLUTIONS),
-        "lr": trial.suggest_float("lr", 1e-5, 3e-3, log=True),
-        "aug_strength": trial.suggest_float("aug_strength", 0.0, 1.0),
-        "weight_decay": trial.suggest_float("weight_decay", 1e-6, 1e-2, log=True),
-        "batch_size": 16,
-        "channels": 1,
-    }
+    return study_space(trial, RESOLUTIONS, [16], [1])

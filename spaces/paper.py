@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from spaces._families import HRNET_STRIDE, STUDY_BACKBONES, VIT_PATCH
+from spaces._families import HRNET_STRIDE, STUDY_BACKBONES, VIT_PATCH, study_space
 
 DESCRIPTION = "seven study backbones, 128-256 px, lr 1e-5..3e-3, aug 0..1 (GPU-sized)"
 BACKBONES = list(STUDY_BACKBONES.values())
@@ -15,12 +15,4 @@ assert all(r % VIT_PATCH == 0 and r % HRNET_STRIDE == 0 for r in RESOLUTIONS)
 
 def space(trial: Any) -> dict[str, Any]:
     """Define-by-run space over backbone, resolution, learning rate, augmentation and regularisation."""
-    return {
-        "backbone": trial.suggest_categorical("backbone", BACKBONES),
-        "resolution": trial.suggest_categorical("resolution", RESOLUTIONS),
-        "lr": trial.suggest_float("lr", 1e-5, 3e-3, log=True),
-        "aug_strength": trial.suggest_float("aug_strength", 0.0, 1.0),
-        "weight_decay": trial.suggest_float("weight_decay", 1e-6, 1e-2, log=True),
-        "batch_size": trial.suggest_categorical("batch_size", [16, 32]),
-        "channels": trial.suggest_categorical("channels", [1, 3]),
-    }
+    return study_space(trial, RESOLUTIONS, [16, 32], [1, 3])
