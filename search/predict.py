@@ -69,17 +69,17 @@ def main(argv: list[str] | None = None) -> int:
 
     import mlflow
     from mlflow.exceptions import MlflowException
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
     from dashboards.locations import from_args
 
-    mlflow.set_tracking_uri(from_args(args).tracking_uri)
-    try:
-        model = mlflow.pyfunc.load_model(args.model)
-    except MlflowException as exc:
-        print(f"error: cannot load {args.model}: {exc.message}", file=sys.stderr)
-        return 2
-    scans = pd.DataFrame(rows)
-    out = model.predict(scans)
+    with _use_tracking_uri(from_args(args).tracking_uri):
+        try:
+            model = mlflow.pyfunc.load_model(args.model)
+        except MlflowException as exc:
+            print(f"error: cannot load {args.model}: {exc.message}", file=sys.stderr)
+            return 2
+    out = model.predict(pd.DataFrame(rows))
     if "patient_id" in out:  # several scans of one patient: average their probabilities
         out = out.groupby("patient_id", sort=False, as_index=False)["p_t2"].mean()
         out["stage"] = ["T2" if p >= 0.5 else "T1" for p in out["p_t2"]]

@@ -85,6 +85,13 @@ def register_study(
     locations: Any, model_name: str, trial_number: int | None = None, log: Any = print
 ) -> dict[str, Any]:
     """Retrain the winner's fold models, evaluate the holdout, register the ensemble; returns winner.json."""
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+    with _use_tracking_uri(locations.tracking_uri):  # leaves the caller's MLflow URI as it was
+        return _register_study(locations, model_name, trial_number, log)
+
+
+def _register_study(locations: Any, model_name: str, trial_number: int | None, log: Any) -> dict[str, Any]:
     import mlflow
     import optuna
     import pandas as pd
@@ -151,7 +158,6 @@ def register_study(
     if held:
         tags.update(holdout_auc=f"{held['auc']:.4f}", holdout_auc_ci_low=f"{held['ci_low']:.4f}",
                     holdout_auc_ci_high=f"{held['ci_high']:.4f}", holdout_patients=str(held["n_patients"]))  # fmt: skip
-    mlflow.set_tracking_uri(locations.tracking_uri)
     client = MlflowClient(locations.tracking_uri)
     experiment = client.get_experiment_by_name(name)
     parent = read_json(paths.state).get("parent_run_id")

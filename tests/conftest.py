@@ -25,3 +25,15 @@ def tiny_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     out = tmp_path_factory.mktemp("tiny_cohort")
     return generate_cohort(out, patients=12, seed=3, matrix=48).manifest
+
+
+@pytest.fixture(autouse=True)
+def _restore_mlflow_tracking_uri():
+    """`mlflow.set_tracking_uri` in one test (or in code it calls) must not leak into the next."""
+    import mlflow.tracking._model_registry.utils as registry
+    import mlflow.tracking._tracking_service.utils as tracking
+
+    before = tracking._tracking_uri, registry._registry_uri
+    yield
+    tracking.set_tracking_uri(before[0])  # also restores MLFLOW_TRACKING_URI in the environment
+    registry._registry_uri = before[1]

@@ -68,6 +68,7 @@ def test_registered_version_tags(study) -> None:
                 "holdout_auc_ci_high", "cohort_hash", "pretrained"):  # fmt: skip
         assert key in tags, key
     assert tags["study"] == "reg" and tags["pretrained"] == "false"
+    mlflow.set_tracking_uri(default_tracking_uri(study))
     info = mlflow.models.get_model_info(f"models:/cervical-staging/{versions[0].version}")
     assert info.signature is not None and info.saved_input_example_info is not None
 
