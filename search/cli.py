@@ -16,6 +16,7 @@ from search.study import (
     count_trials,
     default_storage_url,
     default_tracking_uri,
+    finished_trials,
     latest_study,
     read_json,
     write_json,
@@ -190,7 +191,7 @@ def _run(args: Any, settings: dict, config: dict, paths: StudyPaths, cohort: Any
         },  # fmt: skip
         tags={"study": name, "space": str(settings["space"])},
     )
-    killed = tracker.close_stale_children()
+    killed = tracker.close_stale_children(finished_trials(study))
     write_json(paths.state, {"parent_run_id": tracker.parent_run_id, "experiment_id": tracker.experiment_id})
     study.set_user_attr("mlflow_parent_run_id", tracker.parent_run_id)
     if closed or killed:
@@ -239,7 +240,7 @@ def _run(args: Any, settings: dict, config: dict, paths: StudyPaths, cohort: Any
             if started_here:
                 ray.shutdown()
             stale = close_stale_trials(study)
-            tracker.close_stale_children()
+            tracker.close_stale_children(finished_trials(study))
             if stale:
                 status = "KILLED"
                 print(f"interrupted: {len(stale)} unfinished trial(s) closed; run again with "

@@ -105,3 +105,17 @@ def close_stale_trials(study: optuna.Study) -> list[int]:
         study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
         closed.append(t.number)
     return closed
+
+
+def finished_trials(study: optuna.Study) -> dict[int, tuple[str, dict[str, float]]]:
+    """Complete and pruned trials as number -> (state, final metrics), for closing their tracking runs."""
+    out = {}
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    for t in study.get_trials(deepcopy=False, states=states):
+        metrics = {
+            k: v for k, v in t.user_attrs.items() if isinstance(v, int | float) and not isinstance(v, bool)
+        }
+        if t.value is not None:
+            metrics["cv_auc"] = t.value
+        out[t.number] = ("complete" if t.state == optuna.trial.TrialState.COMPLETE else "pruned", metrics)
+    return out

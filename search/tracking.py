@@ -60,14 +60,32 @@ class StudyTracker:
             )
         return self.parent_run_id
 
-    def close_stale_children(self) -> int:
-        """Runs left RUNNING by a killed search become KILLED; returns how many."""
+    def close_stale_children(self, finished: dict[int, tuple[str, dict[str, float]]] | None = None) -> int:
+        """Close runs left RUNNING by a stopped or killed search; returns how many became KILLED.
+
+        A trial can end in Optuna just before the search is killed and before its run is closed here:
+        `finished` (Optuna trial number -> state and final metrics) closes those as finished instead.
+        """
         runs = self.client.search_runs(
             [self.experiment_id], filter_string="attributes.status = 'RUNNING' and tags.role = 'trial'"
         )
+        killed = 0
         for run in runs:
-            self.client.set_terminated(run.info.run_id, status="KILLED")
-        return len(runs)
+            number = int(run.data.tags.get("optuna_trial", -1))
+            if finished and number in finished:
+                state, metrics = finished[number]
+                now = int(time.time() * 1000)
+                self.client.log_batch(
+                    run.info.run_id,
+                    metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items() if _finite(v)],
+                    tags=[RunTag("state", state),
+                          RunTag("note", "ended as the search was stopped; final metrics recovered from Optuna")],
+                )  # fmt: skip
+                self.client.set_terminated(run.info.run_id, status="FINISHED")
+            else:
+                self.client.set_terminated(run.info.run_id, status="KILLED")
+                killed += 1
+        return killed
 
     def start_trial(self, number: int, params: dict[str, Any], tags: dict[str, str]) -> str:
         """A nested child run for Optuna trial `number`."""
