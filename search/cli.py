@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -232,6 +233,8 @@ def _run(args: Any, settings: dict, config: dict, paths: StudyPaths, cohort: Any
                 remaining, resources, args.max_concurrent, str(paths.ray_results.resolve()), name,
                 [TrackingCallback(tracker, study, progress.trial_finished), progress],
             )  # fmt: skip
+            # Ray suggests Tuner.restore on interruption; this tool resumes with --resume instead.
+            logging.getLogger("ray.tune.tune").addFilter(_NoRestoreHint())
             tuner.fit()
         except KeyboardInterrupt:
             status = "KILLED"
@@ -284,6 +287,13 @@ def _announce_missing_weights(names: list[str]) -> None:
     if missing:
         print(f"note: no local ImageNet weights for {', '.join(missing)}: those trials start from random "
               "initialisation (recorded on each trial as pretrained=false)", flush=True)  # fmt: skip
+
+
+class _NoRestoreHint(logging.Filter):
+    """Drop Ray's "Resume experiment with: Tuner.restore(...)" hint (resume with --resume here)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tuner.restore" not in record.getMessage()
 
 
 def _init_ray(args: Any) -> None:
