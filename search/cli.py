@@ -234,7 +234,9 @@ def _run(args: Any, settings: dict, config: dict, paths: StudyPaths, cohort: Any
                 [TrackingCallback(tracker, study, progress.trial_finished), progress],
             )  # fmt: skip
             # Ray suggests Tuner.restore on interruption; this tool resumes with --resume instead.
-            logging.getLogger("ray.tune.tune").addFilter(_NoRestoreHint())
+            tune_log = logging.getLogger("ray.tune.tune")
+            if not any(isinstance(f, _NoRestoreHint) for f in tune_log.filters):
+                tune_log.addFilter(_NoRestoreHint())
             tuner.fit()
         except KeyboardInterrupt:
             status = "KILLED"
