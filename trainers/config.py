@@ -23,6 +23,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     num_threads: int | None = None
+    precision: str = "auto"  # auto: bf16 autocast + channels_last on CUDA, fp32 on the CPU; fp32: always fp32
 
     def __post_init__(self) -> None:
         problems = []
@@ -40,6 +41,8 @@ class TrainConfig:
             problems.append(f"resolution must be >= 16 px (got {self.resolution})")
         if self.channels not in (1, 3):
             problems.append(f"channels must be 1 or 3 (got {self.channels})")
+        if self.precision not in ("auto", "fp32"):
+            problems.append(f"precision must be 'auto' or 'fp32' (got {self.precision!r})")
         if problems:
             raise ValueError("; ".join(problems))
 

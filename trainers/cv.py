@@ -146,6 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:1 ...")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.add_argument(
+        "--precision", choices=("auto", "fp32"), default=d.precision,
+        help="auto: bf16 autocast + channels_last on CUDA, fp32 on the CPU",
+    )  # fmt: skip
     p.add_argument("--json", type=Path, help="write the summary (metrics, folds, out-of-fold table) here")
     return p
 
@@ -165,6 +169,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         seed=args.seed,
         device=args.device,
         num_threads=args.threads,
+        precision=args.precision,
     )
     if cfg.backbone not in BACKBONES:
         raise ValueError(f"unknown backbone {cfg.backbone!r}; known: {', '.join(BACKBONES)}")
@@ -202,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
             cohort_hash=prepared.cohort_hash,
             folds=prepared.folds,
             per_site=per_site_metrics(result, cohort),
+            train_slices_per_epoch=sum(len(data.indices_of(f["train"])) for f in prepared.folds),
+            slices=len(data.x),
         )
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(summary, indent=1, default=_json_default))

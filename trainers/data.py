@@ -1,13 +1,12 @@
-"""In-memory slice tensors at a trial's resolution, and the augmenting dataset that feeds training."""
+"""In-memory slice tensors at a trial's resolution: the one tensor a trial moves to its device."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from trainers.preprocess import ScanROI
 
@@ -61,28 +60,3 @@ def build_slice_data(rois: Sequence[ScanROI], resolution: int, channels: int = 1
         patients=patients,
         patient_label=np.asarray([labels[p] for p in patients]),
     )
-
-
-class SliceDataset(Dataset):
-    """Slices of some patients, augmented on the fly when a transform is given."""
-
-    def __init__(
-        self,
-        data: SliceData,
-        indices: np.ndarray,
-        transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    ) -> None:
-        self.data = data
-        self.indices = np.asarray(indices)
-        self.transform = transform
-        self.labels = data.slice_labels()
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        j = int(self.indices[i])
-        x = self.data.x[j]
-        if self.transform is not None:
-            x = torch.as_tensor(self.transform(x), dtype=torch.float32)
-        return x, int(self.labels[j])

@@ -15,12 +15,11 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from trainers.augment import build_augment
 from trainers.backbones import create_backbone, family_of
 from trainers.config import TrainConfig
-from trainers.data import SliceData, SliceDataset
+from trainers.data import SliceData
 from trainers.metrics import auc, summary_metrics
 
 
@@ -36,6 +35,7 @@ class EpochReport:
     metrics: dict[str, float]
     oof: list[dict[str, Any]]
     seconds: float
+    ended_at: float = 0.0  # wall-clock time (epoch seconds) at which the epoch ended
     pretrained: bool = False
     pretrained_note: str = ""
 
@@ -58,6 +58,7 @@ class CVResult:
     oof: list[dict[str, Any]]
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
+    setup_seconds: float = 0.0  # moving the slices to the device and building the k fold models
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
@@ -77,14 +78,20 @@ def _nanmean(values: Sequence[float]) -> float:
 
 
 class _Fold:
-    """One fold's model, optimiser, schedule and data."""
+    """One fold's model, optimiser, schedule, batch order and augmentation, all on the trial's device."""
 
-    def __init__(self, i: int, split: dict, data: SliceData, cfg: TrainConfig, device: torch.device) -> None:
+    def __init__(
+        self, i: int, split: dict, data: SliceData, cfg: TrainConfig, device: torch.device, y: torch.Tensor
+    ) -> None:
         self.i = i
+        self.device = device
+        self.batch_size = cfg.batch_size
         self.val_patients = list(split["val"])
         train_idx = data.indices_of(split["train"])
         self.val_idx = data.indices_of(split["val"])
-        torch.manual_seed(cfg.seed * 1000 + i)
+        self.train_idx = torch.as_tensor(train_idx, dtype=torch.long, device=device)
+        seed = cfg.seed * 1000 + i
+        torch.manual_seed(seed)
         built = create_backbone(
             cfg.backbone,
             in_chans=cfg.channels,
@@ -93,66 +100,83 @@ class _Fold:
             img_size=cfg.resolution,
         )
         self.built = built
-        self.model = built.model.to(device)
+        self.fast = cfg.precision == "auto" and device.type == "cuda"  # bf16 + channels_last
+        self.model = built.model.to(device, memory_format=_memory_format(self.fast))
         # slices are axial planes of RAS-oriented volumes: left-right is the first image axis
-        aug = (
-            build_augment(cfg.aug_strength, seed=cfg.seed * 1000 + i, lr_axis=0)
-            if cfg.aug_strength > 0
-            else None
+        self.augment = build_augment(cfg.aug_strength, seed=seed, lr_axis=0, device=device)
+        self.order = torch.Generator().manual_seed(seed)  # batch order, drawn on the CPU for every device
+        n = len(train_idx)
+        self.drop_last = n % cfg.batch_size == 1  # a lone last sample would break BatchNorm
+        self.steps_per_epoch = max(
+            1, n // cfg.batch_size if self.drop_last else math.ceil(n / cfg.batch_size)
         )
-        ds = SliceDataset(data, train_idx, aug)
-        gen = torch.Generator().manual_seed(cfg.seed * 1000 + i)
-        self.loader = DataLoader(
-            ds,
-            batch_size=cfg.batch_size,
-            shuffle=True,
-            generator=gen,
-            drop_last=len(ds) % cfg.batch_size == 1,
-        )
-        counts = np.bincount(ds.labels[train_idx], minlength=2).astype(np.float64)
-        weights = len(train_idx) / (2.0 * np.maximum(counts, 1.0))
-        self.loss_fn = nn.CrossEntropyLoss(
-            weight=torch.as_tensor(weights, dtype=torch.float32, device=device)
-        )
+        counts = torch.bincount(y[self.train_idx], minlength=2).double().clamp(min=1.0)
+        weights = (n / (2.0 * counts)).float()
+        self.loss_fn = nn.CrossEntropyLoss(weight=weights)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        steps = max(1, cfg.epochs * len(self.loader))
+        steps = max(1, cfg.epochs * self.steps_per_epoch)
         self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=steps)
 
+    def batches(self) -> list[torch.Tensor]:
+        """This epoch's shuffled batches of slice indices (on the device)."""
+        n = len(self.train_idx)
+        perm = torch.randperm(n, generator=self.order).to(self.device, non_blocking=True)
+        idx = self.train_idx[perm]
+        chunks = list(torch.split(idx, self.batch_size))
+        if self.drop_last and len(chunks) > 1:
+            chunks = chunks[:-1]
+        return chunks
 
-def _autocast(device: torch.device):
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return torch.autocast("cpu", enabled=False)
-
-
-def _train_epoch(fold: _Fold, device: torch.device) -> float:
-    fold.model.train()
-    total, n = 0.0, 0
-    for x, y in fold.loader:
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        with _autocast(device):
-            loss = fold.loss_fn(fold.model(x).float(), y)
-        fold.opt.zero_grad(set_to_none=True)
+    def step(self, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        """One optimiser step on an (already augmented) batch; returns the summed loss, on the device."""
+        with _autocast(self.device, self.fast):
+            loss = self.loss_fn(self.model(xb).float(), yb)
+        self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        fold.opt.step()
-        fold.sched.step()
-        total += float(loss.detach()) * len(y)
-        n += len(y)
-    return total / max(n, 1)
+        self.opt.step()
+        self.sched.step()
+        return loss.detach() * len(yb)
+
+
+def _memory_format(fast: bool) -> torch.memory_format:
+    """channels_last for bf16 on CUDA (faster convolutions), the default layout otherwise."""
+    return torch.channels_last if fast else torch.contiguous_format
+
+
+def _autocast(device: torch.device, fast: bool):
+    """bf16 autocast on CUDA when ``fast``; a no-op context otherwise."""
+    if fast and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast(device.type, enabled=False)
+
+
+def _train_epoch(fold: _Fold, x: torch.Tensor, y: torch.Tensor) -> float:
+    """One epoch of one fold: gather, augment and step whole batches on the device; one sync at the end."""
+    fold.model.train()
+    total = torch.zeros((), device=fold.device)
+    n = 0
+    fmt = _memory_format(fold.fast)
+    for idx in fold.batches():
+        xb = fold.augment(x[idx]).contiguous(memory_format=fmt)
+        total += fold.step(xb, y[idx])
+        n += len(idx)
+    return float(total) / max(n, 1)
 
 
 @torch.no_grad()
 def predict_slices(
-    model: nn.Module, x: torch.Tensor, device: torch.device, batch_size: int = 64
+    model: nn.Module, x: torch.Tensor, device: torch.device, batch_size: int = 64, fast: bool | None = None
 ) -> np.ndarray:
-    """P(T2) for every slice in `x` (N, C, R, R)."""
+    """P(T2) for every slice in `x` (N, C, R, R); ``fast`` (default: on CUDA) = bf16 + channels_last."""
     model.eval()
+    fast = device.type == "cuda" if fast is None else fast
     out = []
     for start in range(0, len(x), batch_size):
-        with _autocast(device):
-            logits = model(x[start : start + batch_size].to(device)).float()
-        out.append(torch.softmax(logits, dim=1)[:, 1].cpu().numpy())
-    return np.concatenate(out) if out else np.zeros(0)
+        with _autocast(device, fast):
+            xb = x[start : start + batch_size].to(device).contiguous(memory_format=_memory_format(fast))
+            logits = model(xb).float()
+        out.append(torch.softmax(logits, dim=1)[:, 1])
+    return torch.cat(out).cpu().numpy() if out else np.zeros(0)
 
 
 def patient_probabilities(slice_prob: np.ndarray, owners: np.ndarray) -> dict[int, float]:
@@ -183,15 +207,19 @@ def train_folds(
     device = resolve_device(cfg.device)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
-    fold_states = [_Fold(i, split, data, cfg, device) for i, split in enumerate(folds)]
+    x_all = data.x.to(device)  # the trial's whole cohort of slices, on its device once
+    y_all = torch.as_tensor(data.slice_labels(), dtype=torch.long, device=device)
+    fold_states = [_Fold(i, split, data, cfg, device, y_all) for i, split in enumerate(folds)]
+    setup_seconds = time.perf_counter() - start
     history: list[EpochReport] = []
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.perf_counter()
         losses, fold_aucs, oof = [], [], []
         for fold in fold_states:
-            losses.append(_train_epoch(fold, device))
+            losses.append(_train_epoch(fold, x_all, y_all))
             probs = patient_probabilities(
-                predict_slices(fold.model, data.x[fold.val_idx], device), data.patient_index[fold.val_idx]
+                predict_slices(fold.model, x_all[fold.val_idx], device, fast=fold.fast),
+                data.patient_index[fold.val_idx],
             )
             y = [int(data.patient_label[p]) for p in probs]
             fold_aucs.append(auc(np.asarray(y), np.asarray(list(probs.values()))))
@@ -211,6 +239,7 @@ def train_folds(
             metrics=metrics,
             oof=oof,
             seconds=time.perf_counter() - t0,
+            ended_at=time.time(),
             pretrained=fold_states[0].built.pretrained,
             pretrained_note=fold_states[0].built.note,
         )
@@ -246,9 +275,12 @@ def train_folds(
                 "train_loss": h.train_loss,
                 "mean_fold_auc": h.mean_fold_auc,
                 "cv_auc": h.cv_auc,
+                "seconds": h.seconds,
+                "ended_at": h.ended_at,
             }
             for h in history
         ],
         seconds=time.perf_counter() - start,
+        setup_seconds=setup_seconds,
     )
     return result, models

@@ -63,3 +63,21 @@ def test_cli_bad_flag_exits_2(tiny_cohort) -> None:
     )  # fmt: skip
     assert proc.returncode == 2
     assert "nonesuch" in proc.stderr
+
+
+def test_cpu_training_is_bit_for_bit_deterministic(tiny_cohort, tmp_path) -> None:
+    """Same seed, same config: identical losses, fold AUCs and out-of-fold probabilities (augmentation on)."""
+    prepared = prepare_cohort(tiny_cohort, folds=2, folds_path=tmp_path / "folds.json")
+    data = prepared.slice_data(32, 3)
+    cfg = TrainConfig(
+        backbone="tiny_cnn", epochs=2, resolution=32, channels=3, batch_size=4, aug_strength=1.0, device="cpu"
+    )
+
+    def run(config: TrainConfig) -> tuple[list, list]:
+        result = cross_validate(data, prepared.folds, config, log=None)
+        return [h["train_loss"] for h in result.history], [r["prob"] for r in result.oof]
+
+    first, second = run(cfg), run(cfg)
+    assert first == second
+    other = run(TrainConfig(**{**cfg.to_dict(), "seed": 1}))
+    assert other[0] != first[0]
