@@ -10,6 +10,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from search.local_ray import describe_local_ray, prepare_local_ray
 from search.options import build_parser, resolve_settings, validate
 from search.study import (
     StudyPaths,
@@ -64,6 +65,7 @@ def _local_gpus() -> int:
 def main(argv: list[str] | None = None) -> int:
     """Run `search/run.py`; returns the process exit code (2 for user errors, before anything is written)."""
     args = build_parser().parse_args(argv)
+    prepare_local_ray(args.address)  # before anything imports Ray
     problems = validate(args)
     if problems:
         return _fail(problems)
@@ -304,9 +306,8 @@ def _init_ray(args: Any) -> None:
     if args.address:
         ray.init(address=args.address, log_to_driver=False)
         return
-    # A single-machine Ray bound to loopback only: nothing of it is exposed on the network.
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     ray.init(num_cpus=args.num_cpus, num_gpus=args.num_gpus, include_dashboard=False, log_to_driver=False)
+    print(describe_local_ray(ray.util.get_node_ip_address()), flush=True)
 
 
 def _resources(args: Any, cluster: dict[str, float]) -> dict[str, float]:

@@ -7,7 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from search.local_ray import prepare_local_ray
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never download anything
+prepare_local_ray(None)  # the tests' own local Ray sessions on 127.0.0.1, before any test module imports ray
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import shutil
 import signal
@@ -41,7 +40,6 @@ URL_LINE = re.compile(r": (http://127\.0\.0\.1:\d+/\S*)$", re.M)
 @pytest.fixture(scope="module")
 def runs(tiny_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished 4-trial study with 3 held-out patients and its registered winner (winner.json)."""
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     folder = tmp_path_factory.mktemp("dashboards") / "runs"
     try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 
 import pytest
@@ -15,7 +14,6 @@ from tests.search.conftest import search_args
 
 @pytest.fixture(scope="module", autouse=True)
 def ray_with_two_gpus():
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()

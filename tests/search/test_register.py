@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import subprocess
 import sys
 
@@ -27,7 +26,6 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def study(tiny_cohort, tmp_path_factory):
     """One tiny search with --holdout 0.25 that registers its winner at the end."""
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     runs = tmp_path_factory.mktemp("reg") / "runs"
     args = search_args(tiny_cohort, runs, "reg", "--budget", "2", "--holdout", "0.25", "--scheduler", "fifo",

@@ -59,7 +59,6 @@ def server(tmp_path_factory):
 
 
 def test_nested_runs_on_tracking_server(server, tiny_cohort, runs) -> None:
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         args = search_args(tiny_cohort, runs, "remote", "--budget", "2", "--scheduler", "fifo", "--max-epochs",

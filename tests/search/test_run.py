@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 
 import optuna
 import pytest
@@ -19,7 +18,6 @@ COMPLETE, PRUNED = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRU
 
 @pytest.fixture(scope="module", autouse=True)
 def ray_session():
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
