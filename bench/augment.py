@@ -34,10 +34,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--runs", type=int, default=3, help="runs of each strength, alternating")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--out", help="results folder (default bench/results/<machine>)")
     args = p.parse_args(argv)
     prepared = prepare_cohort(resolve_manifest(args.manifest, args.patients), folds=args.folds)
-    base = TrainConfig(backbone=args.backbone, resolution=args.resolution, epochs=1, device=args.device)
+    base = TrainConfig(
+        backbone=args.backbone,
+        resolution=args.resolution,
+        epochs=1,
+        device=args.device,
+        num_threads=args.threads,
+    )
     times: dict[float, list[float]] = {0.0: [], 1.0: []}
     rows = []
     for run in range(args.runs):
