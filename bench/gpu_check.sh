@@ -48,7 +48,7 @@ fi
     --device "$DEVICE" --epochs 1 --out "$OUT_DIR"
 
 echo "== packing: 1 trainer alone, then $PROCS at once"
-"$PY" -m bench.gpu_pack --backbone "$PACK_BACKBONE" --resolution "$PACK_PX" --epochs "$PACK_EPOCHS" \
+"$PY" -m bench.pack --backbone "$PACK_BACKBONE" --resolution "$PACK_PX" --epochs "$PACK_EPOCHS" \
     --procs "$PROCS" --device "$DEVICE" "${manifest_flag[@]}" --out "$OUT_DIR"
 
 echo "== verdict"

@@ -1,6 +1,6 @@
 """The GPU check's verdict: per-backbone throughput, packing, utilisation, and `--budget 200` extrapolated.
 
-Reads what `bench/gpu_check.sh` wrote (`throughput.json`, `gpu_pack.json`, and `efficiency.json` where the
+Reads what `bench/gpu_check.sh` wrote (`throughput.json`, `pack.json`, and `efficiency.json` where the
 efficiency bench has run) and extrapolates the wall time of a 200-trial search of a space:
 
     trial time  = E * epoch(b, r) + setup           (E: mean epochs a trial trains under ASHA)
@@ -87,7 +87,7 @@ def _epochs_per_trial(results: Path, max_t: int) -> tuple[float, str]:
 def report(results: Path, budget: int = 200, max_t: int = 30, folds: int = 5) -> dict[str, Any]:
     """Combine the GPU check's files into one verdict (dict) and the tables it prints."""
     tp = json.loads((results / "throughput.json").read_text())
-    pack = json.loads((results / "gpu_pack.json").read_text())
+    pack = json.loads((results / "pack.json").read_text())
     rows = tp["rows"]
     settings = pack["settings"]
     same = [
@@ -121,7 +121,7 @@ def report(results: Path, budget: int = 200, max_t: int = 30, folds: int = 5) ->
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--results", required=True, help="folder holding throughput.json and gpu_pack.json")
+    p.add_argument("--results", required=True, help="folder holding throughput.json and pack.json")
     p.add_argument("--budget", type=int, default=200)
     p.add_argument("--max-epochs", type=int, default=30, help="the space's MAX_EPOCHS (paper: 30)")
     p.add_argument("--folds", type=int, default=5)

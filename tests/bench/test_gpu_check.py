@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.gpu_pack import parse_smi, window_throughput
 from bench.gpu_report import asha_mean_epochs, extrapolate
+from bench.pack import parse_smi, window_throughput
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -82,7 +82,7 @@ def test_gpu_check_script_runs_end_to_end_with_a_fake_nvidia_smi(tiny_cohort: Pa
     verdict = json.loads((out / "gpu_check.json").read_text())
     assert verdict["verdict"]["gpu_util_%"] == pytest.approx(57.0)
     assert verdict["verdict"]["budget_200_minutes"] > 0
-    pack = json.loads((out / "gpu_pack.json").read_text())
+    pack = json.loads((out / "pack.json").read_text())
     assert pack["packed"]["processes"] == 2 and pack["packed"]["smi_samples"] >= 1
     rows = json.loads((out / "throughput.json").read_text())["rows"]
     assert [r["backbone"] for r in rows] == ["tiny_cnn"] and rows[0]["img_per_s"] > 0

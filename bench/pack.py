@@ -1,11 +1,15 @@
-"""Several trainer processes packed on one GPU against one alone, with the GPU's utilisation sampled.
+"""Several trainer processes packed on one device against one alone, with the GPU's utilisation sampled.
 
 Runs `python -m trainers.cv` once alone and then `--procs` copies at the same time (what a search with
-`--gpus-per-trial 1/procs` does), sampling `nvidia-smi` every second. Throughput is training images per
+`--gpus-per-trial 1/procs`, or on the CPU `--cpus-per-trial`, does), sampling `nvidia-smi` every second
+where there is one. On the CPU, `--alone-threads` gives the lone process more threads (all cores) while each
+packed process gets `--threads`. Throughput is training images per
 second, from the start of the first counted epoch of any process to the end of the last (the first epoch
 of each process, with its warm-up, is left out; staggered starts count against packing, not for it).
 
-    python -m bench.gpu_pack --backbone resnet50 --resolution 128 --epochs 8 --procs 4
+    python -m bench.pack --backbone resnet50 --resolution 128 --epochs 8 --procs 4
+    python -m bench.pack --device cpu --backbone resnet10t --resolution 64 --epochs 3 --procs 2 \
+        --threads 1 --alone-threads 2
 """
 
 from __future__ import annotations
@@ -98,26 +102,28 @@ def window_throughput(summaries: list[dict[str, Any]]) -> dict[str, float]:
     return {"start": start, "end": end, "seconds": end - start, "img_per_s": images / (end - start)}
 
 
-def _command(args: argparse.Namespace, out: Path) -> list[str]:
+def _command(args: argparse.Namespace, out: Path, threads: int | None) -> list[str]:
     cmd = [sys.executable, "-m", "trainers.cv", "--backbone", args.backbone, "--resolution",
            str(args.resolution), "--epochs", str(args.epochs), "--folds", str(args.folds),
            "--device", args.device, "--batch-size", str(args.batch_size), "--aug-strength",
            str(args.aug_strength), "--json", str(out)]  # fmt: skip
     if args.manifest:
         cmd += ["--manifest", args.manifest]
-    if args.threads:
-        cmd += ["--threads", str(args.threads)]
+    if threads:
+        cmd += ["--threads", str(threads)]
     return cmd
 
 
-def run_group(args: argparse.Namespace, n: int, folder: Path) -> dict[str, Any]:
+def run_group(args: argparse.Namespace, n: int, folder: Path, threads: int | None) -> dict[str, Any]:
     """Start `n` trainer processes at once, sample the GPU, and return the group's throughput."""
     folder.mkdir(parents=True, exist_ok=True)
     outs = [folder / f"proc{i}.json" for i in range(n)]
     started = time.time()
     with Sampler() as sampler:
         procs = [
-            subprocess.Popen(_command(args, out), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            subprocess.Popen(
+                _command(args, out, threads), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            )
             for out in outs
         ]
         logs = [p.communicate()[0] for p in procs]
@@ -130,6 +136,7 @@ def run_group(args: argparse.Namespace, n: int, folder: Path) -> dict[str, Any]:
     walls = [s["history"][-1]["ended_at"] - started for s in summaries]
     return {
         "processes": n,
+        "threads": threads,
         "img_per_s": window["img_per_s"],
         "window_s": window["seconds"],
         "gpu_util_%": sampler.mean_util(window["start"], window["end"]),
@@ -154,6 +161,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--procs", type=int, default=4, help="trainer processes packed on the GPU")
     p.add_argument("--device", default="cuda")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
+    p.add_argument(
+        "--alone-threads", type=int, default=None, help="threads of the lone process (default --threads)"
+    )
     p.add_argument("--manifest", help="cohort CSV (default: the phantom cohort)")
     p.add_argument("--work", default=None, help="folder for the trainers' JSON (default: a temporary one)")
     p.add_argument("--out", help="results folder (default bench/results/<machine>)")
@@ -165,13 +175,13 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parse_args(argv)
     work = Path(args.work or tempfile.mkdtemp(prefix="gpu-pack-"))
-    alone = run_group(args, 1, work / "alone")
-    packed = run_group(args, args.procs, work / "packed")
+    alone = run_group(args, 1, work / "alone", args.alone_threads or args.threads)
+    packed = run_group(args, args.procs, work / "packed", args.threads)
     rows = [
         {
             k: v
             for k, v in g.items()
-            if k in ("processes", "img_per_s", "window_s", "gpu_util_%", "gpu_mem_MiB_max")
+            if k in ("processes", "threads", "img_per_s", "window_s", "gpu_util_%", "gpu_mem_MiB_max")
         }
         for g in (alone, packed)
     ]
@@ -180,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\npacked {args.procs} / alone: {ratio:.2f}x aggregate throughput")
     settings = {k: v for k, v in vars(args).items() if k not in ("out", "work")}
     path = write_result(
-        "gpu_pack",
+        "pack",
         {"settings": settings, "alone": alone, "packed": packed, "packed_over_alone": ratio},
         args.out,
     )

@@ -1,0 +1,140 @@
+"""The fixed cost of a trial: one configuration through `trainers.cv` directly and through the whole search.
+
+In the same run: (a) `python -m trainers.cv` on the configuration (its training seconds, and the setup
+inside them: slices to the device and the k fold models built); (b) `search/run.py` narrowed to the same
+backbone and resolution (FIFO, no registration) for `--trials` trials through Ray Tune, Optuna and MLflow,
+one at a time; (c) a bare `import` of the trial's modules in a fresh process, which a trial pays when its
+worker process is not reused. The fixed per-trial cost is a search trial's wall time (Optuna's start to
+complete) less the direct run's epoch seconds; the per-search cost is the search's wall time less its
+trials'.
+
+    python -m bench.overhead                    # resnet10t, 64 px, 2 epochs, 5 folds, 3 trials
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench._common import median, table, write_result
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGET_SHARE = 0.05  # of a 30 s trial
+REFERENCE_TRIAL_S = 30.0
+
+
+def _run(cmd: list[str], timeout: float) -> tuple[float, str]:
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"{' '.join(cmd[:4])} ... exited {proc.returncode}:\n{proc.stdout[-2000:]}{proc.stderr[-3000:]}"
+        )
+    return wall, proc.stdout
+
+
+def direct(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """`python -m trainers.cv` on the configuration: process wall, training and setup seconds."""
+    out = work / "direct.json"
+    cmd = [sys.executable, "-m", "trainers.cv", "--backbone", args.backbone, "--resolution", str(args.resolution),
+           "--epochs", str(args.epochs), "--folds", str(args.folds), "--threads", str(args.threads),
+           "--json", str(out), *(["--manifest", args.manifest] if args.manifest else [])]  # fmt: skip
+    wall, _ = _run(cmd, args.timeout)
+    summary = json.loads(out.read_text())
+    epochs = [h["seconds"] for h in summary["history"]]
+    return {"process_wall_s": wall, "train_s": summary["seconds"], "setup_s": summary["setup_seconds"],
+            "epoch_s": epochs, "epochs_sum_s": sum(epochs)}  # fmt: skip
+
+
+def search(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """The same configuration as a `--trials`-trial search, one trial at a time; Optuna's trial durations."""
+    import optuna
+
+    runs = work / "runs"
+    cmd = [sys.executable, "search/run.py", "--budget", str(args.trials), "--space", args.space,
+           "--backbones", args.backbone, "--resolutions", str(args.resolution), "--max-epochs", str(args.epochs),
+           "--folds", str(args.folds), "--scheduler", "fifo", "--no-register", "--no-pretrained",
+           "--runs-dir", str(runs), "--study", "overhead", "--num-cpus", str(args.threads),
+           "--cpus-per-trial", str(args.threads), *(["--manifest", args.manifest] if args.manifest else [])]  # fmt: skip
+    wall, _ = _run(cmd, args.timeout)
+    db = next(runs.rglob("*.db"), None)
+    candidates = [p for p in runs.rglob("*.db") if "optuna" in p.name] or ([db] if db else [])
+    study = optuna.load_study(study_name="overhead", storage=f"sqlite:///{candidates[0]}")
+    durations = [
+        (t.datetime_complete - t.datetime_start).total_seconds()
+        for t in study.trials
+        if t.datetime_complete and t.datetime_start
+    ]
+    return {"process_wall_s": wall, "trial_s": durations, "trials": len(durations)}
+
+
+def import_cost(args: argparse.Namespace) -> float:
+    """Seconds a fresh process spends importing what a trial runs (median of 2)."""
+    code = "import search.trainable, trainers.train, trainers.backbones"
+    return median([_run([sys.executable, "-c", code], args.timeout)[0] for _ in range(2)])
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--backbone", default="resnet10t")
+    p.add_argument("--resolution", type=int, default=64)
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--trials", type=int, default=3)
+    p.add_argument("--space", default="cpu", help="the space narrowed to the backbone and resolution")
+    p.add_argument(
+        "--threads", type=int, default=1, help="CPUs (torch threads) of the direct run and each trial"
+    )
+    p.add_argument("--manifest", help="cohort CSV (default: the phantom cohort)")
+    p.add_argument("--timeout", type=float, default=3600)
+    p.add_argument("--out", help="results folder (default bench/results/<machine>)")
+    args = p.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="stagesearch-overhead-") as tmp:
+        work = Path(tmp)
+        d = direct(args, work)
+        s = search(args, work)
+    imports = import_cost(args)
+    trial = median(s["trial_s"])
+    fixed = trial - d["epochs_sum_s"]
+    per_search = s["process_wall_s"] - sum(s["trial_s"])
+    rows = [
+        {"what": "direct: trainers.cv process wall", "seconds": d["process_wall_s"]},
+        {"what": "direct: epochs (training + evaluation)", "seconds": d["epochs_sum_s"]},
+        {"what": "direct: setup (slices to device, k models built)", "seconds": d["setup_s"]},
+        {"what": f"search: trial wall (median of {s['trials']})", "seconds": trial},
+        {"what": "search: fixed cost per trial (trial wall - epochs)", "seconds": fixed},
+        {"what": "search: fixed cost per search (wall - trials)", "seconds": per_search},
+        {"what": "fresh process: import the trial's modules", "seconds": imports},
+    ]
+    print(table(rows))
+    share = fixed / REFERENCE_TRIAL_S
+    print(f"\nfixed per-trial cost {fixed:.2f} s = {100 * share:.1f} % of a {REFERENCE_TRIAL_S:g} s trial "
+          f"(target <= {100 * TARGET_SHARE:g} %)")  # fmt: skip
+    settings = {k: v for k, v in vars(args).items() if k not in ("out", "timeout")}
+    path = write_result(
+        "overhead",
+        {
+            "settings": settings,
+            "direct": d,
+            "search": s,
+            "import_s": imports,
+            "fixed_per_trial_s": fixed,
+            "per_search_s": per_search,
+            "share_of_30s_trial": share,
+            "met": share <= TARGET_SHARE,
+        },  # fmt: skip
+        args.out,
+    )
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
