@@ -126,7 +126,13 @@ def run_group(args: argparse.Namespace, n: int, folder: Path, threads: int | Non
             )
             for out in outs
         ]
-        logs = [p.communicate()[0] for p in procs]
+        try:
+            logs = [p.communicate()[0] for p in procs]
+        finally:  # interrupted: stop the trainers we started, by their ids
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
     failed = [(i, p.returncode) for i, p in enumerate(procs) if p.returncode != 0]
     if failed:
         i = failed[0][0]
