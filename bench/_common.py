@@ -55,6 +55,20 @@ def describe_machine() -> dict[str, Any]:
     }
 
 
+def command_line(argv: Sequence[str] | None = None) -> str:
+    """How the bench was run, as `python -m bench.NAME ...`, without `--out` (a folder of this machine)."""
+    argv = list(sys.argv if argv is None else argv)
+    args, skip = [], False
+    for a in argv[1:]:
+        if skip:
+            skip = False
+        elif a == "--out":
+            skip = True
+        elif not a.startswith("--out="):
+            args.append(a)
+    return " ".join(["python", "-m", f"bench.{Path(argv[0]).stem}", *args])
+
+
 def write_result(name: str, payload: dict[str, Any], out_dir: str | Path | None = None) -> Path:
     """Write ``<results>/<machine>/<name>.json`` with the machine, date and command added; returns the path."""
     folder = Path(out_dir) if out_dir else RESULTS / machine_id()
@@ -62,7 +76,7 @@ def write_result(name: str, payload: dict[str, Any], out_dir: str | Path | None 
     record = {
         "bench": name,
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "command": command_line(),
         "machine": describe_machine(),
         **payload,
     }

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bench import augment, cache, throughput
-from bench._common import machine_id, table
+from bench._common import command_line, machine_id, table
 
 
 def test_machine_id_is_a_safe_folder_name() -> None:
@@ -59,3 +59,8 @@ def test_cache_smoke(tmp_path: Path) -> None:
     assert os.environ["STAGESEARCH_CACHE"] == before
     result = json.loads((tmp_path / "cache.json").read_text())
     assert result["trial_opened_scan_files"] == [] and result["speedup"] > 1
+
+
+def test_recorded_command_names_the_module_and_leaves_out_local_folders() -> None:
+    argv = ["/somewhere/bench/throughput.py", "--space", "paper", "--out", "/tmp/x", "--epochs=2"]
+    assert command_line(argv) == "python -m bench.throughput --space paper --epochs=2"
