@@ -168,7 +168,7 @@ def build_tuner(
             scheduler=scheduler,
             num_samples=num_samples,
             max_concurrent_trials=max_concurrent or None,
-            reuse_actors=False,
+            reuse_actors=True,  # a trial worker process is reused: imports and CUDA set-up paid once
         ),
         run_config=tune.RunConfig(
             name=f"{name}-{time.strftime('%Y%m%d-%H%M%S')}",
