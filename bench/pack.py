@@ -171,7 +171,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--alone-threads", type=int, default=None, help="threads of the lone process (default --threads)"
     )
     p.add_argument("--manifest", help="cohort CSV (default: the phantom cohort)")
-    p.add_argument("--work", default=None, help="folder for the trainers' JSON (default: a temporary one)")
+    p.add_argument(
+        "--work",
+        default=None,
+        help="keep the trainers' JSON in this folder (default: a temporary one, removed)",
+    )
     p.add_argument("--out", help="results folder (default bench/results/<machine>)")
     return p.parse_args(argv)
 
@@ -180,9 +184,10 @@ def main(argv: list[str] | None = None) -> int:
     import tempfile
 
     args = parse_args(argv)
-    work = Path(args.work or tempfile.mkdtemp(prefix="gpu-pack-"))
-    alone = run_group(args, 1, work / "alone", args.alone_threads or args.threads)
-    packed = run_group(args, args.procs, work / "packed", args.threads)
+    with tempfile.TemporaryDirectory(prefix="stagesearch-pack-") as tmp:
+        work = Path(args.work or tmp)
+        alone = run_group(args, 1, work / "alone", args.alone_threads or args.threads)
+        packed = run_group(args, args.procs, work / "packed", args.threads)
     rows = [
         {
             k: v
