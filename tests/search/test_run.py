@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import optuna
 import pytest
@@ -11,7 +12,7 @@ import ray
 from mlflow.tracking import MlflowClient
 
 from search.cli import main
-from search.study import default_tracking_uri
+from search.study import FORMAT_VERSION, LEADERBOARD_SCHEMA, StudyPaths, default_tracking_uri, read_oof
 from tests.search.conftest import load_study, mlflow_runs, search_args
 
 COMPLETE, PRUNED = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED
@@ -32,11 +33,13 @@ def test_budget_4_end_to_end(tiny_cohort, runs, capsys) -> None:
     out = capsys.readouterr().out
     assert out.splitlines()[0].startswith("search space: tiny")
     assert "best trial per backbone family" in out and "winner: trial" in out
-    assert "optuna-dashboard" in out and "mlflow ui" in out
+    assert f"stagesearch dashboard --runs-dir {runs.resolve()} --study e2e" in out
+    assert "stagesearch mlflow-ui" in out and "stagesearch report" in out
 
     folder = runs / "e2e"
     for name in ("config.json", "folds.json", "optuna.db", "ray", "leaderboard.json"):
         assert (folder / name).exists(), name
+    assert json.loads((folder / "config.json").read_text())["format"] == FORMAT_VERSION
     study = load_study(runs, "e2e")
     trials = study.get_trials()
     assert len(trials) == 4 and all(t.state == COMPLETE for t in trials)
@@ -63,7 +66,13 @@ def test_budget_4_end_to_end(tiny_cohort, runs, capsys) -> None:
     assert numbers == [0, 1, 2, 3]
     assert parent.info.status == "FINISHED" and "best_cv_auc" in parent.data.metrics
     board = json.loads((folder / "leaderboard.json").read_text())
-    assert board["counts"]["complete"] == 4 and board["rows"]
+    assert board["schema"] == LEADERBOARD_SCHEMA and board["counts"]["complete"] == 4 and board["rows"]
+    best = board["rows"][0]
+    assert best["trial"] == study.best_trial.number and best["oof"] == f"trials/{best['trial']}/oof.csv"
+    assert best["family"] == "Tiny" and {"accuracy", "fold_auc_sd"} <= set(best["metrics"])
+    for t in trials:  # every trial wrote its out-of-fold table once per epoch; the file holds the last one
+        rows = read_oof(StudyPaths(folder).oof(t.number))
+        assert rows and {r["epoch"] for r in rows} == {2} and len(rows) == 12  # every patient once
 
 
 def test_random_sampler(tiny_cohort, runs) -> None:
@@ -93,3 +102,30 @@ def test_asha_stops_trials_early(tiny_cohort, runs) -> None:
     _, children = mlflow_runs(default_tracking_uri(runs), "asha")
     states = sorted(c.data.tags["state"] for c in children)
     assert states.count("pruned") == len(pruned) and states.count("complete") == len(complete)
+
+
+def test_a_format_1_folder_resumes_and_reports(tiny_cohort, runs) -> None:
+    """A study folder made before the format version (no `format`, no trials/, leaderboard without schema)."""
+    from dashboards.report import build_report
+    from search.study import resolve
+
+    args = search_args(tiny_cohort, runs, "old", "--scheduler", "fifo", "--max-epochs", "1", "--cpus-per-trial",
+                       "2", "--no-register")  # fmt: skip
+    assert main([*args, "--budget", "1"]) == 0
+    folder = runs / "old"
+    config = json.loads((folder / "config.json").read_text())
+    del config["format"]
+    (folder / "config.json").write_text(json.dumps(config))
+    shutil.rmtree(folder / "trials")
+    (folder / "leaderboard.json").write_text(json.dumps({"counts": {}, "rows": []}))
+
+    assert main([*args, "--budget", "2", "--resume"]) == 0
+    config = json.loads((folder / "config.json").read_text())
+    assert config["format"] == FORMAT_VERSION and config["upgraded_from_format"] == 1
+    assert len(config["sessions"]) == 2
+    assert not StudyPaths(folder).oof(0).exists() and read_oof(StudyPaths(folder).oof(1))
+    board = json.loads((folder / "leaderboard.json").read_text())
+    assert board["schema"] == LEADERBOARD_SCHEMA and board["counts"]["complete"] == 2
+    assert [r["family"] for r in board["rows"]] == ["Tiny"]  # the old trial's family from the registry
+    page = build_report(resolve(runs, "old")).read_text()
+    assert "trials/1/oof.csv" in page or "no oof.csv (trial from before study-folder format 2" in page
