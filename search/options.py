@@ -1,4 +1,4 @@
-"""`search/run.py` flags, and their validation before anything starts or is written."""
+"""`stagesearch run` flags, and their validation before anything starts or is written."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 def build_parser() -> argparse.ArgumentParser:
     """All flags of the search, with defaults shown in --help."""
     p = argparse.ArgumentParser(
-        prog="python search/run.py",
+        prog="stagesearch run",
         description=(
             "Search backbones, augmentation strength, learning rate and input resolution for T1-vs-T2 staging: "
             "Ray Tune runs an Optuna TPE search with ASHA early stopping; every trial is scored by "
