@@ -15,6 +15,7 @@ from search.configure import UserError, configure
 from search.options import build_parser
 from search.study import (
     StudyPaths,
+    backbone_of,
     close_stale_trials,
     count_trials,
     finished_trials,
@@ -24,7 +25,7 @@ from search.study import (
     write_json,
     write_leaderboard,
 )
-from search.study.inputs import CohortChangedError, StudyInputs, fixed_settings, prepare_inputs
+from search.study.inputs import CohortChangedError, StudyInputs, fixed_settings, prepare_inputs, study_space
 from search.tracking import StudyTracker
 
 
@@ -142,8 +143,6 @@ def _fit(args: Any, config: dict, paths: StudyPaths, inputs: StudyInputs, sessio
         make_sampler,
         make_scheduler,
     )
-    from spaces import get_space
-
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our own progress line instead of Tune's tables
     settings, name, study = config["settings"], config["study"], session.study
     resources = _resources(args, ray.cluster_resources())
@@ -154,7 +153,7 @@ def _fit(args: Any, config: dict, paths: StudyPaths, inputs: StudyInputs, sessio
     print(f"ray: {_describe(ray.cluster_resources())}; each trial gets {resources}; up to {slots} at once",
           flush=True)  # fmt: skip
     searcher = StageSearch(
-        space=get_space(str(settings["space"])).space, metric=SEARCH_METRIC, mode="max", study_name=name,
+        space=study_space(settings).space, metric=SEARCH_METRIC, mode="max", study_name=name,
         storage=session.storage, sampler=make_sampler(args.sampler, int(settings["seed"]) + len(study.trials)),
     )  # fmt: skip
     progress = Progress(args.budget, session.counts, best_complete(study))
@@ -176,7 +175,7 @@ def _family(trial: optuna.trial.FrozenTrial) -> str:
     from trainers.backbones import UnknownBackboneError, family_of
 
     try:
-        return family_of(str(trial.params.get("backbone")))
+        return family_of(backbone_of(trial))
     except UnknownBackboneError:
         return "-"
 

@@ -10,7 +10,6 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from search.options import resolve_settings, validate
@@ -26,6 +25,7 @@ from search.study import (
     read_json,
     write_json,
 )
+from spaces.base import Space
 
 
 class UserError(Exception):
@@ -80,14 +80,25 @@ def stored_config(args: argparse.Namespace) -> dict[str, Any]:
         except StudyFormatError as exc:
             raise UserError([str(exc)]) from None
         if found < FORMAT_VERSION:
+            _upgrade_settings(stored["settings"])
             print(f"note: study folder {paths.root} has format {found}; continuing it as format {FORMAT_VERSION} "
                   "(its earlier trials keep their out-of-fold tables in MLflow only)", flush=True)  # fmt: skip
     return stored
 
 
-def choose_space(args: argparse.Namespace, settings: dict[str, Any], resumed: bool) -> ModuleType:
-    """The study's search space (fills `settings` space and max_epochs) and one line saying why."""
+def _upgrade_settings(settings: dict[str, Any]) -> None:
+    """Format 1 had no --backbones/--resolutions: such a study searched all of its space's."""
     from spaces import get_space
+
+    if settings.get("space") and "backbones" not in settings:
+        space = get_space(str(settings["space"]))
+        settings.update(backbones=list(space.backbones), resolutions=list(space.resolutions))
+
+
+def choose_space(args: argparse.Namespace, settings: dict[str, Any], resumed: bool) -> Space:
+    """The study's search space, narrowed by --backbones/--resolutions (fills those settings, the space's name
+    and max_epochs), and one line saying why."""
+    from search.study.inputs import study_space
 
     gpus = (args.num_gpus if args.num_gpus is not None else local_gpus()) if args.address is None else None
     if settings["space"] is None:
@@ -95,10 +106,14 @@ def choose_space(args: argparse.Namespace, settings: dict[str, Any], resumed: bo
         why = f"{gpus} GPU(s) visible" if gpus else ("Ray cluster" if args.address else "no GPU visible")
     else:
         why = "resumed study" if resumed else "chosen with --space"
-    space = get_space(str(settings["space"]))
+    try:
+        space = study_space(settings)
+    except ValueError as exc:
+        raise UserError([str(exc)]) from None
+    settings.update(backbones=list(space.backbones), resolutions=list(space.resolutions))
     if settings["max_epochs"] is None:
-        settings["max_epochs"] = space.MAX_EPOCHS
-    print(f"search space: {settings['space']} ({why}): {space.DESCRIPTION}; {settings['max_epochs']} epochs max",
+        settings["max_epochs"] = space.max_epochs
+    print(f"search space: {settings['space']} ({why}): {space.description}; {settings['max_epochs']} epochs max",
           flush=True)  # fmt: skip
     return space
 
@@ -168,7 +183,7 @@ def configure(args: argparse.Namespace, argv: list[str] | None) -> tuple[dict[st
         raise UserError(problems)
     space = choose_space(args, settings, bool(stored))
     if settings["pretrained"]:
-        announce_missing_weights(space.BACKBONES)
+        announce_missing_weights(list(space.backbones))
     manifest, cohort = load_cohort(settings, stored, args.study)
     config, paths = study_config(args, argv, settings, stored, manifest, cohort)
     paths.root.mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,23 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+def _names(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("expected comma-separated names, e.g. resnet50,densenet121")
+    return names
+
+
+def _sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(n) for n in text.split(",") if n.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated pixel sizes, e.g. 128,192 (got {text!r})") from None
+    if not sizes:
+        raise argparse.ArgumentTypeError("expected comma-separated pixel sizes, e.g. 128,192")
+    return sizes
+
+
 STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
@@ -37,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--budget", type=int, default=200, help="total finished trials in the study")
     g.add_argument("--space", choices=list_spaces(), default=None,
                    help="search space (default: paper when a GPU is visible, else cpu)")  # fmt: skip
+    g.add_argument("--backbones", type=_names, default=None, metavar="A,B",
+                   help="search only these backbones of the space (default: all of them)")  # fmt: skip
+    g.add_argument("--resolutions", type=_sizes, default=None, metavar="N,M",
+                   help="search only these input sizes of the space (default: all of them)")  # fmt: skip
     g.add_argument(
         "--manifest", type=Path, help="cohort CSV patient_id,image,mask,label[,site] (default: phantom)"
     )
@@ -122,6 +143,8 @@ def validate(args: argparse.Namespace) -> list[str]:
 # Settings fixed when a study is created; a resumed study keeps them. None means "not given on the CLI".
 STUDY_SETTINGS: dict[str, object] = {
     "space": None,
+    "backbones": None,  # None: all of the space's (filled in when the study is created)
+    "resolutions": None,
     "manifest": None,
     "phantom_patients": 112,
     "folds": 5,

@@ -11,7 +11,7 @@ import optuna
 from ray.tune import Callback
 
 from search.results import TrialEpoch
-from search.study import OPTUNA_NUMBER_KEY, best_trial
+from search.study import OPTUNA_NUMBER_KEY, best_trial, trial_config
 
 
 def _fmt_duration(seconds: float) -> str:
@@ -102,4 +102,4 @@ class Progress(Callback):
 def best_complete(study: optuna.Study) -> tuple[float, dict] | None:
     """Best finished-to-the-end trial so far as (cv_auc, params)."""
     best = best_trial(study)
-    return (best.value, best.params) if best is not None else None
+    return (best.value, trial_config(best)) if best is not None else None

@@ -19,7 +19,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the project importable without installing it
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from search.study import add_location_flags, from_args, read_json, write_json  # noqa: E402
+from search.study import add_location_flags, from_args, read_json, trial_config, write_json  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -104,7 +104,7 @@ def _register_study(locations: Any, model_name: str, trial_number: int | None, l
         "trial": refit.trial.number, "backbone": refit.cfg.backbone, "family": refit.result.family,
         "cv_auc": refit.trial.value, "refit_cv_auc": refit.result.cv_auc, "holdout": refit.holdout,
         "model_name": model_name, "model_version": int(version), "model_uri": f"models:/{model_name}/{version}",
-        "run_id": run_id, "params": refit.trial.params, "pretrained": refit.result.pretrained,
+        "run_id": run_id, "params": trial_config(refit.trial), "pretrained": refit.result.pretrained,
     }  # fmt: skip
     write_json(locations.paths.winner, winner)
     log(f"registered {model_name} version {version}: {summary}")
@@ -133,7 +133,7 @@ def _refit(locations: Any, trial_number: int | None, log: Any) -> Refit:
     except (StudyFormatError, CohortChangedError) as exc:
         raise RegisterError(f"cannot refit study {name}: {exc}") from None
     settings = config["settings"]
-    cfg = train_config(settings, trial.params)
+    cfg = train_config(settings, trial_config(trial))
     log(f"registering trial {trial.number} of study {name}: {cfg.backbone}, cv_auc {trial.value:.3f}; "
         f"training its {len(inputs.prepared.folds)} fold models again ...")  # fmt: skip
     data = inputs.prepared.slice_data(cfg.resolution, cfg.channels)

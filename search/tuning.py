@@ -15,7 +15,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from search import adapters
 from search.results import TrialEpoch
-from search.study import FAMILY_ATTR, MLFLOW_RUN_ATTR, OPTUNA_NUMBER_KEY, StudyPaths
+from search.study import CONFIG_ATTR, FAMILY_ATTR, MLFLOW_RUN_ATTR, OPTUNA_NUMBER_KEY, StudyPaths
 from search.tracking import StudyTracker
 
 SEARCH_METRIC = "cv_auc"  # pooled out-of-fold AUC: what Optuna optimises
@@ -44,7 +44,9 @@ class StageSearch(OptunaSearch):
     def suggest(self, trial_id: str) -> dict | None:
         params = super().suggest(trial_id)
         if params is not None:
-            params[OPTUNA_NUMBER_KEY] = adapters.optuna_trial(self, trial_id).number
+            trial = adapters.optuna_trial(self, trial_id)
+            trial.set_user_attr(CONFIG_ATTR, dict(params))  # fixed choices too: the refit needs all of it
+            params[OPTUNA_NUMBER_KEY] = trial.number
         return params
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:

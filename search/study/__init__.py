@@ -10,6 +10,7 @@ it needs the trainers, so it is not imported here.
 from __future__ import annotations
 
 from search.study.folder import (
+    CONFIG_ATTR,
     FAMILY_ATTR,
     FORMAT_VERSION,
     INTERRUPTED_ATTR,
@@ -40,6 +41,7 @@ from search.study.folder import (
 from search.study.queries import (
     Leaderboard,
     LeaderboardRow,
+    backbone_of,
     best_trial,
     close_stale_trials,
     count_trials,
@@ -49,14 +51,15 @@ from search.study.queries import (
     leaderboard,
     numeric_attrs,
     read_leaderboard,
+    trial_config,
     write_leaderboard,
 )
 
 __all__ = [
-    "FAMILY_ATTR", "FORMAT_VERSION", "INTERRUPTED_ATTR", "LEADERBOARD_SCHEMA", "MLFLOW_RUN_ATTR", "OOF_COLUMNS",
+    "CONFIG_ATTR", "FAMILY_ATTR", "FORMAT_VERSION", "INTERRUPTED_ATTR", "LEADERBOARD_SCHEMA", "MLFLOW_RUN_ATTR", "OOF_COLUMNS",
     "OPTUNA_NUMBER_KEY", "Leaderboard", "LeaderboardRow", "LocationError", "Locations", "StudyFormatError",
-    "StudyPaths", "add_location_flags", "best_trial", "check_format", "close_stale_trials", "count_trials",
+    "StudyPaths", "add_location_flags", "backbone_of", "best_trial", "check_format", "close_stale_trials", "count_trials",
     "default_storage_url", "default_tracking_uri", "exit_error", "family_attr", "finished_trials", "folder_format",
     "format_leaderboard", "from_args", "latest_study", "leaderboard", "numeric_attrs", "read_json",
-    "read_leaderboard", "read_oof", "resolve", "sqlite_path", "studies_in", "write_json", "write_leaderboard", "write_oof",
+    "read_leaderboard", "read_oof", "resolve", "sqlite_path", "studies_in", "trial_config", "write_json", "write_leaderboard", "write_oof",
 ]  # fmt: skip

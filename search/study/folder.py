@@ -24,6 +24,7 @@ LEADERBOARD_SCHEMA = 1
 INTERRUPTED_ATTR = "interrupted"
 FAMILY_ATTR = "family"
 MLFLOW_RUN_ATTR = "mlflow_run_id"
+CONFIG_ATTR = "config"  # the whole sampled configuration, fixed choices included (trial.params has only the sampled)
 #: Key of a Tune trial's config holding its Optuna trial number.
 OPTUNA_NUMBER_KEY = "_optuna_trial"
 OOF_COLUMNS = ("patient_id", "label", "prob", "fold", "epoch")

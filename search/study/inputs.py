@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from search.study.folder import StudyPaths
+from spaces import get_space
+from spaces.base import Space
 from trainers.config import TrainConfig
 from trainers.cv import PreparedCohort, prepare_cohort
 from trainers.folds import load_or_make_holdout
@@ -64,6 +66,11 @@ def prepare_inputs(
         paths.folds, cohort=cohort, exclude=holdout,
     )  # fmt: skip
     return StudyInputs(cohort, holdout, prepared)
+
+
+def study_space(settings: dict[str, Any]) -> Space:
+    """The study's search space, narrowed to its recorded backbones and resolutions (ValueError naming a flag)."""
+    return get_space(str(settings["space"])).narrowed(settings.get("backbones"), settings.get("resolutions"))
 
 
 def fixed_settings(settings: dict[str, Any], num_threads: int | None = None) -> dict[str, Any]:

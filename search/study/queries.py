@@ -13,6 +13,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from search.study.folder import (
+    CONFIG_ATTR,
     FAMILY_ATTR,
     INTERRUPTED_ATTR,
     LEADERBOARD_SCHEMA,
@@ -74,6 +75,16 @@ def best_trial(study: optuna.Study, number: int | None = None) -> FrozenTrial | 
     if number is not None:
         return next((t for t in complete if t.number == number), None)
     return max(complete, key=lambda t: t.value, default=None)
+
+
+def trial_config(trial: FrozenTrial) -> dict[str, Any]:
+    """What a trial trained with, as the space returned it (format-1 trials: their sampled params only)."""
+    return dict(trial.user_attrs.get(CONFIG_ATTR) or trial.params)
+
+
+def backbone_of(trial: FrozenTrial) -> str:
+    """The backbone a trial trained ("?" when unknown)."""
+    return str(trial_config(trial).get("backbone", "?"))
 
 
 def family_attr(trial: FrozenTrial) -> str:
@@ -141,8 +152,7 @@ def leaderboard(
         oof = paths.oof(t.number)
         attrs = numeric_attrs(t)
         rows.append(LeaderboardRow(
-            family=fam, backbone=str(t.params.get("backbone", "?")), trial=t.number, cv_auc=float(t.value),
-            params=dict(t.params), metrics={k: attrs[k] for k in ROW_METRICS if k in attrs},
+            family=fam, backbone=backbone_of(t), trial=t.number, cv_auc=float(t.value), params=trial_config(t), metrics={k: attrs[k] for k in ROW_METRICS if k in attrs},
             pretrained=t.user_attrs.get("pretrained"),
             oof=str(oof.relative_to(paths.root)) if oof.exists() else None,
         ))  # fmt: skip

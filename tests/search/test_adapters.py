@@ -68,7 +68,10 @@ def _result(epoch: int, value: float, final: bool) -> dict:
 def test_stage_search_tells_optuna_pruned_for_early_stops_and_complete_for_finished() -> None:
     searcher = _searcher(StageSearch)
     for tid in ("a", "b"):
-        assert searcher.suggest(tid)["_optuna_trial"] == adapters.optuna_trial(searcher, tid).number
+        config = searcher.suggest(tid)
+        trial = adapters.optuna_trial(searcher, tid)
+        assert config.pop("_optuna_trial") == trial.number
+        assert trial.user_attrs["config"] == config  # the whole configuration, for the refit
     first = _result(1, 0.6, final=False)
     searcher.on_trial_result("a", first)
     searcher.on_trial_complete("a", first)  # ASHA stopped it after epoch 1

@@ -129,3 +129,26 @@ def test_leaderboard_best_per_family_and_its_schema(tmp_path: Path) -> None:
     with pytest.raises(StudyFormatError, match="leaderboard schema none.*--resume"):
         read_leaderboard(paths)
     assert isinstance(Leaderboard.from_json(data, paths.leaderboard), Leaderboard)
+
+
+def test_narrowing_from_the_command_line_is_checked_and_recorded(tiny_cohort: Path, runs: Path, capsys) -> None:
+    from search.configure import configure
+    from search.options import build_parser
+    from search.study.inputs import study_space
+
+    assert main(search_args(tiny_cohort, runs, "n", "--backbones", "densenet121,resnet10t")) == 2
+    assert "--backbones: densenet121 not in space 'tiny'" in capsys.readouterr().err
+    assert not runs.exists()
+
+    flags = search_args(tiny_cohort, runs, "n", "--backbones", "resnet10t", "--resolutions", "48")
+    config, paths, _ = configure(build_parser().parse_args(flags), flags)
+    stored = json.loads(paths.config.read_text())["settings"]
+    assert stored["backbones"] == ["resnet10t"] and stored["resolutions"] == [48]
+    sampled = study_space(stored).space(optuna.create_study().ask())
+    assert sampled["backbone"] == "resnet10t" and sampled["resolution"] == 48
+
+    assert main(search_args(tiny_cohort, runs, "n", "--resume", "--backbones", "tiny_cnn")) == 2
+    assert "--backbones ['tiny_cnn'] conflicts with this study's ['resnet10t']" in capsys.readouterr().err
+    again = search_args(tiny_cohort, runs, "n", "--resume")
+    config, _, _ = configure(build_parser().parse_args(again), again)  # no flag: the recorded narrowing
+    assert config["settings"]["backbones"] == ["resnet10t"] and len(config["sessions"]) == 2
