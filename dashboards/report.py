@@ -27,6 +27,7 @@ from search.study import (  # noqa: E402
     Locations,
     StudyPaths,
     add_location_flags,
+    backbone_of,
     count_trials,
     exit_error,
     family_attr,
@@ -43,7 +44,7 @@ def best_per_backbone(study: optuna.Study) -> dict[str, FrozenTrial]:
     """Best COMPLETE trial of every backbone, best first."""
     best: dict[str, FrozenTrial] = {}
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        name = str(t.params.get("backbone", "?"))
+        name = backbone_of(t)
         if name not in best or t.value > best[name].value:
             best[name] = t
     return dict(sorted(best.items(), key=lambda kv: -kv[1].value))
@@ -63,8 +64,8 @@ def figure_history(trials: list[FrozenTrial], path: Path, colors: dict[str, Any]
     """cv_auc per trial number: complete (filled) and pruned (crosses) by backbone, best-so-far line."""
     fig, ax = plt.subplots(figsize=(8.5, 4.6))
     shown = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
-    for backbone in sorted({str(t.params.get("backbone", "?")) for t in shown}):
-        mine, color = [t for t in shown if str(t.params.get("backbone", "?")) == backbone], colors[backbone]
+    for backbone in sorted({backbone_of(t) for t in shown}):
+        mine, color = [t for t in shown if backbone_of(t) == backbone], colors[backbone]
         done = [t for t in mine if t.state == TrialState.COMPLETE and t.value is not None]
         ax.scatter([t.number for t in done], [t.value for t in done], s=46, color=color, zorder=3,
                    edgecolor="black", linewidth=0.5, label=f"{backbone}: complete")  # fmt: skip
@@ -122,7 +123,7 @@ def figure_importance(values: dict[str, float], path: Path) -> Path:
 
 def families(trials: list[FrozenTrial]) -> dict[str, str]:
     """Backbone -> family, as the search recorded it on the trials."""
-    return {str(t.params.get("backbone", "?")): family_attr(t) for t in trials if family_attr(t) != "-"}
+    return {backbone_of(t): family_attr(t) for t in trials if family_attr(t) != "-"}
 
 
 def figure_folds(best: dict[str, FrozenTrial], path: Path, colors: dict[str, Any], family: dict[str, str]) -> Path:
@@ -221,8 +222,8 @@ def _leaderboard(study: optuna.Study, paths: StudyPaths) -> str:
 
 def _backbones(trials: list[FrozenTrial], best: dict[str, FrozenTrial], family: dict[str, str]) -> str:
     rows = []
-    for backbone in sorted({str(t.params.get("backbone", "?")) for t in trials}):
-        mine = [t for t in trials if str(t.params.get("backbone", "?")) == backbone]
+    for backbone in sorted({backbone_of(t) for t in trials}):
+        mine = [t for t in trials if backbone_of(t) == backbone]
         n = [
             sum(t.state == st for t in mine)
             for st in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -257,7 +258,7 @@ def _roc_section(best: dict[str, FrozenTrial], paths: StudyPaths, out: Path, col
 
 def _figures(study: optuna.Study, best: dict[str, FrozenTrial], paths: StudyPaths, out: Path) -> str:
     trials = study.get_trials(deepcopy=False)
-    colors = palette(list({str(t.params.get("backbone", "?")) for t in trials}))
+    colors = palette(list({backbone_of(t) for t in trials}))
     family = families(trials)
     parts = [_roc_section(best, paths, out, colors, family)]
     history = figure_history(trials, out / "history.png", colors)
