@@ -75,13 +75,20 @@ def test_budget_4_end_to_end(tiny_cohort, runs, capsys) -> None:
         assert rows and {r["epoch"] for r in rows} == {2} and len(rows) == 12  # every patient once
 
 
-def test_random_sampler(tiny_cohort, runs) -> None:
+def test_random_sampler(tiny_cohort, runs, monkeypatch) -> None:
+    import search.tuning
+
+    made = []
+    real = search.tuning.make_sampler
+    monkeypatch.setattr(search.tuning, "make_sampler", lambda kind, seed: made.append(real(kind, seed)) or made[-1])
     args = search_args(tiny_cohort, runs, "rnd", "--budget", "2", "--sampler", "random", "--scheduler", "fifo",
                        "--max-epochs", "1", "--cpus-per-trial", "1")  # fmt: skip
     assert main(args) == 0
+    assert [type(s).__name__ for s in made] == ["RandomSampler"]  # what the searcher was given
     study = load_study(runs, "rnd")
     assert [t.state for t in study.get_trials()] == [COMPLETE, COMPLETE]
-    assert type(study.sampler).__name__ in ("RandomSampler", "TPESampler")  # stored study loads
+    parent, _ = mlflow_runs(default_tracking_uri(runs), "rnd")
+    assert parent.data.params["sampler"] == "random"
 
 
 def test_asha_stops_trials_early(tiny_cohort, runs) -> None:
