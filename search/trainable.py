@@ -27,11 +27,16 @@ from trainers.train import EpochReport, cross_validate
 
 
 def run_trial(
-    config: dict[str, Any], rois: list[ScanROI], folds: list[dict], fixed: dict[str, Any], study_dir: str
-) -> None:
-    """Train the k fold models of one configuration and `tune.report` after every epoch."""
+    config: dict[str, Any], rois: list[ScanROI], folds: list[dict], fixed: dict[str, Any],
+    study_dir: str | None = None,
+) -> None:  # fmt: skip
+    """Train the k fold models of one configuration and `tune.report` after every epoch.
+
+    With `study_dir` (and an Optuna trial number in `config`) the out-of-fold table goes to the study folder.
+    """
     cfg = TrainConfig.from_dict({**fixed, **config})
-    oof_path = StudyPaths(Path(study_dir)).oof(int(config[OPTUNA_NUMBER_KEY]))
+    number = config.get(OPTUNA_NUMBER_KEY)
+    oof_path = StudyPaths(Path(study_dir)).oof(int(number)) if study_dir and number is not None else None
     started = time.time()
     placement = {
         "gpu_ids": ",".join(str(g) for g in ray.get_gpu_ids()),
@@ -43,7 +48,8 @@ def run_trial(
     data = build_slice_data(rois, cfg.resolution, cfg.channels)
 
     def on_epoch(rep: EpochReport) -> None:
-        write_oof(oof_path, rep.oof, rep.epoch)
+        if oof_path is not None:
+            write_oof(oof_path, rep.oof, rep.epoch)
         tune.report({**TrialEpoch.from_epoch(rep, cfg.epochs).to_result(), "reported_at": time.time(), **placement})
 
     cross_validate(data, folds, cfg, on_epoch=on_epoch, log=None)
