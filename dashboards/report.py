@@ -55,7 +55,8 @@ def load_oof(trial: FrozenTrial, paths: StudyPaths) -> tuple[list[dict[str, Any]
     rows = read_oof(paths.oof(trial.number))
     if rows:
         return rows, f"trials/{trial.number}/oof.csv"
-    if folder_format(read_json(paths.config)) < FORMAT_VERSION:
+    config = read_json(paths.config)
+    if min(folder_format(config), config.get("upgraded_from_format", FORMAT_VERSION)) < FORMAT_VERSION:
         return None, "no oof.csv (trial from before study-folder format 2; its MLflow run holds oof_predictions.csv)"
     return None, "no out-of-fold table in the study folder"
 

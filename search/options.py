@@ -50,6 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=HelpFormatter,
     )
+    _what_flags(p)
+    _where_flags(p)
+    _compute_flags(p)
+    return p
+
+
+def _what_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("what to search")
     g.add_argument("--budget", type=int, default=200, help="total finished trials in the study")
     g.add_argument("--space", choices=list_spaces(), default=None,
@@ -78,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--grace-epochs", type=int, default=1, help="ASHA: epochs every trial gets")
     g.add_argument("--reduction-factor", type=float, default=3.0, help="ASHA: keep 1/factor at each rung")
     g.add_argument("--seed", type=int, default=None, help="seeds sampler, folds and training [0]")
+
+
+def _where_flags(p: argparse.ArgumentParser) -> None:
     s = p.add_argument_group("where results go")
     s.add_argument(
         "--study", help="study name (default: a new timestamped one; an existing name continues it)"
@@ -90,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite mlflow.db in --runs-dir)")
     s.add_argument("--no-register", action="store_true", help="do not register the winner at the end")
     s.add_argument("--model-name", default="cervical-staging", help="registered model name for the winner")
+
+
+def _compute_flags(p: argparse.ArgumentParser) -> None:
     r = p.add_argument_group("compute")
     r.add_argument("--address", help="existing Ray cluster: auto or ray://host:port (default: local Ray)")
     r.add_argument("--gpus-per-trial", type=float, default=None,
@@ -101,7 +114,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--num-cpus", type=int, default=None, help="local Ray: CPUs to use (default: all)")
     r.add_argument("--num-gpus", type=int, default=None, help="local Ray: GPUs to use (default: all visible)")
-    return p
 
 
 def validate(args: argparse.Namespace) -> list[str]:

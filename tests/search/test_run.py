@@ -113,7 +113,7 @@ def test_asha_stops_trials_early(tiny_cohort, runs) -> None:
 
 def test_a_format_1_folder_resumes_and_reports(tiny_cohort, runs) -> None:
     """A study folder made before the format version (no `format`, no trials/, leaderboard without schema)."""
-    from dashboards.report import build_report
+    from dashboards.report import build_report, load_oof
     from search.study import resolve
 
     args = search_args(tiny_cohort, runs, "old", "--scheduler", "fifo", "--max-epochs", "1", "--cpus-per-trial",
@@ -134,5 +134,7 @@ def test_a_format_1_folder_resumes_and_reports(tiny_cohort, runs) -> None:
     board = json.loads((folder / "leaderboard.json").read_text())
     assert board["schema"] == LEADERBOARD_SCHEMA and board["counts"]["complete"] == 2
     assert [r["family"] for r in board["rows"]] == ["Tiny"]  # the old trial's family from the registry
-    page = build_report(resolve(runs, "old")).read_text()
-    assert "trials/1/oof.csv" in page or "no oof.csv (trial from before study-folder format 2" in page
+    old_trial, new_trial = load_study(runs, "old").get_trials()
+    assert load_oof(old_trial, StudyPaths(folder))[1].startswith("no oof.csv (trial from before study-folder format 2")
+    assert load_oof(new_trial, StudyPaths(folder))[1] == "trials/1/oof.csv"
+    assert "<h1>Study old</h1>" in build_report(resolve(runs, "old")).read_text()
