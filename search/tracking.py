@@ -30,18 +30,18 @@ TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 
 @contextmanager
 def tracking_uri(uri: str) -> Iterator[None]:
-    """MLflow's global tracking URI set to `uri` inside the block and restored after it (also its variable)."""
-    before_env = os.environ.get(TRACKING_URI_ENV)
-    before = mlflow.get_tracking_uri()
+    """MLflow's global tracking URI set to `uri` inside the block, and afterwards exactly as before: unset when it
+    was unset (so MLFLOW_TRACKING_URI set later still counts), and the variable as it was."""
+    env_before = os.environ.get(TRACKING_URI_ENV)
+    current = mlflow.get_tracking_uri()
+    explicit = current if mlflow.is_tracking_uri_set() and current != env_before else None
     mlflow.set_tracking_uri(uri)
     try:
         yield
     finally:
-        mlflow.set_tracking_uri(before)
-        if before_env is None:
-            os.environ.pop(TRACKING_URI_ENV, None)
-        else:
-            os.environ[TRACKING_URI_ENV] = before_env
+        mlflow.set_tracking_uri(explicit)  # None unsets the global URI and the variable
+        if env_before is not None:
+            os.environ[TRACKING_URI_ENV] = env_before
 
 
 class StudyTracker:

@@ -50,12 +50,18 @@ def test_a_fold_without_an_auc_gives_asha_a_neutral_value() -> None:
 
 def test_tracking_uri_is_restored_with_its_environment_variable(tmp_path, monkeypatch) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    before = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(None)  # nothing set (the shared fixture restores the previous state afterwards)
     inside = f"sqlite:///{tmp_path / 'm.db'}"
     with tracking_uri(inside):
-        assert mlflow.get_tracking_uri() == inside
-    assert mlflow.get_tracking_uri() == before and "MLFLOW_TRACKING_URI" not in os.environ
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///elsewhere.db")
+        assert mlflow.get_tracking_uri() == inside and os.environ["MLFLOW_TRACKING_URI"] == inside
+    assert not mlflow.is_tracking_uri_set() and "MLFLOW_TRACKING_URI" not in os.environ
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///later.db")  # a later variable still counts
+    assert mlflow.get_tracking_uri() == "sqlite:///later.db"
     with pytest.raises(RuntimeError), tracking_uri(inside):
         raise RuntimeError("the block failed")
-    assert os.environ["MLFLOW_TRACKING_URI"] == "sqlite:///elsewhere.db"
+    assert os.environ["MLFLOW_TRACKING_URI"] == "sqlite:///later.db"
+    assert mlflow.get_tracking_uri() == "sqlite:///later.db"
+    mlflow.set_tracking_uri("sqlite:///explicit.db")  # an explicit URI comes back as it was
+    with tracking_uri(inside):
+        pass
+    assert mlflow.get_tracking_uri() == "sqlite:///explicit.db"
