@@ -5,24 +5,29 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import time
 import warnings
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
+import optuna
+
+from search.configure import UserError, configure
 from search.local_ray import describe_local_ray, prepare_local_ray
-from search.options import build_parser, resolve_settings, validate
+from search.options import build_parser
 from search.study import (
     StudyPaths,
+    backbone_of,
     close_stale_trials,
     count_trials,
-    default_storage_url,
-    default_tracking_uri,
     finished_trials,
-    latest_study,
+    format_leaderboard,
+    leaderboard,
     read_json,
     write_json,
+    write_leaderboard,
 )
+from search.study.inputs import CohortChangedError, StudyInputs, fixed_settings, prepare_inputs, study_space
+from search.tracking import StudyTracker
 
 
 def _fail(problems: list[str]) -> int:
@@ -31,119 +36,106 @@ def _fail(problems: list[str]) -> int:
     return 2
 
 
-def _holdout_problems(cohort: Any, fraction: float, folds: int, seed: int) -> list[str]:
-    """A held-out split must keep both classes there and enough patients per class for the folds."""
-    from collections import Counter
-
-    from trainers.folds import split_holdout
-
-    labels = cohort.patient_labels()
-    try:
-        held = set(split_holdout(labels, fraction, seed))
-    except ValueError as exc:
-        return [f"--holdout {fraction}: {exc}"]
-    kept = Counter(v for p, v in labels.items() if p not in held)
-    out = Counter(labels[p] for p in held)
-    problems = []
-    if len(out) < 2:
-        problems.append(
-            f"--holdout {fraction}: the held-out set would have a single class ({len(held)} patients)"
-        )
-    if min(kept[0], kept[1]) < folds:
-        problems.append(
-            f"--holdout {fraction}: leaves T1 {kept[0]} / T2 {kept[1]} patients for {folds} folds"
-        )
-    return problems
-
-
-def _local_gpus() -> int:
-    import torch
-
-    return torch.cuda.device_count()
-
-
 def main(argv: list[str] | None = None) -> int:
-    """Run `search/run.py`; returns the process exit code (2 for user errors, before anything is written)."""
+    """Run `stagesearch run`; returns the process exit code (2 for user errors, before anything is written)."""
     args = build_parser().parse_args(argv)
     prepare_local_ray(args.address)  # before anything imports Ray
-    problems = validate(args)
-    if problems:
-        return _fail(problems)
-    runs_dir: Path = args.runs_dir
-    if args.resume and not args.study:
-        args.study = latest_study(runs_dir)
-        if args.study is None:
-            return _fail([f"--resume: no study in {runs_dir} to continue"])
-    stored = read_json(StudyPaths(runs_dir / args.study).config) if args.study else {}
-    if args.resume and not stored:
-        return _fail([f"--resume: no study named {args.study!r} in {runs_dir}"])
-    settings, problems = resolve_settings(args, stored.get("settings", {}))
-    if problems:
-        return _fail(problems)
-
-    from spaces import get_space
-
-    gpus = (args.num_gpus if args.num_gpus is not None else _local_gpus()) if args.address is None else None
-    if settings["space"] is None:
-        settings["space"] = "paper" if (gpus or args.address) else "cpu"
-        why = f"{gpus} GPU(s) visible" if gpus else ("Ray cluster" if args.address else "no GPU visible")
-    else:
-        why = "resumed study" if stored else "chosen with --space"
-    space = get_space(str(settings["space"]))
-    if settings["max_epochs"] is None:
-        settings["max_epochs"] = space.MAX_EPOCHS
-    print(f"search space: {settings['space']} ({why}): {space.DESCRIPTION}; {settings['max_epochs']} epochs max",
-          flush=True)  # fmt: skip
-
-    if settings["pretrained"]:
-        _announce_missing_weights(space.BACKBONES)
-
-    from trainers.cv import resolve_manifest
-    from trainers.manifest import ManifestError, load_manifest
-
     try:
-        manifest = resolve_manifest(settings["manifest"], int(settings["phantom_patients"]), 0)
-        cohort = load_manifest(manifest, folds=int(settings["folds"]), cv_group=str(settings["cv_group"]))
-    except ManifestError as exc:
+        config, paths, cohort = configure(args, argv)
+    except UserError as exc:
+        return _fail(exc.problems)
+    return _run(args, config, paths, cohort)
+
+
+@dataclass
+class Session:
+    """One session of a study: its Optuna record and storage, its tracking, and what was finished before."""
+
+    study: optuna.Study
+    storage: optuna.storages.BaseStorage
+    tracker: StudyTracker
+    counts: dict[str, int]
+
+
+def _run(args: Any, config: dict, paths: StudyPaths, cohort: Any) -> int:
+    """Prepare the inputs, open the session, tune what is left of the budget, summarise, register the winner."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    try:
+        inputs = prepare_inputs(config, paths, cohort, log=lambda line: print(line, flush=True))
+    except CohortChangedError as exc:
         return _fail([str(exc)])
-    chash = cohort.content_hash()
-    if settings["holdout"]:
-        problems = _holdout_problems(
-            cohort, float(settings["holdout"]), int(settings["folds"]), int(settings["seed"])
-        )
-        if problems:
-            return _fail(problems)
-    if stored and stored.get("cohort_hash") != chash:
-        return _fail([f"study {args.study!r} was made on cohort {stored.get('cohort_hash')}, but {manifest} "
-                      f"is now {chash} (changed files?); start a new --study"])  # fmt: skip
-
-    study_name = args.study or f"{settings['space']}-{time.strftime('%Y%m%d-%H%M%S')}"
-    paths = StudyPaths(runs_dir / study_name)
-    storage_url = args.storage or stored.get("storage") or default_storage_url(paths)
-    tracking_uri = args.tracking_uri or stored.get("tracking_uri") or default_tracking_uri(runs_dir)
-    paths.root.mkdir(parents=True, exist_ok=True)
-    sessions = stored.get("sessions", []) + [{"argv": sys.argv[1:] if argv is None else argv,
-                                              "started": time.strftime("%Y-%m-%dT%H:%M:%S")}]  # fmt: skip
-    config = {
-        "study": study_name,
-        "settings": settings,
-        "manifest_path": str(Path(manifest).resolve()),
-        "cohort_hash": chash,
-        "patients": len(cohort.patients),
-        "storage": storage_url,
-        "tracking_uri": tracking_uri,
-        "sessions": sessions,
-    }
-    write_json(paths.config, config)
-    return _run(args, settings, config, paths, cohort, manifest)
+    session = _open_session(args, config, paths)
+    remaining = args.budget - session.counts["finished"]
+    status = _tune(args, config, paths, inputs, session, remaining) if remaining > 0 else "FINISHED"
+    board = _summarise(args, config, paths, session, status)
+    winner = None
+    if board.rows and not args.no_register and status == "FINISHED":
+        winner = _register(args, paths, config)
+    _print_outcome(board, config, paths, winner)
+    return 0
 
 
-def _run(args: Any, settings: dict, config: dict, paths: StudyPaths, cohort: Any, manifest: Path) -> int:
-    import optuna
+def _open_session(args: Any, config: dict, paths: StudyPaths) -> Session:
+    """The study's Optuna record and MLflow parent run, with what a killed session left running closed."""
+    name = config["study"]
+    storage = optuna.storages.RDBStorage(config["storage"])
+    study = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True)
+    closed = close_stale_trials(study, storage)
+    counts = count_trials(study)
+    uri = config["tracking_uri"]
+    tracker = StudyTracker(uri, name, paths.artifacts if uri.startswith(("sqlite:", "file:")) else None)
+    settings = config["settings"]
+    tracker.open_parent(
+        read_json(paths.state).get("parent_run_id"),
+        params={"budget": args.budget, **settings, "cohort_hash": config["cohort_hash"], "sampler": args.sampler,
+                "scheduler": args.scheduler},  # fmt: skip
+        tags={"study": name, "space": str(settings["space"])},
+    )
+    killed = tracker.close_stale_children(finished_trials(study))
+    write_json(paths.state, {"parent_run_id": tracker.parent_run_id, "experiment_id": tracker.experiment_id})
+    study.set_user_attr("mlflow_parent_run_id", tracker.parent_run_id)
+    if closed or killed:
+        print(f"resuming: closed {len(closed)} interrupted Optuna trial(s) {closed} and {killed} MLflow run(s) "
+              "left running by the previous session", flush=True)  # fmt: skip
+    remaining = max(args.budget - counts["finished"], 0)
+    print(f"study {name}: {counts['finished']} of {args.budget} trials finished before this session "
+          f"({counts['complete']} complete, {counts['pruned']} pruned, {counts['failed']} failed); "
+          f"{remaining} to run", flush=True)  # fmt: skip
+    return Session(study, storage, tracker, counts)
+
+
+def _tune(args: Any, config: dict, paths: StudyPaths, inputs: StudyInputs, session: Session, remaining: int) -> str:
+    """Run the remaining trials on Ray; returns the parent run's status (KILLED when interrupted)."""
     import ray
 
-    from search.progress import Progress, best_complete, format_leaderboard, leaderboard_rows
-    from search.tracking import StudyTracker
+    status = "FINISHED"
+    started_here = not ray.is_initialized()
+    if started_here:
+        _init_ray(args)
+    try:
+        _fit(args, config, paths, inputs, session, remaining)
+    except KeyboardInterrupt:
+        status = "KILLED"
+        print("interrupted: finished trials are kept; run again with --resume to continue", flush=True)
+    finally:
+        if started_here:
+            ray.shutdown()
+        stale = close_stale_trials(session.study, session.storage)
+        session.tracker.close_stale_children(finished_trials(session.study))
+        if stale:
+            status = "KILLED"
+            print(f"interrupted: {len(stale)} unfinished trial(s) closed; run again with "
+                  f"`--study {config['study']} --resume` to finish the budget", flush=True)  # fmt: skip
+    return status
+
+
+def _fit(args: Any, config: dict, paths: StudyPaths, inputs: StudyInputs, session: Session, remaining: int) -> None:
+    """Build the searcher, scheduler, callbacks and Tuner for `remaining` trials, and fit."""
+    import ray
+    from ray import tune
+
+    from search.progress import Progress, best_complete
     from search.trainable import run_trial
     from search.tuning import (
         SEARCH_METRIC,
@@ -153,144 +145,69 @@ def _run(args: Any, settings: dict, config: dict, paths: StudyPaths, cohort: Any
         make_sampler,
         make_scheduler,
     )
-    from spaces import get_space
-    from trainers.cv import prepare_cohort
-
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our own progress line instead of Tune's tables
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    name = config["study"]
-    holdout: list[str] = []
-    if settings["holdout"]:
-        from trainers.folds import load_or_make_holdout
-
-        holdout = load_or_make_holdout(
-            paths.holdout, cohort.patient_labels(), float(settings["holdout"]), int(settings["seed"]),
-            config["cohort_hash"],
-        )  # fmt: skip
-        print(f"held out {len(holdout)} patients for the final test ({paths.holdout}); no trial sees them",
-              flush=True)  # fmt: skip
-    prepared = prepare_cohort(
-        manifest, int(settings["folds"]), int(settings["seed"]), str(settings["cv_group"]), paths.folds,
-        cohort=cohort, exclude=holdout,
+    settings, name, study = config["settings"], config["study"], session.study
+    resources = _resources(args, ray.cluster_resources())
+    slots = _parallel_slots(ray.cluster_resources(), resources, args.max_concurrent)
+    # Tune creates only one pending trial at a time for non-random searchers unless told otherwise,
+    # which would run the trials one after another.
+    os.environ["TUNE_MAX_PENDING_TRIALS_PG"] = str(slots)
+    print(f"ray: {_describe(ray.cluster_resources())}; each trial gets {resources}; up to {slots} at once",
+          flush=True)  # fmt: skip
+    searcher = StageSearch(
+        space=study_space(settings).space, metric=SEARCH_METRIC, mode="max", study_name=name,
+        storage=session.storage, sampler=make_sampler(args.sampler, int(settings["seed"]) + len(study.trials)),
     )  # fmt: skip
-    storage = optuna.storages.RDBStorage(config["storage"])
-    study = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True)
-    closed = close_stale_trials(study)
-    counts = count_trials(study)
-    remaining = args.budget - counts["finished"]
+    progress = Progress(args.budget, session.counts, best_complete(study))
+    fixed = fixed_settings(settings, num_threads=max(1, int(resources["cpu"])))
+    trainable = tune.with_parameters(run_trial, rois=inputs.prepared.rois, folds=inputs.prepared.folds, fixed=fixed,
+                                     study_dir=str(paths.root.resolve()))  # fmt: skip
+    scheduler = make_scheduler(args.scheduler, int(settings["max_epochs"]), args.grace_epochs, args.reduction_factor)
+    callbacks = [TrackingCallback(session.tracker, study, session.storage, paths, progress.trial_finished), progress]
+    tuner = build_tuner(trainable, searcher, scheduler, remaining, resources, args.max_concurrent,
+                        str(paths.ray_results.resolve()), name, callbacks)  # fmt: skip
+    # Ray suggests Tuner.restore on interruption; this tool resumes with --resume instead.
+    tune_log = logging.getLogger("ray.tune.tune")
+    if not any(isinstance(f, _NoRestoreHint) for f in tune_log.filters):
+        tune_log.addFilter(_NoRestoreHint())
+    tuner.fit()
 
-    local = config["tracking_uri"].startswith("sqlite:") or config["tracking_uri"].startswith("file:")
-    tracker = StudyTracker(config["tracking_uri"], name, paths.artifacts if local else None)
-    state = read_json(paths.state)
-    tracker.open_parent(
-        state.get("parent_run_id"),
-        params={
-            "budget": args.budget,
-            **settings,
-            "cohort_hash": config["cohort_hash"],
-            "sampler": args.sampler,
-            "scheduler": args.scheduler,
-        },  # fmt: skip
-        tags={"study": name, "space": str(settings["space"])},
-    )
-    killed = tracker.close_stale_children(finished_trials(study))
-    write_json(paths.state, {"parent_run_id": tracker.parent_run_id, "experiment_id": tracker.experiment_id})
-    study.set_user_attr("mlflow_parent_run_id", tracker.parent_run_id)
-    if closed or killed:
-        print(f"resuming: closed {len(closed)} interrupted Optuna trial(s) {closed} and {killed} MLflow run(s) "
-              "left running by the previous session", flush=True)  # fmt: skip
-    print(f"study {name}: {counts['finished']} of {args.budget} trials finished before this session "
-          f"({counts['complete']} complete, {counts['pruned']} pruned, {counts['failed']} failed); "
-          f"{max(remaining, 0)} to run", flush=True)  # fmt: skip
 
-    status = "FINISHED"
-    if remaining > 0:
-        started_here = not ray.is_initialized()
-        if started_here:
-            _init_ray(args)
-        try:
-            resources = _resources(args, ray.cluster_resources())
-            slots = _parallel_slots(ray.cluster_resources(), resources, args.max_concurrent)
-            # Tune creates only one pending trial at a time for non-random searchers unless told otherwise,
-            # which would run the trials one after another.
-            os.environ["TUNE_MAX_PENDING_TRIALS_PG"] = str(slots)
-            print(f"ray: {_describe(ray.cluster_resources())}; each trial gets {resources}; up to {slots} at once",
-                  flush=True)  # fmt: skip
-            space = get_space(str(settings["space"]))
-            searcher = StageSearch(
-                space=space.space, metric=SEARCH_METRIC, mode="max", study_name=name, storage=storage,
-                sampler=make_sampler(args.sampler, int(settings["seed"]) + len(study.trials)),
-            )  # fmt: skip
-            progress = Progress(args.budget, counts, best_complete(study))
-            fixed = {"epochs": int(settings["max_epochs"]), "seed": int(settings["seed"]),
-                     "pretrained": bool(settings["pretrained"]), "device": "auto",
-                     "num_threads": max(1, int(resources["cpu"]))}  # fmt: skip
-            from ray import tune
+def _family(trial: optuna.trial.FrozenTrial) -> str:
+    from trainers.backbones import UnknownBackboneError, family_of
 
-            trainable = tune.with_parameters(run_trial, rois=prepared.rois, folds=prepared.folds, fixed=fixed)
-            tuner = build_tuner(
-                trainable, searcher,
-                make_scheduler(args.scheduler, int(settings["max_epochs"]), args.grace_epochs, args.reduction_factor),
-                remaining, resources, args.max_concurrent, str(paths.ray_results.resolve()), name,
-                [TrackingCallback(tracker, study, progress.trial_finished), progress],
-            )  # fmt: skip
-            # Ray suggests Tuner.restore on interruption; this tool resumes with --resume instead.
-            tune_log = logging.getLogger("ray.tune.tune")
-            if not any(isinstance(f, _NoRestoreHint) for f in tune_log.filters):
-                tune_log.addFilter(_NoRestoreHint())
-            tuner.fit()
-        except KeyboardInterrupt:
-            status = "KILLED"
-            print("interrupted: finished trials are kept; run again with --resume to continue", flush=True)
-        finally:
-            if started_here:
-                ray.shutdown()
-            stale = close_stale_trials(study)
-            tracker.close_stale_children(finished_trials(study))
-            if stale:
-                status = "KILLED"
-                print(f"interrupted: {len(stale)} unfinished trial(s) closed; run again with "
-                      f"`--study {name} --resume` to finish the budget", flush=True)  # fmt: skip
-    counts = count_trials(study)
-    rows = leaderboard_rows(study)
-    best = best_complete(study)
-    tracker.log_parent_summary(
-        {"best_cv_auc": best[0] if best else float("nan"), **{f"trials_{k}": v for k, v in counts.items()}},
-        {"best_trial": str(max(study.best_trials, key=lambda t: t.value).number) if best else ""},
+    try:
+        return family_of(backbone_of(trial))
+    except UnknownBackboneError:
+        return "-"
+
+
+def _summarise(args: Any, config: dict, paths: StudyPaths, session: Session, status: str) -> Any:
+    """leaderboard.json and the parent run's summary; returns the leaderboard."""
+    board = leaderboard(session.study, paths, family=_family)
+    counts = board.counts
+    best = board.rows[0] if board.rows else None
+    session.tracker.log_parent_summary(
+        {"best_cv_auc": best.cv_auc if best else float("nan"), **{f"trials_{k}": v for k, v in counts.items()}},
+        {"best_trial": str(best.trial) if best else ""},
         status if counts["finished"] < args.budget else "FINISHED",
     )
-    write_json(paths.root / "leaderboard.json", {"counts": counts, "rows": rows})
-    winner = None
-    if rows and not args.no_register and status == "FINISHED":
-        winner = _register(args, name, paths, config)
-    _print_outcome(name, counts, rows, config, paths, format_leaderboard, winner)
-    return 0
+    write_leaderboard(paths, board)
+    return board
 
 
-def _register(args: Any, name: str, paths: StudyPaths, config: dict) -> dict | None:
+def _register(args: Any, paths: StudyPaths, config: dict) -> dict | None:
     """Register the winner (retrains its fold models; evaluates the held-out patients once)."""
-    from dashboards.locations import resolve
     from search.register import RegisterError, register_study
+    from search.study import resolve
 
     print()
     try:
-        return register_study(
-            resolve(args.runs_dir, name, config["storage"], config["tracking_uri"]), args.model_name
-        )
+        where = resolve(args.runs_dir, config["study"], config["storage"], config["tracking_uri"])
+        return register_study(where, args.model_name)
     except RegisterError as exc:
         print(f"not registered: {exc}", flush=True)
         return None
-
-
-def _announce_missing_weights(names: list[str]) -> None:
-    """Say once, in the driver, which backbones will start from random initialisation."""
-    from trainers.backbones import weights_available
-
-    missing = [n for n in names if not weights_available(n)[0]]
-    if missing:
-        print(f"note: no local ImageNet weights for {', '.join(missing)}: those trials start from random "
-              "initialisation (recorded on each trial as pretrained=false)", flush=True)  # fmt: skip
 
 
 class _NoRestoreHint(logging.Filter):
@@ -338,17 +255,16 @@ def _describe(cluster: dict[str, float]) -> str:
     return f"{int(cluster.get('CPU', 0))} CPUs, {cluster.get('GPU', 0):g} GPUs"
 
 
-def _print_outcome(
-    name: str, counts: dict, rows: list, config: dict, paths: StudyPaths, fmt: Any, winner: dict | None
-) -> None:
+def _print_outcome(board: Any, config: dict, paths: StudyPaths, winner: dict | None) -> None:
+    counts, rows = board.counts, board.rows
     print()
-    print(f"study {name}: {counts['complete']} complete, {counts['pruned']} pruned (stopped early), "
+    print(f"study {config['study']}: {counts['complete']} complete, {counts['pruned']} pruned (stopped early), "
           f"{counts['failed']} failed")  # fmt: skip
     if rows:
         print("\nbest trial per backbone family (cv_auc = pooled out-of-fold patient-level AUC):")
-        print(fmt(rows))
+        print(format_leaderboard(rows))
         w = rows[0]
-        line = f"\nwinner: trial {w['trial']}, {w['backbone']} ({w['family']}), cv_auc {w['cv_auc']:.3f}"
+        line = f"\nwinner: trial {w.trial}, {w.backbone} ({w.family}), cv_auc {w.cv_auc:.3f}"
         held = (winner or {}).get("holdout")
         if held:
             print(f"{line} | held-out AUC {held['auc']:.3f} (95% CI {held['ci_low']:.3f}-{held['ci_high']:.3f}, "
@@ -358,7 +274,13 @@ def _print_outcome(
             print("note: the best of many trials' cv_auc is optimistic (it was selected on the same folds); "
                   "run with --holdout 0.2 to test the winner on patients no trial has seen.")  # fmt: skip
         if winner:
-            print(f"registered: {winner['model_uri']} (promote: python search/promote.py --best)")
+            print(f"registered: {winner['model_uri']} (promote: stagesearch promote --best)")
     print(f"\nstudy folder: {paths.root}")
-    print(f"optuna-dashboard:  optuna-dashboard --host 127.0.0.1 {config['storage']}")
-    print(f"MLflow UI:         mlflow ui --host 127.0.0.1 --backend-store-uri {config['tracking_uri']}")
+    print("report:            stagesearch report" + _where_flags(paths, config))
+    print("optuna-dashboard:  stagesearch dashboard" + _where_flags(paths, config))
+    print("MLflow UI:         stagesearch mlflow-ui" + _where_flags(paths, config))
+
+
+def _where_flags(paths: StudyPaths, config: dict) -> str:
+    """The flags that point a later command at this study from any folder."""
+    return f" --runs-dir {paths.root.parent.resolve()} --study {config['study']}"

@@ -1,4 +1,4 @@
-"""`search/run.py` flags, and their validation before anything starts or is written."""
+"""`stagesearch run` flags, and their validation before anything starts or is written."""
 
 from __future__ import annotations
 
@@ -18,13 +18,30 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+def _names(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("expected comma-separated names, e.g. resnet50,densenet121")
+    return names
+
+
+def _sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(n) for n in text.split(",") if n.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated pixel sizes, e.g. 128,192 (got {text!r})") from None
+    if not sizes:
+        raise argparse.ArgumentTypeError("expected comma-separated pixel sizes, e.g. 128,192")
+    return sizes
+
+
 STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """All flags of the search, with defaults shown in --help."""
     p = argparse.ArgumentParser(
-        prog="python search/run.py",
+        prog="stagesearch run",
         description=(
             "Search backbones, augmentation strength, learning rate and input resolution for T1-vs-T2 staging: "
             "Ray Tune runs an Optuna TPE search with ASHA early stopping; every trial is scored by "
@@ -33,10 +50,21 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=HelpFormatter,
     )
+    _what_flags(p)
+    _where_flags(p)
+    _compute_flags(p)
+    return p
+
+
+def _what_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("what to search")
     g.add_argument("--budget", type=int, default=200, help="total finished trials in the study")
     g.add_argument("--space", choices=list_spaces(), default=None,
                    help="search space (default: paper when a GPU is visible, else cpu)")  # fmt: skip
+    g.add_argument("--backbones", type=_names, default=None, metavar="A,B",
+                   help="search only these backbones of the space (default: all of them)")  # fmt: skip
+    g.add_argument("--resolutions", type=_sizes, default=None, metavar="N,M",
+                   help="search only these input sizes of the space (default: all of them)")  # fmt: skip
     g.add_argument(
         "--manifest", type=Path, help="cohort CSV patient_id,image,mask,label[,site] (default: phantom)"
     )
@@ -57,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--grace-epochs", type=int, default=1, help="ASHA: epochs every trial gets")
     g.add_argument("--reduction-factor", type=float, default=3.0, help="ASHA: keep 1/factor at each rung")
     g.add_argument("--seed", type=int, default=None, help="seeds sampler, folds and training [0]")
+
+
+def _where_flags(p: argparse.ArgumentParser) -> None:
     s = p.add_argument_group("where results go")
     s.add_argument(
         "--study", help="study name (default: a new timestamped one; an existing name continues it)"
@@ -69,18 +100,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite mlflow.db in --runs-dir)")
     s.add_argument("--no-register", action="store_true", help="do not register the winner at the end")
     s.add_argument("--model-name", default="cervical-staging", help="registered model name for the winner")
+
+
+def _compute_flags(p: argparse.ArgumentParser) -> None:
     r = p.add_argument_group("compute")
     r.add_argument("--address", help="existing Ray cluster: auto or ray://host:port (default: local Ray)")
     r.add_argument("--gpus-per-trial", type=float, default=None,
                    help="GPU share per trial, fractions allowed: 0.25 = four trials per GPU (default: 0.25 with GPUs, else 0)")  # fmt: skip
     r.add_argument("--cpus-per-trial", type=float, default=None,
-                   help="CPUs per trial, also its torch threads (default: 2, or all CPUs without GPUs up to 4)")  # fmt: skip
+                   help="CPUs per trial, also its torch threads (default: 2 with GPUs, 1 without)")  # fmt: skip
     r.add_argument(
         "--max-concurrent", type=int, default=0, help="cap on trials at once; 0 = as many as resources allow"
     )
     r.add_argument("--num-cpus", type=int, default=None, help="local Ray: CPUs to use (default: all)")
     r.add_argument("--num-gpus", type=int, default=None, help="local Ray: GPUs to use (default: all visible)")
-    return p
 
 
 def validate(args: argparse.Namespace) -> list[str]:
@@ -122,6 +155,8 @@ def validate(args: argparse.Namespace) -> list[str]:
 # Settings fixed when a study is created; a resumed study keeps them. None means "not given on the CLI".
 STUDY_SETTINGS: dict[str, object] = {
     "space": None,
+    "backbones": None,  # None: all of the space's (filled in when the study is created)
+    "resolutions": None,
     "manifest": None,
     "phantom_patients": 112,
     "folds": 5,

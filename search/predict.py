@@ -1,4 +1,4 @@
-"""`python search/predict.py`: P(T2) and stage for new patients, from a model in the MLflow Model Registry."""
+"""`stagesearch predict`: P(T2) and stage for new patients, from a model in the MLflow Model Registry."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ if __package__ in (None, ""):  # run as a script: make the project importable wi
 
 def build_parser() -> argparse.ArgumentParser:
     """Flags: the model, the scans, where the registry is."""
-    from dashboards.locations import add_location_flags
+    from search.study import add_location_flags
 
     p = argparse.ArgumentParser(
-        prog="python search/predict.py",
+        prog="stagesearch predict",
         description="Predict T-stage (P(T2)) for new scans with a registered model. Inputs are validated like "
         "training inputs before the model is loaded.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -69,20 +69,17 @@ def main(argv: list[str] | None = None) -> int:
 
     import mlflow
     from mlflow.exceptions import MlflowException
-    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
-    from dashboards.locations import from_args
+    from search.study import from_args
+    from search.tracking import tracking_uri
 
-    with _use_tracking_uri(from_args(args).tracking_uri):
+    with tracking_uri(from_args(args).tracking_uri):
         try:
             model = mlflow.pyfunc.load_model(args.model)
         except MlflowException as exc:
             print(f"error: cannot load {args.model}: {exc.message}", file=sys.stderr)
             return 2
-    out = model.predict(pd.DataFrame(rows))
-    if "patient_id" in out:  # several scans of one patient: average their probabilities
-        out = out.groupby("patient_id", sort=False, as_index=False)["p_t2"].mean()
-        out["stage"] = ["T2" if p >= 0.5 else "T1" for p in out["p_t2"]]
+    out = model.predict(pd.DataFrame(rows))  # one row per patient, staged at the model's own threshold
     print(f"model {args.model}")
     print(f"{'patient':<20} {'P(T2)':>6}  stage")
     for row in out.itertuples():

@@ -10,7 +10,8 @@ from typing import Any, TextIO
 import optuna
 from ray.tune import Callback
 
-from trainers.backbones import family_of
+from search.results import TrialEpoch
+from search.study import OPTUNA_NUMBER_KEY, best_trial, trial_config
 
 
 def _fmt_duration(seconds: float) -> str:
@@ -41,20 +42,20 @@ class Progress(Callback):
     def finished(self) -> int:
         return sum(self.counts.values())
 
-    def trial_finished(self, trial: Any, state: str, final: dict | None, error: str = "") -> None:
+    def trial_finished(self, trial: Any, state: str, final: TrialEpoch | None, error: str = "") -> None:
         """Called by the tracking callback when a trial ends."""
         self.running = max(0, self.running - 1)
-        self.epochs.pop(int(trial.config.get("_optuna_trial", -1)), None)
+        self.epochs.pop(int(trial.config.get(OPTUNA_NUMBER_KEY, -1)), None)
         self.counts[state] = self.counts.get(state, 0) + 1
         if state == "complete" and final:
-            value = final["metrics"].get("cv_auc", math.nan)
+            value = final.cv_auc
             if math.isfinite(value) and (self.best is None or value > self.best[0]):
                 params = {k: v for k, v in trial.config.items() if not k.startswith("_")}
                 self.best = (value, params)
         if state == "failed":
             first = error.strip().splitlines()[-1] if error.strip() else "see the Ray trial log"
             print(
-                f"trial {trial.config.get('_optuna_trial')} failed: {first}",
+                f"trial {trial.config.get(OPTUNA_NUMBER_KEY)} failed: {first}",
                 file=self.out or sys.stdout,
                 flush=True,
             )
@@ -64,7 +65,7 @@ class Progress(Callback):
         self.running += 1
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        self.epochs[int(trial.config.get("_optuna_trial", -1))] = (
+        self.epochs[int(trial.config.get(OPTUNA_NUMBER_KEY, -1))] = (
             result.get("epoch", 0),
             result["mean_fold_auc"],
         )
@@ -100,44 +101,5 @@ class Progress(Callback):
 
 def best_complete(study: optuna.Study) -> tuple[float, dict] | None:
     """Best finished-to-the-end trial so far as (cv_auc, params)."""
-    done = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
-    if not done:
-        return None
-    best = max(done, key=lambda t: t.value)
-    return best.value, best.params
-
-
-def leaderboard_rows(study: optuna.Study) -> list[dict[str, Any]]:
-    """Best complete trial per backbone family, best first (the study's comparison table)."""
-    best: dict[str, optuna.trial.FrozenTrial] = {}
-    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-        fam = family_of(t.params.get("backbone", "?"))
-        if fam not in best or t.value > best[fam].value:
-            best[fam] = t
-    rows = []
-    for fam, t in best.items():
-        a = t.user_attrs
-        rows.append(
-            {"family": fam, "backbone": t.params.get("backbone"), "trial": t.number, "cv_auc": t.value,
-             "accuracy": a.get("accuracy"), "precision": a.get("precision"), "recall": a.get("recall"),
-             "f1": a.get("f1"), "resolution": t.params.get("resolution"), "lr": t.params.get("lr"),
-             "aug_strength": t.params.get("aug_strength"), "pretrained": a.get("pretrained")}
-        )  # fmt: skip
-    return sorted(rows, key=lambda r: -r["cv_auc"])
-
-
-def format_leaderboard(rows: list[dict[str, Any]]) -> str:
-    """Plain-text table of `leaderboard_rows`."""
-
-    def f(v: Any) -> str:
-        return f"{v:.3f}" if isinstance(v, float) else "-"
-
-    head = f"{'family':<11} {'backbone':<22} {'trial':>5} {'cv_auc':>6} {'acc':>6} {'prec':>6} {'recall':>6} {'F1':>6}  config"
-    lines = [head, "-" * len(head)]
-    for r in rows:
-        lines.append(
-            f"{r['family']:<11} {r['backbone']:<22} {r['trial']:>5} {f(r['cv_auc']):>6} {f(r['accuracy']):>6} "
-            f"{f(r['precision']):>6} {f(r['recall']):>6} {f(r['f1']):>6}  {r['resolution']} px, "
-            f"lr {r['lr']:.1e}, aug {r['aug_strength']:.2f}{'' if r['pretrained'] else ', random init'}"
-        )
-    return "\n".join(lines)
+    best = best_trial(study)
+    return (best.value, trial_config(best)) if best is not None else None

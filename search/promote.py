@@ -1,4 +1,4 @@
-"""`python search/promote.py --best`: list the registered staging models and move the `champion` alias, gated."""
+"""`stagesearch promote --best`: list the registered staging models and move the `champion` alias, gated."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ if __package__ in (None, ""):  # run as a script: make the project importable wi
 from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from dashboards.locations import add_location_flags, from_args  # noqa: E402
 from search.options import HelpFormatter  # noqa: E402
 from search.registry import (  # noqa: E402
     CV,
@@ -28,12 +27,13 @@ from search.registry import (  # noqa: E402
     ranking_metric,
     tag_float,
 )
+from search.study import add_location_flags, from_args, sqlite_path  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Flags of `search/promote.py`, with defaults shown in --help."""
+    """Flags of `stagesearch promote`, with defaults shown in --help."""
     p = argparse.ArgumentParser(
-        prog="python search/promote.py",
+        prog="stagesearch promote",
         description=(
             "List the registered versions of the staging model, or point an alias (default: champion) at one. "
             "The gate refuses to replace the current holder with a version that scores lower: on holdout AUC "
@@ -69,10 +69,8 @@ def _fail(message: str) -> int:
 
 def _missing_sqlite(uri: str) -> Path | None:
     """The database file of a sqlite URI when it does not exist (so listing never creates an empty store)."""
-    if not uri.startswith("sqlite:///"):
-        return None
-    path = Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
-    return None if not str(path) or path.exists() else path
+    path = sqlite_path(uri)
+    return path if path is not None and not path.exists() else None
 
 
 def _num(value: float | None) -> str:
@@ -116,7 +114,7 @@ def _list(client: MlflowClient, name: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run `search/promote.py`; returns the exit code (2 for problems the user can fix)."""
+    """Run `stagesearch promote`; returns the exit code (2 for problems the user can fix)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.list and (args.force or args.reason):
@@ -124,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     uri = from_args(args).tracking_uri
     missing = _missing_sqlite(uri)
     if missing is not None:
-        return _fail(f"no MLflow store at {missing}: run search/run.py and register a model first, or pass "
+        return _fail(f"no MLflow store at {missing}: run `stagesearch run` and register a model first, or pass "
                      "--runs-dir/--tracking-uri")  # fmt: skip
 
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)

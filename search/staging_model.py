@@ -25,8 +25,13 @@ class StagingModel(PythonModel):
         self.ensemble = Ensemble.load(context.artifacts["ensemble"])
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
-        """Columns image (path), optional mask (path) and patient_id; returns patient_id, p_t2, stage."""
+        """Columns image (path), optional mask (path) and patient_id; returns patient_id, p_t2, stage.
+
+        Several scans of one patient give one row: the mean of their probabilities, staged at the ensemble's
+        threshold.
+        """
         from trainers.manifest import Scan, check_scan_files
+        from trainers.metrics import patient_means
 
         rows = model_input.to_dict(orient="records")
         scans, problems = [], []
@@ -38,14 +43,10 @@ class StagingModel(PythonModel):
             scans.append(Scan(pid, image, mask, -1, None))
         if problems:
             raise ValueError("cannot predict:\n  - " + "\n  - ".join(problems))
-        probs = self.ensemble.predict_scans(scans, device="auto")
+        ids, probs = patient_means([s.patient_id for s in scans], self.ensemble.predict_scans(scans, device="auto"))
         threshold = self.ensemble.threshold
         return pd.DataFrame(
-            {
-                "patient_id": [s.patient_id for s in scans],
-                "p_t2": probs,
-                "stage": [STAGES[int(p >= threshold)] for p in probs],
-            }
+            {"patient_id": ids, "p_t2": probs, "stage": [STAGES[int(p >= threshold)] for p in probs]}
         )
 
 

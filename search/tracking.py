@@ -7,18 +7,41 @@ needs no credentials on the workers.
 
 from __future__ import annotations
 
-import csv
-import json
 import math
+import os
+import shutil
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import mlflow
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 
-PARENT_RUN_ATTR = "mlflow_parent_run_id"
+from search.figures import figure_roc, roc_points
+from search.results import TrialEpoch
+from search.study import read_oof
+
+TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
+
+
+@contextmanager
+def tracking_uri(uri: str) -> Iterator[None]:
+    """MLflow's global tracking URI set to `uri` inside the block, and afterwards exactly as before: unset when it
+    was unset (so MLFLOW_TRACKING_URI set later still counts), and the variable as it was."""
+    env_before = os.environ.get(TRACKING_URI_ENV)
+    current = mlflow.get_tracking_uri()
+    explicit = current if mlflow.is_tracking_uri_set() and current != env_before else None
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(explicit)  # None unsets the global URI and the variable
+        if env_before is not None:
+            os.environ[TRACKING_URI_ENV] = env_before
 
 
 class StudyTracker:
@@ -111,8 +134,10 @@ class StudyTracker:
         if number in self.children and batch:
             self.client.log_batch(self.children[number], metrics=batch)
 
-    def finish_trial(self, number: int, state: str, final: dict[str, Any] | None, error: str = "") -> None:
-        """Final metrics, out-of-fold predictions and ROC curve as artifacts, state tag, run closed."""
+    def finish_trial(
+        self, number: int, state: str, final: TrialEpoch | None, oof: Path | None = None, error: str = ""
+    ) -> None:
+        """Final metrics, the trial's out-of-fold table and ROC curve as artifacts, state tag, run closed."""
         run_id = self.children.get(number)
         if run_id is None:
             return
@@ -122,14 +147,14 @@ class StudyTracker:
         metrics = []
         if final:
             now = int(time.time() * 1000)
-            metrics = [Metric(k, float(v), now, 0) for k, v in final["metrics"].items() if _finite(v)]
-            tags.append(RunTag("pretrained", str(final.get("pretrained", False)).lower()))
-            if final.get("pretrained_note"):
-                tags.append(RunTag("pretrained_note", final["pretrained_note"]))
+            metrics = [Metric(k, v, now, 0) for k, v in final.final_metrics().items()]
+            tags.append(RunTag("pretrained", str(final.pretrained).lower()))
+            if final.pretrained_note:
+                tags.append(RunTag("pretrained_note", final.pretrained_note))
         self.client.log_batch(run_id, metrics=metrics, tags=tags)
-        if final and final.get("oof"):
+        if final and oof is not None and oof.exists():
             with tempfile.TemporaryDirectory() as tmp:
-                for path in write_trial_artifacts(Path(tmp), final["oof"], f"trial {number}"):
+                for path in write_trial_artifacts(Path(tmp), oof, f"trial {number}"):
                     self.client.log_artifact(run_id, str(path))
         status = {"complete": "FINISHED", "pruned": "FINISHED", "failed": "FAILED"}.get(state, "KILLED")
         self.client.set_terminated(run_id, status=status)
@@ -154,51 +179,11 @@ def _finite(value: Any) -> bool:
         return False
 
 
-def write_trial_artifacts(folder: Path, oof: list[dict[str, Any]], title: str) -> list[Path]:
-    """`oof_predictions.csv` and `roc_curve.png` for one trial's pooled out-of-fold predictions."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from sklearn.metrics import roc_auc_score, roc_curve
-
+def write_trial_artifacts(folder: Path, oof: Path, title: str) -> list[Path]:
+    """`oof_predictions.csv` (a copy of the trial's table) and `roc_curve.png` of its pooled predictions."""
     folder.mkdir(parents=True, exist_ok=True)
-    table = folder / "oof_predictions.csv"
-    with table.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=["patient_id", "label", "prob", "fold"])
-        writer.writeheader()
-        writer.writerows({k: r[k] for k in writer.fieldnames} for r in oof)
-    y = [r["label"] for r in oof]
-    p = [r["prob"] for r in oof]
-    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=100)
-    if len(set(y)) == 2:
-        fpr, tpr, _ = roc_curve(y, p)
-        ax.plot(fpr, tpr, lw=2, label=f"pooled out-of-fold AUC = {roc_auc_score(y, p):.3f}")
-    ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=1)
-    ax.set(xlabel="1 - specificity", ylabel="sensitivity", title=f"ROC, {title}", xlim=(0, 1), ylim=(0, 1.01))
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    roc = folder / "roc_curve.png"
-    fig.savefig(roc)
-    plt.close(fig)
+    table = Path(shutil.copy(oof, folder / "oof_predictions.csv"))
+    points = roc_points(read_oof(oof) or [])
+    curves = {"oof": points} if points else {}
+    roc = figure_roc(curves, {"oof": "pooled out-of-fold"}, f"ROC, {title}", folder / "roc_curve.png", size=4.5)
     return [table, roc]
-
-
-def final_from_result(result: dict[str, Any]) -> dict[str, Any]:
-    """The final metrics, out-of-fold table and pretrained flag a trial reported last."""
-    metrics = json.loads(result.get("metrics_json", "{}"))
-    fold_auc = json.loads(result.get("fold_auc_json", "[]"))
-    valid = [a for a in fold_auc if a is not None and _finite(a)]
-    if valid:
-        mean = sum(valid) / len(valid)
-        metrics["fold_auc_mean"] = mean
-        if len(valid) > 1:
-            metrics["fold_auc_sd"] = math.sqrt(sum((a - mean) ** 2 for a in valid) / (len(valid) - 1))
-    metrics["cv_auc"] = result.get("cv_auc", math.nan)
-    metrics["epochs_completed"] = result.get("epoch", 0)
-    return {
-        "metrics": metrics,
-        "oof": json.loads(result.get("oof_json", "[]")),
-        "pretrained": bool(result.get("pretrained", False)),
-        "pretrained_note": result.get("pretrained_note", ""),
-    }

@@ -1,35 +1,42 @@
 """What one Ray Tune trial runs: cross-validated training of the sampled configuration, reported per epoch.
 
 Runs in a Ray worker; it receives the cached ROI slices and the folds through Ray's object store (once per
-search, not re-read per trial) and never talks to MLflow: the driver logs what it reports.
+search, not re-read per trial) and never talks to MLflow: the driver logs what it reports. Each report holds
+scalars only (`search.results.TrialEpoch`); the out-of-fold table goes to `trials/<number>/oof.csv` in the
+study folder, replaced at every reported epoch (Tune's function trainables report synchronously, so the file
+always belongs to the last reported epoch, also when the scheduler stops the trial there). On a multi-node
+cluster the study folder must be on storage every node sees, like Tune's own results folder.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 import ray
 from ray import tune
 
+from search.results import TrialEpoch
+from search.study import OPTUNA_NUMBER_KEY, StudyPaths, write_oof
 from trainers.config import TrainConfig
 from trainers.data import build_slice_data
 from trainers.preprocess import ScanROI
 from trainers.train import EpochReport, cross_validate
 
-OPTUNA_NUMBER_KEY = "_optuna_trial"
 
+def run_trial(
+    config: dict[str, Any], rois: list[ScanROI], folds: list[dict], fixed: dict[str, Any],
+    study_dir: str | None = None,
+) -> None:  # fmt: skip
+    """Train the k fold models of one configuration and `tune.report` after every epoch.
 
-def _nan_to_none(values: list[float]) -> list[float | None]:
-    return [None if math.isnan(v) else v for v in values]
-
-
-def run_trial(config: dict[str, Any], rois: list[ScanROI], folds: list[dict], fixed: dict[str, Any]) -> None:
-    """Train the k fold models of one configuration and `tune.report` after every epoch."""
+    With `study_dir` (and an Optuna trial number in `config`) the out-of-fold table goes to the study folder.
+    """
     cfg = TrainConfig.from_dict({**fixed, **config})
+    number = config.get(OPTUNA_NUMBER_KEY)
+    oof_path = StudyPaths(Path(study_dir)).oof(int(number)) if study_dir and number is not None else None
     started = time.time()
     placement = {
         "gpu_ids": ",".join(str(g) for g in ray.get_gpu_ids()),
@@ -41,24 +48,8 @@ def run_trial(config: dict[str, Any], rois: list[ScanROI], folds: list[dict], fi
     data = build_slice_data(rois, cfg.resolution, cfg.channels)
 
     def on_epoch(rep: EpochReport) -> None:
-        metrics = {k: v for k, v in rep.metrics.items() if not math.isnan(v)}
-        tune.report(
-            {
-                "epoch": rep.epoch,
-                "mean_fold_auc": rep.mean_fold_auc if not math.isnan(rep.mean_fold_auc) else 0.5,
-                "cv_auc": rep.cv_auc,
-                "train_loss": rep.train_loss,
-                "accuracy": metrics.get("accuracy", 0.0),
-                "f1": metrics.get("f1", 0.0),
-                "final": rep.epoch == cfg.epochs,
-                "pretrained": rep.pretrained,
-                "pretrained_note": rep.pretrained_note,
-                "metrics_json": json.dumps(metrics),
-                "fold_auc_json": json.dumps(_nan_to_none(rep.fold_auc)),
-                "oof_json": json.dumps(rep.oof),
-                "reported_at": time.time(),
-                **placement,
-            }
-        )
+        if oof_path is not None:
+            write_oof(oof_path, rep.oof, rep.epoch)
+        tune.report({**TrialEpoch.from_epoch(rep, cfg.epochs).to_result(), "reported_at": time.time(), **placement})
 
     cross_validate(data, folds, cfg, on_epoch=on_epoch, log=None)

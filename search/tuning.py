@@ -13,24 +13,40 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.optuna import OptunaSearch
 
-from search.tracking import StudyTracker, final_from_result
-from search.trainable import OPTUNA_NUMBER_KEY
+from search import adapters
+from search.results import TrialEpoch
+from search.study import CONFIG_ATTR, FAMILY_ATTR, MLFLOW_RUN_ATTR, OPTUNA_NUMBER_KEY, StudyPaths
+from search.tracking import StudyTracker
 
 SEARCH_METRIC = "cv_auc"  # pooled out-of-fold AUC: what Optuna optimises
 SCHEDULER_METRIC = "mean_fold_auc"  # per-epoch mean fold AUC: what ASHA compares
+TrialState = optuna.trial.TrialState
+
+
+def trial_outcome(result: dict | None, error: bool) -> tuple[TrialState, float | None]:
+    """How a finished Tune trial is told to Optuna: COMPLETE with its cv_auc only when its last report was
+    its final epoch; PRUNED when the scheduler stopped it (or it never reported a value); FAIL on error."""
+    value = result.get(SEARCH_METRIC) if result else None
+    if error:
+        return TrialState.FAIL, None
+    if value is None or value != value or not result.get("final"):
+        return TrialState.PRUNED, None  # Optuna keeps the last intermediate value
+    return TrialState.COMPLETE, value
 
 
 class StageSearch(OptunaSearch):
     """OptunaSearch that tags each config with its Optuna trial number and records early-stopped trials as PRUNED.
 
     Ray's OptunaSearch tells Optuna COMPLETE for a trial the scheduler stopped, with its low-fidelity value;
-    here a trial counts as complete only if its last report was its final epoch.
+    here a trial counts as complete only if its last report was its final epoch (`trial_outcome`).
     """
 
     def suggest(self, trial_id: str) -> dict | None:
         params = super().suggest(trial_id)
         if params is not None:
-            params[OPTUNA_NUMBER_KEY] = self._ot_trials[trial_id].number
+            trial = adapters.optuna_trial(self, trial_id)
+            trial.set_user_attr(CONFIG_ATTR, dict(params))  # fixed choices too: the refit needs all of it
+            params[OPTUNA_NUMBER_KEY] = trial.number
         return params
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
@@ -43,36 +59,22 @@ class StageSearch(OptunaSearch):
         return self._reported_steps
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+        ot_trial = adapters.optuna_trial(self, trial_id)
+        if ot_trial is None or adapters.is_completed(self, trial_id):
             return
-        ot_trial = self._ot_trials[trial_id]
         value = result.get(self.metric) if result else None
         step = result.get("training_iteration") if result else None
         if value is not None and value == value and step not in self._steps().get(trial_id, set()):
             # A scheduler's stop decision arrives here without on_trial_result: record that epoch too.
             ot_trial.report(value, step)
-        if error or value is None or value != value:
-            state, value = (optuna.trial.TrialState.FAIL if error else optuna.trial.TrialState.PRUNED), None
-        elif result.get("final"):
-            state = optuna.trial.TrialState.COMPLETE
-        else:
-            state, value = optuna.trial.TrialState.PRUNED, None  # Optuna keeps the last intermediate value
-        if result:
-            final = final_from_result(result)
-            for key in (
-                "accuracy",
-                "precision",
-                "recall",
-                "f1",
-                "fold_auc_mean",
-                "fold_auc_sd",
-                "epochs_completed",
-            ):
-                if key in final["metrics"]:
-                    ot_trial.set_user_attr(key, final["metrics"][key])
-            ot_trial.set_user_attr("pretrained", final["pretrained"])
-        self._ot_study.tell(ot_trial, value, state=state)
-        self._completed_trials.add(trial_id)
+        state, value = trial_outcome(result, error)
+        if result and SEARCH_METRIC in result:
+            final = TrialEpoch.from_result(result)
+            for key, v in final.trial_attrs().items():
+                ot_trial.set_user_attr(key, v)
+            ot_trial.set_user_attr("pretrained", final.pretrained)
+        adapters.optuna_study(self).tell(ot_trial, value, state=state)
+        adapters.mark_completed(self, trial_id)
 
 
 def make_sampler(kind: str, seed: int) -> optuna.samplers.BaseSampler:
@@ -102,40 +104,47 @@ def trial_number(trial: Trial) -> int:
 
 
 class TrackingCallback(Callback):
-    """Logs every trial to MLflow from the driver as it starts, reports and ends."""
+    """Logs every trial to MLflow from the driver as it starts, reports and ends; notes its run on the trial."""
 
-    def __init__(self, tracker: StudyTracker, study: optuna.Study, on_finish: Callable[..., None]) -> None:
+    def __init__(self, tracker: StudyTracker, study: optuna.Study, storage: optuna.storages.BaseStorage,
+                 paths: StudyPaths, on_finish: Callable[..., None]) -> None:  # fmt: skip
         self.tracker = tracker
         self.study = study
+        self.storage = storage
+        self.paths = paths
         self.on_finish = on_finish
 
+    def _set_attrs(self, number: int, attrs: dict[str, str]) -> None:
+        study_id = self.storage.get_study_id_from_name(self.study.study_name)
+        try:
+            trial_id = self.storage.get_trial_id_from_study_id_trial_number(study_id, number)
+        except KeyError:  # not a trial of this study (no Optuna number): nothing to note
+            return
+        for key, value in attrs.items():
+            self.storage.set_trial_user_attr(trial_id, key, value)
+
     def on_trial_start(self, iteration: int, trials: list, trial: Trial, **info: Any) -> None:
-        number = trial_number(trial)
-        params = {k: v for k, v in trial.config.items() if k != OPTUNA_NUMBER_KEY}
         from trainers.backbones import family_of
 
+        number = trial_number(trial)
+        params = {k: v for k, v in trial.config.items() if k != OPTUNA_NUMBER_KEY}
         backbone = str(params.get("backbone", ""))
+        family = family_of(backbone)
         run_id = self.tracker.start_trial(
-            number,
-            params,
-            {"backbone": backbone, "family": family_of(backbone), "ray_trial_id": trial.trial_id},
+            number, params, {"backbone": backbone, "family": family, "ray_trial_id": trial.trial_id}
         )
-        try:
-            self.study._storage.set_trial_user_attr(
-                self.study.trials[number]._trial_id, "mlflow_run_id", run_id
-            )
-        except (IndexError, KeyError):
-            pass
+        self._set_attrs(number, {MLFLOW_RUN_ATTR: run_id, FAMILY_ATTR: family})
 
     def on_trial_result(self, iteration: int, trials: list, trial: Trial, result: dict, **info: Any) -> None:
-        keys = ("mean_fold_auc", "cv_auc", "train_loss", "accuracy", "f1")
-        self.tracker.log_epoch(trial_number(trial), int(result.get("epoch", 0)), {k: result[k] for k in keys})
+        epoch = TrialEpoch.from_result(result)
+        self.tracker.log_epoch(trial_number(trial), epoch.epoch, epoch.epoch_metrics())
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Trial, **info: Any) -> None:
         result = trial.last_result or {}
-        state = "complete" if result.get("final") else "pruned"
-        final = final_from_result(result) if result else None
-        self.tracker.finish_trial(trial_number(trial), state, final)
+        final = TrialEpoch.from_result(result) if SEARCH_METRIC in result else None
+        state = "complete" if final and final.final else "pruned"
+        number = trial_number(trial)
+        self.tracker.finish_trial(number, state, final, self.paths.oof(number))
         self.on_finish(trial, state, final)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Trial, **info: Any) -> None:
@@ -145,7 +154,7 @@ class TrackingCallback(Callback):
                 error = open(trial.error_file).read()[-4000:]
             except OSError:
                 error = trial.error_file
-        self.tracker.finish_trial(trial_number(trial), "failed", None, error)
+        self.tracker.finish_trial(trial_number(trial), "failed", None, error=error)
         self.on_finish(trial, "failed", None, error)
 
 

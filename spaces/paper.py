@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from spaces._families import STUDY_BACKBONES
+from spaces.base import Space
 
-from spaces._families import HRNET_STRIDE, STUDY_BACKBONES, VIT_PATCH, study_space
-
-DESCRIPTION = "seven study backbones, 128-256 px, lr 1e-5..3e-3, aug 0..1 (GPU-sized)"
-BACKBONES = list(STUDY_BACKBONES.values())
-MAX_EPOCHS = 30
-RESOLUTIONS = [128, 160, 192, 224, 256]  # multiples of the ViT patch (16) and of HRNet's stride (32)
-assert all(r % VIT_PATCH == 0 and r % HRNET_STRIDE == 0 for r in RESOLUTIONS)
-
-
-def space(trial: Any) -> dict[str, Any]:
-    """Define-by-run space over backbone, resolution, learning rate, augmentation and regularisation."""
-    return study_space(trial, RESOLUTIONS, [16, 32], [1, 3])
+SPACE = Space(
+    name="paper",
+    purpose="seven study backbones, GPU-sized",
+    backbones=tuple(STUDY_BACKBONES.values()),
+    resolutions=(128, 160, 192, 224, 256),
+    max_epochs=30,
+    batch_sizes=(16, 32),
+    channels=(1, 3),
+)

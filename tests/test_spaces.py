@@ -1,12 +1,14 @@
-"""Every registered space samples 20 seeded configurations whose models build."""
+"""Every registered space: checked against the backbone registry, sampled, and each sampled model runs forward."""
 
 from __future__ import annotations
 
 import optuna
 import pytest
+import torch
 
-from spaces import get_space, list_spaces
-from trainers.backbones import check_resolution, create_backbone
+from spaces import BUILTIN, SPACES, get_space, list_spaces, register_space
+from spaces.base import Space, space_problems
+from trainers.backbones import create_backbone
 from trainers.config import TrainConfig
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -14,25 +16,55 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 def test_spaces_are_registered() -> None:
     assert {"paper", "cpu", "tiny"} <= set(list_spaces())
+    assert all(SPACES[s.name] is s for s in BUILTIN)
     with pytest.raises(ValueError, match="known"):
         get_space("nonesuch")
+    with pytest.raises(ValueError, match="already registered"):
+        register_space(get_space("tiny"))
 
 
 @pytest.mark.parametrize("name", list_spaces())
-def test_space_samples_build(name: str) -> None:
-    module = get_space(name)
+def test_space_agrees_with_the_backbone_registry(name: str) -> None:
+    assert space_problems(get_space(name)) == []
+
+
+@pytest.mark.parametrize("name", list_spaces())
+def test_space_samples_run_forward(name: str) -> None:
+    space = get_space(name)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    built: set[tuple] = set()
+    seen: set[tuple] = set()
     for _ in range(20):
         trial = study.ask()
-        config = module.space(trial)
+        config = space.space(trial)
         study.tell(trial, 0.5)
-        cfg = TrainConfig.from_dict(config)  # every key is a training setting, every value valid
-        assert set(config) <= set(cfg.to_dict())
-        check_resolution(cfg.backbone, cfg.resolution)
+        cfg = TrainConfig.from_dict(config)
+        assert set(config) <= set(cfg.to_dict())  # every key is a training setting
+        assert cfg.backbone in space.backbones and cfg.resolution in space.resolutions
         key = (cfg.backbone, cfg.channels, cfg.resolution)
-        if key not in built:
-            built.add(key)
-            model = create_backbone(cfg.backbone, in_chans=cfg.channels, img_size=cfg.resolution).model
-            assert sum(p.numel() for p in model.parameters()) > 0
-    assert len({k[0] for k in built}) > 1  # the space really varies the backbone
+        if key not in seen:
+            seen.add(key)
+            model = create_backbone(cfg.backbone, in_chans=cfg.channels, img_size=cfg.resolution).model.eval()
+            with torch.no_grad():
+                logits = model(torch.zeros(2, cfg.channels, cfg.resolution, cfg.resolution))
+            assert tuple(logits.shape) == (2, 2), (key, logits.shape)
+    assert len({k[0] for k in seen}) > 1  # the space really varies the backbone
+
+
+def test_size_rules_come_from_each_backbone_entry() -> None:
+    bad = Space("bad", "test", backbones=("hrnet_w18_small_v2", "vit_tiny_patch16_224", "nonesuch"),
+                resolutions=(48, 64), max_epochs=1)  # fmt: skip
+    problems = space_problems(bad)
+    assert len(problems) == 2, problems  # HRNet at 48 px, and the unknown name; 64 px and the ViT are fine
+    assert "hrnet_w18_small_v2" in problems[0] and "divisible by 32; got 48" in problems[0]
+    assert "unknown backbone 'nonesuch'" in problems[1]
+
+
+def test_narrowing_keeps_a_subset_and_names_the_flag_otherwise() -> None:
+    cpu = get_space("cpu")
+    narrow = cpu.narrowed(["resnet50"], [96])
+    assert narrow.backbones == ("resnet50",) and narrow.resolutions == (96,) and narrow.lr == cpu.lr
+    config = narrow.space(optuna.create_study().ask())
+    assert config["backbone"] == "resnet50" and config["resolution"] == 96
+    assert cpu.narrowed().backbones == cpu.backbones
+    with pytest.raises(ValueError, match=r"--backbones: tiny_cnn not in space 'cpu'.*--resolutions: 128"):
+        cpu.narrowed(["resnet50", "tiny_cnn"], [128])

@@ -19,12 +19,13 @@ from typing import Any
 import numpy as np
 
 from trainers.backbones import BACKBONES, check_resolution
+from trainers.cache import cache_root
 from trainers.config import TrainConfig
 from trainers.data import SliceData, build_slice_data
 from trainers.folds import FoldsMismatchError, load_or_make_folds
 from trainers.manifest import Cohort, ManifestError, load_manifest
 from trainers.metrics import summary_metrics
-from trainers.preprocess import PreprocessParams, ScanROI, cache_root, load_rois
+from trainers.preprocess import PreprocessParams, ScanROI, load_rois
 from trainers.train import CVResult, cross_validate
 
 

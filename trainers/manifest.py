@@ -362,7 +362,7 @@ def summary(cohort: Cohort) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry: validate a manifest, print a summary (exit 0) or its problems (exit 2)."""
-    parser = argparse.ArgumentParser(prog="python -m trainers.manifest", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="stagesearch check-manifest", description=__doc__.splitlines()[0])
     parser.add_argument("csv", help="manifest CSV (patient_id,image,mask,label[,site])")
     parser.add_argument(
         "--folds", type=int, default=5, help="number of CV folds to check class counts against"

@@ -72,3 +72,18 @@ def bootstrap_auc_ci(
         return math.nan, math.nan
     lo, hi = np.percentile(values, [100 * (1 - level) / 2, 100 * (1 + level) / 2])
     return float(lo), float(hi)
+
+
+def fold_spread(fold_auc: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation of the per-fold AUCs, skipping NaN folds (NaN when undefined)."""
+    valid = [a for a in fold_auc if not math.isnan(a)]
+    mean = float(np.mean(valid)) if valid else math.nan
+    return mean, float(np.std(valid, ddof=1)) if len(valid) > 1 else math.nan
+
+
+def patient_means(patient_ids: list[str], probs: list[float] | np.ndarray) -> tuple[list[str], np.ndarray]:
+    """One probability per patient: the mean over the patient's scans (or slices), patients in first-seen order."""
+    groups: dict[str, list[float]] = {}
+    for pid, p in zip(patient_ids, probs, strict=True):
+        groups.setdefault(pid, []).append(float(p))
+    return list(groups), np.asarray([float(np.mean(v)) for v in groups.values()])

@@ -17,6 +17,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from trainers.cache import cache_root
+
 GENERATOR_VERSION = "1"
 DEFAULT_LABEL_NOISE = 0.7
 DEFAULT_MATRIX = 128
@@ -352,12 +354,6 @@ def generate_cohort(
     return PhantomSummary(out / "manifest.csv", roc_auc(latents, labels), patients - n_t2, n_t2)
 
 
-def cache_root() -> Path:
-    """Folder holding cached cohorts: $STAGESEARCH_CACHE, else ~/.cache/stagesearch."""
-    env = os.environ.get("STAGESEARCH_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "stagesearch"
-
-
 def default_cohort(patients: int = 112, seed: int = 0, matrix: int = DEFAULT_MATRIX) -> Path:
     """Manifest of the default phantom cohort, generated once (atomically) into the cache and then reused."""
     params = dict(n=patients, seed=seed, matrix=matrix, noise=DEFAULT_LABEL_NOISE, version=GENERATOR_VERSION)
@@ -387,17 +383,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, type=Path, help="output folder")
     ap.add_argument("--patients", type=int, default=112, help="number of patients")
     ap.add_argument("--seed", type=int, default=0, help="random seed")
-    ap.add_argument(
-        "--label-noise", type=float, default=DEFAULT_LABEL_NOISE, help="label noise SD; latent SD 1"
-    )
+    ap.add_argument("--label-noise", type=float, default=DEFAULT_LABEL_NOISE, help="label noise SD; latent SD 1")
     ap.add_argument("--matrix", type=int, default=DEFAULT_MATRIX, help="in-plane matrix (FOV is fixed)")
     args = ap.parse_args(argv)
     start = time.perf_counter()
     s = generate_cohort(args.out, args.patients, args.seed, args.label_noise, args.matrix, progress=True)
     took = time.perf_counter() - start
-    print(
-        f"phantom cohort: {args.patients} patients, T1={s.n_t1}, T2={s.n_t2}, oracle AUC={s.oracle_auc:.3f}"
-    )
+    print(f"phantom cohort: {args.patients} patients, T1={s.n_t1}, T2={s.n_t2}, oracle AUC={s.oracle_auc:.3f}")
     print(f"label noise {args.label_noise}, written in {took:.1f} s to {s.manifest}")
     return 0
 

@@ -20,6 +20,7 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import Orientation, Spacing
 
+from trainers.cache import cache_root
 from trainers.io import load_image
 from trainers.manifest import Cohort, Scan
 
@@ -50,11 +51,6 @@ class ScanROI:
     label: int
     slabs: np.ndarray
     tumour_area: np.ndarray
-
-
-def cache_root() -> Path:
-    """`$STAGESEARCH_CACHE` or ~/.cache/stagesearch: the only place written outside a study folder."""
-    return Path(os.environ.get("STAGESEARCH_CACHE", Path.home() / ".cache" / "stagesearch"))
 
 
 def _file_stamp(path: Path | None) -> list:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import html
 import json
 import re
 import shutil
@@ -19,17 +20,18 @@ import pytest
 import ray
 from PIL import Image
 
-from dashboards.locations import LocationError, add_location_flags, from_args, resolve
-from dashboards.report import (
-    build_report,
-    load_oof,
-    oof_from_mlflow,
-    oof_from_ray,
-    param_importances,
-    roc_points,
-)
+from dashboards.report import build_report, load_oof, param_importances
 from search.cli import main as search_main
-from search.study import StudyPaths, default_storage_url, default_tracking_uri
+from search.figures import roc_points
+from search.study import (
+    LocationError,
+    StudyPaths,
+    add_location_flags,
+    default_storage_url,
+    default_tracking_uri,
+    from_args,
+    resolve,
+)
 from tests.search.conftest import ROOT, search_args
 
 STUDY = "dash"
@@ -164,7 +166,7 @@ def test_launcher_help_runs_as_a_script(name: str) -> None:
 def test_launchers_exit_2_without_a_study(name: str, tmp_path: Path) -> None:
     done = _script(name, "--runs-dir", str(tmp_path / "runs"))
     assert done.returncode == 2, done.stdout + done.stderr
-    assert "error: no" in done.stderr and "search/run.py" in done.stderr
+    assert "error: no" in done.stderr and "stagesearch run" in done.stderr
     assert not (tmp_path / "runs").exists()  # nothing created, not even an empty store
 
 
@@ -233,21 +235,16 @@ def _tags(run: dict) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_out_of_fold_predictions_from_mlflow_and_ray_agree(runs: Path) -> None:
+def test_every_trial_wrote_its_out_of_fold_table_into_the_study_folder(runs: Path) -> None:
     study = _study(runs)
-    best = study.best_trial
-    where = resolve(runs, STUDY)
-    from_mlflow = oof_from_mlflow(where.tracking_uri, best.user_attrs["mlflow_run_id"])
-    from_ray = oof_from_ray(runs / STUDY, best.number)
-    assert from_mlflow and from_ray
-    key = lambda r: r["patient_id"]  # noqa: E731
-    assert [(r["patient_id"], r["label"]) for r in sorted(from_mlflow, key=key)] == [
-        (r["patient_id"], r["label"]) for r in sorted(from_ray, key=key)
-    ]
-    assert roc_points(from_mlflow)[2] == pytest.approx(best.value, abs=1e-6)
-    assert roc_points(from_ray)[2] == pytest.approx(best.value, abs=1e-6)
-    assert oof_from_ray(runs / STUDY, 999) is None
-    assert load_oof(best, where)[1] == "MLflow"
+    paths = StudyPaths(runs / STUDY)
+    for trial in study.get_trials():
+        rows, source = load_oof(trial, paths)
+        assert source == f"trials/{trial.number}/oof.csv" and rows
+        assert {r["epoch"] for r in rows} == {2}  # the last epoch's table, written once per epoch over the last
+        assert roc_points(rows)[2] == pytest.approx(trial.value, abs=1e-6)  # the table behind cv_auc
+    missing = optuna.trial.create_trial(value=0.5, params={}, distributions={})
+    assert load_oof(missing, paths) == (None, "no out-of-fold table in the study folder")
 
 
 @pytest.mark.slow
@@ -266,7 +263,8 @@ def test_report_is_self_contained_and_complete(runs: Path) -> None:
         with Image.open(png) as image:
             assert image.format == "PNG" and min(image.size) >= 300
     assert page.count("data:image/png;base64,") == len(pngs)
-    assert "importance.png" in page or "Parameter importances" in page
+    values, note = param_importances(_study(runs))  # the page shows the figure exactly when there are values
+    assert html.escape(note) in page and ("importance.png" in page) == (values is not None)
 
     study = _study(runs)
     for backbone in {t.params["backbone"] for t in study.get_trials()}:
@@ -280,12 +278,13 @@ def test_report_is_self_contained_and_complete(runs: Path) -> None:
 
 @pytest.mark.slow
 def test_report_without_holdout_says_cv_auc_is_optimistic(runs: Path, tmp_path: Path) -> None:
-    other = tmp_path / "runs" / STUDY  # the same stores, but no winner.json, holdout.json or Ray results
+    other = tmp_path / "runs" / STUDY  # the same stores and trial tables, but no winner.json or holdout.json
     other.mkdir(parents=True)
     shutil.copy(runs / STUDY / "config.json", other / "config.json")
+    shutil.copytree(runs / STUDY / "trials", other / "trials")
     page = build_report(resolve(tmp_path / "runs")).read_text()
     assert "optimistic" in page and "Held-out AUC" not in page
-    assert "resnet10t: MLflow" in page or "tiny_cnn: MLflow" in page
+    assert "oof.csv" in page
     assert (other / "report" / "roc.png").exists()
 
 

@@ -6,6 +6,7 @@ import io
 from types import SimpleNamespace
 
 from search.progress import Progress
+from search.results import TrialEpoch
 
 
 def test_status_line_on_step_and_trial_end() -> None:
@@ -19,7 +20,9 @@ def test_status_line_on_step_and_trial_end() -> None:
     line = out.getvalue().strip().splitlines()[-1]
     assert line.startswith("[   3/10] complete 2 pruned 1 failed 0 running 1")
     assert "trial 3: epoch 2, mean fold AUC 0.710" in line
-    p.trial_finished(trial, "complete", {"metrics": {"cv_auc": 0.8}})
+    final = TrialEpoch(epoch=2, final=True, cv_auc=0.8, mean_fold_auc=0.7, fold_auc_sd=0.1, train_loss=0.5,
+                       metrics={}, pretrained=False, pretrained_note="")  # fmt: skip
+    p.trial_finished(trial, "complete", final)
     line = out.getvalue().strip().splitlines()[-1]
     assert line.startswith("[   4/10] complete 3 pruned 1 failed 0 running 0")
     assert "best cv_auc 0.800 (resnet50, 64 px" in line and "left" in line and "trial 3:" not in line

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import optuna
 import pytest
@@ -10,7 +11,7 @@ import ray
 from mlflow.tracking import MlflowClient
 
 from search.cli import main
-from search.study import default_tracking_uri
+from search.study import FORMAT_VERSION, LEADERBOARD_SCHEMA, StudyPaths, default_tracking_uri, read_oof
 from tests.search.conftest import load_study, mlflow_runs, search_args
 
 COMPLETE, PRUNED = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED
@@ -30,11 +31,13 @@ def test_budget_4_end_to_end(tiny_cohort, runs, capsys) -> None:
     out = capsys.readouterr().out
     assert out.splitlines()[0].startswith("search space: tiny")
     assert "best trial per backbone family" in out and "winner: trial" in out
-    assert "optuna-dashboard" in out and "mlflow ui" in out
+    assert f"stagesearch dashboard --runs-dir {runs.resolve()} --study e2e" in out
+    assert "stagesearch mlflow-ui" in out and "stagesearch report" in out
 
     folder = runs / "e2e"
     for name in ("config.json", "folds.json", "optuna.db", "ray", "leaderboard.json"):
         assert (folder / name).exists(), name
+    assert json.loads((folder / "config.json").read_text())["format"] == FORMAT_VERSION
     study = load_study(runs, "e2e")
     trials = study.get_trials()
     assert len(trials) == 4 and all(t.state == COMPLETE for t in trials)
@@ -61,16 +64,29 @@ def test_budget_4_end_to_end(tiny_cohort, runs, capsys) -> None:
     assert numbers == [0, 1, 2, 3]
     assert parent.info.status == "FINISHED" and "best_cv_auc" in parent.data.metrics
     board = json.loads((folder / "leaderboard.json").read_text())
-    assert board["counts"]["complete"] == 4 and board["rows"]
+    assert board["schema"] == LEADERBOARD_SCHEMA and board["counts"]["complete"] == 4 and board["rows"]
+    best = board["rows"][0]
+    assert best["trial"] == study.best_trial.number and best["oof"] == f"trials/{best['trial']}/oof.csv"
+    assert best["family"] == "Tiny" and {"accuracy", "fold_auc_sd"} <= set(best["metrics"])
+    for t in trials:  # every trial wrote its out-of-fold table once per epoch; the file holds the last one
+        rows = read_oof(StudyPaths(folder).oof(t.number))
+        assert rows and {r["epoch"] for r in rows} == {2} and len(rows) == 12  # every patient once
 
 
-def test_random_sampler(tiny_cohort, runs) -> None:
+def test_random_sampler(tiny_cohort, runs, monkeypatch) -> None:
+    import search.tuning
+
+    made = []
+    real = search.tuning.make_sampler
+    monkeypatch.setattr(search.tuning, "make_sampler", lambda kind, seed: made.append(real(kind, seed)) or made[-1])
     args = search_args(tiny_cohort, runs, "rnd", "--budget", "2", "--sampler", "random", "--scheduler", "fifo",
                        "--max-epochs", "1", "--cpus-per-trial", "1")  # fmt: skip
     assert main(args) == 0
+    assert [type(s).__name__ for s in made] == ["RandomSampler"]  # what the searcher was given
     study = load_study(runs, "rnd")
     assert [t.state for t in study.get_trials()] == [COMPLETE, COMPLETE]
-    assert type(study.sampler).__name__ in ("RandomSampler", "TPESampler")  # stored study loads
+    parent, _ = mlflow_runs(default_tracking_uri(runs), "rnd")
+    assert parent.data.params["sampler"] == "random"
 
 
 def test_asha_stops_trials_early(tiny_cohort, runs) -> None:
@@ -91,3 +107,32 @@ def test_asha_stops_trials_early(tiny_cohort, runs) -> None:
     _, children = mlflow_runs(default_tracking_uri(runs), "asha")
     states = sorted(c.data.tags["state"] for c in children)
     assert states.count("pruned") == len(pruned) and states.count("complete") == len(complete)
+
+
+def test_a_format_1_folder_resumes_and_reports(tiny_cohort, runs) -> None:
+    """A study folder made before the format version (no `format`, no trials/, leaderboard without schema)."""
+    from dashboards.report import build_report, load_oof
+    from search.study import resolve
+
+    args = search_args(tiny_cohort, runs, "old", "--scheduler", "fifo", "--max-epochs", "1", "--cpus-per-trial",
+                       "2", "--no-register")  # fmt: skip
+    assert main([*args, "--budget", "1"]) == 0
+    folder = runs / "old"
+    config = json.loads((folder / "config.json").read_text())
+    del config["format"]
+    (folder / "config.json").write_text(json.dumps(config))
+    shutil.rmtree(folder / "trials")
+    (folder / "leaderboard.json").write_text(json.dumps({"counts": {}, "rows": []}))
+
+    assert main([*args, "--budget", "2", "--resume"]) == 0
+    config = json.loads((folder / "config.json").read_text())
+    assert config["format"] == FORMAT_VERSION and config["upgraded_from_format"] == 1
+    assert len(config["sessions"]) == 2
+    assert not StudyPaths(folder).oof(0).exists() and read_oof(StudyPaths(folder).oof(1))
+    board = json.loads((folder / "leaderboard.json").read_text())
+    assert board["schema"] == LEADERBOARD_SCHEMA and board["counts"]["complete"] == 2
+    assert [r["family"] for r in board["rows"]] == ["Tiny"]  # the old trial's family from the registry
+    old_trial, new_trial = load_study(runs, "old").get_trials()
+    assert load_oof(old_trial, StudyPaths(folder))[1].startswith("no oof.csv (trial from before study-folder format 2")
+    assert load_oof(new_trial, StudyPaths(folder))[1] == "trials/1/oof.csv"
+    assert "<h1>Study old</h1>" in build_report(resolve(runs, "old")).read_text()

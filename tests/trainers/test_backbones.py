@@ -13,10 +13,10 @@ from safetensors.torch import save_file
 from trainers import backbones
 from trainers.backbones import (
     BACKBONES,
-    FAMILIES,
     BackboneSpec,
     check_resolution,
     create_backbone,
+    families,
     family_of,
     list_backbones,
     register_backbone,
@@ -232,7 +232,7 @@ def test_hrnet_and_small_inputs_are_rejected() -> None:
 def test_families_cover_the_reference_study() -> None:
     """The non-test backbones span exactly the seven families of the reference study."""
     assert {family_of(name) for name in list_backbones(include_tiny=False)} == STUDY_FAMILIES
-    assert set(FAMILIES) == STUDY_FAMILIES | {"Tiny"}
+    assert set(families()) == STUDY_FAMILIES | {"Tiny"}
     assert family_of("shufflenet_v2_x1_0") == "ShuffleNet"
     assert set(list_backbones(family="ViT")) == {"vit_small_patch16_224", "vit_tiny_patch16_224"}
     assert set(list_backbones(family="Tiny")) == {"tiny_cnn", "resnet10t"}
@@ -249,12 +249,24 @@ def test_unknown_name_lists_known_names() -> None:
         family_of("resnet5")
 
 
-def test_register_rejects_duplicates_and_bad_families() -> None:
-    """Registration guards against silent overrides and families outside the study's list."""
+def test_register_rejects_duplicates_and_nameless_families() -> None:
+    """Registration guards against silent overrides and a missing family."""
     with pytest.raises(ValueError, match="already registered"):
         register_backbone(BACKBONES["tiny_cnn"])
     with pytest.raises(ValueError, match="family"):
-        BackboneSpec("x", "AlexNet", BACKBONES["tiny_cnn"].builder)
+        BackboneSpec("x", " ", BACKBONES["tiny_cnn"].builder)
+
+
+def test_a_new_family_is_one_registration() -> None:
+    """Families come from the registrations: registering a backbone of a new family makes the family known."""
+    spec = BackboneSpec("tiny_cnn_copy", "AlexNet", BACKBONES["tiny_cnn"].builder, tiny=True, min_resolution=8)
+    register_backbone(spec)
+    try:
+        assert families()[-1] == "AlexNet" and list_backbones(family="AlexNet") == ["tiny_cnn_copy"]
+        assert family_of("tiny_cnn_copy") == "AlexNet"
+    finally:
+        del BACKBONES["tiny_cnn_copy"]
+    assert "AlexNet" not in families()
 
 
 def test_tiny_cnn_is_tiny() -> None:

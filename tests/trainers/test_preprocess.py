@@ -54,3 +54,23 @@ def test_slice_data_resizes_cached_arrays(cohort, tmp_path) -> None:
     assert one.x.shape[1:] == (1, 32, 32) and three.x.shape[1:] == (3, 24, 24)
     assert len(one.patients) == len(cohort.patients)
     assert set(one.patient_label.tolist()) == {0, 1}
+
+
+def test_scan_without_mask_is_cropped_around_the_centre(tmp_path) -> None:
+    """No mask: the middle slices, cropped to the no-mask field of view (80 mm) around the image centre."""
+    import nibabel as nib
+
+    from trainers.manifest import Scan
+
+    params = pre.PreprocessParams(roi_px=101, slices=3)  # 80 mm / 0.8 mm = 100 px: a box of 101, not resized
+    x, y, z = np.meshgrid(np.arange(200.0), np.arange(200.0), np.arange(6.0), indexing="ij")
+    volume = (10 * (x % 7) + 3 * (y % 5) + 20 * z).astype(np.float32)  # a 1-px shift changes every voxel
+    affine = np.diag([*params.spacing, 1.0])  # already at the working spacing: no resampling
+    nib.save(nib.Nifti1Image(volume, affine), tmp_path / "scan.nii.gz")
+    roi = pre.preprocess_scan(Scan("P1", tmp_path / "scan.nii.gz", None, 0, None), params)
+
+    norm = pre._normalise(volume, params.clip_percentiles)
+    expected = [norm[50:151, 50:151, c - 1 : c + 2].transpose(2, 0, 1) for c in (2, 3, 4)]  # centre 99.5
+    assert roi.slabs.shape == (3, 3, 101, 101)
+    np.testing.assert_allclose(roi.slabs.astype(np.float32), np.stack(expected), atol=1e-2)
+    assert not roi.tumour_area.any()

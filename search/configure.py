@@ -1,0 +1,191 @@
+"""Before a search starts: flags and the stored study checked, the space and cohort chosen, `config.json` written.
+
+Every problem a user can cause ends here as a `UserError` (exit code 2) before anything is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from search.options import resolve_settings, validate
+from search.study import (
+    FORMAT_VERSION,
+    StudyFormatError,
+    StudyPaths,
+    check_format,
+    default_storage_url,
+    default_tracking_uri,
+    folder_format,
+    latest_study,
+    read_json,
+    write_json,
+)
+from spaces.base import Space
+
+
+class UserError(Exception):
+    """Problems with the flags, the stored study or the cohort, each a message naming what to fix."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+def holdout_problems(cohort: Any, fraction: float, folds: int, seed: int) -> list[str]:
+    """A held-out split must keep both classes there and enough patients per class for the folds."""
+    from trainers.folds import split_holdout
+
+    labels = cohort.patient_labels()
+    try:
+        held = set(split_holdout(labels, fraction, seed))
+    except ValueError as exc:
+        return [f"--holdout {fraction}: {exc}"]
+    kept = Counter(v for p, v in labels.items() if p not in held)
+    out = Counter(labels[p] for p in held)
+    problems = []
+    if len(out) < 2:
+        problems.append(
+            f"--holdout {fraction}: the held-out set would have a single class ({len(held)} patients)"
+        )
+    if min(kept[0], kept[1]) < folds:
+        problems.append(f"--holdout {fraction}: leaves T1 {kept[0]} / T2 {kept[1]} patients for {folds} folds")
+    return problems
+
+
+def local_gpus() -> int:
+    """CUDA devices this machine shows."""
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def stored_config(args: argparse.Namespace) -> dict[str, Any]:
+    """The config of the study to continue ({} for a new one); fills `args.study` for a bare --resume."""
+    if args.resume and not args.study:
+        args.study = latest_study(args.runs_dir)
+        if args.study is None:
+            raise UserError([f"--resume: no study in {args.runs_dir} to continue"])
+    paths = StudyPaths(args.runs_dir / args.study) if args.study else None
+    stored = read_json(paths.config) if paths else {}
+    if args.resume and not stored:
+        raise UserError([f"--resume: no study named {args.study!r} in {args.runs_dir}"])
+    if stored:
+        try:
+            found = check_format(stored, paths.root)
+        except StudyFormatError as exc:
+            raise UserError([str(exc)]) from None
+        if found < FORMAT_VERSION:
+            _upgrade_settings(stored["settings"])
+            print(f"note: study folder {paths.root} has format {found}; continuing it as format {FORMAT_VERSION} "
+                  "(its earlier trials keep their out-of-fold tables in MLflow only)", flush=True)  # fmt: skip
+    return stored
+
+
+def _upgrade_settings(settings: dict[str, Any]) -> None:
+    """Format 1 had no --backbones/--resolutions: such a study searched all of its space's."""
+    from spaces import get_space
+
+    if settings.get("space") and "backbones" not in settings:
+        space = get_space(str(settings["space"]))
+        settings.update(backbones=list(space.backbones), resolutions=list(space.resolutions))
+
+
+def choose_space(args: argparse.Namespace, settings: dict[str, Any], resumed: bool) -> Space:
+    """The study's search space, narrowed by --backbones/--resolutions (fills those settings, the space's name
+    and max_epochs), and one line saying why."""
+    from search.study.inputs import study_space
+
+    gpus = (args.num_gpus if args.num_gpus is not None else local_gpus()) if args.address is None else None
+    if settings["space"] is None:
+        settings["space"] = "paper" if (gpus or args.address) else "cpu"
+        why = f"{gpus} GPU(s) visible" if gpus else ("Ray cluster" if args.address else "no GPU visible")
+    else:
+        why = "resumed study" if resumed else "chosen with --space"
+    try:
+        space = study_space(settings)
+    except ValueError as exc:
+        raise UserError([str(exc)]) from None
+    settings.update(backbones=list(space.backbones), resolutions=list(space.resolutions))
+    if settings["max_epochs"] is None:
+        settings["max_epochs"] = space.max_epochs
+    print(f"search space: {settings['space']} ({why}): {space.description}; {settings['max_epochs']} epochs max",
+          flush=True)  # fmt: skip
+    return space
+
+
+def announce_missing_weights(names: list[str]) -> None:
+    """Say once, in the driver, which backbones will start from random initialisation."""
+    from trainers.backbones import weights_available
+
+    missing = [n for n in names if not weights_available(n)[0]]
+    if missing:
+        print(f"note: no local ImageNet weights for {', '.join(missing)}: those trials start from random "
+              "initialisation (recorded on each trial as pretrained=false)", flush=True)  # fmt: skip
+
+
+def load_cohort(settings: dict[str, Any], stored: dict[str, Any], study: str | None) -> tuple[Path, Any]:
+    """The manifest (or the phantom's) and its validated cohort, checked against the hold-out and the stored study."""
+    from trainers.cv import resolve_manifest
+    from trainers.manifest import ManifestError, load_manifest
+
+    try:
+        manifest = resolve_manifest(settings["manifest"], int(settings["phantom_patients"]), 0)
+        cohort = load_manifest(manifest, folds=int(settings["folds"]), cv_group=str(settings["cv_group"]))
+    except ManifestError as exc:
+        raise UserError([str(exc)]) from None
+    if settings["holdout"]:
+        problems = holdout_problems(cohort, float(settings["holdout"]), int(settings["folds"]), int(settings["seed"]))
+        if problems:
+            raise UserError(problems)
+    chash = cohort.content_hash()
+    if stored and stored.get("cohort_hash") != chash:
+        raise UserError([f"study {study!r} was made on cohort {stored.get('cohort_hash')}, but {manifest} "
+                         f"is now {chash} (changed files?); start a new --study"])  # fmt: skip
+    return Path(manifest), cohort
+
+
+def study_config(args: argparse.Namespace, argv: list[str] | None, settings: dict[str, Any], stored: dict[str, Any],
+                 manifest: Path, cohort: Any) -> tuple[dict[str, Any], StudyPaths]:  # fmt: skip
+    """The study's `config.json` (this session appended to its sessions) and its folder."""
+    name = args.study or f"{settings['space']}-{time.strftime('%Y%m%d-%H%M%S')}"
+    paths = StudyPaths(args.runs_dir / name)
+    session = {"argv": sys.argv[1:] if argv is None else argv, "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    config = {
+        "format": FORMAT_VERSION,
+        "study": name,
+        "settings": settings,
+        "manifest_path": str(manifest.resolve()),
+        "cohort_hash": cohort.content_hash(),
+        "patients": len(cohort.patients),
+        "storage": args.storage or stored.get("storage") or default_storage_url(paths),
+        "tracking_uri": args.tracking_uri or stored.get("tracking_uri") or default_tracking_uri(args.runs_dir),
+        "sessions": stored.get("sessions", []) + [session],
+    }
+    upgraded = stored.get("upgraded_from_format") or (folder_format(stored) if stored else FORMAT_VERSION)
+    if upgraded != FORMAT_VERSION:
+        config["upgraded_from_format"] = upgraded
+    return config, paths
+
+
+def configure(args: argparse.Namespace, argv: list[str] | None) -> tuple[dict[str, Any], StudyPaths, Any]:
+    """Check everything, then write the study's config.json; returns (config, folder, cohort). Raises UserError."""
+    problems = validate(args)
+    if problems:
+        raise UserError(problems)
+    stored = stored_config(args)
+    settings, problems = resolve_settings(args, stored.get("settings", {}))
+    if problems:
+        raise UserError(problems)
+    space = choose_space(args, settings, bool(stored))
+    if settings["pretrained"]:
+        announce_missing_weights(list(space.backbones))
+    manifest, cohort = load_cohort(settings, stored, args.study)
+    config, paths = study_config(args, argv, settings, stored, manifest, cohort)
+    paths.root.mkdir(parents=True, exist_ok=True)
+    write_json(paths.config, config)
+    return config, paths, cohort

@@ -1,0 +1,87 @@
+"""What a trial reports to Tune after each epoch, and how the driver reads it back: one typed schema, both sides.
+
+A report holds scalars only; the trial's out-of-fold table goes to the study folder (`trials/<n>/oof.csv`),
+not through Ray's results.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from trainers.metrics import fold_spread
+
+#: Final metrics stored on the Optuna trial (user attributes) and shown by the report and the leaderboard.
+TRIAL_ATTRS = ("accuracy", "precision", "recall", "f1", "fold_auc_mean", "fold_auc_sd", "epochs_completed")
+METRICS_PREFIX = "metrics/"
+#: Metrics logged to MLflow at every epoch (step = epoch).
+EPOCH_METRICS = ("mean_fold_auc", "cv_auc", "train_loss", "accuracy", "f1")
+
+
+def _finite(values: dict[str, Any]) -> dict[str, float]:
+    out = {}
+    for key, value in values.items():
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+            out[key] = float(value)
+    return out
+
+
+@dataclass(frozen=True)
+class TrialEpoch:
+    """One epoch of a trial's k folds: the pooled `cv_auc` (Optuna's metric), the mean fold AUC (ASHA's)."""
+
+    epoch: int
+    final: bool
+    cv_auc: float
+    mean_fold_auc: float
+    fold_auc_sd: float
+    train_loss: float
+    metrics: dict[str, float]
+    pretrained: bool
+    pretrained_note: str
+
+    @classmethod
+    def from_epoch(cls, report: Any, epochs: int) -> TrialEpoch:
+        """From the trainer's `EpochReport` of a run of `epochs` epochs (NaN metrics dropped)."""
+        mean = float(report.mean_fold_auc)
+        return cls(
+            epoch=int(report.epoch),
+            final=report.epoch == epochs,
+            cv_auc=float(report.cv_auc),
+            mean_fold_auc=mean if math.isfinite(mean) else 0.5,  # a fold with one class: neither better nor worse
+            fold_auc_sd=fold_spread(report.fold_auc)[1],
+            train_loss=float(report.train_loss),
+            metrics={k: v for k, v in _finite(report.metrics).items() if k != "auc"},
+            pretrained=bool(report.pretrained),
+            pretrained_note=str(report.pretrained_note),
+        )
+
+    def to_result(self) -> dict[str, Any]:
+        """The flat dict given to `tune.report`: scalars, the metrics as `metrics/<name>` (how Tune flattens)."""
+        flat = {k: v for k, v in asdict(self).items() if k != "metrics"}
+        return {**flat, **{f"{METRICS_PREFIX}{k}": v for k, v in self.metrics.items()}}
+
+    @classmethod
+    def from_result(cls, result: dict[str, Any]) -> TrialEpoch:
+        """Back from a Tune result (which also carries Tune's own keys), flat or nested."""
+        metrics = {k[len(METRICS_PREFIX) :]: v for k, v in result.items() if k.startswith(METRICS_PREFIX)}
+        metrics.update(result.get("metrics") or {})
+        fields = [k for k in cls.__dataclass_fields__ if k != "metrics"]
+        return cls(metrics=metrics, **{k: result[k] for k in fields})
+
+    def epoch_metrics(self) -> dict[str, float]:
+        """The per-epoch curves logged to tracking."""
+        values = {"mean_fold_auc": self.mean_fold_auc, "cv_auc": self.cv_auc, "train_loss": self.train_loss,
+                  **self.metrics}  # fmt: skip
+        return _finite({k: values[k] for k in EPOCH_METRICS if k in values})
+
+    def final_metrics(self) -> dict[str, float]:
+        """Everything numeric this epoch says, as the trial's final record (finite values only)."""
+        return _finite({**self.metrics, "cv_auc": self.cv_auc, "fold_auc_mean": self.mean_fold_auc,
+                        "fold_auc_sd": self.fold_auc_sd, "epochs_completed": self.epoch})  # fmt: skip
+
+    def trial_attrs(self) -> dict[str, float]:
+        """The final metrics stored on the Optuna trial."""
+        final = self.final_metrics()
+        return {k: final[k] for k in TRIAL_ATTRS if k in final}

@@ -1,0 +1,272 @@
+"""A study folder `runs/<study>/`: its paths, its format version, and where its stores are.
+
+Resolving `--runs-dir/--study/--storage/--tracking-uri`: flags win, then the study's `config.json`, then the
+defaults here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+#: Layout of a study folder. 1: folders made before the version was recorded (no trials/, leaderboard.json
+#: without a schema); 2: `format` in config.json, `trials/<number>/oof.csv`, leaderboard.json schema 1.
+FORMAT_VERSION = 2
+#: Version of the `leaderboard.json` document (see `Leaderboard.to_json`); bump when a key changes meaning.
+LEADERBOARD_SCHEMA = 1
+#: Optuna user attributes set on trials by the search (the report and the refit read them back).
+INTERRUPTED_ATTR = "interrupted"
+FAMILY_ATTR = "family"
+MLFLOW_RUN_ATTR = "mlflow_run_id"
+CONFIG_ATTR = "config"  # the whole sampled configuration, fixed choices included (trial.params has only the sampled)
+#: Key of a Tune trial's config holding its Optuna trial number.
+OPTUNA_NUMBER_KEY = "_optuna_trial"
+OOF_COLUMNS = ("patient_id", "label", "prob", "fold", "epoch")
+
+
+class StudyFormatError(Exception):
+    """A study folder this version cannot use (made by a newer version, or damaged); the message says what to do."""
+
+
+class LocationError(ValueError):
+    """No study (or not the one asked for) where the flags point."""
+
+
+@dataclass(frozen=True)
+class StudyPaths:
+    """Every file a study writes, under one folder (the default MLflow store lives one level up, shared)."""
+
+    root: Path
+
+    @property
+    def name(self) -> str:
+        return self.root.name
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.json"
+
+    @property
+    def folds(self) -> Path:
+        return self.root / "folds.json"
+
+    @property
+    def holdout(self) -> Path:
+        return self.root / "holdout.json"
+
+    @property
+    def optuna_db(self) -> Path:
+        return self.root / "optuna.db"
+
+    @property
+    def ray_results(self) -> Path:
+        return self.root / "ray"
+
+    @property
+    def artifacts(self) -> Path:
+        return self.root / "mlflow-artifacts"
+
+    @property
+    def state(self) -> Path:
+        return self.root / "state.json"
+
+    @property
+    def leaderboard(self) -> Path:
+        return self.root / "leaderboard.json"
+
+    @property
+    def winner(self) -> Path:
+        return self.root / "winner.json"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report"
+
+    @property
+    def trials(self) -> Path:
+        return self.root / "trials"
+
+    def oof(self, number: int) -> Path:
+        """Out-of-fold table of Optuna trial `number` (written by the trial, read by tracking and the report)."""
+        return self.trials / str(number) / "oof.csv"
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON file as a dict ({} when absent)."""
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write JSON atomically (a reader never sees half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=str))
+    tmp.replace(path)
+
+
+def write_oof(path: Path, rows: Iterable[dict[str, Any]], epoch: int) -> None:
+    """A trial's out-of-fold table (patient_id, label, prob, fold) at `epoch`, written atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(OOF_COLUMNS))
+        writer.writeheader()
+        writer.writerows({**{k: r[k] for k in OOF_COLUMNS[:-1]}, "epoch": epoch} for r in rows)
+    tmp.replace(path)
+
+
+def read_oof(path: Path) -> list[dict[str, Any]] | None:
+    """Rows of a `write_oof` table with typed label, prob, fold and epoch (None when there is no table)."""
+    if not path.exists():
+        return None
+    with path.open(newline="") as fh:
+        return [{"patient_id": r["patient_id"], "label": int(r["label"]), "prob": float(r["prob"]),
+                 "fold": int(r["fold"]), "epoch": int(r["epoch"])} for r in csv.DictReader(fh)]  # fmt: skip
+
+
+def default_storage_url(paths: StudyPaths) -> str:
+    """sqlite Optuna storage inside the study folder."""
+    return f"sqlite:///{paths.optuna_db.resolve()}"
+
+
+def default_tracking_uri(runs_dir: Path) -> str:
+    """A sqlite MLflow store shared by all studies of a runs folder (so one registry holds them all)."""
+    return f"sqlite:///{(Path(runs_dir) / 'mlflow.db').resolve()}"
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of a `sqlite:///...` URL (None for other databases or in-memory sqlite)."""
+    if not url.startswith("sqlite:///"):
+        return None
+    path = url[len("sqlite:///") :].split("?", 1)[0]
+    return Path(path) if path and path != ":memory:" else None
+
+
+def studies_in(runs_dir: Path) -> list[str]:
+    """Names of the studies in a runs folder, oldest first."""
+    configs = sorted(Path(runs_dir).glob("*/config.json"), key=lambda p: p.stat().st_mtime)
+    return [p.parent.name for p in configs]
+
+
+def latest_study(runs_dir: Path) -> str | None:
+    """Name of the most recently started study in `runs_dir` (for a bare `--resume`)."""
+    names = studies_in(runs_dir)
+    return names[-1] if names else None
+
+
+# --- the folder's format version ----------------------------------------------------------------------------
+
+
+def folder_format(config: dict[str, Any]) -> int:
+    """Format version of a study folder from its config (1 when it predates the version)."""
+    return int(config.get("format", 1))
+
+
+def check_format(config: dict[str, Any], where: Path) -> int:
+    """The folder's format when this version can use it; StudyFormatError saying what to do otherwise."""
+    found = folder_format(config)
+    if found > FORMAT_VERSION:
+        raise StudyFormatError(
+            f"study folder {where} has format {found}, newer than this stagesearch understands "
+            f"({FORMAT_VERSION}): upgrade stagesearch (pip install -U stagesearch) to use it"
+        )
+    missing = [k for k in ("settings", "manifest_path", "cohort_hash") if k not in config]
+    if missing:
+        raise StudyFormatError(
+            f"study folder {where}: config.json lacks {', '.join(missing)} (not written by `stagesearch run`, or "
+            "damaged); start a new --study"
+        )
+    return found
+
+
+# --- where a study is: flags, then config.json, then defaults -----------------------------------------------
+
+
+@dataclass(frozen=True)
+class Locations:
+    """A runs folder, the study in it (None when none is needed and none exists) and its two stores."""
+
+    runs_dir: Path
+    study: str | None
+    study_dir: Path | None
+    storage: str | None
+    tracking_uri: str
+
+    def require_study(self) -> str:
+        """The study name, or a LocationError saying how to make or name one."""
+        if self.study is None:
+            raise LocationError(
+                f"no study in {self.runs_dir} (no {self.runs_dir}/<study>/config.json): run `stagesearch run` "
+                "first, or point --runs-dir at the folder it wrote"
+            )
+        return self.study
+
+    @property
+    def paths(self) -> StudyPaths:
+        """The study's folder (LocationError without a study)."""
+        self.require_study()
+        return StudyPaths(self.study_dir)
+
+
+def resolve(
+    runs_dir: Path = Path("runs"),
+    study: str | None = None,
+    storage: str | None = None,
+    tracking_uri: str | None = None,
+) -> Locations:
+    """Locations of `study` (default: the latest study in `runs_dir`); LocationError for a missing study."""
+    runs_dir = Path(runs_dir)
+    name = study or latest_study(runs_dir)
+    config: dict = {}
+    if name is not None:
+        config = read_json(StudyPaths(runs_dir / name).config)
+        if not config and storage is None:
+            known = ", ".join(studies_in(runs_dir)) or "none"
+            raise LocationError(f"no study named {name!r} in {runs_dir} (studies there: {known})")
+    study_dir = runs_dir / name if name is not None else None
+    storage = storage or config.get("storage")
+    if storage is None and study_dir is not None:
+        storage = default_storage_url(StudyPaths(study_dir))
+    tracking_uri = tracking_uri or config.get("tracking_uri") or default_tracking_uri(runs_dir)
+    return Locations(runs_dir, name, study_dir, storage, tracking_uri)
+
+
+def add_location_flags(parser: argparse.ArgumentParser, study_required: bool) -> None:
+    """Add --runs-dir, --study, --storage, --tracking-uri (all optional: defaults find what the search wrote)."""
+    group = parser.add_argument_group("where the study is (if omitted: what `stagesearch run` wrote)")
+    group.add_argument(
+        "--runs-dir", type=Path, default=Path("runs"), help="the runs folder (default: %(default)s)"
+    )
+    scope = "" if study_required else "; only used to find its MLflow store"
+    group.add_argument(
+        "--study", default=None, help=f"study name; if omitted, the latest study in --runs-dir{scope}"
+    )
+    group.add_argument(
+        "--storage", default=None, help="Optuna storage URL; if omitted, the study's (config.json)"
+    )
+    group.add_argument("--tracking-uri", default=None,
+                       help="MLflow tracking URI; if omitted, the study's, else sqlite <runs-dir>/mlflow.db")  # fmt: skip
+    parser.set_defaults(_study_required=study_required)
+
+
+def exit_error(message: str) -> SystemExit:
+    """Print `error: message` to stderr and return the SystemExit(2) to raise."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    return SystemExit(2)
+
+
+def from_args(args: argparse.Namespace) -> Locations:
+    """Resolve the flags added by `add_location_flags`; a missing study exits with code 2 and a clear message."""
+    try:
+        found = resolve(args.runs_dir, args.study, args.storage, args.tracking_uri)
+        if getattr(args, "_study_required", True):
+            found.require_study()
+    except LocationError as exc:
+        raise exit_error(str(exc)) from None
+    return found

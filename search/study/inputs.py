@@ -1,0 +1,91 @@
+"""A study's stored config turned into what training needs: cohort, hold-out, folds, and the fixed settings.
+
+The search and the refit of its winner both go through here, so the refit trains on exactly what the trial
+was scored on (same cohort hash, hold-out, folds and fixed settings). It needs the trainers (torch), so the
+`search.study` package does not import it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from search.study.folder import StudyPaths
+from spaces import get_space
+from spaces.base import Space
+from trainers.config import TrainConfig
+from trainers.cv import PreparedCohort, prepare_cohort
+from trainers.folds import load_or_make_holdout
+from trainers.manifest import Cohort, load_manifest
+
+
+class CohortChangedError(Exception):
+    """The study's manifest no longer describes the cohort the study was made on."""
+
+
+@dataclass(frozen=True)
+class StudyInputs:
+    """Everything trials share: the whole cohort, its held-out patients, and the rest prepared with its folds."""
+
+    cohort: Cohort
+    holdout: list[str]
+    prepared: PreparedCohort
+
+
+def load_cohort(config: dict[str, Any]) -> Cohort:
+    """The study's cohort from its stored manifest path (raises ManifestError)."""
+    settings = config["settings"]
+    return load_manifest(config["manifest_path"], folds=int(settings["folds"]), cv_group=str(settings["cv_group"]))
+
+
+def prepare_inputs(
+    config: dict[str, Any], paths: StudyPaths, cohort: Cohort | None = None, log: Callable[[str], None] | None = None
+) -> StudyInputs:
+    """Hold-out (written once), folds (written once) and cached ROI slices of the study's cohort.
+
+    Raises CohortChangedError when the manifest's files no longer hash to the study's cohort.
+    """
+    settings = config["settings"]
+    cohort = cohort or load_cohort(config)
+    if cohort.content_hash() != config["cohort_hash"]:
+        raise CohortChangedError(
+            f"study {paths.name!r} was made on cohort {config['cohort_hash']}, but {config['manifest_path']} is "
+            f"now {cohort.content_hash()} (changed files?); start a new --study"
+        )
+    holdout: list[str] = []
+    if settings.get("holdout"):
+        holdout = load_or_make_holdout(
+            paths.holdout, cohort.patient_labels(), float(settings["holdout"]), int(settings["seed"]),
+            config["cohort_hash"],
+        )  # fmt: skip
+        if log:
+            log(f"held out {len(holdout)} patients for the final test ({paths.holdout}); no trial sees them")
+    prepared = prepare_cohort(
+        config["manifest_path"], int(settings["folds"]), int(settings["seed"]), str(settings["cv_group"]),
+        paths.folds, cohort=cohort, exclude=holdout,
+    )  # fmt: skip
+    return StudyInputs(cohort, holdout, prepared)
+
+
+def study_space(settings: dict[str, Any]) -> Space:
+    """The study's search space, narrowed to its recorded backbones and resolutions (ValueError naming a flag)."""
+    return get_space(str(settings["space"])).narrowed(settings.get("backbones"), settings.get("resolutions"))
+
+
+def fixed_settings(settings: dict[str, Any], num_threads: int | None = None) -> dict[str, Any]:
+    """Training settings every trial of the study shares (the space samples the rest)."""
+    fixed = {
+        "epochs": int(settings["max_epochs"]),
+        "seed": int(settings["seed"]),
+        "pretrained": bool(settings["pretrained"]),
+        "device": "auto",
+    }
+    if num_threads is not None:
+        fixed["num_threads"] = num_threads
+    return fixed
+
+
+def train_config(settings: dict[str, Any], params: dict[str, Any]) -> TrainConfig:
+    """The TrainConfig of a trial: the study's fixed settings plus the trial's sampled parameters."""
+    return TrainConfig.from_dict({**fixed_settings(settings), **params})

@@ -1,0 +1,188 @@
+"""Queries over a study's Optuna trials: counts, the best trial, closing stale trials, the leaderboard."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from search.study.folder import (
+    CONFIG_ATTR,
+    FAMILY_ATTR,
+    INTERRUPTED_ATTR,
+    LEADERBOARD_SCHEMA,
+    StudyFormatError,
+    StudyPaths,
+    read_json,
+    write_json,
+)
+
+
+def count_trials(study: optuna.Study) -> dict[str, int]:
+    """Trials by state; `finished` counts what spends the budget (complete, pruned, failed by error)."""
+    counts = {"complete": 0, "pruned": 0, "failed": 0, "interrupted": 0, "running": 0}
+    for t in study.get_trials(deepcopy=False):
+        if t.state == TrialState.COMPLETE:
+            counts["complete"] += 1
+        elif t.state == TrialState.PRUNED:
+            counts["pruned"] += 1
+        elif t.state == TrialState.FAIL:
+            counts["interrupted" if t.user_attrs.get(INTERRUPTED_ATTR) else "failed"] += 1
+        elif t.state in (TrialState.RUNNING, TrialState.WAITING):
+            counts["running"] += 1
+    counts["finished"] = counts["complete"] + counts["pruned"] + counts["failed"]
+    return counts
+
+
+def close_stale_trials(study: optuna.Study, storage: optuna.storages.BaseStorage) -> list[int]:
+    """Mark trials left RUNNING by an interrupted or killed search as failed-interrupted; return their numbers."""
+    study_id = storage.get_study_id_from_name(study.study_name)
+    closed = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
+        storage.set_trial_user_attr(trial_id, INTERRUPTED_ATTR, time.strftime("%Y-%m-%dT%H:%M:%S"))
+        study.tell(t.number, state=TrialState.FAIL)
+        closed.append(t.number)
+    return closed
+
+
+def numeric_attrs(trial: FrozenTrial) -> dict[str, float]:
+    """A trial's numeric user attributes (the final metrics the search stored), plus cv_auc when it has one."""
+    out = {k: float(v) for k, v in trial.user_attrs.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    if trial.value is not None:
+        out["cv_auc"] = trial.value
+    return out
+
+
+def finished_trials(study: optuna.Study) -> dict[int, tuple[str, dict[str, float]]]:
+    """Complete and pruned trials as number -> (state, final metrics), for closing their tracking runs."""
+    states = (TrialState.COMPLETE, TrialState.PRUNED)
+    return {
+        t.number: ("complete" if t.state == TrialState.COMPLETE else "pruned", numeric_attrs(t))
+        for t in study.get_trials(deepcopy=False, states=states)
+    }
+
+
+def best_trial(study: optuna.Study, number: int | None = None) -> FrozenTrial | None:
+    """Trial `number` if it is complete, else (number None) the complete trial with the highest cv_auc; or None."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if number is not None:
+        return next((t for t in complete if t.number == number), None)
+    return max(complete, key=lambda t: t.value, default=None)
+
+
+def trial_config(trial: FrozenTrial) -> dict[str, Any]:
+    """What a trial trained with, as the space returned it (format-1 trials: their sampled params only)."""
+    return dict(trial.user_attrs.get(CONFIG_ATTR) or trial.params)
+
+
+def backbone_of(trial: FrozenTrial) -> str:
+    """The backbone a trial trained ("?" when unknown)."""
+    return str(trial_config(trial).get("backbone", "?"))
+
+
+def family_attr(trial: FrozenTrial) -> str:
+    """A trial's backbone family as the search recorded it ("-" for trials of format-1 folders)."""
+    return str(trial.user_attrs.get(FAMILY_ATTR) or "-")
+
+
+ROW_METRICS = ("accuracy", "precision", "recall", "f1", "fold_auc_mean", "fold_auc_sd")
+
+
+@dataclass(frozen=True)
+class LeaderboardRow:
+    """The best complete trial of one backbone family."""
+
+    family: str
+    backbone: str
+    trial: int
+    cv_auc: float
+    params: dict[str, Any]
+    metrics: dict[str, float]
+    pretrained: bool | None
+    oof: str | None  # the trial's out-of-fold table, relative to the study folder (None when there is none)
+
+
+@dataclass(frozen=True)
+class Leaderboard:
+    """Trial counts and the best complete trial per family, best first: `leaderboard.json`."""
+
+    study: str
+    counts: dict[str, int]
+    rows: list[LeaderboardRow]
+
+    def to_json(self) -> dict[str, Any]:
+        """Schema 1: {schema, study, written, counts: {state: n}, rows: [{family, backbone, trial, cv_auc,
+        params: {name: value}, metrics: {name: value}, pretrained, oof}]}; NaN metrics are left out."""
+        rows = [
+            {**r.__dict__, "metrics": {k: v for k, v in r.metrics.items() if math.isfinite(v)}} for r in self.rows
+        ]
+        return {"schema": LEADERBOARD_SCHEMA, "study": self.study, "written": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                "counts": self.counts, "rows": rows}  # fmt: skip
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], where: Path) -> Leaderboard:
+        """Read a `to_json` document; StudyFormatError for another schema."""
+        if data.get("schema") != LEADERBOARD_SCHEMA:
+            raise StudyFormatError(
+                f"{where} has leaderboard schema {data.get('schema', 'none')}, this version reads "
+                f"{LEADERBOARD_SCHEMA}: run `stagesearch run --study {data.get('study', '<name>')} --resume` "
+                "to rewrite it"
+            )
+        return cls(data["study"], data["counts"], [LeaderboardRow(**r) for r in data["rows"]])
+
+
+def leaderboard(
+    study: optuna.Study, paths: StudyPaths, family: Callable[[FrozenTrial], str] = family_attr
+) -> Leaderboard:
+    """The study's leaderboard now (`family` names a trial's family; default: what the search recorded)."""
+    best: dict[str, FrozenTrial] = {}
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        fam = family(t)
+        if fam not in best or t.value > best[fam].value:
+            best[fam] = t
+    rows = []
+    for fam, t in sorted(best.items(), key=lambda kv: -kv[1].value):
+        oof = paths.oof(t.number)
+        attrs = numeric_attrs(t)
+        rows.append(LeaderboardRow(
+            family=fam, backbone=backbone_of(t), trial=t.number, cv_auc=float(t.value), params=trial_config(t), metrics={k: attrs[k] for k in ROW_METRICS if k in attrs},
+            pretrained=t.user_attrs.get("pretrained"),
+            oof=str(oof.relative_to(paths.root)) if oof.exists() else None,
+        ))  # fmt: skip
+    return Leaderboard(study.study_name, count_trials(study), rows)
+
+
+def write_leaderboard(paths: StudyPaths, board: Leaderboard) -> None:
+    """`leaderboard.json` in the study folder."""
+    write_json(paths.leaderboard, board.to_json())
+
+
+def read_leaderboard(paths: StudyPaths) -> Leaderboard | None:
+    """The study's `leaderboard.json` (None before a search session has ended)."""
+    data = read_json(paths.leaderboard)
+    return Leaderboard.from_json(data, paths.leaderboard) if data else None
+
+
+def format_leaderboard(rows: list[LeaderboardRow]) -> str:
+    """Plain-text table of leaderboard rows."""
+
+    def f(v: Any) -> str:
+        return f"{v:.3f}" if isinstance(v, float) else "-"
+
+    head = f"{'family':<11} {'backbone':<22} {'trial':>5} {'cv_auc':>6} {'acc':>6} {'prec':>6} {'recall':>6} {'F1':>6}  config"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        m, p = r.metrics, r.params
+        lines.append(
+            f"{r.family:<11} {r.backbone:<22} {r.trial:>5} {f(r.cv_auc):>6} {f(m.get('accuracy')):>6} "
+            f"{f(m.get('precision')):>6} {f(m.get('recall')):>6} {f(m.get('f1')):>6}  {p.get('resolution')} px, "
+            f"lr {p.get('lr', 0):.1e}, aug {p.get('aug_strength', 0):.2f}{'' if r.pretrained else ', random init'}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,59 @@
+"""`stagesearch <command> [flags]`: each command is the `main(argv)` of one module, listed in COMMANDS.
+
+The top of the import graph: it may import every layer; nothing imports it. A command's module is imported
+only when that command runs, so `stagesearch --help` is quick and `stagesearch report` never loads Ray.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Command:
+    """One subcommand: the module whose `main(argv) -> int` it runs, and a line for `stagesearch --help`."""
+
+    module: str
+    summary: str
+
+
+COMMANDS: dict[str, Command] = {
+    "run": Command("search.cli", "search backbones with Ray Tune + Optuna (TPE, ASHA), scored by CV AUC"),
+    "register": Command("search.register", "register a study's winner (fold-model ensemble) in MLflow"),
+    "promote": Command("search.promote", "list registered versions, or move the @champion alias, gated"),
+    "predict": Command("search.predict", "P(T2) and stage for new scans from a registered model"),
+    "report": Command("dashboards.report", "write a study's self-contained HTML report"),
+    "dashboard": Command("dashboards.optuna_dashboard", "open optuna-dashboard on a study (127.0.0.1)"),
+    "mlflow-ui": Command("dashboards.mlflow_ui", "open the MLflow UI on the tracking store (127.0.0.1)"),
+    "check-manifest": Command("trainers.manifest", "validate a cohort manifest without training"),
+}
+
+
+def usage() -> str:
+    """The top-level help: every command and what it does."""
+    width = max(len(name) for name in COMMANDS)
+    lines = [
+        "usage: stagesearch <command> [flags]   (stagesearch <command> --help for its flags)",
+        "",
+        "MRI T-staging model search: Ray Tune + Optuna over backbones, patient-grouped CV AUC, MLflow tracking.",
+        "",
+        "commands:",
+    ]
+    lines += [f"  {name:<{width}}  {cmd.summary}" for name, cmd in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; returns its exit code (2 for an unknown command)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    command = COMMANDS.get(name)
+    if command is None:
+        print(f"error: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    return int(importlib.import_module(command.module).main(rest) or 0)

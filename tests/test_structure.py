@@ -1,0 +1,46 @@
+"""Size limits that keep each module one idea: no file over 400 lines, no function over 60 in search/ and dashboards/."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+MAX_FILE_LINES = 400
+MAX_FUNCTION_LINES = 60
+
+
+def _files(*folders: str) -> list[Path]:
+    files = sorted(p for folder in folders for p in (ROOT / folder).rglob("*.py"))
+    assert files, folders
+    return files
+
+
+def long_functions(source: str, limit: int = MAX_FUNCTION_LINES) -> list[tuple[str, int]]:
+    """(name, lines) of every function or method longer than `limit` lines (decorators and docstring included)."""
+    out = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            lines = node.end_lineno - node.lineno + 1
+            if lines > limit:
+                out.append((node.name, lines))
+    return out
+
+
+def test_the_length_check_sees_a_long_function() -> None:
+    body = "\n".join(f"    x{i} = {i}" for i in range(MAX_FUNCTION_LINES))
+    assert long_functions(f"def f():\n{body}\n") == [("f", MAX_FUNCTION_LINES + 1)]
+    assert long_functions("def g():\n    return 1\n") == []
+
+
+@pytest.mark.parametrize("path", _files("search", "dashboards"), ids=lambda p: str(p.relative_to(ROOT)))
+def test_no_function_over_60_lines(path: Path) -> None:
+    assert long_functions(path.read_text()) == []
+
+
+def test_no_file_over_400_lines() -> None:
+    sizes = {str(p.relative_to(ROOT)): len(p.read_text().splitlines())
+             for p in _files("search", "spaces", "trainers", "dashboards", "stagesearch")}  # fmt: skip
+    assert {k: v for k, v in sizes.items() if v > MAX_FILE_LINES} == {}
