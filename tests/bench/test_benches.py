@@ -64,3 +64,16 @@ def test_cache_smoke(tmp_path: Path) -> None:
 def test_recorded_command_names_the_module_and_leaves_out_local_folders() -> None:
     argv = ["/somewhere/bench/throughput.py", "--space", "paper", "--out", "/tmp/x", "--epochs=2"]
     assert command_line(argv) == "python -m bench.throughput --space paper --epochs=2"
+
+
+@pytest.mark.slow
+def test_overhead_smoke(tiny_cohort: Path, tmp_path: Path) -> None:
+    """The same configuration directly and as a 2-trial search: both run and the split is written."""
+    from bench import overhead
+
+    argv = ["--manifest", str(tiny_cohort), "--space", "tiny", "--backbone", "tiny_cnn", "--resolution", "32",
+            "--epochs", "1", "--folds", "3", "--trials", "2", "--out", str(tmp_path)]  # fmt: skip
+    assert overhead.main(argv) == 0
+    result = json.loads((tmp_path / "overhead.json").read_text())
+    assert result["search"]["trials"] == 2 and result["direct"]["epochs_sum_s"] > 0
+    assert result["import_s"] > 0
