@@ -123,11 +123,13 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--results", required=True, help="folder holding throughput.json and pack.json")
     p.add_argument("--budget", type=int, default=200)
-    p.add_argument("--max-epochs", type=int, default=30, help="the space's MAX_EPOCHS (paper: 30)")
+    p.add_argument("--space", default="paper", help="the space whose --budget is extrapolated")
     p.add_argument("--folds", type=int, default=5)
     args = p.parse_args(argv)
+    from spaces import get_space
+
     results = Path(args.results)
-    out = report(results, args.budget, args.max_epochs, args.folds)
+    out = report(results, args.budget, get_space(args.space).max_epochs, args.folds)
     tp = json.loads((results / "throughput.json").read_text())
     print(table(tp["rows"], ["backbone", "px", "precision", "img_per_s", "move_%", "augment_%", "step_%"]))
     print()

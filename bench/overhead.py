@@ -8,7 +8,7 @@ worker process is not reused. The fixed per-trial cost is a search trial's wall 
 complete) less the direct run's epoch seconds; the per-search cost is the search's wall time less its
 trials'.
 
-    python -m bench.overhead                    # resnet10t, 64 px, 2 epochs, 5 folds, 3 trials
+    python -m bench.overhead                    # regnety_008, 64 px, 2 epochs, 5 folds, 3 trials
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def import_cost(args: argparse.Namespace) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--backbone", default="resnet10t")
+    p.add_argument("--backbone", default="regnety_008", help="a backbone of --space")
     p.add_argument("--resolution", type=int, default=64)
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--folds", type=int, default=5)

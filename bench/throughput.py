@@ -121,9 +121,8 @@ def default_grid(space: str) -> tuple[list[str], list[int]]:
     """A space's backbones and resolutions."""
     from spaces import get_space
 
-    module = get_space(space)
-    resolutions = getattr(module, "RESOLUTIONS", [32, 48])
-    return list(module.BACKBONES), list(resolutions)
+    chosen = get_space(space)
+    return list(chosen.backbones), list(chosen.resolutions)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
