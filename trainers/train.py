@@ -20,7 +20,7 @@ from trainers.augment import build_augment
 from trainers.backbones import create_backbone, family_of
 from trainers.config import TrainConfig
 from trainers.data import SliceData
-from trainers.metrics import auc, summary_metrics
+from trainers.metrics import auc, fold_spread, patient_means, summary_metrics
 
 
 @dataclass
@@ -70,11 +70,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-def _nanmean(values: Sequence[float]) -> float:
-    vals = [v for v in values if not math.isnan(v)]
-    return float(np.mean(vals)) if vals else math.nan
 
 
 class _Fold:
@@ -179,11 +174,6 @@ def predict_slices(
     return torch.cat(out).cpu().numpy() if out else np.zeros(0)
 
 
-def patient_probabilities(slice_prob: np.ndarray, owners: np.ndarray) -> dict[int, float]:
-    """Patient probability = mean of its slice probabilities."""
-    return {int(p): float(slice_prob[owners == p].mean()) for p in np.unique(owners)}
-
-
 def cross_validate(
     data: SliceData,
     folds: Sequence[dict],
@@ -211,21 +201,23 @@ def train_folds(
     y_all = torch.as_tensor(data.slice_labels(), dtype=torch.long, device=device)
     fold_states = [_Fold(i, split, data, cfg, device, y_all) for i, split in enumerate(folds)]
     setup_seconds = time.perf_counter() - start
+    label_of = {p: int(lab) for p, lab in zip(data.patients, data.patient_label, strict=True)}
     history: list[EpochReport] = []
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.perf_counter()
         losses, fold_aucs, oof = [], [], []
         for fold in fold_states:
             losses.append(_train_epoch(fold, x_all, y_all))
-            probs = patient_probabilities(
+            owners = data.patient_index[fold.val_idx]
+            patients, probs = patient_means(
+                [data.patients[p] for p in owners],
                 predict_slices(fold.model, x_all[fold.val_idx], device, fast=fold.fast),
-                data.patient_index[fold.val_idx],
             )
-            y = [int(data.patient_label[p]) for p in probs]
-            fold_aucs.append(auc(np.asarray(y), np.asarray(list(probs.values()))))
+            y = [label_of[p] for p in patients]
+            fold_aucs.append(auc(np.asarray(y), probs))
             oof += [
-                {"patient_id": data.patients[p], "label": lab, "prob": pr, "fold": fold.i}
-                for (p, pr), lab in zip(probs.items(), y, strict=True)
+                {"patient_id": pid, "label": lab, "prob": float(pr), "fold": fold.i}
+                for pid, pr, lab in zip(patients, probs, y, strict=True)
             ]
         labels = np.asarray([r["label"] for r in oof])
         probs_all = np.asarray([r["prob"] for r in oof])
@@ -234,7 +226,7 @@ def train_folds(
             epoch=epoch,
             train_loss=float(np.mean(losses)),
             fold_auc=fold_aucs,
-            mean_fold_auc=_nanmean(fold_aucs),
+            mean_fold_auc=fold_spread(fold_aucs)[0],
             cv_auc=metrics["auc"],
             metrics=metrics,
             oof=oof,
@@ -253,7 +245,6 @@ def train_folds(
         if on_epoch is not None and on_epoch(report):
             break
     last = history[-1]
-    valid = [a for a in last.fold_auc if not math.isnan(a)]
     built = fold_states[0].built
     models = [f.model.eval().cpu() for f in fold_states]
     result = CVResult(
@@ -264,8 +255,8 @@ def train_folds(
         device=str(device),
         epochs_completed=last.epoch,
         fold_auc=last.fold_auc,
-        fold_auc_mean=_nanmean(last.fold_auc),
-        fold_auc_sd=float(np.std(valid, ddof=1)) if len(valid) > 1 else math.nan,
+        fold_auc_mean=fold_spread(last.fold_auc)[0],
+        fold_auc_sd=fold_spread(last.fold_auc)[1],
         cv_auc=last.cv_auc,
         metrics=last.metrics,
         oof=last.oof,
