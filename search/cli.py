@@ -156,7 +156,7 @@ def _fit(args: Any, config: dict, paths: StudyPaths, inputs: StudyInputs, sessio
           flush=True)  # fmt: skip
     searcher = StageSearch(
         space=study_space(settings).space, metric=SEARCH_METRIC, mode="max", study_name=name,
-        storage=session.storage, sampler=make_sampler(args.sampler, int(settings["seed"]) + len(study.trials)),
+        storage=session.storage, sampler=make_sampler(args.sampler, int(settings["seed"]) + len(study.trials), args.budget),
     )  # fmt: skip
     progress = Progress(args.budget, session.counts, best_complete(study))
     fixed = fixed_settings(settings, num_threads=max(1, int(resources["cpu"])))

@@ -77,11 +77,22 @@ class StageSearch(OptunaSearch):
         adapters.mark_completed(self, trial_id)
 
 
-def make_sampler(kind: str, seed: int) -> optuna.samplers.BaseSampler:
-    """TPE (default) or random sampling, seeded."""
+def startup_trials(budget: int) -> int:
+    """TPE's random start-up, sized to the budget: a fifth of it, at least 4 and at most 10 trials.
+
+    A fixed start-up of 8 left a 20-trial search only 12 model-guided trials and a 10-trial one almost none;
+    10 is Optuna's own default, which the large budgets keep.
+    """
+    return max(4, min(10, budget // 5))
+
+
+def make_sampler(kind: str, seed: int, budget: int = 200) -> optuna.samplers.BaseSampler:
+    """TPE (default; start-up sized by `startup_trials`) or random sampling, seeded."""
     if kind == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=8, multivariate=True, group=True)
+    return optuna.samplers.TPESampler(
+        seed=seed, n_startup_trials=startup_trials(budget), multivariate=True, group=True
+    )
 
 
 def make_scheduler(kind: str, max_epochs: int, grace: int = 1, reduction: float = 3):

@@ -77,3 +77,29 @@ def test_overhead_smoke(tiny_cohort: Path, tmp_path: Path) -> None:
     result = json.loads((tmp_path / "overhead.json").read_text())
     assert result["search"]["trials"] == 2 and result["direct"]["epochs_sum_s"] > 0
     assert result["import_s"] > 0
+
+
+def test_efficiency_curve_counts_only_complete_trials_and_finds_the_crossing() -> None:
+    from bench.efficiency import best_at, curve, reach
+
+    # (finished_at, fold-epochs, cv_auc of a complete trial or None for an early-stopped one), out of order
+    c = curve([(3.0, 10, 0.7), (1.0, 5, None), (2.0, 40, 0.6), (4.0, 5, None)])
+    assert [p["fold_epochs"] for p in c] == [5, 45, 55, 60]
+    assert c[0]["best_cv_auc"] != c[0]["best_cv_auc"]  # NaN: nothing complete yet
+    assert [p["best_cv_auc"] for p in c[1:]] == [0.6, 0.7, 0.7]
+    assert reach(c, 0.65) == 55 and reach(c, 0.9) == float("inf")
+    assert best_at(c, 50) == 0.6 and best_at(c, 4) != best_at(c, 4)
+
+
+@pytest.mark.slow
+def test_efficiency_smoke(tiny_cohort: Path, tmp_path: Path) -> None:
+    """Three arms for one seed at toy size: each arm has a curve, the table and the plot are written."""
+    from bench import efficiency
+
+    argv = ["--manifest", str(tiny_cohort), "--space", "tiny", "--seeds", "0", "--folds", "2", "--max-epochs", "1",
+            "--tpe-budget", "2", "--random-budget", "1", "--out", str(tmp_path)]  # fmt: skip
+    assert efficiency.main(argv) == 0
+    result = json.loads((tmp_path / "efficiency.json").read_text())
+    assert {r["arm"] for r in result["rows"]} == set(efficiency.ARMS)
+    assert len(result["curves"]["tpe_asha"]["0"]) == 2 and len(result["curves"]["random_fifo"]["0"]) == 1
+    assert (tmp_path / "efficiency.png").stat().st_size > 0

@@ -78,7 +78,7 @@ def test_random_sampler(tiny_cohort, runs, monkeypatch) -> None:
 
     made = []
     real = search.tuning.make_sampler
-    monkeypatch.setattr(search.tuning, "make_sampler", lambda kind, seed: made.append(real(kind, seed)) or made[-1])
+    monkeypatch.setattr(search.tuning, "make_sampler", lambda *a: made.append(real(*a)) or made[-1])
     args = search_args(tiny_cohort, runs, "rnd", "--budget", "2", "--sampler", "random", "--scheduler", "fifo",
                        "--max-epochs", "1", "--cpus-per-trial", "1")  # fmt: skip
     assert main(args) == 0
@@ -136,3 +136,11 @@ def test_a_format_1_folder_resumes_and_reports(tiny_cohort, runs) -> None:
     assert load_oof(old_trial, StudyPaths(folder))[1].startswith("no oof.csv (trial from before study-folder format 2")
     assert load_oof(new_trial, StudyPaths(folder))[1] == "trials/1/oof.csv"
     assert "<h1>Study old</h1>" in build_report(resolve(runs, "old")).read_text()
+
+
+def test_tpe_start_up_is_sized_to_the_budget() -> None:
+    """A small budget still reaches TPE's model-guided phase; a large one keeps Optuna's default start-up."""
+    from search.tuning import make_sampler, startup_trials
+
+    assert [startup_trials(b) for b in (6, 20, 35, 200)] == [4, 4, 7, 10]
+    assert make_sampler("tpe", 0, 20)._n_startup_trials == 4

@@ -1,0 +1,230 @@
+"""Search efficiency: the best cv_auc found so far against the compute spent, for three ways to spend it.
+
+Arms, run per seed on the same cohort, folds and seed:
+
+- ``tpe_asha``: the default search (TPE sampler, ASHA early stopping), ``search/run.py --budget N``;
+- ``random_fifo``: random sampling, every trial trained to the end, ``--sampler random --scheduler fifo``;
+- ``seven_fixed``: the reference study's method, each backbone of the space once at default settings
+  (``python -m trainers.cv``), in the space's order.
+
+Compute is counted in fold-epochs (one fold's model trained one epoch and scored), a unit the machine's
+load does not change: a trial's fold-epochs are the epochs it ran times the folds. A curve's points are the
+trials in the order they finished: x the fold-epochs of all trials finished so far, y the best cv_auc of a
+*complete* trial so far (the model a search would register; an early-stopped trial's low-fidelity value is
+not a found model). Per seed: every arm's best cv_auc at the compute the seven-fixed arm used, and the
+fold-epochs each arm needed to reach 0.95 x the best cv_auc any arm found. Medians over seeds are reported,
+with the ratio of fold-epochs tpe_asha / random_fifo.
+
+    python -m bench.efficiency                        # 5 seeds, the cpu space, the default phantom
+    python -m bench.efficiency --seeds 10,11 --out /tmp/tuning   # tune on other seeds than the reported
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from bench._common import RESULTS, machine_id, median, table, write_result
+
+ROOT = Path(__file__).resolve().parents[1]
+ARMS = ("tpe_asha", "random_fifo", "seven_fixed")
+REACH = 0.95  # share of the best cv_auc any arm found
+
+
+def _run(cmd: list[str], timeout: float) -> None:
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:6])} ... exited {proc.returncode}:\n{proc.stdout[-2000:]}{proc.stderr[-3000:]}")
+
+
+def curve(points: list[tuple[float, int, float | None]]) -> list[dict[str, float]]:
+    """Best-so-far curve from (finished_at, fold_epochs, cv_auc of a complete trial or None) per trial."""
+    spent, best, out = 0, float("nan"), []
+    for _, fold_epochs, auc in sorted(points, key=lambda p: p[0]):
+        spent += fold_epochs
+        if auc is not None and not (auc <= best):  # also replaces the initial NaN
+            best = auc
+        out.append({"fold_epochs": spent, "best_cv_auc": best})
+    return out
+
+
+def best_at(points: list[dict[str, float]], budget: float) -> float:
+    """Best cv_auc of a curve within `budget` fold-epochs (NaN when nothing complete by then)."""
+    inside = [p["best_cv_auc"] for p in points if p["fold_epochs"] <= budget and p["best_cv_auc"] == p["best_cv_auc"]]
+    return max(inside) if inside else float("nan")
+
+
+def reach(points: list[dict[str, float]], target: float) -> float:
+    """Fold-epochs a curve needed to reach `target` (inf when it never did)."""
+    for p in points:
+        if p["best_cv_auc"] >= target:
+            return float(p["fold_epochs"])
+    return math.inf
+
+
+def search_points(runs: Path, study: str, folds: int) -> list[tuple[float, int, float | None]]:
+    """(finished_at, fold-epochs, cv_auc if complete) of every finished trial of a study."""
+    import optuna
+
+    config = json.loads((runs / study / "config.json").read_text())
+    trials = optuna.load_study(study_name=study, storage=config["storage"]).get_trials(deepcopy=False)
+    points = []
+    for t in trials:
+        if t.datetime_complete is None:
+            continue
+        auc = t.value if t.state == optuna.trial.TrialState.COMPLETE else None
+        points.append((t.datetime_complete.timestamp(), len(t.intermediate_values) * folds, auc))
+    return points
+
+
+def run_search(args: argparse.Namespace, work: Path, arm: str, seed: int) -> list[tuple[float, int, float | None]]:
+    """One search arm for one seed through `search/run.py` (Ray Tune, Optuna, MLflow; no registration)."""
+    budget, extra = (args.tpe_budget, []) if arm == "tpe_asha" else (
+        args.random_budget, ["--sampler", "random", "--scheduler", "fifo"])  # fmt: skip
+    study = f"{arm}-s{seed}"
+    cmd = [sys.executable, "search/run.py", "--budget", str(budget), "--space", args.space, "--seed", str(seed),
+           "--manifest", str(args.manifest), "--folds", str(args.folds), "--no-register", "--no-pretrained",
+           "--runs-dir", str(work), "--study", study, *extra, *args.search_args]  # fmt: skip
+    _run(cmd, args.timeout)
+    return search_points(work, study, args.folds)
+
+
+def run_fixed(args: argparse.Namespace, work: Path, seed: int) -> list[tuple[float, int, float | None]]:
+    """Each backbone of the space once at the trainer's default settings and the space's first resolution."""
+    from spaces import get_space
+
+    space = get_space(args.space)
+    epochs = args.max_epochs or space.max_epochs
+
+    def one(i_backbone: tuple[int, str]) -> tuple[float, int, float | None]:
+        i, backbone = i_backbone
+        out = work / f"fixed-s{seed}-{backbone}.json"
+        _run([sys.executable, "-m", "trainers.cv", "--manifest", str(args.manifest), "--backbone", backbone,
+              "--resolution", str(space.resolutions[0]), "--epochs", str(epochs), "--folds", str(args.folds),
+              "--seed", str(seed), "--threads", "1", "--json", str(out)], args.timeout)  # fmt: skip
+        summary = json.loads(out.read_text())
+        return (float(i), summary["epochs_completed"] * args.folds, float(summary["cv_auc"]))
+
+    with ThreadPoolExecutor(max_workers=args.parallel) as pool:  # in the space's order, as the study did
+        return list(pool.map(one, enumerate(space.backbones)))
+
+
+def summarise(curves: dict[str, dict[int, list[dict[str, float]]]]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Per-arm medians over seeds: best cv_auc at the seven-fixed arm's compute, fold-epochs to 0.95 x best."""
+    seeds = sorted(curves["seven_fixed"])
+    per_seed: dict[str, dict[str, list[float]]] = {arm: {"at_equal": [], "reach": [], "best": []} for arm in ARMS}
+    for seed in seeds:
+        equal = curves["seven_fixed"][seed][-1]["fold_epochs"]
+        best_any = max(p["best_cv_auc"] for arm in ARMS for p in curves[arm][seed] if p["best_cv_auc"] == p["best_cv_auc"])
+        for arm in ARMS:
+            c = curves[arm][seed]
+            per_seed[arm]["at_equal"].append(best_at(c, equal))
+            per_seed[arm]["reach"].append(reach(c, REACH * best_any))  # inf: never reached
+            per_seed[arm]["best"].append(max((p["best_cv_auc"] for p in c), default=float("nan")))
+    rows = [{"arm": arm, "seeds": len(seeds),
+             "median best cv_auc": median(per_seed[arm]["best"]),
+             "median cv_auc at seven_fixed's compute": median(per_seed[arm]["at_equal"]),
+             f"median fold-epochs to {REACH:g} x best": median(per_seed[arm]["reach"]),
+             "median fold-epochs spent": median([c[-1]["fold_epochs"] for c in curves[arm].values()])}
+            for arm in ARMS]  # fmt: skip
+    tpe, rnd = median(per_seed["tpe_asha"]["reach"]), median(per_seed["random_fifo"]["reach"])
+    verdict = {
+        "fold_epoch_ratio_tpe_over_random": tpe / rnd if math.isfinite(rnd) and rnd > 0 else None,
+        "target_ratio": 1 / 3,
+        "tpe_beats_seven_fixed_at_equal_compute": median(per_seed["tpe_asha"]["at_equal"])
+        > median(per_seed["seven_fixed"]["at_equal"]),
+        "per_seed": {arm: {k: [v if math.isfinite(v) else None for v in vs] for k, vs in d.items()}
+                     for arm, d in per_seed.items()},  # None: never reached (or nothing complete)
+    }
+    return rows, verdict
+
+
+def plot(curves: dict[str, dict[int, list[dict[str, float]]]], path: Path) -> None:
+    """Best-so-far cv_auc against fold-epochs, one thin line per seed, one colour per arm."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for arm, colour in zip(ARMS, ("tab:blue", "tab:orange", "tab:green"), strict=True):
+        for i, (_seed, c) in enumerate(sorted(curves[arm].items())):
+            ax.step([p["fold_epochs"] for p in c], [p["best_cv_auc"] for p in c], where="post", color=colour,
+                    alpha=0.7, lw=1.2, label=arm if i == 0 else None)  # fmt: skip
+    ax.set_xlabel("cumulative fold-epochs (compute)")
+    ax.set_ylabel("best cv_auc of a complete trial so far")
+    ax.set_title("Search efficiency on the phantom (one line per seed)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated seeds (at least 5 for a reported run)")
+    p.add_argument("--space", default="cpu")
+    p.add_argument("--manifest", type=Path, help="cohort CSV (default: the default phantom, 112 patients)")
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--tpe-budget", type=int, default=24, help="trials of the TPE + ASHA arm per seed")
+    p.add_argument("--random-budget", type=int, default=7, help="trials of the random + FIFO arm per seed")
+    p.add_argument("--max-epochs", type=int, default=None, help="epochs of a full trial (default: the space's)")
+    p.add_argument("--parallel", type=int, default=2, help="seven-fixed arm: trainings at once (1 thread each)")
+    p.add_argument("--search-args", nargs=argparse.REMAINDER, default=[],
+                   help="passed on to search/run.py (e.g. --grace-epochs 1 --reduction-factor 4)")  # fmt: skip
+    p.add_argument("--timeout", type=float, default=7200, help="seconds for any one run")
+    p.add_argument("--out", help="results folder (default bench/results/<machine>)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    if args.max_epochs:
+        args.search_args = ["--max-epochs", str(args.max_epochs), *args.search_args]
+    manifest_given = args.manifest
+    if args.manifest is None:
+        from trainers.cv import resolve_manifest
+
+        args.manifest = resolve_manifest(None)
+    curves: dict[str, dict[int, list[dict[str, float]]]] = {arm: {} for arm in ARMS}
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="stagesearch-efficiency-") as tmp:
+        work = Path(tmp)
+        for seed in seeds:
+            for arm in ARMS:
+                t0 = time.perf_counter()
+                points = run_fixed(args, work, seed) if arm == "seven_fixed" else run_search(args, work, arm, seed)
+                curves[arm][seed] = curve(points)
+                print(f"seed {seed} {arm}: {len(points)} trials, {curves[arm][seed][-1]['fold_epochs']} fold-epochs, "
+                      f"best {curves[arm][seed][-1]['best_cv_auc']:.3f} ({time.perf_counter() - t0:.0f} s)", flush=True)  # fmt: skip
+    rows, verdict = summarise(curves)
+    print()
+    print(table(rows))
+    ratio = verdict["fold_epoch_ratio_tpe_over_random"]
+    print(f"\nTPE + ASHA needed {ratio:.2f} x the fold-epochs of random + FIFO to reach {REACH:g} x the best "
+          f"(target <= 0.33); beats seven fixed configs at equal compute: "
+          f"{verdict['tpe_beats_seven_fixed_at_equal_compute']}" if ratio is not None else
+          "\nrandom + FIFO never reached the target on the median seed: no ratio")  # fmt: skip
+    out_dir = Path(args.out) if args.out else RESULTS / machine_id()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plot(curves, out_dir / "efficiency.png")
+    settings = {k: v for k, v in vars(args).items() if k not in ("out", "timeout", "manifest")}
+    settings["cohort"] = "default phantom" if manifest_given is None else Path(manifest_given).name
+    path = write_result("efficiency", {"settings": settings, "rows": rows, "verdict": verdict, "curves": curves,
+                                       "wall_s": time.perf_counter() - started}, out_dir)  # fmt: skip
+    print(f"wrote {path} and {out_dir / 'efficiency.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
