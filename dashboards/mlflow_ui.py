@@ -30,11 +30,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def server_command(tracking_uri: str, host: str, port: int, workers: int) -> list[str]:
-    """`mlflow server` on a tracking store, run by this Python."""
+def server_command(host: str, port: int, workers: int) -> list[str]:
+    """`mlflow server` run by this Python; its store goes in MLFLOW_BACKEND_STORE_URI (a password on the command
+    line would be visible in `ps`)."""
     return [
-        sys.executable, "-m", "mlflow", "server", "--backend-store-uri", tracking_uri,
-        "--host", host, "--port", str(port), "--workers", str(workers),
+        sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(port), "--workers", str(workers),
     ]  # fmt: skip
 
 
@@ -54,19 +54,19 @@ def main(argv: list[str] | None = None) -> int:
             f"no MLflow store at {store}: no study has logged to {where.runs_dir} yet "
             "(run `stagesearch run` first, or pass --runs-dir / --tracking-uri)"
         )
-    env = dict(os.environ)
+    env = {**os.environ, "MLFLOW_BACKEND_STORE_URI": where.tracking_url()}
     # Jobs (GenAI evaluation) would start a background job runner too; the UI of a search needs none.
     env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     path = "/"
     if where.study is not None:
         from mlflow.tracking import MlflowClient
 
-        experiment = MlflowClient(tracking_uri=uri).get_experiment_by_name(where.study)
+        experiment = MlflowClient(tracking_uri=where.tracking_url()).get_experiment_by_name(where.study)
         if experiment is not None:
             path = f"/#/experiments/{experiment.experiment_id}"
     what = "MLflow UI" + (f" (study {where.study})" if where.study else "")
     url = http_url(args.host, args.port, path)
-    return serve(server_command(uri, args.host, args.port, args.workers), args.host, args.port, url, what,
+    return serve(server_command(args.host, args.port, args.workers), args.host, args.port, url, what,
                  probe="/health", env=env)  # fmt: skip
 
 

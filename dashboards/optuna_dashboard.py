@@ -1,8 +1,7 @@
 """`stagesearch dashboard`: optuna-dashboard on a study's Optuna storage, on 127.0.0.1, until Ctrl-C.
 
-The server is optuna-dashboard's own command line with its threaded single-process wsgiref server:
-`optuna_dashboard.run_server()` serves one request at a time, and the gunicorn server the command picks
-when gunicorn is installed forks workers after opening the database.
+The server is `dashboards/optuna_server.py`, optuna-dashboard's app in a threaded single-process wsgiref
+server, given the storage URL in its environment: on a command line its password would be visible in `ps`.
 """
 
 from __future__ import annotations
@@ -14,10 +13,18 @@ if __package__ in (None, ""):  # run as a script: make the project importable wi
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import argparse  # noqa: E402
-import shutil  # noqa: E402
+import os  # noqa: E402
 
 from dashboards.serve import http_url, serve  # noqa: E402
-from search.study import add_location_flags, exit_error, from_args, sqlite_path  # noqa: E402
+from search.study import (  # noqa: E402
+    STORAGE_ENV,
+    Locations,
+    StorageError,
+    add_location_flags,
+    exit_error,
+    from_args,
+    reveal,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,28 +41,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def dashboard_command() -> list[str]:
-    """The optuna-dashboard command installed beside this Python (else the one on PATH)."""
-    beside = Path(sys.executable).parent / "optuna-dashboard"
-    found = str(beside) if beside.exists() else shutil.which("optuna-dashboard")
-    if found is None:
-        raise exit_error("optuna-dashboard is not installed (pip install optuna-dashboard)")
-    return [found]
+def server_command(host: str, port: int) -> list[str]:
+    """The dashboard server run by this Python; the storage URL goes in its environment, not here."""
+    server = Path(__file__).with_name("optuna_server.py")
+    return [sys.executable, str(server), "--host", host, "--port", str(port)]
 
 
-def study_id(storage_url: str, study: str) -> int:
-    """The storage's id of `study` (optuna-dashboard's URLs use it)."""
-    import optuna
-
-    path = sqlite_path(storage_url)
-    if path is not None and not path.exists():
-        raise exit_error(f"no Optuna storage at {path} (study {study!r} has not started a search yet?)")
-    storage = optuna.storages.get_storage(storage_url)
+def study_id(where: Locations, study: str) -> int:
+    """The storage's id of `study` (optuna-dashboard's URLs use it); exits with code 2 when it is not there."""
+    try:
+        storage = where.open_storage()
+    except StorageError as exc:
+        raise exit_error(str(exc)) from None
     try:
         return storage.get_study_id_from_name(study)
     except KeyError:
         names = ", ".join(s.study_name for s in storage.get_all_studies()) or "none"
-        raise exit_error(f"study {study!r} is not in {storage_url} (studies there: {names})") from None
+        raise exit_error(f"study {study!r} is not in {where.storage} (studies there: {names})") from None
+    finally:
+        storage.engine.dispose()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,12 +67,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     where = from_args(args)
     name = where.require_study()
-    number = study_id(str(where.storage), name)
+    number = study_id(where, name)
     url = http_url(args.host, args.port, f"/dashboard/studies/{number}")
-    command = dashboard_command() + [
-        str(where.storage), "--host", args.host, "--port", str(args.port), "--server", "wsgiref",
-    ]  # fmt: skip
-    return serve(command, args.host, args.port, url, f"optuna-dashboard for study {name}", probe="/api/meta")
+    env = {**os.environ, STORAGE_ENV: reveal(str(where.storage), STORAGE_ENV)}
+    return serve(server_command(args.host, args.port), args.host, args.port, url,
+                 f"optuna-dashboard for study {name}", probe="/api/meta", env=env)  # fmt: skip
 
 
 if __name__ == "__main__":

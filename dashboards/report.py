@@ -25,6 +25,7 @@ from search.figures import figure_roc, palette, roc_points, save  # noqa: E402
 from search.study import (  # noqa: E402
     FORMAT_VERSION,
     Locations,
+    StorageError,
     StudyPaths,
     add_location_flags,
     backbone_of,
@@ -36,7 +37,6 @@ from search.study import (  # noqa: E402
     leaderboard,
     read_json,
     read_oof,
-    sqlite_path,
 )
 
 
@@ -281,11 +281,10 @@ def _figures(study: optuna.Study, best: dict[str, FrozenTrial], paths: StudyPath
 def load_study(where: Locations) -> optuna.Study:
     """The study's Optuna record; exits with code 2 when its storage or the study is missing."""
     name = where.require_study()
-    path = sqlite_path(str(where.storage))
-    if path is not None and not path.exists():
-        raise exit_error(f"no Optuna storage at {path}")
     try:
-        return optuna.load_study(study_name=name, storage=where.storage)
+        return optuna.load_study(study_name=name, storage=where.open_storage())
+    except StorageError as exc:
+        raise exit_error(str(exc)) from None
     except KeyError:
         raise exit_error(f"study {name!r} is not in {where.storage}") from None
 

@@ -15,6 +15,9 @@ from search.configure import UserError, configure
 from search.local_ray import describe_local_ray, prepare_local_ray
 from search.options import build_parser
 from search.study import (
+    HIDDEN,
+    STORAGE_ENV,
+    StorageError,
     StudyPaths,
     backbone_of,
     close_stale_trials,
@@ -22,7 +25,9 @@ from search.study import (
     finished_trials,
     format_leaderboard,
     leaderboard,
+    open_storage,
     read_json,
+    sqlite_path,
     write_json,
     write_leaderboard,
 )
@@ -65,7 +70,10 @@ def _run(args: Any, config: dict, paths: StudyPaths, cohort: Any) -> int:
         inputs = prepare_inputs(config, paths, cohort, log=lambda line: print(line, flush=True))
     except CohortChangedError as exc:
         return _fail([str(exc)])
-    session = _open_session(args, config, paths)
+    try:
+        session = _open_session(args, config, paths)
+    except StorageError as exc:
+        return _fail([str(exc)])
     remaining = args.budget - session.counts["finished"]
     status = _tune(args, config, paths, inputs, session, remaining) if remaining > 0 else "FINISHED"
     board = _summarise(args, config, paths, session, status)
@@ -79,7 +87,7 @@ def _run(args: Any, config: dict, paths: StudyPaths, cohort: Any) -> int:
 def _open_session(args: Any, config: dict, paths: StudyPaths) -> Session:
     """The study's Optuna record and MLflow parent run, with what a killed session left running closed."""
     name = config["study"]
-    storage = optuna.storages.RDBStorage(config["storage"])
+    storage = open_storage(config["storage"])  # pickled by Ray with the password hidden
     study = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True)
     closed = close_stale_trials(study, storage)
     counts = count_trials(study)
@@ -99,6 +107,8 @@ def _open_session(args: Any, config: dict, paths: StudyPaths) -> Session:
         print(f"resuming: closed {len(closed)} interrupted Optuna trial(s) {closed} and {killed} MLflow run(s) "
               "left running by the previous session", flush=True)  # fmt: skip
     remaining = max(args.budget - counts["finished"], 0)
+    if sqlite_path(config["storage"]) is None:  # a shared database: say which (its password hidden)
+        print(f"optuna storage: {config['storage']}", flush=True)
     print(f"study {name}: {counts['finished']} of {args.budget} trials finished before this session "
           f"({counts['complete']} complete, {counts['pruned']} pruned, {counts['failed']} failed); "
           f"{remaining} to run", flush=True)  # fmt: skip
@@ -279,6 +289,9 @@ def _print_outcome(board: Any, config: dict, paths: StudyPaths, winner: dict | N
     print("report:            stagesearch report" + _where_flags(paths, config))
     print("optuna-dashboard:  stagesearch dashboard" + _where_flags(paths, config))
     print("MLflow UI:         stagesearch mlflow-ui" + _where_flags(paths, config))
+    if HIDDEN in config["storage"] + config["tracking_uri"]:
+        print("the study records its stores without their passwords: give them to these commands in the "
+              f"environment (PGPASSWORD or ~/.pgpass for PostgreSQL, or {STORAGE_ENV} with the storage URL)")  # fmt: skip
 
 
 def _where_flags(paths: StudyPaths, config: dict) -> str:

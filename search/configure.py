@@ -6,6 +6,7 @@ Every problem a user can cause ends here as a `UserError` (exit code 2) before a
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections import Counter
@@ -15,6 +16,9 @@ from typing import Any
 from search.options import resolve_settings, validate
 from search.study import (
     FORMAT_VERSION,
+    STORAGE_ENV,
+    TRACKING_ENV,
+    StorageError,
     StudyFormatError,
     StudyPaths,
     check_format,
@@ -22,7 +26,12 @@ from search.study import (
     default_tracking_uri,
     folder_format,
     latest_study,
+    open_storage,
+    public,
+    public_argv,
     read_json,
+    sqlite_path,
+    warn_if_on_command_line,
     write_json,
 )
 from spaces.base import Space
@@ -154,7 +163,11 @@ def study_config(args: argparse.Namespace, argv: list[str] | None, settings: dic
     """The study's `config.json` (this session appended to its sessions) and its folder."""
     name = args.study or f"{settings['space']}-{time.strftime('%Y%m%d-%H%M%S')}"
     paths = StudyPaths(args.runs_dir / name)
-    session = {"argv": sys.argv[1:] if argv is None else argv, "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    argv = public_argv(sys.argv[1:] if argv is None else argv)  # passwords as *** (search.study.credentials)
+    session = {"argv": argv, "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    # A new study goes to STAGESEARCH_STORAGE when set (the URL with its password never on a command line).
+    storage = args.storage or stored.get("storage") or os.environ.get(STORAGE_ENV) or default_storage_url(paths)  # fmt: skip
+    tracking = args.tracking_uri or stored.get("tracking_uri") or default_tracking_uri(args.runs_dir)
     config = {
         "format": FORMAT_VERSION,
         "study": name,
@@ -162,8 +175,8 @@ def study_config(args: argparse.Namespace, argv: list[str] | None, settings: dic
         "manifest_path": str(manifest.resolve()),
         "cohort_hash": cohort.content_hash(),
         "patients": len(cohort.patients),
-        "storage": args.storage or stored.get("storage") or default_storage_url(paths),
-        "tracking_uri": args.tracking_uri or stored.get("tracking_uri") or default_tracking_uri(args.runs_dir),
+        "storage": public(storage),
+        "tracking_uri": public(tracking),
         "sessions": stored.get("sessions", []) + [session],
     }
     upgraded = stored.get("upgraded_from_format") or (folder_format(stored) if stored else FORMAT_VERSION)
@@ -177,6 +190,8 @@ def configure(args: argparse.Namespace, argv: list[str] | None) -> tuple[dict[st
     problems = validate(args)
     if problems:
         raise UserError(problems)
+    warn_if_on_command_line("--storage", args.storage, STORAGE_ENV)
+    warn_if_on_command_line("--tracking-uri", args.tracking_uri, TRACKING_ENV)
     stored = stored_config(args)
     settings, problems = resolve_settings(args, stored.get("settings", {}))
     if problems:
@@ -186,6 +201,11 @@ def configure(args: argparse.Namespace, argv: list[str] | None) -> tuple[dict[st
         announce_missing_weights(list(space.backbones))
     manifest, cohort = load_cohort(settings, stored, args.study)
     config, paths = study_config(args, argv, settings, stored, manifest, cohort)
+    if sqlite_path(config["storage"]) is None:  # a database server: does it let us in? (before writing anything)
+        try:
+            open_storage(config["storage"]).engine.dispose()
+        except StorageError as exc:
+            raise UserError([str(exc)]) from None
     paths.root.mkdir(parents=True, exist_ok=True)
     write_json(paths.config, config)
     return config, paths, cohort

@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     from search.study import from_args
     from search.tracking import tracking_uri
 
-    with tracking_uri(from_args(args).tracking_uri):
+    with tracking_uri(from_args(args).tracking_url()):
         try:
             model = mlflow.pyfunc.load_model(args.model)
         except MlflowException as exc:

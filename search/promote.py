@@ -119,13 +119,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.list and (args.force or args.reason):
         parser.error("--force and --reason apply to --version or --best, not --list")
-    uri = from_args(args).tracking_uri
+    where = from_args(args)
+    uri = where.tracking_uri  # public: a password shows as ***
     missing = _missing_sqlite(uri)
     if missing is not None:
         return _fail(f"no MLflow store at {missing}: run `stagesearch run` and register a model first, or pass "
                      "--runs-dir/--tracking-uri")  # fmt: skip
 
-    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    client = MlflowClient(tracking_uri=where.tracking_url(), registry_uri=where.tracking_url())
     try:
         if args.list:
             return _list(client, args.model_name)

@@ -79,7 +79,7 @@ def register_study(
     """Retrain the winner's fold models, evaluate the holdout, register the ensemble; returns winner.json."""
     from search.tracking import tracking_uri
 
-    with tracking_uri(locations.tracking_uri):  # leaves the caller's MLflow URI as it was
+    with tracking_uri(locations.tracking_url()):  # leaves the caller's MLflow URI as it was
         return _register_study(locations, model_name, trial_number, log)
 
 
@@ -99,7 +99,7 @@ class Refit:
 def _register_study(locations: Any, model_name: str, trial_number: int | None, log: Any) -> dict[str, Any]:
     refit = _refit(locations, trial_number, log)
     run_id, version = _log_model(locations, refit, model_name)
-    summary = _tag_version(locations.tracking_uri, model_name, version, refit)
+    summary = _tag_version(locations.tracking_url(), model_name, version, refit)
     winner = {
         "trial": refit.trial.number, "backbone": refit.cfg.backbone, "family": refit.result.family,
         "cv_auc": refit.trial.value, "refit_cv_auc": refit.result.cv_auc, "holdout": refit.holdout,
@@ -118,7 +118,7 @@ def _refit(locations: Any, trial_number: int | None, log: Any) -> Refit:
     """Train the chosen trial's k fold models again on the study's own inputs, evaluate the hold-out once."""
     import optuna
 
-    from search.study import StudyFormatError, check_format
+    from search.study import StorageError, StudyFormatError, check_format
     from search.study.inputs import CohortChangedError, prepare_inputs, train_config
     from trainers.ensemble import Ensemble
     from trainers.preprocess import PreprocessParams
@@ -128,9 +128,10 @@ def _refit(locations: Any, trial_number: int | None, log: Any) -> Refit:
     config = read_json(paths.config)
     try:
         check_format(config, paths.root)
-        trial = chosen_trial(optuna.load_study(study_name=name, storage=locations.storage), trial_number)
+        study = optuna.load_study(study_name=name, storage=locations.open_storage())
+        trial = chosen_trial(study, trial_number)
         inputs = prepare_inputs(config, paths)
-    except (StudyFormatError, CohortChangedError) as exc:
+    except (StudyFormatError, CohortChangedError, StorageError) as exc:
         raise RegisterError(f"cannot refit study {name}: {exc}") from None
     settings = config["settings"]
     cfg = train_config(settings, trial_config(trial))
@@ -160,7 +161,7 @@ def _log_model(locations: Any, refit: Refit, model_name: str) -> tuple[str, str]
     import pandas as pd
     from mlflow.tracking import MlflowClient
 
-    experiment = MlflowClient(locations.tracking_uri).get_experiment_by_name(refit.name)
+    experiment = MlflowClient(locations.tracking_url()).get_experiment_by_name(refit.name)
     parent = read_json(locations.paths.state).get("parent_run_id")
     run_tags = {"role": "model", "optuna_trial": str(refit.trial.number),
                 **({"mlflow.parentRunId": parent} if parent else {})}  # fmt: skip

@@ -23,7 +23,7 @@ from mlflow.tracking import MlflowClient
 
 from search.figures import figure_roc, roc_points
 from search.results import TrialEpoch
-from search.study import read_oof
+from search.study import TRACKING_ENV, public, read_oof, reveal
 
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 
@@ -48,8 +48,8 @@ class StudyTracker:
     """Opens (or reopens) the study's experiment and parent run and logs trials as nested children."""
 
     def __init__(self, tracking_uri: str, study: str, artifact_dir: Path | None = None) -> None:
-        self.client = MlflowClient(tracking_uri=tracking_uri)
-        self.tracking_uri = tracking_uri
+        self.tracking_uri = public(tracking_uri)  # what Ray pickles: the password, if any, as ***
+        self.client = MlflowClient(tracking_uri=reveal(self.tracking_uri, TRACKING_ENV))
         exp = self.client.get_experiment_by_name(study)
         if exp is None:
             location = artifact_dir.resolve().as_uri() if artifact_dir is not None else None
@@ -66,7 +66,7 @@ class StudyTracker:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self.client = MlflowClient(tracking_uri=self.tracking_uri)
+        self.client = MlflowClient(tracking_uri=reveal(self.tracking_uri, TRACKING_ENV))
 
     def open_parent(self, parent_run_id: str | None, params: dict[str, Any], tags: dict[str, str]) -> str:
         """Reuse the parent run of an earlier session of this study, or start one."""

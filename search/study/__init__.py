@@ -1,6 +1,7 @@
 """The one owner of a study: its folder `runs/<study>/`, its stores, and what its trials say.
 
 `folder`: paths, the folder's format version, resolving `--runs-dir/--study/--storage/--tracking-uri`.
+`credentials`: store URLs shown and written with `***` for their password, which is put back only to connect.
 `queries`: trial counts, the best trial, closing stale trials, the leaderboard and `leaderboard.json`.
 Both import optuna only (no Ray, no torch), so the dashboards read a study through this package.
 `search.study.inputs` turns a study's stored config into prepared training inputs for the search and the refit;
@@ -9,6 +10,18 @@ it needs the trainers, so it is not imported here.
 
 from __future__ import annotations
 
+from search.study.credentials import (
+    HIDDEN,
+    STORAGE_ENV,
+    TRACKING_ENV,
+    RDBStore,
+    StorageError,
+    open_storage,
+    public,
+    public_argv,
+    reveal,
+    warn_if_on_command_line,
+)
 from search.study.folder import (
     CONFIG_ATTR,
     FAMILY_ATTR,
@@ -62,4 +75,6 @@ __all__ = [
     "default_storage_url", "default_tracking_uri", "exit_error", "family_attr", "finished_trials", "folder_format",
     "format_leaderboard", "from_args", "latest_study", "leaderboard", "numeric_attrs", "read_json",
     "read_leaderboard", "read_oof", "resolve", "sqlite_path", "studies_in", "trial_config", "write_json", "write_leaderboard", "write_oof",
+    "HIDDEN", "STORAGE_ENV", "TRACKING_ENV", "RDBStore", "StorageError", "open_storage", "public", "public_argv", "reveal",
+    "warn_if_on_command_line",
 ]  # fmt: skip

@@ -15,6 +15,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from search.study.credentials import (
+    STORAGE_ENV,
+    TRACKING_ENV,
+    RDBStore,
+    StorageError,
+    open_storage,
+    public,
+    reveal,
+    warn_if_on_command_line,
+)
+
 #: Layout of a study folder. 1: folders made before the version was recorded (no trials/, leaderboard.json
 #: without a schema); 2: `format` in config.json, `trials/<number>/oof.csv`, leaderboard.json schema 1.
 FORMAT_VERSION = 2
@@ -190,7 +201,11 @@ def check_format(config: dict[str, Any], where: Path) -> int:
 
 @dataclass(frozen=True)
 class Locations:
-    """A runs folder, the study in it (None when none is needed and none exists) and its two stores."""
+    """A runs folder, the study in it (None when none is needed and none exists) and its two stores.
+
+    `storage` and `tracking_uri` are public (a password shows as `***`, see `search.study.credentials`):
+    print them freely, and connect through `open_storage()` and `tracking_url()`.
+    """
 
     runs_dir: Path
     study: str | None
@@ -213,6 +228,19 @@ class Locations:
         self.require_study()
         return StudyPaths(self.study_dir)
 
+    def open_storage(self) -> RDBStore:
+        """The study's Optuna storage, connected (StorageError saying how to give a missing password)."""
+        if self.storage is None:
+            raise StorageError(f"no Optuna storage: no study in {self.runs_dir}")
+        path = sqlite_path(self.storage)
+        if path is not None and not path.exists():
+            raise StorageError(f"no Optuna storage at {path} (has study {self.study!r} started a search?)")
+        return open_storage(self.storage)
+
+    def tracking_url(self) -> str:
+        """The MLflow tracking URI to connect with (its password, if any, put back)."""
+        return reveal(self.tracking_uri, TRACKING_ENV)
+
 
 def resolve(
     runs_dir: Path = Path("runs"),
@@ -234,7 +262,7 @@ def resolve(
     if storage is None and study_dir is not None:
         storage = default_storage_url(StudyPaths(study_dir))
     tracking_uri = tracking_uri or config.get("tracking_uri") or default_tracking_uri(runs_dir)
-    return Locations(runs_dir, name, study_dir, storage, tracking_uri)
+    return Locations(runs_dir, name, study_dir, public(storage) if storage else None, public(tracking_uri))
 
 
 def add_location_flags(parser: argparse.ArgumentParser, study_required: bool) -> None:
@@ -247,9 +275,9 @@ def add_location_flags(parser: argparse.ArgumentParser, study_required: bool) ->
     group.add_argument(
         "--study", default=None, help=f"study name; if omitted, the latest study in --runs-dir{scope}"
     )
-    group.add_argument(
-        "--storage", default=None, help="Optuna storage URL; if omitted, the study's (config.json)"
-    )
+    group.add_argument("--storage", default=None,
+                       help="Optuna storage URL; if omitted, the study's (config.json, password hidden: give it in "
+                       f"PGPASSWORD, ~/.pgpass or {STORAGE_ENV})")  # fmt: skip
     group.add_argument("--tracking-uri", default=None,
                        help="MLflow tracking URI; if omitted, the study's, else sqlite <runs-dir>/mlflow.db")  # fmt: skip
     parser.set_defaults(_study_required=study_required)
@@ -263,6 +291,8 @@ def exit_error(message: str) -> SystemExit:
 
 def from_args(args: argparse.Namespace) -> Locations:
     """Resolve the flags added by `add_location_flags`; a missing study exits with code 2 and a clear message."""
+    warn_if_on_command_line("--storage", args.storage, STORAGE_ENV)
+    warn_if_on_command_line("--tracking-uri", args.tracking_uri, TRACKING_ENV)
     try:
         found = resolve(args.runs_dir, args.study, args.storage, args.tracking_uri)
         if getattr(args, "_study_required", True):
