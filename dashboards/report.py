@@ -296,6 +296,8 @@ def _page(study: optuna.Study, paths: StudyPaths, out: Path) -> str:
     config = read_json(paths.config)
     s = config.get("settings", {})
     settings = ", ".join(f"{k} {s[k]}" for k in ("space", "folds", "max_epochs", "seed", "holdout") if k in s)
+    if s.get("pseudonymise"):
+        settings += "; patient ids pseudonymised (salted hashes; the salt stays in the study folder)"
     states = ("complete", "pruned", "failed", "interrupted", "running")
     name = html.escape(study.study_name)
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>stagesearch report: {name}</title>

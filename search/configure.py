@@ -34,6 +34,16 @@ from search.study import (
     warn_if_on_command_line,
     write_json,
 )
+from search.study.pseudonyms import (
+    CHECK_KEY,
+    SETTING,
+    SaltError,
+    new_salt,
+    pseudonyms,
+    read_salt,
+    salt_check,
+    write_salt,
+)
 from spaces.base import Space
 
 
@@ -92,6 +102,7 @@ def stored_config(args: argparse.Namespace) -> dict[str, Any]:
             _upgrade_settings(stored["settings"])
             print(f"note: study folder {paths.root} has format {found}; continuing it as format {FORMAT_VERSION} "
                   "(its earlier trials keep their out-of-fold tables in MLflow only)", flush=True)  # fmt: skip
+        stored["settings"].setdefault(SETTING, False)  # a study from before --pseudonymise keeps real ids
     return stored
 
 
@@ -185,6 +196,21 @@ def study_config(args: argparse.Namespace, argv: list[str] | None, settings: dic
     return config, paths
 
 
+def study_salt(config: dict[str, Any], paths: StudyPaths, stored: dict[str, Any], cohort: Any) -> str | None:
+    """A pseudonymised study's salt: the stored one when resuming (UserError when it is missing or replaced),
+    a new one for a new study (the caller writes its file). Its check value, never the salt, goes into `config`.
+    """
+    if not config["settings"][SETTING]:
+        return None
+    try:
+        salt = read_salt(paths, stored) if stored else new_salt()
+        pseudonyms(salt, cohort.patients)  # a collision, however unlikely, is refused before anything is written
+    except SaltError as exc:
+        raise UserError([str(exc)]) from None
+    config[CHECK_KEY] = salt_check(salt)
+    return salt
+
+
 def configure(args: argparse.Namespace, argv: list[str] | None) -> tuple[dict[str, Any], StudyPaths, Any]:
     """Check everything, then write the study's config.json; returns (config, folder, cohort). Raises UserError."""
     problems = validate(args)
@@ -206,6 +232,9 @@ def configure(args: argparse.Namespace, argv: list[str] | None) -> tuple[dict[st
             open_storage(config["storage"]).engine.dispose()
         except StorageError as exc:
             raise UserError([str(exc)]) from None
+    salt = study_salt(config, paths, stored, cohort)
     paths.root.mkdir(parents=True, exist_ok=True)
+    if salt is not None and not stored:
+        write_salt(paths, salt)
     write_json(paths.config, config)
     return config, paths, cohort

@@ -98,6 +98,10 @@ def _where_flags(p: argparse.ArgumentParser) -> None:
     s.add_argument("--runs-dir", type=Path, default=Path("runs"), help="folder holding one folder per study")
     s.add_argument("--storage", help="Optuna RDB URL (default: sqlite in the study folder)")
     s.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite mlflow.db in --runs-dir)")
+    s.add_argument("--pseudonymise", action=argparse.BooleanOptionalAction, default=None,
+                   help="replace patient ids by stable salted hashes in everything the study writes (folds, "
+                        "trials, Ray, MLflow, report); the salt stays in the study folder. Fixed when the study "
+                        "is created [off]")  # fmt: skip
     s.add_argument("--no-register", action="store_true", help="do not register the winner at the end")
     s.add_argument("--model-name", default="cervical-staging", help="registered model name for the winner")
 
@@ -165,7 +169,21 @@ STUDY_SETTINGS: dict[str, object] = {
     "holdout": 0.0,
     "seed": 0,
     "pretrained": True,
+    "pseudonymise": False,
 }
+
+
+def _conflict(key: str, given: object, stored: object) -> str:
+    """Why a flag cannot change a setting of an existing study."""
+    if key == "pseudonymise":
+        if stored:
+            return ("--no-pseudonymise: this study was created with --pseudonymise and stays pseudonymised "
+                    "(its folds and trials name patients by pseudonyms); drop the flag, or start a new --study")  # fmt: skip
+        return ("--pseudonymise: this study was created without it and has already recorded real patient ids "
+                "(folds, trials, MLflow), so it cannot be pseudonymised mid-study; start a new --study with "
+                "--pseudonymise")  # fmt: skip
+    flag = "--" + key.replace("_", "-")
+    return f"{flag} {given} conflicts with this study's {stored} (start a new --study)"
 
 
 def resolve_settings(
@@ -178,10 +196,7 @@ def resolve_settings(
         given = str(given) if isinstance(given, Path) else given
         if key in stored and stored[key] is not None:
             if given is not None and given != stored[key]:
-                flag = "--" + key.replace("_", "-")
-                problems.append(
-                    f"{flag} {given} conflicts with this study's {stored[key]} (start a new --study)"
-                )
+                problems.append(_conflict(key, given, stored[key]))
             settings[key] = stored[key]
         else:
             settings[key] = given if given is not None else default

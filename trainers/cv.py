@@ -11,7 +11,7 @@ import dataclasses
 import json
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,10 +62,14 @@ def prepare_cohort(
     params: PreprocessParams | None = None,
     cohort: Cohort | None = None,
     exclude: Sequence[str] = (),
+    rename: Mapping[str, str] | None = None,
 ) -> PreparedCohort:
     """Validate (raises ManifestError), preprocess through the cache and load or write the folds.
 
-    Patients in `exclude` (a held-out test set) are left out of the folds and of the ROI slices.
+    Patients in `exclude` (a held-out test set) are left out of the folds and of the ROI slices. With `rename`
+    (patient id -> pseudonym, every patient) the folds are made on the real ids, so they are the folds the
+    same study would get without it, but the folds file, the ROI slices and the returned cohort carry only
+    the new names; `cohort_hash` stays the hash of the real (kept) cohort.
     """
     cohort = cohort or load_manifest(manifest, folds=folds, cv_group=cv_group)
     if exclude:
@@ -78,8 +82,10 @@ def prepare_cohort(
         folds_path = cache_root() / "folds" / f"{chash}-k{folds}-s{fold_seed}-{cv_group}.json"
     labels = cohort.patient_labels()
     split = load_or_make_folds(
-        folds_path, labels, cohort.patient_groups(cv_group), folds, fold_seed, chash, cv_group
+        folds_path, labels, cohort.patient_groups(cv_group), folds, fold_seed, chash, cv_group, rename
     )
+    if rename is not None:
+        cohort = cohort.renamed(rename)
     rois = load_rois(cohort, params)
     return PreparedCohort(cohort, rois, split, Path(folds_path), chash)
 

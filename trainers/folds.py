@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -57,12 +58,27 @@ def _load_or_write(path: Path, meta: dict[str, Any], key: str, make: Any) -> Any
     return value
 
 
+def _renamed(patients: list[str], rename: Mapping[str, str] | None) -> list[str]:
+    return sorted(rename[p] for p in patients) if rename is not None else patients
+
+
 def load_or_make_holdout(
-    path: str | Path, labels: dict[str, int], fraction: float, seed: int = 0, cohort_hash: str = ""
-) -> list[str]:
-    """The held-out patients of a study, drawn once and reused."""
-    meta = {"cohort_hash": cohort_hash, "fraction": fraction, "seed": seed}
-    return _load_or_write(Path(path), meta, "patients", lambda: split_holdout(labels, fraction, seed))
+    path: str | Path, labels: dict[str, int], fraction: float, seed: int = 0, cohort_hash: str = "",
+    rename: Mapping[str, str] | None = None,
+) -> list[str]:  # fmt: skip
+    """The held-out patients of a study, drawn once and reused.
+
+    With `rename` (patient id -> pseudonym) the split is drawn on the real ids, so it is the same split as
+    without, but written and returned as pseudonyms.
+    """
+    meta = {"cohort_hash": cohort_hash, "fraction": fraction, "seed": seed, **_ids_meta(rename)}
+    return _load_or_write(
+        Path(path), meta, "patients", lambda: _renamed(split_holdout(labels, fraction, seed), rename)
+    )
+
+
+def _ids_meta(rename: Mapping[str, str] | None) -> dict[str, str]:
+    return {"ids": "pseudonyms"} if rename is not None else {}
 
 
 def load_or_make_folds(
@@ -73,7 +89,18 @@ def load_or_make_folds(
     seed: int = 0,
     cohort_hash: str = "",
     group_by: str = "patient",
+    rename: Mapping[str, str] | None = None,
 ) -> list[dict[str, list[str]]]:
-    """Reuse `path` if it was made for this cohort and these settings, else write it; never silently redo."""
-    meta: dict[str, Any] = {"cohort_hash": cohort_hash, "k": k, "seed": seed, "group_by": group_by}
-    return _load_or_write(Path(path), meta, "folds", lambda: make_folds(labels, groups, k, seed))
+    """Reuse `path` if it was made for this cohort and these settings, else write it; never silently redo.
+
+    With `rename` (patient id -> pseudonym) the folds are made on the real ids (the same folds as without) and
+    written and returned as pseudonyms.
+    """
+    meta: dict[str, Any] = {"cohort_hash": cohort_hash, "k": k, "seed": seed, "group_by": group_by,
+                            **_ids_meta(rename)}  # fmt: skip
+
+    def make() -> list[dict[str, list[str]]]:
+        split = make_folds(labels, groups, k, seed)
+        return [{part: _renamed(ids, rename) for part, ids in fold.items()} for fold in split]
+
+    return _load_or_write(Path(path), meta, "folds", make)

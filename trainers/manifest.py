@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import hashlib
 import os
 import sys
 from collections import Counter
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from io import StringIO
@@ -89,6 +91,12 @@ class Cohort:
             if groups.setdefault(s.patient_id, s.site) != s.site:
                 raise ValueError(f"patient {s.patient_id} is listed at several sites")
         return groups
+
+    def renamed(self, names: Mapping[str, str]) -> Cohort:
+        """The same scans under other patient ids (`names`: id -> new id for every patient, e.g. pseudonyms)."""
+        return dataclasses.replace(
+            self, scans=tuple(dataclasses.replace(s, patient_id=names[s.patient_id]) for s in self.scans)
+        )
 
     def content_hash(self) -> str:
         """Short sha256 of rows plus each file's size and mtime_ns, to detect a changed cohort between runs."""

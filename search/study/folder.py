@@ -84,6 +84,11 @@ class StudyPaths:
         return self.root / "mlflow-artifacts"
 
     @property
+    def salt(self) -> Path:
+        """The salt of a pseudonymised study (`search.study.pseudonyms`); it never leaves this folder."""
+        return self.root / "pseudonym_salt"
+
+    @property
     def state(self) -> Path:
         return self.root / "state.json"
 

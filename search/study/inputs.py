@@ -2,7 +2,9 @@
 
 The search and the refit of its winner both go through here, so the refit trains on exactly what the trial
 was scored on (same cohort hash, hold-out, folds and fixed settings). It needs the trainers (torch), so the
-`search.study` package does not import it.
+`search.study` package does not import it. In a pseudonymised study this is where patient ids become
+pseudonyms (`search.study.pseudonyms`): everything after it (Ray, the trials, MLflow, the refit, the report)
+gets the inputs with pseudonyms only.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from search.study.folder import StudyPaths
+from search.study.pseudonyms import study_pseudonyms
 from spaces import get_space
 from spaces.base import Space
 from trainers.config import TrainConfig
@@ -26,7 +29,10 @@ class CohortChangedError(Exception):
 
 @dataclass(frozen=True)
 class StudyInputs:
-    """Everything trials share: the whole cohort, its held-out patients, and the rest prepared with its folds."""
+    """Everything trials share: the whole cohort, its held-out patients, and the rest prepared with its folds.
+
+    In a pseudonymised study every patient id in here (cohort, hold-out, folds, ROI slices) is a pseudonym.
+    """
 
     cohort: Cohort
     holdout: list[str]
@@ -44,7 +50,9 @@ def prepare_inputs(
 ) -> StudyInputs:
     """Hold-out (written once), folds (written once) and cached ROI slices of the study's cohort.
 
-    Raises CohortChangedError when the manifest's files no longer hash to the study's cohort.
+    Raises CohortChangedError when the manifest's files no longer hash to the study's cohort, and
+    `pseudonyms.SaltError` when a pseudonymised study's salt is missing or replaced. Hold-out and folds are
+    drawn on the real ids either way, so pseudonymising changes the names only.
     """
     settings = config["settings"]
     cohort = cohort or load_cohort(config)
@@ -53,18 +61,24 @@ def prepare_inputs(
             f"study {paths.name!r} was made on cohort {config['cohort_hash']}, but {config['manifest_path']} is "
             f"now {cohort.content_hash()} (changed files?); start a new --study"
         )
+    rename = study_pseudonyms(config, paths, cohort.patients)
     holdout: list[str] = []
     if settings.get("holdout"):
         holdout = load_or_make_holdout(
             paths.holdout, cohort.patient_labels(), float(settings["holdout"]), int(settings["seed"]),
-            config["cohort_hash"],
+            config["cohort_hash"], rename,
         )  # fmt: skip
         if log:
             log(f"held out {len(holdout)} patients for the final test ({paths.holdout}); no trial sees them")
+    real_ids = {v: k for k, v in rename.items()} if rename is not None else {}
     prepared = prepare_cohort(
         config["manifest_path"], int(settings["folds"]), int(settings["seed"]), str(settings["cv_group"]),
-        paths.folds, cohort=cohort, exclude=holdout,
+        paths.folds, cohort=cohort, exclude=[real_ids.get(p, p) for p in holdout], rename=rename,
     )  # fmt: skip
+    if rename is not None:
+        cohort = cohort.renamed(rename)
+        if log:
+            log(f"patient ids pseudonymised (salt in {paths.salt}, which stays in the study folder)")
     return StudyInputs(cohort, holdout, prepared)
 
 
