@@ -175,7 +175,7 @@ def _fit(args: Any, config: dict, paths: StudyPaths, inputs: StudyInputs, sessio
     scheduler = make_scheduler(args.scheduler, int(settings["max_epochs"]), args.grace_epochs, args.reduction_factor)
     callbacks = [TrackingCallback(session.tracker, study, session.storage, paths, progress.trial_finished), progress]
     tuner = build_tuner(trainable, searcher, scheduler, remaining, resources, args.max_concurrent,
-                        str(paths.ray_results.resolve()), name, callbacks)  # fmt: skip
+                        str(paths.ray_results.resolve()), name, callbacks, args.max_retries)  # fmt: skip
     # Ray suggests Tuner.restore on interruption; this tool resumes with --resume instead.
     tune_log = logging.getLogger("ray.tune.tune")
     if not any(isinstance(f, _NoRestoreHint) for f in tune_log.filters):

@@ -108,7 +108,12 @@ def _where_flags(p: argparse.ArgumentParser) -> None:
 
 def _compute_flags(p: argparse.ArgumentParser) -> None:
     r = p.add_argument_group("compute")
-    r.add_argument("--address", help="existing Ray cluster: auto or ray://host:port (default: local Ray)")
+    r.add_argument("--address",
+                   help="existing Ray cluster: its head's host:port, auto (RAY_ADDRESS or the cluster started on "
+                        "this machine) or ray://host:10001 (Ray Client) (default: a local Ray)")  # fmt: skip
+    r.add_argument("--max-retries", type=int, default=1,
+                   help="restarts of a trial from scratch when it fails, e.g. because its node or worker died; "
+                        "after that it is recorded as failed with the reason")  # fmt: skip
     r.add_argument("--gpus-per-trial", type=float, default=None,
                    help="GPU share per trial, fractions allowed: 0.25 = four trials per GPU (default: 0.25 with GPUs, else 0)")  # fmt: skip
     r.add_argument("--cpus-per-trial", type=float, default=None,
@@ -143,6 +148,8 @@ def validate(args: argparse.Namespace) -> list[str]:
         problems.append(f"--gpus-per-trial above 1 must be whole (got {args.gpus_per_trial})")
     if args.cpus_per_trial is not None and args.cpus_per_trial <= 0:
         problems.append(f"--cpus-per-trial must be > 0 (got {args.cpus_per_trial})")
+    if args.max_retries < 0:
+        problems.append(f"--max-retries must be >= 0 (got {args.max_retries})")
     if args.max_concurrent < 0:
         problems.append(f"--max-concurrent must be >= 0 (got {args.max_concurrent})")
     if args.study is not None and not STUDY_NAME.match(args.study):

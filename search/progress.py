@@ -64,6 +64,19 @@ class Progress(Callback):
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.running += 1
 
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        """Tune restarts a failed trial (e.g. its node died): say so and why (it counts once, when it ends)."""
+        from search.tuning import trial_error
+
+        self.running = max(0, self.running - 1)
+        number = int(trial.config.get(OPTUNA_NUMBER_KEY, -1))
+        self.epochs.pop(number, None)
+        where = (trial.last_result or {}).get("node", "?")
+        error = trial_error(trial).strip()
+        reason = error.splitlines()[-1] if error else "see the Ray trial log"
+        print(f"trial {number} failed on node {where}: {reason}; restarting it from scratch (retry "
+              f"{trial.num_failures} of {trial.max_failures})", file=self.out or sys.stdout, flush=True)  # fmt: skip
+
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         self.epochs[int(trial.config.get(OPTUNA_NUMBER_KEY, -1))] = (
             result.get("epoch", 0),

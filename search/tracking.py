@@ -111,7 +111,9 @@ class StudyTracker:
         return killed
 
     def start_trial(self, number: int, params: dict[str, Any], tags: dict[str, str]) -> str:
-        """A nested child run for Optuna trial `number`."""
+        """A nested child run for Optuna trial `number`; a trial that Tune restarts keeps its run."""
+        if number in self.children:
+            return self.children[number]
         run = self.client.create_run(
             self.experiment_id,
             run_name=f"trial-{number:04d}",
@@ -126,6 +128,17 @@ class StudyTracker:
         self.children[number] = run_id
         self.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
         return run_id
+
+    def retry_trial(self, number: int, failures: int, error: str) -> None:
+        """Note on trial `number`'s run that it failed (`failures` times so far) and starts again from scratch:
+        its epochs are then logged a second time at the same steps."""
+        reason = error.strip().splitlines()[-1] if error.strip() else "see the Ray trial log"
+        self.tag_trial(number, {"retries": str(failures), f"retry_{failures}_reason": reason})
+
+    def tag_trial(self, number: int, tags: dict[str, str]) -> None:
+        """Set tags on trial `number`'s run (e.g. the node it runs on)."""
+        if number in self.children:
+            self.client.log_batch(self.children[number], tags=[RunTag(k, str(v)[:4000]) for k, v in tags.items()])
 
     def log_epoch(self, number: int, epoch: int, metrics: dict[str, float]) -> None:
         """Per-epoch metrics of a trial (step = epoch)."""

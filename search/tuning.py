@@ -50,8 +50,11 @@ class StageSearch(OptunaSearch):
         return params
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
+        steps = self._steps().setdefault(trial_id, set())
+        if result.get("training_iteration") in steps:
+            return  # a restarted trial (its node was lost) reporting an epoch again: Optuna keeps the first
         super().on_trial_result(trial_id, result)
-        self._steps().setdefault(trial_id, set()).add(result.get("training_iteration"))
+        steps.add(result.get("training_iteration"))
 
     def _steps(self) -> dict[str, set]:
         if not hasattr(self, "_reported_steps"):
@@ -149,6 +152,8 @@ class TrackingCallback(Callback):
     def on_trial_result(self, iteration: int, trials: list, trial: Trial, result: dict, **info: Any) -> None:
         epoch = TrialEpoch.from_result(result)
         self.tracker.log_epoch(trial_number(trial), epoch.epoch, epoch.epoch_metrics())
+        if epoch.epoch == 1 and result.get("node"):  # where this attempt runs (a restart may move it)
+            self.tracker.tag_trial(trial_number(trial), {"node": result["node"]})
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Trial, **info: Any) -> None:
         result = trial.last_result or {}
@@ -158,15 +163,24 @@ class TrackingCallback(Callback):
         self.tracker.finish_trial(number, state, final, self.paths.oof(number))
         self.on_finish(trial, state, final)
 
+    def on_trial_recover(self, iteration: int, trials: list, trial: Trial, **info: Any) -> None:
+        """Tune restarts the trial (its worker or node died): the same run goes on, tagged with the reason."""
+        self.tracker.retry_trial(trial_number(trial), trial.num_failures, trial_error(trial))
+
     def on_trial_error(self, iteration: int, trials: list, trial: Trial, **info: Any) -> None:
-        error = ""
-        if trial.error_file:
-            try:
-                error = open(trial.error_file).read()[-4000:]
-            except OSError:
-                error = trial.error_file
+        error = trial_error(trial)
         self.tracker.finish_trial(trial_number(trial), "failed", None, error=error)
         self.on_finish(trial, "failed", None, error)
+
+
+def trial_error(trial: Trial) -> str:
+    """The end of a trial's error file (every failure of the trial, one after another), or ""."""
+    if not trial.error_file:
+        return ""
+    try:
+        return open(trial.error_file).read()[-4000:]
+    except OSError:
+        return trial.error_file
 
 
 def build_tuner(
@@ -179,8 +193,14 @@ def build_tuner(
     storage_path: str,
     name: str,
     callbacks: list[Callback],
+    max_retries: int = 1,
 ) -> tune.Tuner:
-    """A Tuner whose trials each reserve `resources` (fractional GPUs allowed), results under the study folder."""
+    """A Tuner whose trials each reserve `resources` (fractional GPUs allowed), results under the study folder.
+
+    A trial whose worker or node dies is restarted from scratch up to `max_retries` times (it keeps its Tune
+    trial, so its Optuna trial and MLflow run); after that it ends FAIL with the reason. Tune retries every
+    failure of a trial alike, so an error raised inside a trial is retried too.
+    """
     return tune.Tuner(
         tune.with_resources(trainable, resources),
         tune_config=tune.TuneConfig(
@@ -195,6 +215,6 @@ def build_tuner(
             storage_path=storage_path,
             verbose=0,
             callbacks=callbacks,
-            failure_config=tune.FailureConfig(max_failures=0),
+            failure_config=tune.FailureConfig(max_failures=max_retries),
         ),
     )

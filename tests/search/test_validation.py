@@ -18,6 +18,7 @@ from tests.search.conftest import ROOT
         (["--folds", "1"], "--folds"),
         (["--gpus-per-trial", "1.5"], "--gpus-per-trial"),
         (["--address", "not an address"], "--address"),
+        (["--max-retries", "-1"], "--max-retries"),
         (["--storage", "optuna.db"], "--storage"),
         (["--study", "bad/name"], "--study"),
         (["--resume"], "--resume"),
