@@ -3,6 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import optuna
@@ -40,3 +49,44 @@ def mlflow_runs(tracking_uri: str, study: str) -> tuple[object, list]:
 @pytest.fixture()
 def runs(tmp_path: Path) -> Path:
     return tmp_path / "runs"
+
+
+DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback servers, never via a proxy
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def mlflow_server(folder: Path, store_args: list[str], env: dict[str, str] | None = None,
+                  timeout: float = 180) -> Iterator[str]:  # fmt: skip
+    """An MLflow tracking server on 127.0.0.1 (log in `folder/server.log`), stopped by its process group's id."""
+    cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port := free_port()),
+           *store_args, "--artifacts-destination", str(folder / "artifacts"), "--workers", "1"]  # fmt: skip
+    log = (folder / "server.log").open("w")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + timeout
+        while True:
+            try:
+                with DIRECT.open(f"{url}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            assert proc.poll() is None, (folder / "server.log").read_text()
+            assert time.time() < deadline, "MLflow server did not start"
+            time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)  # the server and its workers, by the id of the process we started
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

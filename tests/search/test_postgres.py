@@ -16,13 +16,11 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,13 +30,12 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from search.study import STORAGE_ENV
-from tests.search.conftest import ROOT, search_args
+from tests.search.conftest import DIRECT, ROOT, free_port, mlflow_server, search_args
 
 pytestmark = pytest.mark.slow
 
 STUDY = "shared"
 ROLE = "stage"
-DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback servers, never via a proxy
 URL_LINE = re.compile(r": (http://127\.0\.0\.1:\d+/\S*)$", re.M)
 
 
@@ -47,12 +44,6 @@ def _unavailable(reason: str) -> None:
     if os.environ.get("CI") == "true":
         pytest.fail(f"CI: {reason}")
     pytest.skip(reason)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _pg_bin() -> Path:
@@ -96,7 +87,7 @@ def postgres() -> Iterator[Postgres]:
     base = Path(tempfile.mkdtemp(prefix="stagesearch-pg-"))  # 0700: only its owner reaches the socket
     if as_user:
         os.chown(base, account.pw_uid, account.pw_gid)
-    data, log, port = base / "data", base / "server.log", _free_port()
+    data, log, port = base / "data", base / "server.log", free_port()
     pg = Postgres(port, "pg-" + secrets.token_hex(12))
 
     def run(*cmd: str, **kw: object) -> subprocess.CompletedProcess:
@@ -200,44 +191,20 @@ def _finish(proc: subprocess.Popen, timeout: float = 900) -> tuple[int, str]:
 
 
 @pytest.fixture(scope="module")
-def mlflow_server(postgres: Postgres, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+def tracking_server(postgres: Postgres, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     """An MLflow tracking server on the same PostgreSQL (database `mlflow`), its store URI in its environment."""
     folder = tmp_path_factory.mktemp("mlflow_server")
-    port = _free_port()
-    cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-           "--artifacts-destination", str(folder / "artifacts"), "--workers", "1"]  # fmt: skip
     env = _env(MLFLOW_BACKEND_STORE_URI=postgres.url("mlflow"), MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
-    log = (folder / "server.log").open("w")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 180
-        while True:
-            try:
-                with DIRECT.open(f"{url}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            assert proc.poll() is None, (folder / "server.log").read_text()
-            assert time.time() < deadline, "MLflow server did not start"
-            time.sleep(0.5)
+    with mlflow_server(folder, [], env=env) as url:
         yield url, folder
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # the server and its workers, by the id of the process we started
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 @pytest.fixture(scope="module")
-def shared(postgres: Postgres, mlflow_server, tiny_cohort: Path, tmp_path_factory) -> Iterator[Shared]:
+def shared(postgres: Postgres, tracking_server, tiny_cohort: Path, tmp_path_factory) -> Iterator[Shared]:
     """Search (password on its command line), resume with registration and optuna-dashboard (password in
     STAGESEARCH_STORAGE), the report (password in PGPASSWORD), and the report without any password; each as a
     user runs it, with Ray's session folders (its logs) in a folder of the test's own."""
-    tracking, server_folder = mlflow_server
+    tracking, server_folder = tracking_server
     runs = tmp_path_factory.mktemp("pg") / "runs"
     s = Shared(postgres, tracking, runs, server_folder, Path(tempfile.mkdtemp(prefix="ssray-")))  # short: sockets
     s.watcher.start()
@@ -270,7 +237,7 @@ def shared(postgres: Postgres, mlflow_server, tiny_cohort: Path, tmp_path_factor
 
 def _browse(s: Shared) -> str:
     """`stagesearch dashboard` on the study; its API must list the study's 4 trials. Returns its output."""
-    port = _free_port()
+    port = free_port()
     log = s.runs.parent / "dashboard.log"
     cmd = [sys.executable, "-m", "stagesearch", "dashboard", "--runs-dir", str(s.runs), "--study", STUDY,
            "--port", str(port)]  # fmt: skip

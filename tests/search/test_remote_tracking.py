@@ -2,60 +2,21 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-
 import pytest
 import ray
 from mlflow.tracking import MlflowClient
 
 from search.cli import main
-from tests.search.conftest import mlflow_runs, search_args
+from tests.search.conftest import mlflow_runs, mlflow_server, search_args
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     folder = tmp_path_factory.mktemp("mlflow_server")
-    port = _free_port()
-    cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-           "--backend-store-uri", f"sqlite:///{folder / 'server.db'}",
-           "--artifacts-destination", str(folder / "artifacts"), "--workers", "1"]  # fmt: skip
-    log = (folder / "server.log").open("w")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            assert proc.poll() is None, (folder / "server.log").read_text()
-            assert time.time() < deadline, "MLflow server did not start"
-            time.sleep(0.5)
+    with mlflow_server(folder, ["--backend-store-uri", f"sqlite:///{folder / 'server.db'}"]) as url:
         yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # the server and its workers, by the id of the process we started
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 def test_nested_runs_on_tracking_server(server, tiny_cohort, runs) -> None:
