@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from trainers.failures import UnreadableDataError
 from trainers.preprocess import ScanROI
 
 
@@ -31,7 +32,16 @@ class SliceData:
 
 
 def roi_tensor(roi: ScanROI, resolution: int, channels: int) -> torch.Tensor:
-    """One scan's cached ROI slabs as model input (S, C, R, R): centre slice or 2.5D, resized."""
+    """One scan's cached ROI slabs as model input (S, C, R, R): centre slice or 2.5D, resized.
+
+    Raises UnreadableDataError (naming the patient) for an array that is not k square 3-slice slabs.
+    """
+    shape = getattr(roi.slabs, "shape", None)
+    if shape is None or len(shape) != 4 or shape[0] < 1 or shape[1] != 3 or shape[2] != shape[3]:
+        raise UnreadableDataError(
+            f"patient {roi.patient_id}: cached ROI array has shape {shape}, expected (k, 3, R, R); "
+            "delete the preprocessing cache to rebuild it"
+        )
     slabs = torch.as_tensor(roi.slabs.astype(np.float32))
     if channels == 1:
         slabs = slabs[:, 1:2]
@@ -54,8 +64,15 @@ def build_slice_data(rois: Sequence[ScanROI], resolution: int, channels: int = 1
         slabs = roi_tensor(roi, resolution, channels)
         blocks.append(slabs)
         owners.extend([patients.index(roi.patient_id)] * len(slabs))
+    x = torch.cat(blocks).contiguous()
+    if not bool(torch.isfinite(x).all()):  # one pass over the resized slices; names the patients only on failure
+        bad = sorted({patients[o] for o, ok in zip(owners, torch.isfinite(x).flatten(1).all(1).tolist(), strict=True) if not ok})
+        raise UnreadableDataError(
+            f"cached ROI arrays with non-finite values for patient(s) {', '.join(bad)}; "
+            "delete the preprocessing cache to rebuild them"
+        )
     return SliceData(
-        x=torch.cat(blocks).contiguous(),
+        x=x,
         patient_index=np.asarray(owners),
         patients=patients,
         patient_label=np.asarray([labels[p] for p in patients]),

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import sys
+import zipfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -154,13 +155,29 @@ def preprocess_scan(scan: Scan, params: PreprocessParams) -> ScanROI:
     )
 
 
+def read_cached_roi(path: Path, scan: Scan) -> ScanROI | None:
+    """One scan's cache entry, or None when it is missing or cannot be read (truncated or damaged file, wrong
+    shape): the caller then preprocesses the scan again and overwrites the entry."""
+    if not path.exists():
+        return None
+    try:
+        with np.load(path) as z:
+            slabs, area = z["slabs"], z["tumour_area"]
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):
+        return None
+    if slabs.ndim != 4 or slabs.shape[1] != 3 or slabs.shape[2] != slabs.shape[3] or len(area) != len(slabs):
+        return None
+    return ScanROI(scan.patient_id, scan.label, slabs, area)
+
+
 def load_rois(
     cohort: Cohort,
     params: PreprocessParams | None = None,
     cache_dir: str | Path | None = None,
     progress: bool = True,
 ) -> list[ScanROI]:
-    """ROI slabs for every scan of the cohort, from the cache where present, else computed and stored."""
+    """ROI slabs for every scan of the cohort, from the cache where present and readable, else computed and
+    stored (an unreadable entry is said so on stderr and replaced)."""
     params = params or PreprocessParams()
     cache = Path(cache_dir) if cache_dir is not None else cache_root() / "preprocessed"
     cache.mkdir(parents=True, exist_ok=True)
@@ -168,10 +185,13 @@ def load_rois(
     misses = 0
     for i, scan in enumerate(cohort.scans):
         path = cache / f"{scan_key(scan, params)}.npz"
-        if path.exists():
-            with np.load(path) as z:
-                out.append(ScanROI(scan.patient_id, scan.label, z["slabs"], z["tumour_area"]))
+        cached = read_cached_roi(path, scan)
+        if cached is not None:
+            out.append(cached)
             continue
+        if path.exists():
+            print(f"cache entry {path.name} of patient {scan.patient_id} is unreadable: preprocessing the scan again",
+                  file=sys.stderr, flush=True)  # fmt: skip
         roi = preprocess_scan(scan, params)
         tmp = path.with_name(path.stem + f".{os.getpid()}.tmp.npz")
         np.savez(tmp, slabs=roi.slabs, tumour_area=roi.tumour_area)

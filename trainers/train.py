@@ -6,6 +6,8 @@ ASHA compare trials after epoch 1, 2, 4, ... on the same footing.
 
 from __future__ import annotations
 
+import dataclasses
+import gc
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -20,6 +22,7 @@ from trainers.augment import build_augment
 from trainers.backbones import create_backbone, family_of
 from trainers.config import TrainConfig
 from trainers.data import SliceData
+from trainers.failures import Fault, LossCheck, is_out_of_memory
 from trainers.metrics import auc, fold_spread, patient_means, summary_metrics
 
 
@@ -38,6 +41,7 @@ class EpochReport:
     ended_at: float = 0.0  # wall-clock time (epoch seconds) at which the epoch ended
     pretrained: bool = False
     pretrained_note: str = ""
+    batch_size: int = 0  # the batch size this epoch trained with (half the configured one after running out of memory)
 
 
 @dataclass
@@ -145,16 +149,24 @@ def _autocast(device: torch.device, fast: bool):
     return torch.autocast(device.type, enabled=False)
 
 
-def _train_epoch(fold: _Fold, x: torch.Tensor, y: torch.Tensor) -> float:
-    """One epoch of one fold: gather, augment and step whole batches on the device; one sync at the end."""
+def _train_epoch(
+    fold: _Fold, x: torch.Tensor, y: torch.Tensor, epoch: int, check: LossCheck, fault: Fault | None = None
+) -> float:
+    """One epoch of one fold: gather, augment and step whole batches on the device; `check` stops it at a
+    non-finite loss (see LossCheck for what that costs); one sync at the end for the epoch's mean loss."""
     fold.model.train()
     total = torch.zeros((), device=fold.device)
     n = 0
     fmt = _memory_format(fold.fast)
     for idx in fold.batches():
         xb = fold.augment(x[idx]).contiguous(memory_format=fmt)
-        total += fold.step(xb, y[idx])
+        if fault is not None:
+            xb = fault.on_step(check.steps + 1, xb, fold.batch_size)
+        loss = fold.step(xb, y[idx])
+        check.push(loss, fold.i, epoch)
+        total += loss
         n += len(idx)
+    check.flush()
     return float(total) / max(n, 1)
 
 
@@ -180,9 +192,15 @@ def cross_validate(
     cfg: TrainConfig,
     on_epoch: Callable[[EpochReport], bool | None] | None = None,
     log: Callable[[str], None] | None = print,
+    oom_retry: bool = False,
+    fault: Fault | None = None,
 ) -> CVResult:
-    """Train k fold models in lockstep; after each epoch call `on_epoch` (return True to stop early)."""
-    return train_folds(data, folds, cfg, on_epoch, log)[0]
+    """Train k fold models in lockstep; after each epoch call `on_epoch` (return True to stop early).
+
+    `oom_retry`: out of device memory, train again once with half the batch size (see `train_folds`).
+    `fault` is for tests only: it injects a failure (trainers.failures.Fault).
+    """
+    return train_folds(data, folds, cfg, on_epoch, log, oom_retry, fault)[0]
 
 
 def train_folds(
@@ -191,15 +209,76 @@ def train_folds(
     cfg: TrainConfig,
     on_epoch: Callable[[EpochReport], bool | None] | None = None,
     log: Callable[[str], None] | None = print,
+    oom_retry: bool = False,
+    fault: Fault | None = None,
 ) -> tuple[CVResult, list[nn.Module]]:
-    """`cross_validate`, also returning the k trained fold models (in eval mode, on the CPU)."""
+    """`cross_validate`, also returning the k trained fold models (in eval mode, on the CPU).
+
+    With `oom_retry`, running out of device memory frees the fold models and trains again from the start, once,
+    with half the batch size (at least 2, for BatchNorm); the result's config and every epoch report carry the
+    batch size used. Epochs the first attempt already passed to `on_epoch` are not passed again, so a caller
+    that reports epochs sees each epoch once. An exception leaving here has `batch_size` set to the batch size
+    of the attempt that raised it.
+    """
     start = time.perf_counter()
     device = resolve_device(cfg.device)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     x_all = data.x.to(device)  # the trial's whole cohort of slices, on its device once
     y_all = torch.as_tensor(data.slice_labels(), dtype=torch.long, device=device)
+    seen = 0
+
+    def once(report: EpochReport) -> bool | None:
+        nonlocal seen
+        if report.epoch <= seen:
+            return None
+        seen = report.epoch
+        return on_epoch(report) if on_epoch is not None else None
+
+    attempt = cfg
+    try:
+        return _train_attempt(data, folds, attempt, device, x_all, y_all, once, log, fault, start)
+    except Exception as exc:
+        exc.batch_size = attempt.batch_size
+        half = attempt.batch_size // 2
+        if not (oom_retry and is_out_of_memory(exc) and half >= 2):
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    _release(device)  # the failed attempt's models and optimiser state are gone with its exception
+    attempt = dataclasses.replace(cfg, batch_size=half)
+    if log:
+        log(f"out of memory at batch size {cfg.batch_size} ({first}); training again with batch size {half}")
+    try:
+        return _train_attempt(data, folds, attempt, device, x_all, y_all, once, log, fault, start)
+    except Exception as exc:
+        exc.batch_size = attempt.batch_size
+        if is_out_of_memory(exc):
+            exc.add_note(f"out of memory at batch size {cfg.batch_size}, and again after retrying with {half}")
+        raise
+
+
+def _release(device: torch.device) -> None:
+    """Give freed device memory back before a retry."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _train_attempt(
+    data: SliceData,
+    folds: Sequence[dict],
+    cfg: TrainConfig,
+    device: torch.device,
+    x_all: torch.Tensor,
+    y_all: torch.Tensor,
+    on_epoch: Callable[[EpochReport], bool | None],
+    log: Callable[[str], None] | None,
+    fault: Fault | None,
+    start: float,
+) -> tuple[CVResult, list[nn.Module]]:
+    """One training run of the k folds at `cfg` (its batch size may be a retry's)."""
     fold_states = [_Fold(i, split, data, cfg, device, y_all) for i, split in enumerate(folds)]
+    check = LossCheck(device)
     setup_seconds = time.perf_counter() - start
     label_of = {p: int(lab) for p, lab in zip(data.patients, data.patient_label, strict=True)}
     history: list[EpochReport] = []
@@ -207,7 +286,7 @@ def train_folds(
         t0 = time.perf_counter()
         losses, fold_aucs, oof = [], [], []
         for fold in fold_states:
-            losses.append(_train_epoch(fold, x_all, y_all))
+            losses.append(_train_epoch(fold, x_all, y_all, epoch, check, fault))
             owners = data.patient_index[fold.val_idx]
             patients, probs = patient_means(
                 [data.patients[p] for p in owners],
@@ -234,6 +313,7 @@ def train_folds(
             ended_at=time.time(),
             pretrained=fold_states[0].built.pretrained,
             pretrained_note=fold_states[0].built.note,
+            batch_size=cfg.batch_size,
         )
         history.append(report)
         if log:
@@ -242,7 +322,7 @@ def train_folds(
                 f"epoch {epoch}/{cfg.epochs}  loss {report.train_loss:.4f}  fold AUC [{aucs}]  "
                 f"mean {report.mean_fold_auc:.3f}  cv_auc {report.cv_auc:.3f}  ({report.seconds:.1f} s)"
             )
-        if on_epoch is not None and on_epoch(report):
+        if on_epoch(report):
             break
     last = history[-1]
     built = fold_states[0].built
