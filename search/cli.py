@@ -15,6 +15,7 @@ from search.configure import UserError, configure
 from search.local_ray import describe_local_ray, prepare_local_ray
 from search.options import build_parser
 from search.study import (
+    ERROR_ATTR,
     HIDDEN,
     STORAGE_ENV,
     StorageError,
@@ -22,11 +23,14 @@ from search.study import (
     backbone_of,
     close_stale_trials,
     count_trials,
+    failure_counts,
     finished_trials,
+    format_failures,
     format_leaderboard,
     leaderboard,
     open_storage,
     read_json,
+    session_outcomes,
     sqlite_path,
     write_json,
     write_leaderboard,
@@ -41,8 +45,14 @@ def _fail(problems: list[str]) -> int:
     return 2
 
 
+#: Test-only: faults to inject into trials, as JSON by Optuna trial number (see trainers.failures.parse_faults).
+FAULTS_ENV = "STAGESEARCH_TEST_FAULTS"
+STRICT_METRICS_ENV = "TUNE_DISABLE_STRICT_METRIC_CHECKING"
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run `stagesearch run`; returns the process exit code (2 for user errors, before anything is written)."""
+    """Run `stagesearch run`; returns the process exit code: 2 for user errors (before anything is written),
+    1 when the search stopped because its trials kept failing (`search.failures`), else 0."""
     args = build_parser().parse_args(argv)
     prepare_local_ray(args.address)  # before anything imports Ray
     try:
@@ -60,6 +70,7 @@ class Session:
     storage: optuna.storages.BaseStorage
     tracker: StudyTracker
     counts: dict[str, int]
+    first_number: int = 0  # Optuna number of the first trial this session makes
 
 
 def _run(args: Any, config: dict, paths: StudyPaths, cohort: Any) -> int:
@@ -76,12 +87,27 @@ def _run(args: Any, config: dict, paths: StudyPaths, cohort: Any) -> int:
         return _fail([str(exc)])
     remaining = args.budget - session.counts["finished"]
     status = _tune(args, config, paths, inputs, session, remaining) if remaining > 0 else "FINISHED"
-    board = _summarise(args, config, paths, session, status)
+    stopped = _stopped(session, config["study"]) if remaining > 0 else None
+    board = _summarise(args, config, paths, session, "FAILED" if stopped else status, stopped)
     winner = None
-    if board.rows and not args.no_register and status == "FINISHED":
+    if board.rows and not args.no_register and status == "FINISHED" and not stopped:
         winner = _register(args, paths, config)
     _print_outcome(board, config, paths, winner)
+    if stopped:
+        print(f"\nerror: {stopped}", file=sys.stderr, flush=True)
+        return 1
     return 0
+
+
+def _stopped(session: Session, name: str) -> str | None:
+    """The stop rule's message when this session's failures stopped the search (`search.failures`), else None."""
+    from search.failures import stop_message
+
+    outcomes = session_outcomes(session.study, session.first_number)
+    failed = [t for t in session.study.get_trials(deepcopy=False) if t.number >= session.first_number
+              and t.user_attrs.get(ERROR_ATTR) and t.datetime_complete is not None]  # fmt: skip
+    last = max(failed, key=lambda t: t.datetime_complete).user_attrs[ERROR_ATTR] if failed else ""
+    return stop_message(outcomes, last, name)
 
 
 def _open_session(args: Any, config: dict, paths: StudyPaths) -> Session:
@@ -112,7 +138,7 @@ def _open_session(args: Any, config: dict, paths: StudyPaths) -> Session:
     print(f"study {name}: {counts['finished']} of {args.budget} trials finished before this session "
           f"({counts['complete']} complete, {counts['pruned']} pruned, {counts['failed']} failed); "
           f"{remaining} to run", flush=True)  # fmt: skip
-    return Session(study, storage, tracker, counts)
+    return Session(study, storage, tracker, counts, first_number=len(study.trials))
 
 
 def _tune(args: Any, config: dict, paths: StudyPaths, inputs: StudyInputs, session: Session, remaining: int) -> str:
@@ -155,6 +181,8 @@ def _fit(args: Any, config: dict, paths: StudyPaths, inputs: StudyInputs, sessio
         make_sampler,
         make_scheduler,
     )
+    from trainers.failures import parse_faults
+
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our own progress line instead of Tune's tables
     settings, name, study = config["settings"], config["study"], session.study
     resources = _resources(args, ray.cluster_resources())
@@ -164,23 +192,45 @@ def _fit(args: Any, config: dict, paths: StudyPaths, inputs: StudyInputs, sessio
     os.environ["TUNE_MAX_PENDING_TRIALS_PG"] = str(slots)
     print(f"ray: {_describe(ray.cluster_resources())}; each trial gets {resources}; up to {slots} at once",
           flush=True)  # fmt: skip
+    study_dir = str(paths.root.resolve())
     searcher = StageSearch(
         space=study_space(settings).space, metric=SEARCH_METRIC, mode="max", study_name=name,
         storage=session.storage, sampler=make_sampler(args.sampler, int(settings["seed"]) + len(study.trials), args.budget),
+        study_dir=study_dir, study_label=name,
     )  # fmt: skip
-    progress = Progress(args.budget, session.counts, best_complete(study))
+    progress = Progress(args.budget, session.counts, best_complete(study), reasons=failure_counts(study))
     fixed = fixed_settings(settings, num_threads=max(1, int(resources["cpu"])))
     trainable = tune.with_parameters(run_trial, rois=inputs.prepared.rois, folds=inputs.prepared.folds, fixed=fixed,
-                                     study_dir=str(paths.root.resolve()))  # fmt: skip
+                                     study_dir=study_dir, faults=parse_faults(os.environ.get(FAULTS_ENV, "")))  # fmt: skip
     scheduler = make_scheduler(args.scheduler, int(settings["max_epochs"]), args.grace_epochs, args.reduction_factor)
     callbacks = [TrackingCallback(session.tracker, study, session.storage, paths, progress.trial_finished), progress]
     tuner = build_tuner(trainable, searcher, scheduler, remaining, resources, args.max_concurrent,
                         str(paths.ray_results.resolve()), name, callbacks, args.max_retries)  # fmt: skip
+    _run_tuner(tuner)
+
+
+def _run_tuner(tuner: Any) -> None:
+    """`tuner.fit()` without Ray's restore hint, and with Tune's strict metric check off while it runs.
+
+    A trial that fails on its own before its first epoch ends without reporting. Tune means to accept that
+    (its check skips results holding only its own keys), but in Ray 2.60 the result it checks then carries
+    the flattened config (`config/lr`, ...), so the check rejects it and ends the whole search. Every report
+    the trainable makes holds both metrics (`TrialEpoch.to_result`), and the searcher, the scheduler (ASHA
+    skips results without its metric) and the callbacks read a result without them as "no value".
+    """
     # Ray suggests Tuner.restore on interruption; this tool resumes with --resume instead.
     tune_log = logging.getLogger("ray.tune.tune")
     if not any(isinstance(f, _NoRestoreHint) for f in tune_log.filters):
         tune_log.addFilter(_NoRestoreHint())
-    tuner.fit()
+    before = os.environ.get(STRICT_METRICS_ENV)
+    os.environ[STRICT_METRICS_ENV] = "1"
+    try:
+        tuner.fit()
+    finally:
+        if before is None:
+            os.environ.pop(STRICT_METRICS_ENV, None)
+        else:
+            os.environ[STRICT_METRICS_ENV] = before
 
 
 def _family(trial: optuna.trial.FrozenTrial) -> str:
@@ -192,16 +242,20 @@ def _family(trial: optuna.trial.FrozenTrial) -> str:
         return "-"
 
 
-def _summarise(args: Any, config: dict, paths: StudyPaths, session: Session, status: str) -> Any:
-    """leaderboard.json and the parent run's summary; returns the leaderboard."""
+def _summarise(
+    args: Any, config: dict, paths: StudyPaths, session: Session, status: str, stopped: str | None = None
+) -> Any:
+    """leaderboard.json and the parent run's summary (failures by reason, why the search stopped); returns the
+    leaderboard."""
     board = leaderboard(session.study, paths, family=_family)
     counts = board.counts
     best = board.rows[0] if board.rows else None
     session.tracker.log_parent_summary(
-        {"best_cv_auc": best.cv_auc if best else float("nan"), **{f"trials_{k}": v for k, v in counts.items()}},
-        {"best_trial": str(best.trial) if best else ""},
-        status if counts["finished"] < args.budget else "FINISHED",
-    )
+        {"best_cv_auc": best.cv_auc if best else float("nan"), **{f"trials_{k}": v for k, v in counts.items()},
+         **{f"trials_failed_{k}": v for k, v in board.failures.items()}},
+        {"best_trial": str(best.trial) if best else "", **({"stopped": stopped} if stopped else {})},
+        status if counts["finished"] < args.budget or stopped else "FINISHED",
+    )  # fmt: skip
     write_leaderboard(paths, board)
     return board
 
@@ -268,8 +322,9 @@ def _describe(cluster: dict[str, float]) -> str:
 def _print_outcome(board: Any, config: dict, paths: StudyPaths, winner: dict | None) -> None:
     counts, rows = board.counts, board.rows
     print()
+    why = format_failures(board.failures)
     print(f"study {config['study']}: {counts['complete']} complete, {counts['pruned']} pruned (stopped early), "
-          f"{counts['failed']} failed")  # fmt: skip
+          f"{counts['failed']} failed" + (f" ({why})" if why else ""))  # fmt: skip
     if rows:
         print("\nbest trial per backbone family (cv_auc = pooled out-of-fold patient-level AUC):")
         print(format_leaderboard(rows))

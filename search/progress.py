@@ -22,13 +22,15 @@ def _fmt_duration(seconds: float) -> str:
 
 
 class Progress(Callback):
-    """Counts trials by outcome and prints one status line per finished trial and every `every` seconds."""
+    """Counts trials by outcome (failures by reason) and prints one status line per finished trial and every
+    `every` seconds."""
 
     def __init__(self, budget: int, already: dict[str, int], best: tuple[float, dict] | None,
-                 every: float = 30.0, out: TextIO | None = None) -> None:  # fmt: skip
+                 every: float = 30.0, out: TextIO | None = None, reasons: dict[str, int] | None = None) -> None:  # fmt: skip
         self.budget = budget
         self.counts = {"complete": already.get("complete", 0), "pruned": already.get("pruned", 0),
                        "failed": already.get("failed", 0)}  # fmt: skip
+        self.reasons = dict(reasons or {})  # failed trials by reason
         self.start_finished = sum(self.counts.values())
         self.best = best
         self.every = every
@@ -42,8 +44,10 @@ class Progress(Callback):
     def finished(self) -> int:
         return sum(self.counts.values())
 
-    def trial_finished(self, trial: Any, state: str, final: TrialEpoch | None, error: str = "") -> None:
-        """Called by the tracking callback when a trial ends."""
+    def trial_finished(
+        self, trial: Any, state: str, final: TrialEpoch | None, error: str = "", reason: str = ""
+    ) -> None:
+        """Called by the tracking callback when a trial ends (`reason`: why a failed trial failed)."""
         self.running = max(0, self.running - 1)
         self.epochs.pop(int(trial.config.get(OPTUNA_NUMBER_KEY, -1)), None)
         self.counts[state] = self.counts.get(state, 0) + 1
@@ -53,9 +57,11 @@ class Progress(Callback):
                 params = {k: v for k, v in trial.config.items() if not k.startswith("_")}
                 self.best = (value, params)
         if state == "failed":
+            reason = reason or "unknown"
+            self.reasons[reason] = self.reasons.get(reason, 0) + 1
             first = error.strip().splitlines()[-1] if error.strip() else "see the Ray trial log"
             print(
-                f"trial {trial.config.get(OPTUNA_NUMBER_KEY)} failed: {first}",
+                f"trial {trial.config.get(OPTUNA_NUMBER_KEY)} failed ({reason}): {first}",
                 file=self.out or sys.stdout,
                 flush=True,
             )
@@ -100,12 +106,14 @@ class Progress(Callback):
             best = (f"best cv_auc {self.best[0]:.3f} ({b.get('backbone')}, {b.get('resolution')} px, "
                     f"lr {b.get('lr', 0):.1e}, aug {b.get('aug_strength', 0):.2f})")  # fmt: skip
         c = self.counts
+        why = ", ".join(f"{r} {n}" for r, n in sorted(self.reasons.items(), key=lambda kv: (-kv[1], kv[0])))
+        failed = f"failed {c['failed']}" + (f" ({why})" if why else "")
         now = "".join(
             f" | trial {n}: epoch {e}, mean fold AUC {a:.3f}" for n, (e, a) in sorted(self.epochs.items())
         )
         print(
             f"[{self.finished:>4}/{self.budget}] complete {c['complete']} pruned {c['pruned']} "
-            f"failed {c['failed']} running {self.running} | {best} | {_fmt_duration(elapsed)} {eta}".rstrip()
+            f"{failed} running {self.running} | {best} | {_fmt_duration(elapsed)} {eta}".rstrip()
             + now,
             file=self.out or sys.stdout,
             flush=True,

@@ -40,6 +40,7 @@ class TrialEpoch:
     metrics: dict[str, float]
     pretrained: bool
     pretrained_note: str
+    batch_size: int = 0  # what the epoch trained with (half the sampled batch size after running out of memory)
 
     @classmethod
     def from_epoch(cls, report: Any, epochs: int) -> TrialEpoch:
@@ -55,6 +56,7 @@ class TrialEpoch:
             metrics={k: v for k, v in _finite(report.metrics).items() if k != "auc"},
             pretrained=bool(report.pretrained),
             pretrained_note=str(report.pretrained_note),
+            batch_size=int(getattr(report, "batch_size", 0)),
         )
 
     def to_result(self) -> dict[str, Any]:
@@ -67,8 +69,8 @@ class TrialEpoch:
         """Back from a Tune result (which also carries Tune's own keys), flat or nested."""
         metrics = {k[len(METRICS_PREFIX) :]: v for k, v in result.items() if k.startswith(METRICS_PREFIX)}
         metrics.update(result.get("metrics") or {})
-        fields = [k for k in cls.__dataclass_fields__ if k != "metrics"]
-        return cls(metrics=metrics, **{k: result[k] for k in fields})
+        fields = [k for k in cls.__dataclass_fields__ if k not in ("metrics", "batch_size")]
+        return cls(metrics=metrics, batch_size=int(result.get("batch_size") or 0), **{k: result[k] for k in fields})
 
     def epoch_metrics(self) -> dict[str, float]:
         """The per-epoch curves logged to tracking."""

@@ -148,23 +148,25 @@ class StudyTracker:
             self.client.log_batch(self.children[number], metrics=batch)
 
     def finish_trial(
-        self, number: int, state: str, final: TrialEpoch | None, oof: Path | None = None, error: str = ""
-    ) -> None:
-        """Final metrics, the trial's out-of-fold table and ROC curve as artifacts, state tag, run closed."""
+        self, number: int, state: str, final: TrialEpoch | None, oof: Path | None = None, error: str = "",
+        tags: dict[str, str] | None = None,
+    ) -> None:  # fmt: skip
+        """Final metrics, the trial's out-of-fold table and ROC curve as artifacts, state and `tags`, run closed
+        (FAILED for a failed trial, with its error text as the `error` tag)."""
         run_id = self.children.get(number)
         if run_id is None:
             return
-        tags = [RunTag("state", state)]
+        run_tags = [RunTag("state", state), *(RunTag(k, str(v)) for k, v in (tags or {}).items() if v)]
         if error:
-            tags.append(RunTag("error", error[:4000]))
+            run_tags.append(RunTag("error", error[:4000]))
         metrics = []
         if final:
             now = int(time.time() * 1000)
             metrics = [Metric(k, v, now, 0) for k, v in final.final_metrics().items()]
-            tags.append(RunTag("pretrained", str(final.pretrained).lower()))
+            run_tags.append(RunTag("pretrained", str(final.pretrained).lower()))
             if final.pretrained_note:
-                tags.append(RunTag("pretrained_note", final.pretrained_note))
-        self.client.log_batch(run_id, metrics=metrics, tags=tags)
+                run_tags.append(RunTag("pretrained_note", final.pretrained_note))
+        self.client.log_batch(run_id, metrics=metrics, tags=run_tags)
         if final and oof is not None and oof.exists():
             with tempfile.TemporaryDirectory() as tmp:
                 for path in write_trial_artifacts(Path(tmp), oof, f"trial {number}"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -11,11 +12,23 @@ from ray import tune
 from ray.tune import Callback
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from search import adapters
+from search.failures import WORKER_ERROR, stop_message
 from search.results import TrialEpoch
-from search.study import CONFIG_ATTR, FAMILY_ATTR, MLFLOW_RUN_ATTR, OPTUNA_NUMBER_KEY, StudyPaths
+from search.study import (
+    BATCH_SIZE_ATTR,
+    CONFIG_ATTR,
+    ERROR_ATTR,
+    FAIL_REASON_ATTR,
+    FAMILY_ATTR,
+    MLFLOW_RUN_ATTR,
+    OPTUNA_NUMBER_KEY,
+    StudyPaths,
+    read_failure,
+)
 from search.tracking import StudyTracker
 
 SEARCH_METRIC = "cv_auc"  # pooled out-of-fold AUC: what Optuna optimises
@@ -35,13 +48,25 @@ def trial_outcome(result: dict | None, error: bool) -> tuple[TrialState, float |
 
 
 class StageSearch(OptunaSearch):
-    """OptunaSearch that tags each config with its Optuna trial number and records early-stopped trials as PRUNED.
+    """OptunaSearch that tags each config with its Optuna trial number, records early-stopped trials as PRUNED
+    and trials that failed on their own as FAIL with the reason, and stops suggesting when failures say the
+    setup is broken (`search.failures`).
 
     Ray's OptunaSearch tells Optuna COMPLETE for a trial the scheduler stopped, with its low-fidelity value;
     here a trial counts as complete only if its last report was its final epoch (`trial_outcome`).
+    `study_dir`: where trials write `trials/<number>/failure.json`.
     """
 
-    def suggest(self, trial_id: str) -> dict | None:
+    def __init__(self, *args: Any, study_dir: str | None = None, study_label: str = "", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.paths = StudyPaths(Path(study_dir)) if study_dir else None
+        self.study_label = study_label
+        self.outcomes: list[str | None] = []  # this session's finished trials: failure reason or None
+        self.stop_reason: str | None = None
+
+    def suggest(self, trial_id: str) -> dict | str | None:
+        if self.stop_reason:
+            return Searcher.FINISHED
         params = super().suggest(trial_id)
         if params is not None:
             trial = adapters.optuna_trial(self, trial_id)
@@ -70,14 +95,31 @@ class StageSearch(OptunaSearch):
         if value is not None and value == value and step not in self._steps().get(trial_id, set()):
             # A scheduler's stop decision arrives here without on_trial_result: record that epoch too.
             ot_trial.report(value, step)
-        state, value = trial_outcome(result, error)
-        if result and SEARCH_METRIC in result:
+        failure = read_failure(self.paths, ot_trial.number) if self.paths else None
+        if error and failure is None:
+            failure = {"reason": WORKER_ERROR, "error": "the trial's process failed (see the MLflow run's error tag)"}
+        state, value = trial_outcome(result, failure is not None)
+        self._set_attrs(ot_trial, result, failure)
+        adapters.optuna_study(self).tell(ot_trial, value, state=state)
+        adapters.mark_completed(self, trial_id)
+        self.outcomes.append(failure["reason"] if failure else None)
+        if self.stop_reason is None:
+            self.stop_reason = stop_message(self.outcomes, (failure or {}).get("error", ""), self.study_label)
+
+    @staticmethod
+    def _set_attrs(ot_trial: optuna.Trial, result: dict | None, failure: dict | None) -> None:
+        """Final metrics (a trial that reported), the batch size used, and why a failed trial failed."""
+        if result and SEARCH_METRIC in result and failure is None:
             final = TrialEpoch.from_result(result)
             for key, v in final.trial_attrs().items():
                 ot_trial.set_user_attr(key, v)
             ot_trial.set_user_attr("pretrained", final.pretrained)
-        adapters.optuna_study(self).tell(ot_trial, value, state=state)
-        adapters.mark_completed(self, trial_id)
+        batch = (failure or {}).get("batch_size") or (result or {}).get("batch_size")
+        if batch:
+            ot_trial.set_user_attr(BATCH_SIZE_ATTR, int(batch))
+        if failure:
+            ot_trial.set_user_attr(FAIL_REASON_ATTR, str(failure["reason"]))
+            ot_trial.set_user_attr(ERROR_ATTR, str(failure.get("error", ""))[:500])
 
 
 def startup_trials(budget: int) -> int:
@@ -156,11 +198,18 @@ class TrackingCallback(Callback):
             self.tracker.tag_trial(trial_number(trial), {"node": result["node"]})
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Trial, **info: Any) -> None:
+        number = trial_number(trial)
+        failure = read_failure(self.paths, number)
+        if failure:
+            reason, error = str(failure["reason"]), str(failure.get("error", ""))
+            self.tracker.finish_trial(number, "failed", None, error=error, tags=_failure_tags(failure))
+            self.on_finish(trial, "failed", None, error, reason)
+            return
         result = trial.last_result or {}
         final = TrialEpoch.from_result(result) if SEARCH_METRIC in result else None
         state = "complete" if final and final.final else "pruned"
-        number = trial_number(trial)
-        self.tracker.finish_trial(number, state, final, self.paths.oof(number))
+        tags = _batch_tags(trial, final.batch_size if final else 0)
+        self.tracker.finish_trial(number, state, final, self.paths.oof(number), tags=tags)
         self.on_finish(trial, state, final)
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Trial, **info: Any) -> None:
@@ -169,8 +218,24 @@ class TrackingCallback(Callback):
 
     def on_trial_error(self, iteration: int, trials: list, trial: Trial, **info: Any) -> None:
         error = trial_error(trial)
-        self.tracker.finish_trial(trial_number(trial), "failed", None, error=error)
-        self.on_finish(trial, "failed", None, error)
+        tags = {"fail_reason": WORKER_ERROR}
+        self.tracker.finish_trial(trial_number(trial), "failed", None, error=error, tags=tags)
+        self.on_finish(trial, "failed", None, error, WORKER_ERROR)
+
+def _failure_tags(failure: dict) -> dict[str, str]:
+    """MLflow tags of a trial that failed on its own: the reason, the batch size it last tried, the traceback."""
+    tags = {"fail_reason": str(failure["reason"]), "traceback": str(failure.get("traceback", ""))[-4000:]}
+    if failure.get("batch_size"):
+        tags["batch_size_used"] = str(failure["batch_size"])
+    return tags
+
+
+def _batch_tags(trial: Trial, used: int) -> dict[str, str]:
+    """`batch_size_used` (and `oom_retry`) when out of memory made the trial train with a smaller batch."""
+    sampled = trial.config.get("batch_size")
+    if not used or used == sampled:
+        return {}
+    return {"batch_size_used": str(used), "oom_retry": f"batch size {sampled} ran out of memory; trained with {used}"}
 
 
 def trial_error(trial: Trial) -> str:
@@ -199,7 +264,8 @@ def build_tuner(
 
     A trial whose worker or node dies is restarted from scratch up to `max_retries` times (it keeps its Tune
     trial, so its Optuna trial and MLflow run); after that it ends FAIL with the reason. Tune retries every
-    failure of a trial alike, so an error raised inside a trial is retried too.
+    failure of a trial alike, which is why the trainable catches its own errors (NaN loss, out of memory, ...)
+    and ends without raising (`search.failures`): those are not retried.
     """
     return tune.Tuner(
         tune.with_resources(trainable, resources),

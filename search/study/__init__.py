@@ -23,7 +23,10 @@ from search.study.credentials import (
     warn_if_on_command_line,
 )
 from search.study.folder import (
+    BATCH_SIZE_ATTR,
     CONFIG_ATTR,
+    ERROR_ATTR,
+    FAIL_REASON_ATTR,
     FAMILY_ATTR,
     FORMAT_VERSION,
     INTERRUPTED_ATTR,
@@ -43,6 +46,7 @@ from search.study.folder import (
     folder_format,
     from_args,
     latest_study,
+    read_failure,
     read_json,
     read_oof,
     resolve,
@@ -58,18 +62,22 @@ from search.study.queries import (
     best_trial,
     close_stale_trials,
     count_trials,
+    failure_counts,
     family_attr,
     finished_trials,
+    format_failures,
     format_leaderboard,
     leaderboard,
     numeric_attrs,
     read_leaderboard,
+    session_outcomes,
     trial_config,
     write_leaderboard,
 )
 
 __all__ = [
-    "CONFIG_ATTR", "FAMILY_ATTR", "FORMAT_VERSION", "INTERRUPTED_ATTR", "LEADERBOARD_SCHEMA", "MLFLOW_RUN_ATTR", "OOF_COLUMNS",
+    "BATCH_SIZE_ATTR", "ERROR_ATTR", "FAIL_REASON_ATTR", "failure_counts", "format_failures", "read_failure",
+    "session_outcomes", "CONFIG_ATTR", "FAMILY_ATTR", "FORMAT_VERSION", "INTERRUPTED_ATTR", "LEADERBOARD_SCHEMA", "MLFLOW_RUN_ATTR", "OOF_COLUMNS",
     "OPTUNA_NUMBER_KEY", "Leaderboard", "LeaderboardRow", "LocationError", "Locations", "StudyFormatError",
     "StudyPaths", "add_location_flags", "backbone_of", "best_trial", "check_format", "close_stale_trials", "count_trials",
     "default_storage_url", "default_tracking_uri", "exit_error", "family_attr", "finished_trials", "folder_format",

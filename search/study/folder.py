@@ -36,6 +36,9 @@ INTERRUPTED_ATTR = "interrupted"
 FAMILY_ATTR = "family"
 MLFLOW_RUN_ATTR = "mlflow_run_id"
 CONFIG_ATTR = "config"  # the whole sampled configuration, fixed choices included (trial.params has only the sampled)
+FAIL_REASON_ATTR = "fail_reason"  # why a trial failed: nan_loss, out_of_memory, unreadable_data, exception, worker_error
+ERROR_ATTR = "error"  # a failed trial's error, one short line
+BATCH_SIZE_ATTR = "batch_size"  # the batch size a trial trained with (half its sampled one after running out of memory)
 #: Key of a Tune trial's config holding its Optuna trial number.
 OPTUNA_NUMBER_KEY = "_optuna_trial"
 OOF_COLUMNS = ("patient_id", "label", "prob", "fold", "epoch")
@@ -112,6 +115,10 @@ class StudyPaths:
         """Out-of-fold table of Optuna trial `number` (written by the trial, read by tracking and the report)."""
         return self.trials / str(number) / "oof.csv"
 
+    def failure(self, number: int) -> Path:
+        """Why Optuna trial `number` failed, written by the trial when it ends itself on an error (`read_failure`)."""
+        return self.trials / str(number) / "failure.json"
+
 
 def read_json(path: Path) -> dict[str, Any]:
     """A JSON file as a dict ({} when absent)."""
@@ -124,6 +131,12 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=1, default=str))
     tmp.replace(path)
+
+
+def read_failure(paths: StudyPaths, number: int) -> dict[str, Any] | None:
+    """Trial `number`'s failure record {reason, error, traceback, batch_size, ...}, None when it did not fail."""
+    data = read_json(paths.failure(number))
+    return data or None
 
 
 def write_oof(path: Path, rows: Iterable[dict[str, Any]], epoch: int) -> None:

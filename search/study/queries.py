@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,9 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from search.study.folder import (
+    BATCH_SIZE_ATTR,
     CONFIG_ATTR,
+    FAIL_REASON_ATTR,
     FAMILY_ATTR,
     INTERRUPTED_ATTR,
     LEADERBOARD_SCHEMA,
@@ -38,6 +40,35 @@ def count_trials(study: optuna.Study) -> dict[str, int]:
             counts["running"] += 1
     counts["finished"] = counts["complete"] + counts["pruned"] + counts["failed"]
     return counts
+
+
+def failure_counts(study: optuna.Study) -> dict[str, int]:
+    """Failed trials (not interrupted ones) by the reason the search recorded, most frequent first."""
+    counts: dict[str, int] = {}
+    for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+        if not t.user_attrs.get(INTERRUPTED_ATTR):
+            reason = str(t.user_attrs.get(FAIL_REASON_ATTR) or "unknown")
+            counts[reason] = counts.get(reason, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def format_failures(counts: dict[str, int]) -> str:
+    """`nan_loss 2, out_of_memory 1` ("" when nothing failed)."""
+    return ", ".join(f"{reason} {n}" for reason, n in counts.items() if n)
+
+
+def session_outcomes(study: optuna.Study, first_number: int) -> list[str | None]:
+    """Trials numbered from `first_number` (one session's) in the order they finished: the failure reason of a
+    failed trial, None for a complete or pruned one (interrupted and unfinished trials are left out)."""
+    done = []
+    for t in study.get_trials(deepcopy=False):
+        if t.number < first_number or t.datetime_complete is None or t.user_attrs.get(INTERRUPTED_ATTR):
+            continue
+        if t.state == TrialState.FAIL:
+            done.append((t.datetime_complete, t.number, str(t.user_attrs.get(FAIL_REASON_ATTR) or "unknown")))
+        elif t.state in (TrialState.COMPLETE, TrialState.PRUNED):
+            done.append((t.datetime_complete, t.number, None))
+    return [reason for _, _, reason in sorted(done)]
 
 
 def close_stale_trials(study: optuna.Study, storage: optuna.storages.BaseStorage) -> list[int]:
@@ -78,8 +109,13 @@ def best_trial(study: optuna.Study, number: int | None = None) -> FrozenTrial | 
 
 
 def trial_config(trial: FrozenTrial) -> dict[str, Any]:
-    """What a trial trained with, as the space returned it (format-1 trials: their sampled params only)."""
-    return dict(trial.user_attrs.get(CONFIG_ATTR) or trial.params)
+    """What a trial trained with: its configuration as the space returned it (format-1 trials: their sampled
+    params only), with the batch size it actually used (half the sampled one after running out of memory), so
+    a refit trains what the trial trained."""
+    config = dict(trial.user_attrs.get(CONFIG_ATTR) or trial.params)
+    if trial.user_attrs.get(BATCH_SIZE_ATTR):
+        config["batch_size"] = int(trial.user_attrs[BATCH_SIZE_ATTR])
+    return config
 
 
 def backbone_of(trial: FrozenTrial) -> str:
@@ -116,15 +152,17 @@ class Leaderboard:
     study: str
     counts: dict[str, int]
     rows: list[LeaderboardRow]
+    failures: dict[str, int] = field(default_factory=dict)  # failed trials by reason
 
     def to_json(self) -> dict[str, Any]:
-        """Schema 1: {schema, study, written, counts: {state: n}, rows: [{family, backbone, trial, cv_auc,
-        params: {name: value}, metrics: {name: value}, pretrained, oof}]}; NaN metrics are left out."""
+        """Schema 1: {schema, study, written, counts: {state: n}, failures: {reason: n}, rows: [{family, backbone,
+        trial, cv_auc, params: {name: value}, metrics: {name: value}, pretrained, oof}]}; NaN metrics are left
+        out (`failures` was added later: readers treat it as optional)."""
         rows = [
             {**r.__dict__, "metrics": {k: v for k, v in r.metrics.items() if math.isfinite(v)}} for r in self.rows
         ]
         return {"schema": LEADERBOARD_SCHEMA, "study": self.study, "written": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                "counts": self.counts, "rows": rows}  # fmt: skip
+                "counts": self.counts, "failures": self.failures, "rows": rows}  # fmt: skip
 
     @classmethod
     def from_json(cls, data: dict[str, Any], where: Path) -> Leaderboard:
@@ -135,7 +173,8 @@ class Leaderboard:
                 f"{LEADERBOARD_SCHEMA}: run `stagesearch run --study {data.get('study', '<name>')} --resume` "
                 "to rewrite it"
             )
-        return cls(data["study"], data["counts"], [LeaderboardRow(**r) for r in data["rows"]])
+        rows = [LeaderboardRow(**r) for r in data["rows"]]
+        return cls(data["study"], data["counts"], rows, dict(data.get("failures") or {}))
 
 
 def leaderboard(
@@ -156,7 +195,7 @@ def leaderboard(
             pretrained=t.user_attrs.get("pretrained"),
             oof=str(oof.relative_to(paths.root)) if oof.exists() else None,
         ))  # fmt: skip
-    return Leaderboard(study.study_name, count_trials(study), rows)
+    return Leaderboard(study.study_name, count_trials(study), rows, failure_counts(study))
 
 
 def write_leaderboard(paths: StudyPaths, board: Leaderboard) -> None:
