@@ -31,8 +31,10 @@ from search.study import (  # noqa: E402
     backbone_of,
     count_trials,
     exit_error,
+    failure_counts,
     family_attr,
     folder_format,
+    format_failures,
     from_args,
     leaderboard,
     read_json,
@@ -299,6 +301,8 @@ def _page(study: optuna.Study, paths: StudyPaths, out: Path) -> str:
     if s.get("pseudonymise"):
         settings += "; patient ids pseudonymised (salted hashes; the salt stays in the study folder)"
     states = ("complete", "pruned", "failed", "interrupted", "running")
+    why = format_failures(failure_counts(study))
+    failed = f"<p>Failed trials by reason: {html.escape(why)}.</p>" if why else ""
     name = html.escape(study.study_name)
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>stagesearch report: {name}</title>
 <style>{STYLE}</style></head><body>
@@ -307,6 +311,7 @@ def _page(study: optuna.Study, paths: StudyPaths, out: Path) -> str:
 Report written {time.strftime("%Y-%m-%d %H:%M")}.</p>
 <h2>Trials</h2>
 {_table(["complete", "pruned (stopped early)", "failed", "interrupted", "running"], [[str(counts[k]) for k in states]])}
+{failed}
 <h2>Best trial per backbone family</h2>
 <p>cv_auc is the pooled out-of-fold, patient-level AUC; the other metrics are at probability 0.5.</p>
 {_leaderboard(study, paths)}

@@ -95,6 +95,10 @@ def test_the_summary_counts_failures_by_reason(faulty) -> None:
     assert board["counts"]["failed"] == 4
     assert board["failures"] == {"exception": 1, "nan_loss": 1, "out_of_memory": 1, "unreadable_data": 1}
     assert sorted(r["trial"] for r in board["rows"]) in ([0], [3], [0, 3])
+    from dashboards.report import build_report
+
+    page = build_report(resolve(runs, "faults")).read_text()
+    assert "Failed trials by reason: exception 1, nan_loss 1, out_of_memory 1, unreadable_data 1." in page
 
 
 def test_out_of_memory_retried_at_half_batch_and_the_refit_uses_it(faulty) -> None:
