@@ -222,6 +222,7 @@ class TrackingCallback(Callback):
         self.tracker.finish_trial(trial_number(trial), "failed", None, error=error, tags=tags)
         self.on_finish(trial, "failed", None, error, WORKER_ERROR)
 
+
 def _failure_tags(failure: dict) -> dict[str, str]:
     """MLflow tags of a trial that failed on its own: the reason, the batch size it last tried, the traceback."""
     tags = {"fail_reason": str(failure["reason"]), "traceback": str(failure.get("traceback", ""))[-4000:]}
