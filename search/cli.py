@@ -14,26 +14,20 @@ import optuna
 from search.configure import UserError, configure
 from search.local_ray import describe_local_ray, prepare_local_ray
 from search.options import build_parser
+from search.outcome import print_outcome, register, summarise
 from search.study import (
     ERROR_ATTR,
-    HIDDEN,
-    STORAGE_ENV,
     StorageError,
     StudyPaths,
-    backbone_of,
     close_stale_trials,
     count_trials,
     failure_counts,
     finished_trials,
-    format_failures,
-    format_leaderboard,
-    leaderboard,
     open_storage,
     read_json,
     session_outcomes,
     sqlite_path,
     write_json,
-    write_leaderboard,
 )
 from search.study.inputs import CohortChangedError, StudyInputs, fixed_settings, prepare_inputs, study_space
 from search.tracking import StudyTracker
@@ -88,11 +82,11 @@ def _run(args: Any, config: dict, paths: StudyPaths, cohort: Any) -> int:
     remaining = args.budget - session.counts["finished"]
     status = _tune(args, config, paths, inputs, session, remaining) if remaining > 0 else "FINISHED"
     stopped = _stopped(session, config["study"]) if remaining > 0 else None
-    board = _summarise(args, config, paths, session, "FAILED" if stopped else status, stopped)
+    board = summarise(args, config, paths, session, "FAILED" if stopped else status, stopped)
     winner = None
     if board.rows and not args.no_register and status == "FINISHED" and not stopped:
-        winner = _register(args, paths, config)
-    _print_outcome(board, config, paths, winner)
+        winner = register(args, paths, config)
+    print_outcome(board, config, paths, winner)
     if stopped:
         print(f"\nerror: {stopped}", file=sys.stderr, flush=True)
         return 1
@@ -233,47 +227,6 @@ def _run_tuner(tuner: Any) -> None:
             os.environ[STRICT_METRICS_ENV] = before
 
 
-def _family(trial: optuna.trial.FrozenTrial) -> str:
-    from trainers.backbones import UnknownBackboneError, family_of
-
-    try:
-        return family_of(backbone_of(trial))
-    except UnknownBackboneError:
-        return "-"
-
-
-def _summarise(
-    args: Any, config: dict, paths: StudyPaths, session: Session, status: str, stopped: str | None = None
-) -> Any:
-    """leaderboard.json and the parent run's summary (failures by reason, why the search stopped); returns the
-    leaderboard."""
-    board = leaderboard(session.study, paths, family=_family)
-    counts = board.counts
-    best = board.rows[0] if board.rows else None
-    session.tracker.log_parent_summary(
-        {"best_cv_auc": best.cv_auc if best else float("nan"), **{f"trials_{k}": v for k, v in counts.items()},
-         **{f"trials_failed_{k}": v for k, v in board.failures.items()}},
-        {"best_trial": str(best.trial) if best else "", **({"stopped": stopped} if stopped else {})},
-        status if counts["finished"] < args.budget or stopped else "FINISHED",
-    )  # fmt: skip
-    write_leaderboard(paths, board)
-    return board
-
-
-def _register(args: Any, paths: StudyPaths, config: dict) -> dict | None:
-    """Register the winner (retrains its fold models; evaluates the held-out patients once)."""
-    from search.register import RegisterError, register_study
-    from search.study import resolve
-
-    print()
-    try:
-        where = resolve(args.runs_dir, config["study"], config["storage"], config["tracking_uri"])
-        return register_study(where, args.model_name)
-    except RegisterError as exc:
-        print(f"not registered: {exc}", flush=True)
-        return None
-
-
 class _NoRestoreHint(logging.Filter):
     """Drop Ray's "Resume experiment with: Tuner.restore(...)" hint (resume with --resume here)."""
 
@@ -317,38 +270,3 @@ def _parallel_slots(cluster: dict[str, float], resources: dict[str, float], cap:
 
 def _describe(cluster: dict[str, float]) -> str:
     return f"{int(cluster.get('CPU', 0))} CPUs, {cluster.get('GPU', 0):g} GPUs"
-
-
-def _print_outcome(board: Any, config: dict, paths: StudyPaths, winner: dict | None) -> None:
-    counts, rows = board.counts, board.rows
-    print()
-    why = format_failures(board.failures)
-    print(f"study {config['study']}: {counts['complete']} complete, {counts['pruned']} pruned (stopped early), "
-          f"{counts['failed']} failed" + (f" ({why})" if why else ""))  # fmt: skip
-    if rows:
-        print("\nbest trial per backbone family (cv_auc = pooled out-of-fold patient-level AUC):")
-        print(format_leaderboard(rows))
-        w = rows[0]
-        line = f"\nwinner: trial {w.trial}, {w.backbone} ({w.family}), cv_auc {w.cv_auc:.3f}"
-        held = (winner or {}).get("holdout")
-        if held:
-            print(f"{line} | held-out AUC {held['auc']:.3f} (95% CI {held['ci_low']:.3f}-{held['ci_high']:.3f}, "
-                  f"{held['n_patients']} patients never seen by any trial)")  # fmt: skip
-        else:
-            print(line)
-            print("note: the best of many trials' cv_auc is optimistic (it was selected on the same folds); "
-                  "run with --holdout 0.2 to test the winner on patients no trial has seen.")  # fmt: skip
-        if winner:
-            print(f"registered: {winner['model_uri']} (promote: stagesearch promote --best)")
-    print(f"\nstudy folder: {paths.root}")
-    print("report:            stagesearch report" + _where_flags(paths, config))
-    print("optuna-dashboard:  stagesearch dashboard" + _where_flags(paths, config))
-    print("MLflow UI:         stagesearch mlflow-ui" + _where_flags(paths, config))
-    if HIDDEN in config["storage"] + config["tracking_uri"]:
-        print("the study records its stores without their passwords: give them to these commands in the "
-              f"environment (PGPASSWORD or ~/.pgpass for PostgreSQL, or {STORAGE_ENV} with the storage URL)")  # fmt: skip
-
-
-def _where_flags(paths: StudyPaths, config: dict) -> str:
-    """The flags that point a later command at this study from any folder."""
-    return f" --runs-dir {paths.root.parent.resolve()} --study {config['study']}"

@@ -56,6 +56,7 @@ from search.study.folder import (
     write_oof,
 )
 from search.study.queries import (
+    ESTIMATE_KEYS,
     Leaderboard,
     LeaderboardRow,
     backbone_of,
@@ -76,6 +77,7 @@ from search.study.queries import (
 )
 
 __all__ = [
+    "ESTIMATE_KEYS",
     "BATCH_SIZE_ATTR", "ERROR_ATTR", "FAIL_REASON_ATTR", "failure_counts", "format_failures", "read_failure",
     "session_outcomes", "CONFIG_ATTR", "FAMILY_ATTR", "FORMAT_VERSION", "INTERRUPTED_ATTR", "LEADERBOARD_SCHEMA", "MLFLOW_RUN_ATTR", "OOF_COLUMNS",
     "OPTUNA_NUMBER_KEY", "Leaderboard", "LeaderboardRow", "LocationError", "Locations", "StudyFormatError",

@@ -145,6 +145,10 @@ class LeaderboardRow:
     oof: str | None  # the trial's out-of-fold table, relative to the study folder (None when there is none)
 
 
+#: Optional estimates `leaderboard.json` holds beside its rows (see `Leaderboard`).
+ESTIMATE_KEYS = ("corrected_auc", "corrected_auc_ci", "corrected", "per_site", "baseline", "site_shortcut")
+
+
 @dataclass(frozen=True)
 class Leaderboard:
     """Trial counts and the best complete trial per family, best first: `leaderboard.json`."""
@@ -153,16 +157,25 @@ class Leaderboard:
     counts: dict[str, int]
     rows: list[LeaderboardRow]
     failures: dict[str, int] = field(default_factory=dict)  # failed trials by reason
+    #: The estimates beside the rows (each None until computed; JSON-ready values):
+    corrected_auc: float | None = None  # the winner's selection-bias-corrected AUC (BBC-CV mean)
+    corrected_auc_ci: list[float] | None = None  # its 95% interval [low, high]
+    corrected: dict[str, Any] | None = None  # how it was computed: resamples, configurations used, excluded trials
+    per_site: dict[str, Any] | None = None  # the winner's AUC, n and prevalence per site (OOF, and hold-out)
+    baseline: dict[str, Any] | None = None  # the non-deep baseline scored on the study's folds
+    site_shortcut: dict[str, Any] | None = None  # how well the site alone predicts the label
 
     def to_json(self) -> dict[str, Any]:
         """Schema 1: {schema, study, written, counts: {state: n}, failures: {reason: n}, rows: [{family, backbone,
-        trial, cv_auc, params: {name: value}, metrics: {name: value}, pretrained, oof}]}; NaN metrics are left
-        out (`failures` was added later: readers treat it as optional)."""
+        trial, cv_auc, params: {name: value}, metrics: {name: value}, pretrained, oof}], corrected_auc,
+        corrected_auc_ci: [low, high], corrected, per_site, baseline, site_shortcut}; NaN metrics are left out.
+        Everything after `rows` was added later: readers treat those keys as optional (null when not computed)."""
         rows = [
             {**r.__dict__, "metrics": {k: v for k, v in r.metrics.items() if math.isfinite(v)}} for r in self.rows
         ]
         return {"schema": LEADERBOARD_SCHEMA, "study": self.study, "written": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                "counts": self.counts, "failures": self.failures, "rows": rows}  # fmt: skip
+                "counts": self.counts, "failures": self.failures, "rows": rows,
+                **{key: getattr(self, key) for key in ESTIMATE_KEYS}}  # fmt: skip
 
     @classmethod
     def from_json(cls, data: dict[str, Any], where: Path) -> Leaderboard:
@@ -174,7 +187,8 @@ class Leaderboard:
                 "to rewrite it"
             )
         rows = [LeaderboardRow(**r) for r in data["rows"]]
-        return cls(data["study"], data["counts"], rows, dict(data.get("failures") or {}))
+        estimates = {key: data.get(key) for key in ESTIMATE_KEYS}
+        return cls(data["study"], data["counts"], rows, dict(data.get("failures") or {}), **estimates)
 
 
 def leaderboard(

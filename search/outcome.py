@@ -1,0 +1,95 @@
+"""The end of a search session: the leaderboard and its estimates, the parent run's summary, registering the
+winner, and what the console says about the outcome."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+
+from search.study import (
+    HIDDEN,
+    STORAGE_ENV,
+    StudyPaths,
+    backbone_of,
+    format_failures,
+    format_leaderboard,
+    leaderboard,
+    write_leaderboard,
+)
+
+
+def family(trial: optuna.trial.FrozenTrial) -> str:
+    from trainers.backbones import UnknownBackboneError, family_of
+
+    try:
+        return family_of(backbone_of(trial))
+    except UnknownBackboneError:
+        return "-"
+
+
+def summarise(
+    args: Any, config: dict, paths: StudyPaths, session: Any, status: str, stopped: str | None = None
+) -> Any:
+    """leaderboard.json and the parent run's summary (failures by reason, why the search stopped) for a session
+    (`search.cli.Session`); returns the leaderboard."""
+    board = leaderboard(session.study, paths, family=family)
+    counts = board.counts
+    best = board.rows[0] if board.rows else None
+    session.tracker.log_parent_summary(
+        {"best_cv_auc": best.cv_auc if best else float("nan"), **{f"trials_{k}": v for k, v in counts.items()},
+         **{f"trials_failed_{k}": v for k, v in board.failures.items()}},
+        {"best_trial": str(best.trial) if best else "", **({"stopped": stopped} if stopped else {})},
+        status if counts["finished"] < args.budget or stopped else "FINISHED",
+    )  # fmt: skip
+    write_leaderboard(paths, board)
+    return board
+
+
+def register(args: Any, paths: StudyPaths, config: dict) -> dict | None:
+    """Register the winner (retrains its fold models; evaluates the held-out patients once)."""
+    from search.register import RegisterError, register_study
+    from search.study import resolve
+
+    print()
+    try:
+        where = resolve(args.runs_dir, config["study"], config["storage"], config["tracking_uri"])
+        return register_study(where, args.model_name)
+    except RegisterError as exc:
+        print(f"not registered: {exc}", flush=True)
+        return None
+
+
+def print_outcome(board: Any, config: dict, paths: StudyPaths, winner: dict | None) -> None:
+    counts, rows = board.counts, board.rows
+    print()
+    why = format_failures(board.failures)
+    print(f"study {config['study']}: {counts['complete']} complete, {counts['pruned']} pruned (stopped early), "
+          f"{counts['failed']} failed" + (f" ({why})" if why else ""))  # fmt: skip
+    if rows:
+        print("\nbest trial per backbone family (cv_auc = pooled out-of-fold patient-level AUC):")
+        print(format_leaderboard(rows))
+        w = rows[0]
+        line = f"\nwinner: trial {w.trial}, {w.backbone} ({w.family}), cv_auc {w.cv_auc:.3f}"
+        held = (winner or {}).get("holdout")
+        if held:
+            print(f"{line} | held-out AUC {held['auc']:.3f} (95% CI {held['ci_low']:.3f}-{held['ci_high']:.3f}, "
+                  f"{held['n_patients']} patients never seen by any trial)")  # fmt: skip
+        else:
+            print(line)
+            print("note: the best of many trials' cv_auc is optimistic (it was selected on the same folds); "
+                  "run with --holdout 0.2 to test the winner on patients no trial has seen.")  # fmt: skip
+        if winner:
+            print(f"registered: {winner['model_uri']} (promote: stagesearch promote --best)")
+    print(f"\nstudy folder: {paths.root}")
+    print("report:            stagesearch report" + _where_flags(paths, config))
+    print("optuna-dashboard:  stagesearch dashboard" + _where_flags(paths, config))
+    print("MLflow UI:         stagesearch mlflow-ui" + _where_flags(paths, config))
+    if HIDDEN in config["storage"] + config["tracking_uri"]:
+        print("the study records its stores without their passwords: give them to these commands in the "
+              f"environment (PGPASSWORD or ~/.pgpass for PostgreSQL, or {STORAGE_ENV} with the storage URL)")  # fmt: skip
+
+
+def _where_flags(paths: StudyPaths, config: dict) -> str:
+    """The flags that point a later command at this study from any folder."""
+    return f" --runs-dir {paths.root.parent.resolve()} --study {config['study']}"
