@@ -7,6 +7,7 @@ from typing import Any
 
 import optuna
 
+from search.estimates import parent_metrics, summary_lines, with_estimate
 from search.study import (
     HIDDEN,
     STORAGE_ENV,
@@ -33,12 +34,12 @@ def summarise(
 ) -> Any:
     """leaderboard.json and the parent run's summary (failures by reason, why the search stopped) for a session
     (`search.cli.Session`); returns the leaderboard."""
-    board = leaderboard(session.study, paths, family=family)
+    board = with_estimate(leaderboard(session.study, paths, family=family), session.study, paths, config)
     counts = board.counts
     best = board.rows[0] if board.rows else None
     session.tracker.log_parent_summary(
         {"best_cv_auc": best.cv_auc if best else float("nan"), **{f"trials_{k}": v for k, v in counts.items()},
-         **{f"trials_failed_{k}": v for k, v in board.failures.items()}},
+         **{f"trials_failed_{k}": v for k, v in board.failures.items()}, **parent_metrics(board)},
         {"best_trial": str(best.trial) if best else "", **({"stopped": stopped} if stopped else {})},
         status if counts["finished"] < args.budget or stopped else "FINISHED",
     )  # fmt: skip
@@ -79,6 +80,8 @@ def print_outcome(board: Any, config: dict, paths: StudyPaths, winner: dict | No
             print(line)
             print("note: the best of many trials' cv_auc is optimistic (it was selected on the same folds); "
                   "run with --holdout 0.2 to test the winner on patients no trial has seen.")  # fmt: skip
+        for text in summary_lines(board, winner):
+            print(text)
         if winner:
             print(f"registered: {winner['model_uri']} (promote: stagesearch promote --best)")
     print(f"\nstudy folder: {paths.root}")
