@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import optuna
 
-from search.study import Leaderboard, StudyPaths, finished_trials, read_oof
+from search.study import Leaderboard, StudyFormatError, StudyPaths, finished_trials, read_oof
 
 #: Resamples of the study's estimate (Tsamardinos et al. use 1,000) and the interval's coverage.
 N_RESAMPLES = 1000
@@ -186,10 +186,14 @@ def patient_sites(config: dict[str, Any], paths: StudyPaths) -> dict[str, str]:
     """Each patient's site as the out-of-fold tables name the patient (pseudonyms in a pseudonymised study)."""
     from search.study.inputs import load_cohort
     from search.study.pseudonyms import study_pseudonyms
+    from trainers.manifest import ManifestError
 
-    cohort = load_cohort(config)
-    rename = study_pseudonyms(config, paths, cohort.patients)
-    sites = cohort.patient_groups("site")
+    try:
+        cohort = load_cohort(config)
+        rename = study_pseudonyms(config, paths, cohort.patients)
+        sites = cohort.patient_groups("site")
+    except (ManifestError, StudyFormatError, ValueError, OSError) as exc:  # the search is over: say, not crash
+        raise EstimateError(f"the patients' sites could not be read from the study's manifest: {exc}") from exc
     return {(rename or {}).get(p, p): site for p, site in sites.items()}
 
 

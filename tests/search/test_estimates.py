@@ -19,6 +19,7 @@ from search.estimates import (
     weighted_auc,
 )
 from search.study import Leaderboard, LeaderboardRow, StudyPaths, write_oof
+from search.study.pseudonyms import SETTING, new_salt, pseudonyms, write_salt
 
 N_PATIENTS, N_CONFIGS = 200, 100
 
@@ -156,6 +157,20 @@ def test_sites_come_from_the_study_manifest(tiny_cohort, tmp_path) -> None:
     assert "error" not in about, about.get("error")
     assert about["unit"] == "site" and about["units"] == 4
     assert about["skipped"] > 0  # resamples that drew all four sites leave nothing out of bag
+
+    # a pseudonymised study's tables name patients by pseudonym: its sites are looked up under them
+    salt = new_salt()
+    write_salt(paths, salt)
+    names = pseudonyms(salt, [r["patient_id"] for r in rows])
+    for n in range(3):
+        _write(paths, n, {names[r["patient_id"]]: ((i // 4) % 2, float(rng.random())) for i, r in enumerate(rows)})
+    config["settings"][SETTING] = True
+    fields = corrected_fields(paths, config, [0, 1, 2], best_cv_auc=None)
+    assert fields["corrected"]["units"] == 4 and fields["corrected_auc"] is not None
+
+    (tmp_path / "sites.csv").unlink()  # the manifest gone: the estimate says why instead of failing the search
+    fields = corrected_fields(paths, config, [0, 1, 2], best_cv_auc=None)
+    assert fields["corrected_auc"] is None and "manifest" in fields["corrected"]["error"]
 
 
 def _board(ci: list[float] | None, beats: bool = False) -> Leaderboard:
