@@ -265,8 +265,9 @@ def summary_lines(board: Leaderboard, winner: dict[str, Any] | None) -> list[str
         lines.append(f"corrected estimate {board.corrected_auc:.3f} (95% CI {low:.3f}-{high:.3f}; "
                      f"{METHOD}, {about.get('used')} bootstrap resamples of {about.get('unit')}s) <- quote this")  # fmt: skip
         if about.get("excluded"):
-            lines.append("  (left out of it: " + "; ".join(f"trial {e['trial']}: {e['why']}"
-                                                          for e in about["excluded"]) + ")")  # fmt: skip
+            named = [f"trial {e['trial']}: {e['why']}" for e in about["excluded"]]
+            more = f"; {len(named) - 5} more in leaderboard.json" if len(named) > 5 else ""
+            lines.append(f"  (left out of it: {'; '.join(named[:5])}{more})")
     elif about.get("error"):
         lines.append(f"corrected estimate: not computed ({about['error']})")
     doubts = []

@@ -197,3 +197,9 @@ def test_summary_says_which_number_to_quote_and_when_chance_is_not_excluded() ->
     lines = summary_lines(_board([0.63, 0.80], beats=True), held)
     assert "beats chance: its held-out 95% CI (0.300-0.900) includes 0.5" in lines[-1]
     assert summary_lines(_board(None), None) == [] and parent_metrics(_board(None)) == {}
+
+    board = _board([0.63, 0.80], beats=True)
+    board.corrected["excluded"] = [{"trial": n, "why": "no out-of-fold table"} for n in range(7)]
+    left_out = summary_lines(board, None)[2]
+    assert left_out.startswith("  (left out of it: trial 0: no out-of-fold table;") and "trial 5" not in left_out
+    assert left_out.endswith("; 2 more in leaderboard.json)")
