@@ -55,15 +55,17 @@ class UserError(Exception):
         self.problems = problems
 
 
-def holdout_problems(cohort: Any, fraction: float, folds: int, seed: int) -> list[str]:
-    """A held-out split must keep both classes there and enough patients per class for the folds."""
+def holdout_problems(cohort: Any, fraction: float, folds: int, seed: int, cv_group: str = "patient") -> list[str]:
+    """A held-out split must keep both classes there and enough patients per class for the folds; grouped by
+    site, it holds out whole sites and leaves at least `folds` sites to search on."""
     from trainers.folds import split_holdout
 
     labels = cohort.patient_labels()
+    sites = cohort.patient_groups("site") if cv_group == "site" else None
     try:
-        held = set(split_holdout(labels, fraction, seed))
+        held = set(split_holdout(labels, fraction, seed, sites, folds))
     except ValueError as exc:
-        return [f"--holdout {fraction}: {exc}"]
+        return [f"--holdout {fraction}" + (" with --cv-group site" if sites else "") + f": {exc}"]
     kept = Counter(v for p, v in labels.items() if p not in held)
     out = Counter(labels[p] for p in held)
     problems = []
@@ -159,7 +161,8 @@ def load_cohort(settings: dict[str, Any], stored: dict[str, Any], study: str | N
     except ManifestError as exc:
         raise UserError([str(exc)]) from None
     if settings["holdout"]:
-        problems = holdout_problems(cohort, float(settings["holdout"]), int(settings["folds"]), int(settings["seed"]))
+        problems = holdout_problems(cohort, float(settings["holdout"]), int(settings["folds"]), int(settings["seed"]),
+                                    str(settings["cv_group"]))  # fmt: skip
         if problems:
             raise UserError(problems)
     chash = cohort.content_hash()

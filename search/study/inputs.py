@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from search.study.folder import StudyPaths
+from search.study.folder import StudyPaths, read_json
 from search.study.pseudonyms import study_pseudonyms
 from spaces import get_space
 from spaces.base import Space
@@ -64,12 +64,14 @@ def prepare_inputs(
     rename = study_pseudonyms(config, paths, cohort.patients)
     holdout: list[str] = []
     if settings.get("holdout"):
+        by_site = settings["cv_group"] == "site"  # whole sites held out, as the site-grouped folds claim to test
         holdout = load_or_make_holdout(
             paths.holdout, cohort.patient_labels(), float(settings["holdout"]), int(settings["seed"]),
-            config["cohort_hash"], rename,
+            config["cohort_hash"], rename, cohort.patient_groups("site") if by_site else None, int(settings["folds"]),
         )  # fmt: skip
         if log:
-            log(f"held out {len(holdout)} patients for the final test ({paths.holdout}); no trial sees them")
+            sites = f" of site(s) {', '.join(read_json(paths.holdout).get('sites', []))}" if by_site else ""
+            log(f"held out {len(holdout)} patients{sites} for the final test ({paths.holdout}); no trial sees them")
     real_ids = {v: k for k, v in rename.items()} if rename is not None else {}
     prepared = prepare_cohort(
         config["manifest_path"], int(settings["folds"]), int(settings["seed"]), str(settings["cv_group"]),
