@@ -22,6 +22,7 @@ import optuna  # noqa: E402
 from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 
 from dashboards.report_estimates import estimates_section  # noqa: E402
+from dashboards.report_sites import sites_section  # noqa: E402
 from search.figures import figure_roc, palette, roc_points, save  # noqa: E402
 from search.study import (  # noqa: E402
     FORMAT_VERSION,
@@ -323,6 +324,7 @@ Report written {time.strftime("%Y-%m-%d %H:%M")}.</p>
 {_figures(study, best, paths, out)}
 <h2>Held-out test</h2>
 {_holdout_section(paths, max((t.value for t in best.values()), default=None), out)}
+{sites_section(paths)}
 </body></html>
 """  # fmt: skip
 

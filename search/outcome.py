@@ -3,11 +3,15 @@ winner, and what the console says about the outcome."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import optuna
 
 from search.estimates import parent_metrics, summary_lines, with_estimate
+from search.sites import outcome_lines as site_lines
+from search.sites import parent_metrics as site_metrics
+from search.sites import record_holdout, site_estimates
 from search.study import (
     HIDDEN,
     STORAGE_ENV,
@@ -35,11 +39,13 @@ def summarise(
     """leaderboard.json and the parent run's summary (failures by reason, why the search stopped) for a session
     (`search.cli.Session`); returns the leaderboard."""
     board = with_estimate(leaderboard(session.study, paths, family=family), session.study, paths, config)
+    board = dataclasses.replace(board, **site_estimates(config, paths, board))
     counts = board.counts
     best = board.rows[0] if board.rows else None
     session.tracker.log_parent_summary(
         {"best_cv_auc": best.cv_auc if best else float("nan"), **{f"trials_{k}": v for k, v in counts.items()},
-         **{f"trials_failed_{k}": v for k, v in board.failures.items()}, **parent_metrics(board)},
+         **{f"trials_failed_{k}": v for k, v in board.failures.items()}, **parent_metrics(board),
+         **site_metrics(board)},
         {"best_trial": str(best.trial) if best else "", **({"stopped": stopped} if stopped else {})},
         status if counts["finished"] < args.budget or stopped else "FINISHED",
     )  # fmt: skip
@@ -55,7 +61,9 @@ def register(args: Any, paths: StudyPaths, config: dict) -> dict | None:
     print()
     try:
         where = resolve(args.runs_dir, config["study"], config["storage"], config["tracking_uri"])
-        return register_study(where, args.model_name)
+        winner = register_study(where, args.model_name)
+        record_holdout(paths, winner, where.tracking_url())  # per-site hold-out results, known only now
+        return winner
     except RegisterError as exc:
         print(f"not registered: {exc}", flush=True)
         return None
@@ -82,6 +90,8 @@ def print_outcome(board: Any, config: dict, paths: StudyPaths, winner: dict | No
                   "run with --holdout 0.2 to test the winner on patients no trial has seen.")  # fmt: skip
         for text in summary_lines(board, winner):
             print(text)
+        for site_line in site_lines(board, winner):
+            print(site_line)
         if winner:
             print(f"registered: {winner['model_uri']} (promote: stagesearch promote --best)")
     print(f"\nstudy folder: {paths.root}")

@@ -46,6 +46,7 @@ def evaluate_holdout(ensemble: Any, cohort: Any, patients: list[str], seed: int 
 
     import numpy as np
 
+    from search.sites import site_metrics
     from trainers.metrics import auc, bootstrap_auc_ci, patient_means, threshold_metrics
     from trainers.preprocess import load_rois
 
@@ -56,8 +57,10 @@ def evaluate_holdout(ensemble: Any, cohort: Any, patients: list[str], seed: int 
     labels = held.patient_labels()
     y = np.asarray([labels[p] for p in ids])
     lo, hi = bootstrap_auc_ci(y, prob, seed=seed)
+    sites = {s.patient_id: s.site for s in held.scans if s.site}
     return {
         "auc": auc(y, prob), "ci_low": lo, "ci_high": hi, "n_patients": len(ids),
+        **({"per_site": site_metrics(ids, y, prob, sites)} if sites else {}),
         **threshold_metrics(y, prob, ensemble.threshold),
         "predictions": [
             {"patient_id": p, "label": int(lab), "prob": float(pr)} for p, lab, pr in zip(ids, y, prob, strict=True)
