@@ -108,7 +108,7 @@ def site_shortcut(paths: StudyPaths, known: CohortSites) -> dict[str, Any] | Non
         model = LogisticRegression(max_iter=1000).fit(enc.transform(site[tr]), y[tr])
         prob[va] = model.predict_proba(enc.transform(site[va]))[:, 1]
     value = auc(y, prob)
-    prevalence = {s: round(float(y[site[:, 0] == s].mean()), 4) for s in sorted(set(site[:, 0]))}
+    prevalence = {str(s): round(float(y[site[:, 0] == s].mean()), 4) for s in sorted(set(site[:, 0]))}
     return {"cv_auc": None if math.isnan(value) else round(value, 4), "n_patients": len(patients),
             "n_sites": len(prevalence), "folds": len(folds), "prevalence": prevalence}  # fmt: skip
 
