@@ -31,6 +31,7 @@ from search.study import (
 )
 from search.study.inputs import CohortChangedError, StudyInputs, fixed_settings, prepare_inputs, study_space
 from search.tracking import StudyTracker
+from trainers.folds import FoldsMismatchError
 
 
 def _fail(problems: list[str]) -> int:
@@ -73,7 +74,7 @@ def _run(args: Any, config: dict, paths: StudyPaths, cohort: Any) -> int:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     try:
         inputs = prepare_inputs(config, paths, cohort, log=lambda line: print(line, flush=True))
-    except CohortChangedError as exc:
+    except (CohortChangedError, FoldsMismatchError) as exc:  # e.g. a hold-out drawn before it took whole sites
         return _fail([str(exc)])
     try:
         session = _open_session(args, config, paths)

@@ -114,6 +114,18 @@ def test_prepared_study_holds_out_whole_sites(site_cohort: Path, tmp_path: Path)
     assert len(search_sites) >= 2  # enough sites left for the 2 site-grouped folds
 
 
+def test_patient_level_holdout_of_an_earlier_version_is_refused(site_cohort: Path, tmp_path: Path, capsys) -> None:
+    from trainers.folds import load_or_make_holdout
+    from trainers.manifest import load_manifest
+
+    runs = tmp_path / "runs"
+    argv = search_args(site_cohort, runs, "old", "--cv-group", "site", "--folds", "2", "--holdout", "0.2")
+    cohort = load_manifest(site_cohort, folds=2, cv_group="site")
+    load_or_make_holdout(runs / "old" / "holdout.json", cohort.patient_labels(), 0.2, 0, cohort.content_hash())
+    assert run_main(argv) == 2  # a hold-out drawn patient by patient is not reused as if it held out sites
+    assert "holdout.json was made with" in capsys.readouterr().err
+
+
 @pytest.fixture(scope="module")
 def search(tiny_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """A tiny search without --cv-group site, with a hold-out, that registers its winner: (runs, console)."""
