@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from search.study import Leaderboard, StudyPaths, read_json, read_oof, write_leaderboard
+from search.study import Leaderboard, StudyFormatError, StudyPaths, read_json, read_oof, write_leaderboard
 
 #: The site-only model's CV AUC from which the summary warns that site is a shortcut.
 SHORTCUT_WARN_AUC = 0.6
@@ -41,7 +41,7 @@ def cohort_sites(config: dict[str, Any], paths: StudyPaths) -> CohortSites | Non
         cohort = load_manifest(config["manifest_path"], folds=int(settings["folds"]),
                                cv_group=str(settings["cv_group"]), check_images=False)  # fmt: skip
         rename = study_pseudonyms(config, paths, cohort.patients)
-    except (ManifestError, OSError, ValueError):
+    except (ManifestError, StudyFormatError, OSError, ValueError):  # e.g. a moved manifest or a lost salt
         return None
     if rename is not None:
         cohort = cohort.renamed(rename)

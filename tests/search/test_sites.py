@@ -52,15 +52,19 @@ def test_site_shortcut_found_when_site_and_label_are_confounded(tmp_path: Path) 
     assert short is not None and short["cv_auc"] > 0.75, short
     assert short["n_patients"] == 120 and short["n_sites"] == 4 and short["folds"] == 5
     lines = outcome_lines(Leaderboard("s", {}, [], site_shortcut=short))
-    assert len(lines) == 1 and "the model may learn the site, not the tumour; consider --cv-group site" in lines[0]
+    assert (
+        len(lines) == 1
+        and "the model may learn the site, not the tumour; consider --cv-group site" in lines[0]
+    )
 
 
 def test_site_shortcut_near_chance_when_not_confounded(tmp_path: Path) -> None:
     short = site_shortcut(*_shortcut_study(tmp_path, confounded=False))
     assert short is not None and short["cv_auc"] < 0.6, short
-    assert "no sign that the site alone gives the stage away" in outcome_lines(
-        Leaderboard("s", {}, [], site_shortcut=short)
-    )[0]
+    assert (
+        "no sign that the site alone gives the stage away"
+        in outcome_lines(Leaderboard("s", {}, [], site_shortcut=short))[0]
+    )
 
 
 def test_site_shortcut_needs_two_sites(tmp_path: Path) -> None:
@@ -75,14 +79,21 @@ def test_metric_names_are_sanitised() -> None:
 def test_site_holdout_refused_at_parse_time(tiny_cohort: Path, tmp_path: Path, capsys) -> None:
     # the tiny cohort's T1 patients are all at siteA: no whole site can be held out with both classes on both sides
     runs = tmp_path / "runs"
-    args = search_args(tiny_cohort, runs, "refused", "--cv-group", "site", "--folds", "2", "--holdout", "0.25")
+    args = search_args(
+        tiny_cohort, runs, "refused", "--cv-group", "site", "--folds", "2", "--holdout", "0.25"
+    )
     assert run_main(args) == 2
     err = capsys.readouterr().err
     assert "--holdout 0.25 with --cv-group site: no choice of whole sites leaves both classes" in err
     assert "siteA (T1 5, T2 1)" in err and not runs.exists()
-    args = search_args(tiny_cohort, runs, "refused", "--cv-group", "site", "--folds", "3", "--holdout", "0.25")
+    args = search_args(
+        tiny_cohort, runs, "refused", "--cv-group", "site", "--folds", "3", "--holdout", "0.25"
+    )
     assert run_main(args) == 2  # 3 sites cannot leave 3 for 3 folds after holding one out
-    assert "needs at least 4 sites (one to hold out, 3 left to search on), but the cohort has 3" in capsys.readouterr().err
+    assert (
+        "needs at least 4 sites (one to hold out, 3 left to search on), but the cohort has 3"
+        in capsys.readouterr().err
+    )
 
 
 @pytest.fixture(scope="module")
@@ -114,14 +125,18 @@ def test_prepared_study_holds_out_whole_sites(site_cohort: Path, tmp_path: Path)
     assert len(search_sites) >= 2  # enough sites left for the 2 site-grouped folds
 
 
-def test_patient_level_holdout_of_an_earlier_version_is_refused(site_cohort: Path, tmp_path: Path, capsys) -> None:
+def test_patient_level_holdout_of_an_earlier_version_is_refused(
+    site_cohort: Path, tmp_path: Path, capsys
+) -> None:
     from trainers.folds import load_or_make_holdout
     from trainers.manifest import load_manifest
 
     runs = tmp_path / "runs"
     argv = search_args(site_cohort, runs, "old", "--cv-group", "site", "--folds", "2", "--holdout", "0.2")
     cohort = load_manifest(site_cohort, folds=2, cv_group="site")
-    load_or_make_holdout(runs / "old" / "holdout.json", cohort.patient_labels(), 0.2, 0, cohort.content_hash())
+    load_or_make_holdout(
+        runs / "old" / "holdout.json", cohort.patient_labels(), 0.2, 0, cohort.content_hash()
+    )
     assert run_main(argv) == 2  # a hold-out drawn patient by patient is not reused as if it held out sites
     assert "holdout.json was made with" in capsys.readouterr().err
 

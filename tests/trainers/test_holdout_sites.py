@@ -53,7 +53,9 @@ def test_prefers_the_prevalence_of_the_cohort() -> None:
 
 def test_many_sites_use_the_seeded_search() -> None:
     rng = np.random.default_rng(0)
-    labels, where = _cohort({f"s{i:02d}": (int(rng.integers(1, 6)), int(rng.integers(1, 6))) for i in range(30)})
+    labels, where = _cohort(
+        {f"s{i:02d}": (int(rng.integers(1, 6)), int(rng.integers(1, 6))) for i in range(30)}
+    )
     held = split_holdout(labels, 0.25, 3, where, min_groups_left=5)
     held_sites, search_sites = _sides(held, where)
     assert not held_sites & search_sites
@@ -87,6 +89,7 @@ def test_holdout_file_names_its_sites_and_is_reused(tmp_path: Path) -> None:
     assert stored["meta"]["group_by"] == "site"
     assert load_or_make_holdout(path, labels, 0.2, 0, "h", rename, where, 3) == held
     plain = tmp_path / "plain.json"
-    load_or_make_holdout(plain, labels, 0.2, 0, "h")  # without sites: patient-level, as before, no `sites` key
+    # without sites: patient-level, as before, and no `sites` key
+    load_or_make_holdout(plain, labels, 0.2, 0, "h")
     assert "sites" not in json.loads(plain.read_text())
     assert {where[p] for p in json.loads(plain.read_text())["patients"]} != set(stored["sites"])
