@@ -140,14 +140,13 @@ def choose_space(args: argparse.Namespace, settings: dict[str, Any], resumed: bo
     return space
 
 
-def announce_missing_weights(names: list[str]) -> None:
-    """Say once, in the driver, which backbones will start from random initialisation."""
-    from trainers.backbones import weights_available
+def fetch_pretrained_weights(names: list[str]) -> None:
+    """Make the space's ImageNet weights local once, in the driver, before any trial (trials read the caches
+    only, so no two download the same file); say once which backbones start from random initialisation."""
+    from trainers.pretrained import resolve_weights
 
-    missing = [n for n in names if not weights_available(n)[0]]
-    if missing:
-        print(f"note: no local ImageNet weights for {', '.join(missing)}: those trials start from random "
-              "initialisation (recorded on each trial as pretrained=false)", flush=True)  # fmt: skip
+    for line in resolve_weights(names, log=lambda line: print(line, flush=True)).notes():
+        print(line, flush=True)
 
 
 def load_cohort(settings: dict[str, Any], stored: dict[str, Any], study: str | None) -> tuple[Path, Any]:
@@ -226,8 +225,6 @@ def configure(args: argparse.Namespace, argv: list[str] | None) -> tuple[dict[st
     if problems:
         raise UserError(problems)
     space = choose_space(args, settings, bool(stored))
-    if settings["pretrained"]:
-        announce_missing_weights(list(space.backbones))
     manifest, cohort = load_cohort(settings, stored, args.study)
     config, paths = study_config(args, argv, settings, stored, manifest, cohort)
     if sqlite_path(config["storage"]) is None:  # a database server: does it let us in? (before writing anything)
@@ -236,6 +233,8 @@ def configure(args: argparse.Namespace, argv: list[str] | None) -> tuple[dict[st
         except StorageError as exc:
             raise UserError([str(exc)]) from None
     salt = study_salt(config, paths, stored, cohort)
+    if settings["pretrained"]:  # only once the run is sure to go ahead (it may download)
+        fetch_pretrained_weights(list(space.backbones))
     paths.root.mkdir(parents=True, exist_ok=True)
     if salt is not None and not stored:
         write_salt(paths, salt)

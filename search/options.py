@@ -77,7 +77,8 @@ def _what_flags(p: argparse.ArgumentParser) -> None:
                    help="fraction of patients set aside (stratified) before the search, to test the winner once [0: none]")  # fmt: skip
     g.add_argument("--max-epochs", type=int, default=None, help="epochs per trial (default: the space's)")
     g.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=None,
-                   help="ImageNet weights where available locally, else random init, recorded [on]")  # fmt: skip
+                   help="ImageNet weights: from the local caches, else downloaded once before the first trial "
+                        "(never with HF_HUB_OFFLINE=1); where there are none, random init, recorded [on]")  # fmt: skip
     g.add_argument(
         "--sampler", choices=("tpe", "random"), default="tpe", help="how Optuna proposes configurations"
     )

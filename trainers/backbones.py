@@ -39,6 +39,7 @@ class BackboneSpec:
     min_resolution: int = 32
     size_multiple: int | None = None
     locate_weights: Locator | None = None
+    weights_url: Callable[[], str] | None = None  # torch hub URL of weights timm does not know (trainers.pretrained)
 
     @property
     def resolution_multiple(self) -> int | None:
@@ -129,7 +130,8 @@ def create_backbone(
     pretrained: bool = False,
     img_size: int | None = None,
 ) -> BuiltModel:
-    """Build a backbone; with ``pretrained`` use locally cached ImageNet weights, never the network."""
+    """Build a backbone; with ``pretrained`` use locally cached ImageNet weights, never the network (the search's
+    driver downloads them once beforehand, `trainers.pretrained`)."""
     spec = get_spec(name)
     if in_chans < 1 or num_classes < 1:
         raise ValueError(f"in_chans and num_classes must be >= 1, got {in_chans} and {num_classes}")
@@ -179,7 +181,7 @@ def _warn_once(name: str, reason: str) -> None:
 # --------------------------------------------------------------------------- local weight lookup
 
 
-def _hf_hub_cache() -> Path:
+def hf_hub_cache() -> Path:
     """Hugging Face hub cache folder, read from the environment at call time (not at import)."""
     for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
         if os.environ.get(var):
@@ -189,7 +191,7 @@ def _hf_hub_cache() -> Path:
     return Path(hf_home).expanduser() / "hub"
 
 
-def _torch_checkpoints() -> Path:
+def torch_checkpoints() -> Path:
     """torch.hub checkpoint folder (honours TORCH_HOME at call time)."""
     return Path(torch.hub.get_dir()) / "checkpoints"
 
@@ -203,7 +205,7 @@ def _timm_locator(model_name: str) -> Locator:
         cfg = timm.models.get_pretrained_cfg(model_name)
         if cfg is None:
             return None, f"timm has no pretrained config for {model_name}"
-        hf_cache = _hf_hub_cache()
+        hf_cache = hf_hub_cache()
         if cfg.hf_hub_id:
             repo_id, _, revision = cfg.hf_hub_id.partition("@")
             filenames = [cfg.hf_hub_filename] if cfg.hf_hub_filename else []
@@ -212,7 +214,7 @@ def _timm_locator(model_name: str) -> Locator:
                 hit = try_to_load_from_cache(repo_id, filename, cache_dir=hf_cache, revision=revision or None)
                 if isinstance(hit, str) and os.path.isfile(hit):
                     return Path(hit), ""
-        checkpoints = _torch_checkpoints()
+        checkpoints = torch_checkpoints()
         if cfg.url:
             candidate = checkpoints / os.path.basename(cfg.url)
             if candidate.is_file():
@@ -240,18 +242,23 @@ def _timm_builder(model_name: str, takes_img_size: bool = False) -> Builder:
 
 
 def _shufflenet_url() -> str:
-    """Download URL of torchvision's ImageNet ShuffleNetV2 x1.0 weights (used only as a cache key)."""
+    """Download URL of torchvision's ImageNet ShuffleNetV2 x1.0 weights (the driver downloads it; trials only
+    look for its file name in torch hub's checkpoints)."""
     from torchvision.models import ShuffleNet_V2_X1_0_Weights
 
     return ShuffleNet_V2_X1_0_Weights.IMAGENET1K_V1.url
 
 
-def _locate_shufflenet() -> tuple[Path | None, str]:
-    """Find torchvision's ShuffleNet weights in torch.hub checkpoints without trying to download them."""
-    candidate = _torch_checkpoints() / os.path.basename(_shufflenet_url())
-    if candidate.is_file():
-        return candidate, ""
-    return None, f"{candidate.name} not in {candidate.parent}"
+def torch_hub_locator(url: Callable[[], str]) -> Locator:
+    """Find the file of a torch hub URL in torch hub's checkpoints folder, as torch hub names it, offline."""
+
+    def locate() -> tuple[Path | None, str]:
+        candidate = torch_checkpoints() / os.path.basename(url())
+        if candidate.is_file():
+            return candidate, ""
+        return None, f"{candidate.name} not in {candidate.parent}"
+
+    return locate
 
 
 def _build_shufflenet(
@@ -337,7 +344,8 @@ _register_timm("regnety_008", "RegNet")
 _register_timm("regnety_004", "RegNet")
 _register_timm("resnet50", "ResNet50")
 register_backbone(
-    BackboneSpec("shufflenet_v2_x1_0", "ShuffleNet", _build_shufflenet, locate_weights=_locate_shufflenet)
+    BackboneSpec("shufflenet_v2_x1_0", "ShuffleNet", _build_shufflenet, locate_weights=torch_hub_locator(_shufflenet_url),
+                 weights_url=_shufflenet_url)  # fmt: skip
 )
 _register_timm("vit_small_patch16_224", "ViT", patch_size=16)
 _register_timm("vit_tiny_patch16_224", "ViT", patch_size=16)
