@@ -145,3 +145,19 @@ def test_a_file_that_fails_its_hash_is_not_kept(caches: Path, monkeypatch) -> No
         result = resolve_weights(["shufflenet_v2_x1_0"], lambda line: None)
     assert result.missing["shufflenet_v2_x1_0"].startswith("download failed: RuntimeError: invalid hash value")
     assert not list((caches / "torch" / "hub" / "checkpoints").glob("*.pth"))
+
+
+def test_a_server_that_never_answers_is_given_up_after_the_timeout_once(caches: Path, monkeypatch) -> None:
+    """A server that takes the connection but never answers costs one timeout, not one per backbone."""
+    import socket
+    import time
+
+    with socket.socket() as silent:  # listens (the kernel completes connections) but never accepts or answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{silent.getsockname()[1]}")
+        start = time.monotonic()
+        result = resolve_weights(["resnet10t", "regnety_004", "densenet121"], lambda line: None, timeout=2)
+        elapsed = time.monotonic() - start
+    assert 2 <= elapsed < 3.9, elapsed  # three backbones on that server: asked once
+    assert len(set(result.missing.values())) == 1 and "ReadTimeout" in result.missing["resnet10t"]
