@@ -26,6 +26,7 @@ from trainers.folds import FoldsMismatchError, load_or_make_folds
 from trainers.manifest import Cohort, ManifestError, load_manifest
 from trainers.metrics import summary_metrics
 from trainers.preprocess import PreprocessParams, ScanROI, load_rois
+from trainers.pretrained import resolve_weights
 from trainers.train import CVResult, cross_validate
 
 
@@ -147,7 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--resolution", type=int, default=d.resolution, help="input size in pixels")
     p.add_argument("--channels", type=int, choices=(1, 3), default=d.channels, help="1 slice, or 3 (2.5D)")
-    p.add_argument("--pretrained", action="store_true", help="ImageNet weights where available locally")
+    p.add_argument("--pretrained", action="store_true",
+                   help="ImageNet weights: from the local caches, else downloaded first (not with HF_HUB_OFFLINE=1)")  # fmt: skip
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--cv-group", choices=("patient", "site"), default="patient", help="what folds keep apart")
     p.add_argument("--seed", type=int, default=d.seed)
@@ -196,6 +198,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, KeyError, ManifestError, FoldsMismatchError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if cfg.pretrained:  # fetched once before training, as the search's driver does (trainers.pretrained)
+        for line in resolve_weights([cfg.backbone], log=print).notes():
+            print(line)
     cohort = prepared.cohort
     labels = cohort.patient_labels()
     n_t2 = sum(labels.values())

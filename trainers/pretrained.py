@@ -121,7 +121,10 @@ def resolve_weights(
             out.missing[name] = unreachable[source.server]
         else:
             try:
-                out.downloaded[name] = _download(source, log, timeout)
+                path = _download(source, log, timeout)
+                if locate is None or locate()[0] is None:  # trials would not find it: say so now, not per trial
+                    raise FileNotFoundError(f"{path} is not where the trials look for it")
+                out.downloaded[name] = path
             except Unreachable as exc:
                 unreachable[source.server] = out.missing[name] = (
                     f"not downloaded: {source.server} is unreachable from here ({exc}; timeout {timeout:g} s)"

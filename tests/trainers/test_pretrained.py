@@ -161,3 +161,14 @@ def test_a_server_that_never_answers_is_given_up_after_the_timeout_once(caches: 
         elapsed = time.monotonic() - start
     assert 2 <= elapsed < 3.9, elapsed  # three backbones on that server: asked once
     assert len(set(result.missing.values())) == 1 and "ReadTimeout" in result.missing["resnet10t"]
+
+
+def test_one_configuration_cli_fetches_before_training(hub: Served, tiny_cohort: Path, capsys) -> None:
+    from trainers.cv import main
+
+    _resnet10t(hub)
+    assert main(["--manifest", str(tiny_cohort), "--backbone", "resnet10t", "--pretrained", "--epochs", "1",
+                 "--resolution", "32", "--folds", "3", "--device", "cpu"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert out.index("weights: downloading resnet10t's") < out.index("ImageNet-pretrained: ImageNet weights loaded")
+    assert [r.split()[0] for r in hub.requests] == ["HEAD", "HEAD", "GET"]
