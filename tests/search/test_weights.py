@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ import timm
 from search.cli import main
 from search.study import default_tracking_uri
 from tests.search.conftest import mlflow_runs, search_args
-from tests.weights_server import closed_port, weights_server
+from tests.weights_server import closed_port, loopback_only, point_hub_client_at, weights_server
 
 REPO = "timm/resnet10t.c3_in1k"
 pytestmark = pytest.mark.slow
@@ -36,14 +37,13 @@ def hf_cache(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture
-def online_driver(hf_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The driver (this process) online; the cache empty."""
-    import huggingface_hub.constants
-
+def online_driver(hf_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The driver (this process) online, its hub on a closed port of 127.0.0.1 until a test serves one, nothing
+    beyond 127.0.0.1 reachable; the cache empty."""
     shutil.rmtree(hf_cache, ignore_errors=True)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
-    return hf_cache
+    point_hub_client_at(monkeypatch, closed_port())
+    with loopback_only(monkeypatch):
+        yield hf_cache
 
 
 def _args(tiny_cohort: Path, runs: Path, study: str, budget: int) -> list[str]:
@@ -56,7 +56,7 @@ def test_weights_downloaded_once_before_the_trials_and_used_by_them(
     tiny_cohort, runs, online_driver, monkeypatch, capsys
 ) -> None:
     with weights_server() as hub:
-        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        point_hub_client_at(monkeypatch, hub.url)
         hub.add_hub_file(REPO, "model.safetensors", timm.create_model("resnet10t").state_dict())
         assert main(_args(tiny_cohort, runs, "fetch", budget=2)) == 0
         requests = list(hub.requests)
@@ -74,7 +74,6 @@ def test_weights_downloaded_once_before_the_trials_and_used_by_them(
 def test_unreachable_hub_said_once_and_recorded_as_random_init(
     tiny_cohort, runs, online_driver, monkeypatch, capsys
 ) -> None:
-    monkeypatch.setenv("HF_ENDPOINT", closed_port())
     assert main(_args(tiny_cohort, runs, "nohub", budget=1)) == 0
     out = capsys.readouterr().out
     notes = [line for line in out.splitlines() if "ImageNet weights" in line]

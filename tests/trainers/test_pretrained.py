@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import timm
 import torch
 
-from tests.weights_server import Served, closed_port, weights_server
+from tests.weights_server import Served, closed_port, loopback_only, point_hub_client_at, weights_server
 from trainers import backbones
 from trainers.backbones import BACKBONES, create_backbone, torch_hub_locator
 from trainers.pretrained import resolve_weights
@@ -20,24 +21,23 @@ REPO = "timm/resnet10t.c3_in1k"  # resnet10t's hub id in timm's pretrained confi
 
 
 @pytest.fixture
-def caches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Empty private caches, online mode (the tests' default is offline), fresh warn-once state."""
-    import huggingface_hub.constants
-
+def caches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Empty private caches, online mode (the tests' default is offline) with a hub on a closed port of
+    127.0.0.1 until a test serves one, fresh warn-once state; nothing beyond 127.0.0.1 can be reached."""
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # read at import, from the env then
+    point_hub_client_at(monkeypatch, closed_port())
     monkeypatch.setattr(backbones, "_WARNED_NO_WEIGHTS", set())
-    return tmp_path
+    with loopback_only(monkeypatch):
+        yield tmp_path
 
 
 @pytest.fixture
-def hub(caches: Path, monkeypatch: pytest.MonkeyPatch):
+def hub(caches: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Served]:
     """A hub on 127.0.0.1 serving a (randomly initialised, then saved) resnet10t as its ImageNet weights."""
     with weights_server() as served:
-        monkeypatch.setenv("HF_ENDPOINT", served.url)
+        point_hub_client_at(monkeypatch, served.url)
         yield served
 
 
@@ -88,7 +88,7 @@ def test_falls_back_to_the_bin_file_like_timm(hub: Served) -> None:
 
 
 def test_unreachable_hub_is_said_once_and_models_start_random(caches: Path, monkeypatch) -> None:
-    monkeypatch.setenv("HF_ENDPOINT", closed_port())
+    point_hub_client_at(monkeypatch, closed_port())
     lines: list[str] = []
     result = resolve_weights(["tiny_cnn", "resnet10t", "regnety_004"], lines.append, timeout=3)
     assert not lines and not result.downloaded and set(result.missing) == {"tiny_cnn", "resnet10t", "regnety_004"}
@@ -155,7 +155,7 @@ def test_a_server_that_never_answers_is_given_up_after_the_timeout_once(caches: 
     with socket.socket() as silent:  # listens (the kernel completes connections) but never accepts or answers
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)
-        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{silent.getsockname()[1]}")
+        point_hub_client_at(monkeypatch, f"http://127.0.0.1:{silent.getsockname()[1]}")
         start = time.monotonic()
         result = resolve_weights(["resnet10t", "regnety_004", "densenet121"], lambda line: None, timeout=2)
         elapsed = time.monotonic() - start
