@@ -10,6 +10,10 @@ import pytest
 from search.local_ray import prepare_local_ray
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never download anything
+# ... nor send usage telemetry: MLflow looks up config.mlflow-telemetry.io (outside CI), and huggingface_hub
+# fetches a registry from its endpoint on its first request when not offline (the weights tests go online).
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 prepare_local_ray(None)  # the tests' own local Ray sessions on 127.0.0.1, before any test module imports ray
 
 
