@@ -2,7 +2,9 @@
 
 Each scan is read once per set of preprocessing parameters: the result is stored under a key made of the
 file paths, sizes and mtimes and the parameters, so a search reads every scan once, not once per trial.
-Resolution is not part of the key: trials resize the cached ROI arrays in memory.
+Resolution is not part of the key: trials resize the cached ROI arrays in memory. Beside the slabs a cache
+entry holds the mask cropped the same way (`LesionROI`), which the non-deep baseline measures; trials get the
+slabs only.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from trainers.cache import cache_root
 from trainers.io import load_image
 from trainers.manifest import Cohort, Scan
 
-PREPROCESS_VERSION = 1
+PREPROCESS_VERSION = 2  # 2: cache entries hold the mask's ROI too
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,18 @@ class ScanROI:
     label: int
     slabs: np.ndarray
     tumour_area: np.ndarray
+
+
+@dataclass
+class LesionROI:
+    """The mask of one scan's cache entry, cropped and resized like its slabs: what hand-made lesion features
+    measure. Without a mask, `mask` is all False and `has_mask` False."""
+
+    patient_id: str
+    mask: np.ndarray  # (k, roi_px, roi_px) bool: the lesion on each slab's centre slice
+    pixel_mm: float  # in-plane size of one ROI pixel (the crop box's width in mm / roi_px)
+    volume_mm3: float  # the whole mask's volume at the working spacing (a 2D image: its area in mm^2)
+    has_mask: bool
 
 
 def _file_stamp(path: Path | None) -> list:
@@ -104,12 +118,13 @@ def _square_box(mask2d: np.ndarray | None, shape: tuple[int, int], margin_px: fl
     return int(round(cx - half)), int(round(cx + half)) + 1, int(round(cy - half)), int(round(cy + half)) + 1
 
 
-def _crop(plane: np.ndarray, box) -> np.ndarray:
-    """Crop with edge padding where the box leaves the image."""
+def _crop(plane: np.ndarray, box, mode: str = "edge") -> np.ndarray:
+    """Crop with padding (`mode` of np.pad: the edge for images, zeros for masks) where the box leaves the
+    image."""
     x0, x1, y0, y1 = box
     pad = max(0, -x0, -y0, x1 - plane.shape[0], y1 - plane.shape[1])
     if pad:
-        plane = np.pad(plane, pad, mode="edge")
+        plane = np.pad(plane, pad, mode=mode)
     return plane[x0 + pad : x1 + pad, y0 + pad : y1 + pad]
 
 
@@ -121,6 +136,11 @@ def _resize(stack: np.ndarray, size: int) -> np.ndarray:
 
 def preprocess_scan(scan: Scan, params: PreprocessParams) -> ScanROI:
     """Read one scan and turn it into k ROI slabs of 3 neighbouring slices each."""
+    return preprocess_lesion(scan, params)[0]
+
+
+def preprocess_lesion(scan: Scan, params: PreprocessParams) -> tuple[ScanROI, LesionROI]:
+    """One scan's ROI slabs and, cropped and resized the same way, its mask on each slab's centre slice."""
     vol = load_image(scan.image)
     image = _to_ras(vol.array, vol.affine, params.spacing, "bilinear")
     mask = None
@@ -147,12 +167,20 @@ def preprocess_scan(scan: Scan, params: PreprocessParams) -> ScanROI:
     for z in chosen:
         planes = [_crop(image[:, :, min(max(zz, 0), nz - 1)], box) for zz in (z - 1, z, z + 1)]
         slabs.append(_resize(np.stack(planes), params.roi_px))
-    return ScanROI(
-        patient_id=scan.patient_id,
-        label=scan.label,
-        slabs=np.stack(slabs).astype(np.float16),
-        tumour_area=area[chosen],
-    )
+    roi = ScanROI(scan.patient_id, scan.label, np.stack(slabs).astype(np.float16), area[chosen])
+    return roi, _lesion(scan, mask, chosen, box, params)
+
+
+def _lesion(scan: Scan, mask: np.ndarray | None, chosen: list[int], box, params: PreprocessParams) -> LesionROI:
+    """The mask's ROI: each chosen slice cropped with the slabs' box and resized like them (then thresholded)."""
+    pixel_mm = (box[1] - box[0]) * params.spacing[0] / params.roi_px
+    if mask is None:
+        empty = np.zeros((len(chosen), params.roi_px, params.roi_px), bool)
+        return LesionROI(scan.patient_id, empty, pixel_mm, 0.0, False)
+    planes = np.stack([_crop(mask[:, :, z].astype(np.float32), box, "constant") for z in chosen])
+    voxel = params.spacing[0] * params.spacing[1] * (params.spacing[2] if mask.shape[2] > 1 else 1.0)
+    return LesionROI(scan.patient_id, _resize(planes, params.roi_px) > 0.5, pixel_mm,
+                     float(mask.sum() * voxel), True)  # fmt: skip
 
 
 def read_cached_roi(path: Path, scan: Scan) -> ScanROI | None:
@@ -170,6 +198,30 @@ def read_cached_roi(path: Path, scan: Scan) -> ScanROI | None:
     return ScanROI(scan.patient_id, scan.label, slabs, area)
 
 
+def read_cached_lesion(path: Path, scan: Scan) -> LesionROI | None:
+    """The mask's ROI of one scan's cache entry, or None when it is missing, incomplete or unreadable."""
+    if not path.exists():
+        return None
+    try:
+        with np.load(path) as z:
+            packed, slabs = z["lesion_mask"], z["slabs"]
+            pixel_mm, volume, has_mask = float(z["pixel_mm"]), float(z["volume_mm3"]), bool(z["has_mask"])
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):
+        return None
+    if slabs.ndim != 4 or packed.ndim != 3 or len(packed) != len(slabs):
+        return None
+    mask = np.unpackbits(packed, axis=-1, count=slabs.shape[-1]).astype(bool)
+    return LesionROI(scan.patient_id, mask, pixel_mm, volume, has_mask)
+
+
+def _store(path: Path, roi: ScanROI, lesion: LesionROI) -> None:
+    """Write one scan's cache entry atomically (the mask packed to bits: an eighth of a byte per pixel)."""
+    tmp = path.with_name(path.stem + f".{os.getpid()}.tmp.npz")
+    np.savez(tmp, slabs=roi.slabs, tumour_area=roi.tumour_area, lesion_mask=np.packbits(lesion.mask, axis=-1),
+             pixel_mm=lesion.pixel_mm, volume_mm3=lesion.volume_mm3, has_mask=lesion.has_mask)  # fmt: skip
+    tmp.replace(path)
+
+
 def load_rois(
     cohort: Cohort,
     params: PreprocessParams | None = None,
@@ -178,25 +230,39 @@ def load_rois(
 ) -> list[ScanROI]:
     """ROI slabs for every scan of the cohort, from the cache where present and readable, else computed and
     stored (an unreadable entry is said so on stderr and replaced)."""
+    return _load(cohort, params, cache_dir, progress, lesions=False)
+
+
+def load_lesions(
+    cohort: Cohort,
+    params: PreprocessParams | None = None,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+) -> list[LesionROI]:
+    """The mask's ROI for every scan of the cohort (in `load_rois`' order), from the same cache entries."""
+    return _load(cohort, params, cache_dir, progress, lesions=True)
+
+
+def _load(cohort: Cohort, params: PreprocessParams | None, cache_dir: str | Path | None, progress: bool,
+          lesions: bool) -> list:  # fmt: skip
     params = params or PreprocessParams()
     cache = Path(cache_dir) if cache_dir is not None else cache_root() / "preprocessed"
     cache.mkdir(parents=True, exist_ok=True)
-    out: list[ScanROI] = []
+    read = read_cached_lesion if lesions else read_cached_roi
+    out: list = []
     misses = 0
     for i, scan in enumerate(cohort.scans):
         path = cache / f"{scan_key(scan, params)}.npz"
-        cached = read_cached_roi(path, scan)
+        cached = read(path, scan)
         if cached is not None:
             out.append(cached)
             continue
         if path.exists():
             print(f"cache entry {path.name} of patient {scan.patient_id} is unreadable: preprocessing the scan again",
                   file=sys.stderr, flush=True)  # fmt: skip
-        roi = preprocess_scan(scan, params)
-        tmp = path.with_name(path.stem + f".{os.getpid()}.tmp.npz")
-        np.savez(tmp, slabs=roi.slabs, tumour_area=roi.tumour_area)
-        tmp.replace(path)
-        out.append(roi)
+        roi, lesion = preprocess_lesion(scan, params)
+        _store(path, roi, lesion)
+        out.append(lesion if lesions else roi)
         misses += 1
         if progress and (misses == 1 or (i + 1) % 16 == 0 or i + 1 == len(cohort.scans)):
             print(f"preprocessing scans: {i + 1}/{len(cohort.scans)}", file=sys.stderr, flush=True)
