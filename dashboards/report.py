@@ -21,6 +21,7 @@ import matplotlib.ticker  # noqa: E402
 import optuna  # noqa: E402
 from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 
+from dashboards.report_baseline import baseline_section  # noqa: E402
 from dashboards.report_estimates import estimates_section  # noqa: E402
 from dashboards.report_sites import sites_section  # noqa: E402
 from search.figures import figure_roc, palette, roc_points, save  # noqa: E402
@@ -318,6 +319,7 @@ Report written {time.strftime("%Y-%m-%d %H:%M")}.</p>
 <p>cv_auc is the pooled out-of-fold, patient-level AUC; the other metrics are at probability 0.5.</p>
 {_leaderboard(study, paths)}
 {estimates_section(paths)}
+{baseline_section(paths)}
 <h2>Backbones</h2>
 {_backbones(trials, best, families(trials))}
 <h2>Figures</h2>

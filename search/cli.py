@@ -83,7 +83,7 @@ def _run(args: Any, config: dict, paths: StudyPaths, cohort: Any) -> int:
     remaining = args.budget - session.counts["finished"]
     status = _tune(args, config, paths, inputs, session, remaining) if remaining > 0 else "FINISHED"
     stopped = _stopped(session, config["study"]) if remaining > 0 else None
-    board = summarise(args, config, paths, session, "FAILED" if stopped else status, stopped)
+    board = summarise(args, config, paths, session, "FAILED" if stopped else status, stopped, inputs=inputs)
     winner = None
     if board.rows and not args.no_register and status == "FINISHED" and not stopped:
         winner = register(args, paths, config)

@@ -8,6 +8,7 @@ from typing import Any
 
 import optuna
 
+from search.baseline_text import baseline_row, parent_fields, print_baseline
 from search.estimates import parent_metrics, summary_lines, with_estimate
 from search.sites import outcome_lines as site_lines
 from search.sites import parent_metrics as site_metrics
@@ -34,19 +35,25 @@ def family(trial: optuna.trial.FrozenTrial) -> str:
 
 
 def summarise(
-    args: Any, config: dict, paths: StudyPaths, session: Any, status: str, stopped: str | None = None
+    args: Any, config: dict, paths: StudyPaths, session: Any, status: str, stopped: str | None = None,
+    inputs: Any = None,
 ) -> Any:
     """leaderboard.json and the parent run's summary (failures by reason, why the search stopped) for a session
-    (`search.cli.Session`); returns the leaderboard."""
+    (`search.cli.Session`), with the non-deep baseline on the folds of `inputs` (`StudyInputs`); returns the
+    leaderboard."""
+    from search.baseline import attach_baseline
+
     board = with_estimate(leaderboard(session.study, paths, family=family), session.study, paths, config)
     board = dataclasses.replace(board, **site_estimates(config, paths, board))
+    board = attach_baseline(board, paths, inputs and inputs.prepared, session.tracker, int(config["settings"]["seed"]))
     counts = board.counts
     best = board.rows[0] if board.rows else None
+    base_metrics, base_tags = parent_fields(board)
     session.tracker.log_parent_summary(
         {"best_cv_auc": best.cv_auc if best else float("nan"), **{f"trials_{k}": v for k, v in counts.items()},
          **{f"trials_failed_{k}": v for k, v in board.failures.items()}, **parent_metrics(board),
-         **site_metrics(board)},
-        {"best_trial": str(best.trial) if best else "", **({"stopped": stopped} if stopped else {})},
+         **site_metrics(board), **base_metrics},
+        {"best_trial": str(best.trial) if best else "", **({"stopped": stopped} if stopped else {}), **base_tags},
         status if counts["finished"] < args.budget or stopped else "FINISHED",
     )  # fmt: skip
     write_leaderboard(paths, board)
@@ -77,7 +84,7 @@ def print_outcome(board: Any, config: dict, paths: StudyPaths, winner: dict | No
           f"{counts['failed']} failed" + (f" ({why})" if why else ""))  # fmt: skip
     if rows:
         print("\nbest trial per backbone family (cv_auc = pooled out-of-fold patient-level AUC):")
-        print(format_leaderboard(rows))
+        print(format_leaderboard(rows) + baseline_row(board))
         w = rows[0]
         line = f"\nwinner: trial {w.trial}, {w.backbone} ({w.family}), cv_auc {w.cv_auc:.3f}"
         held = (winner or {}).get("holdout")
@@ -94,6 +101,7 @@ def print_outcome(board: Any, config: dict, paths: StudyPaths, winner: dict | No
             print(site_line)
         if winner:
             print(f"registered: {winner['model_uri']} (promote: stagesearch promote --best)")
+    print_baseline(board)
     print(f"\nstudy folder: {paths.root}")
     print("report:            stagesearch report" + _where_flags(paths, config))
     print("optuna-dashboard:  stagesearch dashboard" + _where_flags(paths, config))
