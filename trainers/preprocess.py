@@ -203,14 +203,14 @@ def read_cached_lesion(path: Path, scan: Scan) -> LesionROI | None:
     if not path.exists():
         return None
     try:
-        with np.load(path) as z:
-            packed, slabs = z["lesion_mask"], z["slabs"]
+        with np.load(path) as z:  # the slabs are not read: the mask's own entries say its shape
+            packed, px, area = z["lesion_mask"], int(z["lesion_px"]), z["tumour_area"]
             pixel_mm, volume, has_mask = float(z["pixel_mm"]), float(z["volume_mm3"]), bool(z["has_mask"])
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):
         return None
-    if slabs.ndim != 4 or packed.ndim != 3 or len(packed) != len(slabs):
+    if packed.ndim != 3 or len(packed) != len(area) or packed.shape[1] != px or packed.shape[2] * 8 < px:
         return None
-    mask = np.unpackbits(packed, axis=-1, count=slabs.shape[-1]).astype(bool)
+    mask = np.unpackbits(packed, axis=-1, count=px).astype(bool)
     return LesionROI(scan.patient_id, mask, pixel_mm, volume, has_mask)
 
 
@@ -218,7 +218,8 @@ def _store(path: Path, roi: ScanROI, lesion: LesionROI) -> None:
     """Write one scan's cache entry atomically (the mask packed to bits: an eighth of a byte per pixel)."""
     tmp = path.with_name(path.stem + f".{os.getpid()}.tmp.npz")
     np.savez(tmp, slabs=roi.slabs, tumour_area=roi.tumour_area, lesion_mask=np.packbits(lesion.mask, axis=-1),
-             pixel_mm=lesion.pixel_mm, volume_mm3=lesion.volume_mm3, has_mask=lesion.has_mask)  # fmt: skip
+             lesion_px=lesion.mask.shape[-1], pixel_mm=lesion.pixel_mm, volume_mm3=lesion.volume_mm3,
+             has_mask=lesion.has_mask)  # fmt: skip
     tmp.replace(path)
 
 

@@ -95,6 +95,10 @@ def test_cache_holds_the_mask_roi_beside_the_slabs(tiny_cohort, tmp_path, monkey
     cohort = load_manifest(tiny_cohort, folds=2)
     params = pre.PreprocessParams(roi_px=64, slices=2)
     rois = pre.load_rois(cohort, params, cache_dir=tmp_path, progress=False)
+    first = tmp_path / f"{pre.scan_key(cohort.scans[0], params)}.npz"
+    np.savez(first, slabs=rois[0].slabs, tumour_area=rois[0].tumour_area)  # an entry without the mask's ROI
+    assert pre.read_cached_lesion(first, cohort.scans[0]) is None
+    pre.load_lesions(cohort, params, cache_dir=tmp_path, progress=False)  # preprocesses that scan again
     monkeypatch.setattr(pre, "load_image", lambda p: pytest.fail(f"read {p} again"))
     lesions = pre.load_lesions(cohort, params, cache_dir=tmp_path, progress=False)
     assert [les.patient_id for les in lesions] == [r.patient_id for r in rois]
