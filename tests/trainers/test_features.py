@@ -109,3 +109,19 @@ def test_cache_holds_the_mask_roi_beside_the_slabs(tiny_cohort, tmp_path, monkey
         assert les.volume_mm3 >= roi.tumour_area.sum() * np.prod(params.spacing) * 0.99
         inside = roi.slabs[:, 1].astype(np.float32)[les.mask]
         assert inside.size > 20
+
+
+def test_a_scan_without_mask_has_an_empty_lesion_and_roi_features(tmp_path) -> None:
+    import nibabel as nib
+
+    from trainers.manifest import Scan
+
+    params = pre.PreprocessParams(roi_px=50, slices=3)
+    rng = np.random.default_rng(0)
+    volume = rng.normal(100, 10, (120, 120, 6)).astype(np.float32)
+    nib.save(nib.Nifti1Image(volume, np.diag([*params.spacing, 1.0])), tmp_path / "scan.nii.gz")
+    roi, lesion = pre.preprocess_lesion(Scan("P1", tmp_path / "scan.nii.gz", None, 0, None), params)
+    assert not lesion.has_mask and not lesion.mask.any() and lesion.mask.shape == (3, 50, 50)
+    assert lesion.pixel_mm == pytest.approx(101 * params.spacing[0] / 50)  # the 80 mm field (101 px) in 50 px
+    names, _, x, _, masks = feature_table([roi], [lesion])
+    assert not masks and names == feature_names(False) and np.isfinite(x).all()
