@@ -137,7 +137,7 @@ def test_no_real_id_through_mlflow(search, cohort, tmp_path) -> None:
     exp = client.get_experiment_by_name(STUDY)
     runs = client.search_runs([exp.experiment_id], max_results=1000)
     roles = sorted(r.data.tags.get("role") for r in runs)
-    assert roles == ["model", "search", "trial", "trial", "trial"], roles
+    assert roles == ["baseline", "model", "search", "trial", "trial", "trial"], roles
     parent = next(r for r in runs if r.data.tags["role"] == "search")
     assert parent.data.params["pseudonymise"] == "True"
     texts = []
@@ -154,7 +154,8 @@ def test_no_real_id_through_mlflow(search, cohort, tmp_path) -> None:
         source = client.get_model_version_download_uri(version.name, version.version)
         mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(target))
     oofs = list(tmp_path.rglob("oof_predictions.csv"))
-    assert len(oofs) == 3 and list(tmp_path.rglob("MLmodel")) and list(tmp_path.rglob("input_example.json"))
+    assert len(oofs) == 4 and list(tmp_path.rglob("features.csv"))  # three trials' and the baseline's
+    assert list(tmp_path.rglob("MLmodel")) and list(tmp_path.rglob("input_example.json"))
     assert [i for i in ids if any(i in t for t in texts)] == []
     assert find_in_files(tmp_path, ids) == {}
     assert all(r["patient_id"].startswith("p-") for path in oofs for r in read_oof(path))
