@@ -1,5 +1,9 @@
 """Scan -> ROI slices: orient, resample, normalise, crop around the tumour, pick slices; cached on disk.
 
+Without a tumour mask the crop is a square around the scan's foreground (the body outline, found with an
+Otsu threshold) plus the margin, so a tumour anywhere in the body stays in the ROI whatever the field of view
+or pixel spacing (a PNG/JPEG has none and is read at 1 mm per pixel).
+
 Each scan is read once per set of preprocessing parameters: the result is stored under a key made of the
 file paths, sizes and mtimes and the parameters, so a search reads every scan once, not once per trial.
 Resolution is not part of the key: trials resize the cached ROI arrays in memory. Beside the slabs a cache
@@ -27,7 +31,7 @@ from trainers.cache import cache_root
 from trainers.io import load_image
 from trainers.manifest import Cohort, Scan
 
-PREPROCESS_VERSION = 2  # 2: cache entries hold the mask's ROI too
+PREPROCESS_VERSION = 2  # 2: cache entries hold the mask's ROI too; a scan without a mask is cropped to its foreground
 
 
 @dataclass(frozen=True)
@@ -37,7 +41,7 @@ class PreprocessParams:
     spacing: tuple[float, float, float] = (0.8, 0.8, 4.0)
     clip_percentiles: tuple[float, float] = (0.5, 99.5)
     margin_mm: float = 15.0
-    no_mask_fov_mm: float = 80.0
+    no_mask_fov_mm: float = 80.0  # a scan without mask or foreground (a featureless image): this centred field
     slices: int = 3
     roi_px: int = 256
 
@@ -105,8 +109,26 @@ def _normalise(vol: np.ndarray, lo_hi: tuple[float, float]) -> np.ndarray:
     return ((vol - ref.mean()) / (ref.std() + 1e-6)).astype(np.float32)
 
 
+def foreground(planes: np.ndarray) -> np.ndarray:
+    """In-plane mask of the scan's foreground (the body outline) over `planes` (X, Y, k): pixels above an
+    Otsu threshold in any plane, keeping connected parts at least 5% the size of the largest, so stray bright
+    noise or an artefact off the body does not stretch the crop. All False for a featureless image."""
+    from scipy import ndimage
+    from skimage.filters import threshold_otsu
+
+    if not np.isfinite(planes).all() or float(planes.max()) <= float(planes.min()):
+        return np.zeros(planes.shape[:2], bool)
+    above = (planes > threshold_otsu(planes)).any(axis=2)
+    parts, n = ndimage.label(above)
+    if n <= 1:
+        return above
+    sizes = np.bincount(parts.ravel())[1:]
+    return np.isin(parts, 1 + np.flatnonzero(sizes >= 0.05 * sizes.max()))
+
+
 def _square_box(mask2d: np.ndarray | None, shape: tuple[int, int], margin_px: float, fov_px: float):
-    """Square crop box (x0, x1, y0, y1) around the mask's in-plane extent plus margin, or centred."""
+    """Square crop box (x0, x1, y0, y1) around the mask's in-plane extent plus margin (a mask of the tumour,
+    or else of the scan's foreground), or centred when the mask is empty."""
     if mask2d is not None and mask2d.any():
         xs, ys = np.nonzero(mask2d)
         cx, cy = (xs.min() + xs.max()) / 2, (ys.min() + ys.max()) / 2
@@ -157,8 +179,11 @@ def preprocess_lesion(scan: Scan, params: PreprocessParams) -> tuple[ScanROI, Le
         mid = nz // 2
         chosen = [z for z in range(mid - params.slices // 2, mid - params.slices // 2 + params.slices)]
         chosen = sorted({min(max(z, 0), nz - 1) for z in chosen})
+    region = mask.any(axis=2) if mask is not None and mask.any() else None
+    if region is None:  # no tumour mask: the body outline in the slices cropped (a fixed field cut tumours)
+        region = foreground(image[:, :, sorted({min(max(zz, 0), nz - 1) for z in chosen for zz in (z - 1, z, z + 1)})])
     box = _square_box(
-        mask.any(axis=2) if mask is not None else None,
+        region,
         image.shape[:2],
         params.margin_mm / params.spacing[0],
         params.no_mask_fov_mm / params.spacing[0],

@@ -56,21 +56,71 @@ def test_slice_data_resizes_cached_arrays(cohort, tmp_path) -> None:
     assert set(one.patient_label.tolist()) == {0, 1}
 
 
-def test_scan_without_mask_is_cropped_around_the_centre(tmp_path) -> None:
-    """No mask: the middle slices, cropped to the no-mask field of view (80 mm) around the image centre."""
+def test_scan_without_mask_is_cropped_to_its_foreground(tmp_path) -> None:
+    """No mask: the middle slices, cropped to a square around the body (the foreground) plus the margin."""
     import nibabel as nib
 
     from trainers.manifest import Scan
 
-    params = pre.PreprocessParams(roi_px=101, slices=3)  # 80 mm / 0.8 mm = 100 px: a box of 101, not resized
+    params = pre.PreprocessParams(roi_px=138, slices=3)  # the box below is 138 px: not resized
     x, y, z = np.meshgrid(np.arange(200.0), np.arange(200.0), np.arange(6.0), indexing="ij")
-    volume = (10 * (x % 7) + 3 * (y % 5) + 20 * z).astype(np.float32)  # a 1-px shift changes every voxel
+    body = (x >= 20) & (x < 120) & (y >= 60) & (y < 160)  # off the image centre
+    volume = np.where(body, 100 + 10 * (x % 7) + 3 * (y % 5) + 20 * z, 0).astype(np.float32)
     affine = np.diag([*params.spacing, 1.0])  # already at the working spacing: no resampling
     nib.save(nib.Nifti1Image(volume, affine), tmp_path / "scan.nii.gz")
     roi = pre.preprocess_scan(Scan("P1", tmp_path / "scan.nii.gz", None, 0, None), params)
 
     norm = pre._normalise(volume, params.clip_percentiles)
-    expected = [norm[50:151, 50:151, c - 1 : c + 2].transpose(2, 0, 1) for c in (2, 3, 4)]  # centre 99.5
-    assert roi.slabs.shape == (3, 3, 101, 101)
+    # body x 20..119, y 60..159: centre (69.5, 109.5), half 49.5 + 15 mm / 0.8 mm = 68.25
+    expected = [norm[1:139, 41:179, c - 1 : c + 2].transpose(2, 0, 1) for c in (2, 3, 4)]
+    assert roi.slabs.shape == (3, 3, 138, 138)
     np.testing.assert_allclose(roi.slabs.astype(np.float32), np.stack(expected), atol=1e-2)
     assert not roi.tumour_area.any()
+
+
+def _bitmap(path, width: int, height: int, lesion: tuple[int, int], radius: int) -> None:
+    """An 8-bit grayscale bitmap: noisy background, an elliptic body left of centre, a bright round lesion."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:height, 0:width]
+    pixels = 8 + 4 * rng.standard_normal((height, width))
+    body = ((x - 0.42 * width) / (0.36 * width)) ** 2 + ((y - 0.5 * height) / (0.4 * height)) ** 2 <= 1
+    pixels[body] = 90 + 10 * rng.standard_normal(int(body.sum()))
+    pixels[(x - lesion[0]) ** 2 + (y - lesion[1]) ** 2 <= radius**2] = 240
+    pixels[3, width - 4] = 255  # a stray bright pixel off the body must not stretch the crop
+    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(path)
+
+
+def test_off_centre_lesion_of_a_large_bitmap_is_inside_the_roi(tmp_path) -> None:
+    """A 480 x 360 px bitmap (read at 1 mm per pixel) whose lesion lies far from the image centre: the
+    foreground crop holds the whole lesion (a fixed 80 mm field at the centre missed it entirely)."""
+    from trainers.io import load_image
+    from trainers.manifest import Scan
+
+    width, height, (lx, ly), radius = 480, 360, (70, 110), 20
+    _bitmap(tmp_path / "scan.png", width, height, (lx, ly), radius)
+    params = pre.PreprocessParams(roi_px=128)
+    roi = pre.preprocess_scan(Scan("P1", tmp_path / "scan.png", None, 0, None), params)
+    plane = roi.slabs[0, 1].astype(np.float32)
+    assert roi.slabs.shape == (1, 3, 128, 128)
+    whole = pre._normalise(load_image(tmp_path / "scan.png").array, params.clip_percentiles)
+    bright = plane > (whole.max() + np.percentile(whole, 90)) / 2  # the lesion: halfway from the body's level
+    xs, ys = np.nonzero(bright)
+    assert bright.sum() > 50, "the lesion is not in the ROI"
+    assert xs.min() > 0 and ys.min() > 0 and xs.max() < 127 and ys.max() < 127  # not cut by the ROI's edge
+    # the ROI is square and keeps the aspect ratio: the lesion stays round
+    assert abs((xs.max() - xs.min()) - (ys.max() - ys.min())) <= 2
+    # the crop is the body (about 346 x 288 px plus margins), not the whole image nor a small central field
+    side_px = 2 * radius * 128 / (xs.max() - xs.min() + 1)
+    assert 0.8 * 0.72 * width < side_px < width
+
+
+def test_foreground_ignores_stray_pixels_and_featureless_images() -> None:
+    planes = np.zeros((100, 80, 1), np.float32)
+    planes[20:60, 10:50] = 5.0
+    planes[95, 75] = 9.0  # a bright speck off the body
+    fg = pre.foreground(planes)
+    xs, ys = np.nonzero(fg)
+    assert (xs.min(), xs.max(), ys.min(), ys.max()) == (20, 59, 10, 49)
+    assert not pre.foreground(np.ones((10, 10, 2), np.float32)).any()
