@@ -105,7 +105,18 @@ def stored_config(args: argparse.Namespace) -> dict[str, Any]:
             print(f"note: study folder {paths.root} has format {found}; continuing it as format {FORMAT_VERSION} "
                   "(its earlier trials keep their out-of-fold tables in MLflow only)", flush=True)  # fmt: skip
         stored["settings"].setdefault(SETTING, False)  # a study from before --pseudonymise keeps real ids
+        _check_preprocessing(stored, args.study)
     return stored
+
+
+def _check_preprocessing(stored: dict[str, Any], study: str) -> None:
+    """A study made with another preprocessing version cannot be continued (its trials saw other inputs)."""
+    from search.study.inputs import PreprocessChangedError, check_preprocess_version
+
+    try:
+        check_preprocess_version(stored, study)
+    except PreprocessChangedError as exc:
+        raise UserError([str(exc)]) from None
 
 
 def _upgrade_settings(settings: dict[str, Any]) -> None:
@@ -152,13 +163,19 @@ def fetch_pretrained_weights(names: list[str]) -> None:
 def load_cohort(settings: dict[str, Any], stored: dict[str, Any], study: str | None) -> tuple[Path, Any]:
     """The manifest (or the phantom's) and its validated cohort, checked against the hold-out and the stored study."""
     from trainers.cv import resolve_manifest
-    from trainers.manifest import ManifestError, load_manifest
+    from trainers.duplicates import duplicate_problems, duplicate_warnings, load_checked
+    from trainers.manifest import ManifestError
 
     try:
         manifest = resolve_manifest(settings["manifest"], int(settings["phantom_patients"]), 0)
-        cohort = load_manifest(manifest, folds=int(settings["folds"]), cv_group=str(settings["cv_group"]))
+        cohort, copies = load_checked(manifest, folds=int(settings["folds"]), cv_group=str(settings["cv_group"]))
     except ManifestError as exc:
         raise UserError([str(exc)]) from None
+    allowed = bool(settings.get("allow_duplicate_scans"))
+    if not allowed and (problems := duplicate_problems(copies, cohort.manifest.parent)):
+        raise UserError([f"manifest {cohort.manifest}: {p}" for p in problems])
+    for line in duplicate_warnings(copies, cohort.manifest.parent, allowed):
+        print(line, file=sys.stderr, flush=True)
     if settings["holdout"]:
         problems = holdout_problems(cohort, float(settings["holdout"]), int(settings["folds"]), int(settings["seed"]),
                                     str(settings["cv_group"]))  # fmt: skip
@@ -174,6 +191,8 @@ def load_cohort(settings: dict[str, Any], stored: dict[str, Any], study: str | N
 def study_config(args: argparse.Namespace, argv: list[str] | None, settings: dict[str, Any], stored: dict[str, Any],
                  manifest: Path, cohort: Any) -> tuple[dict[str, Any], StudyPaths]:  # fmt: skip
     """The study's `config.json` (this session appended to its sessions) and its folder."""
+    from trainers.preprocess import PREPROCESS_VERSION
+
     name = args.study or f"{settings['space']}-{time.strftime('%Y%m%d-%H%M%S')}"
     paths = StudyPaths(args.runs_dir / name)
     argv = public_argv(sys.argv[1:] if argv is None else argv)  # passwords as *** (search.study.credentials)
@@ -187,6 +206,7 @@ def study_config(args: argparse.Namespace, argv: list[str] | None, settings: dic
         "settings": settings,
         "manifest_path": str(manifest.resolve()),
         "cohort_hash": cohort.content_hash(),
+        "preprocess_version": PREPROCESS_VERSION,
         "patients": len(cohort.patients),
         "storage": public(storage),
         "tracking_uri": public(tracking),

@@ -75,6 +75,9 @@ def _what_flags(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--holdout", type=float, default=None,
                    help="fraction of patients set aside (stratified) before the search, to test the winner once [0: none]")  # fmt: skip
+    g.add_argument("--allow-duplicate-scans", action="store_true", default=None,
+                   help="search even when patient ids share a scan (identical voxel data), which validation "
+                        "otherwise refuses; recorded in the study")  # fmt: skip
     g.add_argument("--max-epochs", type=int, default=None, help="epochs per trial (default: the space's)")
     g.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=None,
                    help="ImageNet weights: from the local caches, else downloaded once before the first trial "
@@ -178,6 +181,7 @@ STUDY_SETTINGS: dict[str, object] = {
     "seed": 0,
     "pretrained": True,
     "pseudonymise": False,
+    "allow_duplicate_scans": False,
 }
 
 

@@ -241,12 +241,18 @@ def check_scan_files(image: Path, mask: Path | None = None) -> list[str]:
     return scan_problems(image, str(image), mask, str(mask) if mask else "")
 
 
-def scan_problems(image: Path, image_raw: str, mask: Path | None, mask_raw: str) -> list[str]:
-    """Read an image (and its mask) once and report unreadable/4D files, NaN/inf, mask mismatch or emptiness."""
+def scan_problems(
+    image: Path, image_raw: str, mask: Path | None, mask_raw: str, seen: Callable[[Path, np.ndarray], None] | None = None
+) -> list[str]:
+    """Read an image (and its mask) once and report unreadable/4D files, NaN/inf, mask mismatch or emptiness.
+
+    `seen(image, voxels)` is called with the decoded image, so other checks need not read it again."""
     problems = []
     geometry = None
     try:
         vol = load_image(image)
+        if seen is not None:
+            seen(image, vol.array)
         geometry = (vol.array.shape, np.asarray(vol.affine, dtype=float))
         if n_bad := int(vol.array.size - np.count_nonzero(np.isfinite(vol.array))):
             problems.append(f"image {image_raw}: {n_bad} NaN/inf voxel(s)")

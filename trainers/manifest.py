@@ -18,11 +18,12 @@ import hashlib
 import os
 import sys
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from io import StringIO
 from pathlib import Path
+from typing import Any
 
 from trainers.io import check_scan_files, scan_problems, source_files  # noqa: F401  (re-exported)
 
@@ -301,10 +302,12 @@ def load_manifest(
     cv_group: str = "patient",
     check_images: bool = True,
     labelled: bool = True,
+    on_image: Callable[[Path, Any], None] | None = None,
 ) -> Cohort:
     """Validate a manifest (files must exist; check_images also reads them) into a Cohort or one ManifestError.
 
     `labelled=False` validates scans to predict: no label column needed, labels are -1, no class checks.
+    `on_image(path, voxels)` sees each image read (`trainers.duplicates` fingerprints them there).
     """
     if folds < 2:
         raise ValueError(f"folds must be at least 2, got {folds}")
@@ -329,7 +332,7 @@ def load_manifest(
         workers = max(1, min(4, os.cpu_count() or 1))
         with ThreadPoolExecutor(max_workers=workers) as pool:
             futures = {
-                k: pool.submit(scan_problems, k[0], r.image_raw, k[1], r.mask_raw) for k, r in jobs.items()
+                k: pool.submit(scan_problems, k[0], r.image_raw, k[1], r.mask_raw, on_image) for k, r in jobs.items()
             }
             for r, found in zip(rows, row_problems, strict=True):
                 if r.image is not None and jobs[(r.image, r.mask)] is r:

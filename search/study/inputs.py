@@ -21,10 +21,33 @@ from trainers.config import TrainConfig
 from trainers.cv import PreparedCohort, prepare_cohort
 from trainers.folds import load_or_make_holdout
 from trainers.manifest import Cohort, load_manifest
+from trainers.preprocess import PREPROCESS_VERSION
 
 
 class CohortChangedError(Exception):
     """The study's manifest no longer describes the cohort the study was made on."""
+
+
+class PreprocessChangedError(CohortChangedError):
+    """The study's trials were scored on ROI slices made by another preprocessing version than this one makes,
+    so continuing it or refitting its winner would mix inputs (handled wherever a changed cohort is)."""
+
+
+def study_preprocess_version(config: dict[str, Any]) -> int:
+    """The preprocessing version a study was made with (studies from before it was recorded: 1)."""
+    return int(config.get("preprocess_version", 1))
+
+
+def check_preprocess_version(config: dict[str, Any], name: str) -> None:
+    """Raise PreprocessChangedError, saying what to do, when `config` was made with another preprocessing."""
+    made = study_preprocess_version(config)
+    if made != PREPROCESS_VERSION:
+        raise PreprocessChangedError(
+            f"study {name!r} was made with preprocessing version {made}, but this stagesearch preprocesses scans "
+            f"with version {PREPROCESS_VERSION} (see the README on the ROI), so its trials were scored on other "
+            "inputs than new trials or a refit would get; start a new study (a new --study name, or none), or "
+            "continue or register this one with the stagesearch release that made it"
+        )
 
 
 @dataclass(frozen=True)
@@ -50,11 +73,13 @@ def prepare_inputs(
 ) -> StudyInputs:
     """Hold-out (written once), folds (written once) and cached ROI slices of the study's cohort.
 
-    Raises CohortChangedError when the manifest's files no longer hash to the study's cohort, and
+    Raises CohortChangedError when the manifest's files no longer hash to the study's cohort (or
+    PreprocessChangedError, one, when the study was made with another preprocessing version), and
     `pseudonyms.SaltError` when a pseudonymised study's salt is missing or replaced. Hold-out and folds are
     drawn on the real ids either way, so pseudonymising changes the names only.
     """
     settings = config["settings"]
+    check_preprocess_version(config, paths.name)
     cohort = cohort or load_cohort(config)
     if cohort.content_hash() != config["cohort_hash"]:
         raise CohortChangedError(

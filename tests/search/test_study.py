@@ -35,9 +35,11 @@ STORED = {"settings": {"space": "tiny", "manifest": None, "phantom_patients": 11
 def _stored_study(runs: Path, name: str, manifest: Path, **changes: object) -> Path:
     """A study folder as `stagesearch run` writes it, on `manifest`, with top-level keys changed."""
     from trainers.manifest import load_manifest
+    from trainers.preprocess import PREPROCESS_VERSION
 
     config = {**STORED, "study": name, "manifest_path": str(manifest.resolve()),
-              "cohort_hash": load_manifest(manifest, folds=3).content_hash(), "format": FORMAT_VERSION}  # fmt: skip
+              "cohort_hash": load_manifest(manifest, folds=3).content_hash(), "format": FORMAT_VERSION,
+              "preprocess_version": PREPROCESS_VERSION}  # fmt: skip
     config["settings"] = {**STORED["settings"], "manifest": str(manifest)}
     config.update(changes)
     config = {k: v for k, v in config.items() if v is not None}
