@@ -20,7 +20,7 @@ from trainers.preprocess import PREPROCESS_VERSION
 
 def test_a_copied_scan_is_refused_unless_allowed(tiny_cohort: Path, runs: Path, tmp_path: Path, capsys) -> None:
     manifest, original, copy = copied_cohort(tiny_cohort, tmp_path / "c")
-    assert main(search_args(manifest, runs, "dup")) == 2
+    assert main(search_args(manifest, runs, "dup", "--budget", "1")) == 2  # 1: were it run
     err = capsys.readouterr().err
     assert f"one scan (identical voxel data) under 2 patient ids: {copy} (copy.nii), {original} (" in err
     assert "pass --allow-duplicate-scans to search anyway" in err
@@ -47,7 +47,7 @@ def test_a_study_of_another_preprocessing_version_is_not_resumed(tiny_cohort: Pa
     for name, version in (("v1", 1), ("unrecorded", None)):  # a study from before the version was recorded: 1
         folder = _stored_study(runs, name, tiny_cohort, preprocess_version=version)
         before = sorted(p.name for p in folder.iterdir())
-        assert main(search_args(tiny_cohort, runs, name, "--resume")) == 2
+        assert main(search_args(tiny_cohort, runs, name, "--resume", "--budget", "1")) == 2  # 1: were it run
         err = capsys.readouterr().err
         assert f"study {name!r} was made with preprocessing version 1, but this stagesearch preprocesses " \
                f"scans with version {PREPROCESS_VERSION}" in err and "start a new study" in err  # fmt: skip
