@@ -163,19 +163,15 @@ def fetch_pretrained_weights(names: list[str]) -> None:
 def load_cohort(settings: dict[str, Any], stored: dict[str, Any], study: str | None) -> tuple[Path, Any]:
     """The manifest (or the phantom's) and its validated cohort, checked against the hold-out and the stored study."""
     from trainers.cv import resolve_manifest
-    from trainers.duplicates import duplicate_problems, duplicate_warnings, load_checked
+    from trainers.duplicates import checked_manifest
     from trainers.manifest import ManifestError
 
     try:
         manifest = resolve_manifest(settings["manifest"], int(settings["phantom_patients"]), 0)
-        cohort, copies = load_checked(manifest, folds=int(settings["folds"]), cv_group=str(settings["cv_group"]))
+        cohort = checked_manifest(manifest, int(settings["folds"]), str(settings["cv_group"]),
+                                  allow=bool(settings["allow_duplicate_scans"]))  # fmt: skip
     except ManifestError as exc:
         raise UserError([str(exc)]) from None
-    allowed = bool(settings.get("allow_duplicate_scans"))
-    if not allowed and (problems := duplicate_problems(copies, cohort.manifest.parent)):
-        raise UserError([f"manifest {cohort.manifest}: {p}" for p in problems])
-    for line in duplicate_warnings(copies, cohort.manifest.parent, allowed):
-        print(line, file=sys.stderr, flush=True)
     if settings["holdout"]:
         problems = holdout_problems(cohort, float(settings["holdout"]), int(settings["folds"]), int(settings["seed"]),
                                     str(settings["cv_group"]))  # fmt: skip

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from trainers.manifest import Cohort, load_manifest
+from trainers.manifest import Cohort, ManifestError, load_manifest
 
 THUMBNAIL_PX = 32
 NEAR_CORRELATION = 0.99
@@ -142,3 +143,15 @@ def duplicate_warnings(found: DuplicateScans, base: Path, allowed: bool) -> list
                      f"or rescaled copy?): {pairs}. If one is a copy of the other, keep it under one patient "
                      "id: a copy in another fold inflates cv_auc")  # fmt: skip
     return lines
+
+
+def checked_manifest(manifest: str | Path, folds: int = 5, cv_group: str = "patient", allow: bool = False) -> Cohort:
+    """`load_manifest` plus the duplicate check: one ManifestError listing every shared scan (with the other
+    problems' format) unless `allow`; the warnings printed once on stderr."""
+    cohort, found = load_checked(manifest, folds=folds, cv_group=cv_group)
+    base = cohort.manifest.parent
+    if not allow and (problems := duplicate_problems(found, base)):
+        raise ManifestError(cohort.manifest, problems)
+    for line in duplicate_warnings(found, base, allow):
+        print(line, file=sys.stderr, flush=True)
+    return cohort

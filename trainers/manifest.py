@@ -382,8 +382,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.folds < 2:
         parser.error("--folds must be at least 2")
+    # also one scan under two ids; its ManifestError, since this module may run as __main__ (python -m)
+    from trainers.duplicates import ManifestError, checked_manifest
+
     try:
-        cohort = load_manifest(args.csv, folds=args.folds, cv_group=args.cv_group)
+        cohort = checked_manifest(args.csv, folds=args.folds, cv_group=args.cv_group)
     except ManifestError as exc:
         print(exc, file=sys.stderr)
         return 2

@@ -80,6 +80,15 @@ def test_an_exact_copy_under_another_id_is_one_group(tiny_cohort: Path, tmp_path
     assert "warning: searching with scans shared" in duplicate_warnings(found, manifest.parent, allowed=True)[0]
 
 
+def test_check_manifest_lists_a_copied_scan(tiny_cohort: Path, tmp_path: Path, capsys) -> None:
+    from trainers.manifest import main
+
+    manifest, original, copy = copied_cohort(tiny_cohort, tmp_path / "c")
+    assert main([str(manifest), "--folds", "3"]) == 2
+    assert f"under 2 patient ids: {copy} (copy.nii), {original} (" in capsys.readouterr().err
+    assert main([str(tiny_cohort), "--folds", "3"]) == 0
+
+
 def test_a_jpeg_re_encode_is_a_near_duplicate(tiny_cohort: Path, tmp_path: Path) -> None:
     manifest, original = bitmap_cohort(tiny_cohort, tmp_path / "b")
     _, found = load_checked(manifest, folds=3)
