@@ -32,6 +32,7 @@ from search.study import (
 from search.study.inputs import CohortChangedError, StudyInputs, fixed_settings, prepare_inputs, study_space
 from search.tracking import StudyTracker
 from trainers.folds import FoldsMismatchError
+from trainers.privacy import no_telemetry
 
 
 def _fail(problems: list[str]) -> int:
@@ -49,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run `stagesearch run`; returns the process exit code: 2 for user errors (before anything is written),
     1 when the search stopped because its trials kept failing (`search.failures`), else 0."""
     args = build_parser().parse_args(argv)
+    no_telemetry()  # before MLflow, huggingface_hub or Ray are imported
     prepare_local_ray(args.address)  # before anything imports Ray
     try:
         config, paths, cohort = configure(args, argv)

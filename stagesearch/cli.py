@@ -10,6 +10,8 @@ import importlib
 import sys
 from dataclasses import dataclass
 
+from trainers.privacy import no_telemetry
+
 
 @dataclass(frozen=True)
 class Command:
@@ -52,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         print(usage())
         return 0 if argv else 2
     name, rest = argv[0], argv[1:]
+    no_telemetry()
     command = COMMANDS.get(name)
     if command is None:
         print(f"error: unknown command {name!r}\n\n{usage()}", file=sys.stderr)

@@ -27,6 +27,7 @@ from trainers.manifest import Cohort, ManifestError, load_manifest
 from trainers.metrics import summary_metrics
 from trainers.preprocess import PreprocessParams, ScanROI, load_rois
 from trainers.pretrained import resolve_weights
+from trainers.privacy import no_telemetry
 from trainers.train import CVResult, cross_validate
 
 
@@ -189,6 +190,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; user errors print a message and return 2 before any training."""
     args = build_parser().parse_args(argv)
+    no_telemetry()
     try:
         cfg = config_from_args(args)
         if args.folds < 2:
