@@ -14,12 +14,12 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from search.promote import main
+from search.gate import CORRECTED, estimate_kind, like_with_like
 from search.registry import (
     CV,
     DEFAULT_MODEL_NAME,
     HOLDOUT,
     best_version,
-    comparison_metric,
     list_versions,
     promote,
     version_score,
@@ -155,7 +155,7 @@ def test_lower_holdout_is_refused_and_force_overrides_with_a_record(
     assert "@champion moved to v3: radiologist review" in client.get_model_version(NAME, "2").description
 
 
-def test_cv_auc_decides_when_a_version_has_no_holdout(tmp_path: Path, template: tuple[Path, Path]) -> None:
+def test_cv_auc_decides_among_versions_without_holdout(tmp_path: Path, template: tuple[Path, Path]) -> None:
     runs = tmp_path / "runs"
     client = make_registry(runs, template, CV_ONLY)
     assert int(best_version(client, NAME).version) == 2
@@ -170,16 +170,20 @@ def test_cv_auc_decides_when_a_version_has_no_holdout(tmp_path: Path, template: 
         "forced over v2: current @champion v2 has cv_auc"
     )
 
-    # a holder with a holdout AUC against a candidate without one: compared on cv_auc, not across metrics
+    # a holder with a holdout AUC against a candidate without one: not comparable (another kind of estimate)
     holdout = dict(CV_ONLY[0], holdout_auc="0.99")
-    assert comparison_metric(holdout, CV_ONLY[1]) == CV
-    assert comparison_metric(holdout, dict(CV_ONLY[1], holdout_auc="0.5")) == HOLDOUT
+    assert estimate_kind(holdout) == "holdout" and estimate_kind(CV_ONLY[1]) == "cv"
+    assert "different kinds of estimate are not comparable" in like_with_like(holdout, CV_ONLY[1], "champion")
+    assert like_with_like(holdout, dict(CV_ONLY[1], holdout_auc="0.5"), "champion") is None
     assert version_score(holdout) == (HOLDOUT, 0.99)
+    corrected = dict(CV_ONLY[0], corrected_auc="0.61", estimate="corrected_cv")
+    assert version_score(corrected) == (CORRECTED, 0.61)  # the estimate tag names what the gate compares
+    assert estimate_kind(dict(corrected, corrected_auc="nan")) == "cv"  # ... when that score is there
     assert version_score(dict(CV_ONLY[0], holdout_auc="nan")) == (
         CV,
         0.81,
     )  # a non-finite tag counts as absent
-    with pytest.raises(ValueError, match="neither"):
+    with pytest.raises(ValueError, match="has no holdout_auc, corrected_auc or cv_auc tag"):
         version_score({"study": "s1"})
 
 
@@ -201,7 +205,9 @@ def test_list_shows_every_version_with_aliases(
     assert rows["v2"].split()[1] == "@champion" and "0.830 [0.740, 0.910]" in rows["v2"]
     assert rows["v3"].split()[1] == "@challenger" and "vit_small_patch16_224" in rows["v3"]
     assert all(row.split()[-3] == "false" for row in rows.values())  # pretrained, then the creation time
-    assert lines[5] == "best on holdout AUC: v2 (promote it with --best)"
+    assert lines[5] == "best on holdout AUC among cohort c0ffee: v2, already @champion"
+    assert main(["--best", "--runs-dir", str(runs)]) == 0  # the hint is true: --best changes nothing
+    assert "already holds @champion" in capsys.readouterr().out
     listed = list_versions(client, NAME)
     assert [r["version"] for r in listed] == [1, 2, 3] and listed[1]["aliases"] == ["champion"]
     assert all(r["run_id"] and ISO_UTC.match(r["created"]) for r in listed)

@@ -28,7 +28,7 @@ def study(tiny_cohort, tmp_path_factory):
     """One tiny search with --holdout 0.25 that registers its winner at the end."""
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     runs = tmp_path_factory.mktemp("reg") / "runs"
-    args = search_args(tiny_cohort, runs, "reg", "--budget", "2", "--holdout", "0.25", "--scheduler", "fifo",
+    args = search_args(tiny_cohort, runs, "reg", "--budget", "2", "--holdout", "0.25", "--force-small-holdout", "--scheduler", "fifo",
                        "--max-epochs", "2", "--cpus-per-trial", "1")  # fmt: skip
     try:
         assert run_main(args) == 0
