@@ -107,7 +107,7 @@ def _register_study(locations: Any, model_name: str, trial_number: int | None, l
     board = _leaderboard(locations.paths)
     run_id, version = _log_model(locations, refit, model_name)
     summary, tags = _tag_version(locations.tracking_url(), model_name, version, refit, board, log)
-    hint = _challenger(locations.tracking_url(), model_name, version)
+    hint = make_challenger(locations.tracking_url(), model_name, version)
     winner = {
         "trial": refit.trial.number, "backbone": refit.cfg.backbone, "family": refit.result.family,
         "cv_auc": refit.trial.value, "refit_cv_auc": refit.result.cv_auc, "holdout": refit.holdout,
@@ -170,7 +170,7 @@ def _leaderboard(paths: Any) -> Any:
         return None
 
 
-def _challenger(uri: str, model_name: str, version: str) -> str:
+def make_challenger(uri: str, model_name: str, version: str) -> str:
     """Give the new version the @challenger alias (moved from the previous one); what `promote --best` would do."""
     from mlflow.tracking import MlflowClient
 
