@@ -101,13 +101,17 @@ def like_with_like(holder: VersionLike, candidate: VersionLike, alias: str) -> s
 
 
 def compare(holder: VersionLike, candidate: VersionLike, alias: str) -> tuple[bool, str]:
-    """(candidate may replace holder, the comparison in words): like with like, then not a lower score."""
+    """(candidate may replace holder, the comparison in words): like with like, then not a lower score, unless
+    the candidate was shown to beat chance and the holder was not."""
     why_not = like_with_like(holder, candidate, alias)
     if why_not:
         return False, why_not
     h, c = label(holder), label(candidate)
     metric, old = version_score(holder)
     new = version_score(candidate)[1]
+    if beats_chance(holder) == "false" and beats_chance(candidate) == "true":  # e.g. a forced champion
+        return True, (f"{c} was shown to beat chance and current @{alias} {h} was not ({METRIC_LABELS[metric]} "
+                      f"{new:.3f}, was {old:.3f})")  # fmt: skip
     if new < old:
         return False, f"current @{alias} {h} has {METRIC_LABELS[metric]} {old:.3f} > candidate {c} {new:.3f}"
     return True, f"{METRIC_LABELS[metric]} {new:.3f} (was {h} {old:.3f})"
@@ -132,8 +136,8 @@ def chance_problem(version: VersionLike, alias: str) -> str | None:
         return None
     found = [_interval(version, CORRECTED, "its corrected AUC"), _interval(version, HOLDOUT, "its hold-out AUC")]
     why = " and ".join(f for f in found if f) or "it is tagged beats_chance=false"
-    return (f"{label(version)} was not shown to beat chance: {why}; it stays registered for inspection but "
-            f"is not made @{alias}")  # fmt: skip
+    return (f"{label(version)} was not shown to beat chance: {why} (registered for inspection only; @{alias} is "
+            "kept for models shown to beat chance)")  # fmt: skip
 
 
 def pool_for(versions: list[Any], reference: Any) -> list[Any]:

@@ -3,7 +3,8 @@
 Scores come from the version tags the registration writes (see `search.gate`): each version is scored on one
 kind of estimate (`estimate`: holdout, corrected_cv or cv) and made on one cohort (`cohort_hash`). The gate
 compares a candidate with the current alias holder only when both match (like with like), refuses a lower
-score, and refuses a version tagged `beats_chance=false`; `--force` overrides each refusal, on the record.
+score (unless the candidate was shown to beat chance and the holder was not), and refuses a version tagged
+`beats_chance=false`; `--force` overrides each refusal, on the record.
 
 `best_version` ranks only the versions comparable with the current holder (same cohort, same kind of
 estimate), so `--best` never replaces a champion with a version from another cohort; with no holder yet, the

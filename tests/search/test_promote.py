@@ -287,6 +287,15 @@ def test_chance_guard_refuses_a_lucky_winner_and_lets_a_good_one_through(
     assert main(["--version", "2", "--force", *flags]) == 0
     assert holder(client) == 2 and vtags(client, 2)["promoted_champion_forced"] == "true"
     assert vtags(client, 2)["promoted_champion_reason"].startswith("forced over v1: v2 was not shown to beat chance")
+    capsys.readouterr()
+    assert main(["--list", *flags]) == 0  # a model shown to beat chance may replace a forced chance-level one
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "best on holdout AUC among cohort c0ffee: v1 (promote it with --best)"
+    )
+    assert main(["--best", *flags]) == 0 and holder(client) == 1
+    assert vtags(client, 1)["promoted_champion_reason"] == (
+        "v1 was shown to beat chance and current @champion v2 was not (holdout AUC 0.800, was 0.850)"
+    )
 
 
 def test_best_refuses_when_the_only_winner_is_at_chance(
