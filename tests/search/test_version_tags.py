@@ -104,7 +104,7 @@ def test_small_holdout_refused_at_parse_time(
     from trainers.manifest import load_manifest
 
     runs = tmp_path / "runs"
-    assert main(search_args(tiny_cohort, runs, "small", "--holdout", "0.25")) == 2
+    assert main(search_args(tiny_cohort, runs, "small", "--holdout", "0.25", "--budget", "1", "--max-epochs", "1")) == 2
     err = capsys.readouterr().err
     assert "--holdout 0.25: the hold-out would have T1 " in err and "fewer than 10 of a class" in err
     assert "95% CI would be about +/-0." in err and "Hanley-McNeil SE at AUC 0.75" in err
