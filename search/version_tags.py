@@ -89,15 +89,18 @@ def estimate_tags(board: Any, trial: int, held: dict[str, Any] | None) -> tuple[
 
 
 def chance_note(tags: dict[str, str]) -> str | None:
-    """The plain sentence for a version not shown to beat chance (None otherwise)."""
+    """The plain sentence for a version not shown to beat chance, naming each interval that says so (None when
+    the version is not tagged beats_chance=false)."""
     if tags.get("beats_chance") != "false":
         return None
     said = []
-    if "corrected_auc_ci_low" in tags:
-        said.append(f"corrected AUC {tags['corrected_auc']} [{tags['corrected_auc_ci_low']}, "
-                    f"{tags['corrected_auc_ci_high']}]")  # fmt: skip
-    if "holdout_auc_ci_low" in tags:
-        said.append(f"hold-out AUC {tags['holdout_auc']} [{tags['holdout_auc_ci_low']}, {tags['holdout_auc_ci_high']}]")
-    return ("the search could not show that this model beats chance (" + "; ".join(said) + " includes 0.5 or "
-            "lies below it): it is registered for inspection only, tagged beats_chance=false, and `stagesearch "
-            "promote` refuses to make it @champion without --force")  # fmt: skip
+    for key, words in (("corrected_auc", "corrected AUC"), ("holdout_auc", "hold-out AUC")):
+        low, high = tags.get(f"{key}_ci_low"), tags.get(f"{key}_ci_high")
+        if low is None or high is None or not float(low) <= 0.5:
+            continue
+        where = "lies below 0.5" if float(high) < 0.5 else "includes 0.5"
+        said.append(f"{words} {tags[key]} [{low}, {high}] {where}")
+    why = "; ".join(said) or "tagged so by the search"
+    return (f"the search could not show that this model beats chance ({why}): it is registered for inspection "
+            "only, tagged beats_chance=false, and `stagesearch promote` refuses to make it @champion without "
+            "--force")  # fmt: skip

@@ -47,7 +47,9 @@ def test_estimate_tags_from_the_leaderboard(tmp_path: Path) -> None:
     assert tags["beats_chance"] == "false" and tags["estimate"] == "holdout"
     note = chance_note({**tags, "holdout_auc": "0.8300", "holdout_auc_ci_low": "0.6600", "holdout_auc_ci_high": "0.9500"})
     assert note and note.startswith("the search could not show that this model beats chance (corrected AUC 0.5200 "
-                                    "[0.4100, 0.6300]; hold-out AUC 0.8300 [0.6600, 0.9500]")  # fmt: skip
+                                    "[0.4100, 0.6300] includes 0.5): it is registered")  # fmt: skip
+    below = {**tags, "holdout_auc": "0.3000", "holdout_auc_ci_low": "0.1000", "holdout_auc_ci_high": "0.4500"}
+    assert "; hold-out AUC 0.3000 [0.1000, 0.4500] lies below 0.5)" in chance_note(below)
 
     tags, notes = estimate_tags(honest, 2, None)  # --trial 2 is not the search's winner: no corrected tags
     assert tags == {"beats_chance": "unknown", "estimate": "cv"}
