@@ -55,9 +55,37 @@ class UserError(Exception):
         self.problems = problems
 
 
-def holdout_problems(cohort: Any, fraction: float, folds: int, seed: int, cv_group: str = "patient") -> list[str]:
-    """A held-out split must keep both classes there and enough patients per class for the folds; grouped by
-    site, it holds out whole sites and leaves at least `folds` sites to search on."""
+#: Fewer held-out patients of a class than this and the hold-out AUC's CI is too wide to test anything.
+MIN_HOLDOUT_PER_CLASS = 10
+
+
+def hanley_mcneil_half_width(n_pos: int, n_neg: int, auc: float = 0.75) -> float:
+    """Half-width of the 95% CI of an AUC of `auc` on n_pos T2 / n_neg T1 patients, from the Hanley & McNeil
+    (Radiology, 1982) standard error: what a hold-out of that size can resolve at a plausible AUC of 0.75."""
+    q1, q2 = auc / (2 - auc), 2 * auc**2 / (1 + auc)
+    var = (auc * (1 - auc) + (n_pos - 1) * (q1 - auc**2) + (n_neg - 1) * (q2 - auc**2)) / (n_pos * n_neg)
+    return 1.96 * var**0.5
+
+
+def small_holdout_problem(fraction: float, held: Counter, force: bool) -> str | None:
+    """Refusal (or, forced, a warning printed here) for a hold-out with fewer than 10 patients of a class."""
+    n_neg, n_pos = held[0], held[1]
+    if min(n_neg, n_pos) >= MIN_HOLDOUT_PER_CLASS or not min(n_neg, n_pos):
+        return None
+    text = (f"--holdout {fraction}: the hold-out would have T1 {n_neg} / T2 {n_pos} patients (fewer than "
+            f"{MIN_HOLDOUT_PER_CLASS} of a class): its AUC's 95% CI would be about +/-{hanley_mcneil_half_width(n_pos, n_neg):.2f} "
+            "wide (Hanley-McNeil SE at AUC 0.75), too wide to tell a model from chance")  # fmt: skip
+    if force:
+        print(f"warning: {text}", flush=True)
+        return None
+    return f"{text}; hold out more patients, or pass --force-small-holdout"
+
+
+def holdout_problems(cohort: Any, fraction: float, folds: int, seed: int, cv_group: str = "patient",
+                     force_small: bool = False) -> list[str]:  # fmt: skip
+    """A held-out split must keep both classes there, at least 10 patients per class unless forced, and enough
+    patients per class for the folds; grouped by site, it holds out whole sites and leaves at least `folds`
+    sites to search on."""
     from trainers.folds import split_holdout
 
     labels = cohort.patient_labels()
@@ -73,6 +101,9 @@ def holdout_problems(cohort: Any, fraction: float, folds: int, seed: int, cv_gro
         problems.append(
             f"--holdout {fraction}: the held-out set would have a single class ({len(held)} patients)"
         )
+    small = small_holdout_problem(fraction, out, force_small)
+    if small:
+        problems.append(small)
     if min(kept[0], kept[1]) < folds:
         problems.append(f"--holdout {fraction}: leaves T1 {kept[0]} / T2 {kept[1]} patients for {folds} folds")
     return problems
@@ -160,7 +191,8 @@ def fetch_pretrained_weights(names: list[str]) -> None:
         print(line, flush=True)
 
 
-def load_cohort(settings: dict[str, Any], stored: dict[str, Any], study: str | None) -> tuple[Path, Any]:
+def load_cohort(settings: dict[str, Any], stored: dict[str, Any], study: str | None,
+                force_small_holdout: bool = False) -> tuple[Path, Any]:  # fmt: skip
     """The manifest (or the phantom's) and its validated cohort, checked against the hold-out and the stored study."""
     from trainers.cv import resolve_manifest
     from trainers.duplicates import checked_manifest
@@ -173,8 +205,9 @@ def load_cohort(settings: dict[str, Any], stored: dict[str, Any], study: str | N
     except ManifestError as exc:
         raise UserError([str(exc)]) from None
     if settings["holdout"]:
+        # a resumed study's hold-out was accepted when the study was made: only the folds are checked again
         problems = holdout_problems(cohort, float(settings["holdout"]), int(settings["folds"]), int(settings["seed"]),
-                                    str(settings["cv_group"]))  # fmt: skip
+                                    str(settings["cv_group"]), force_small=force_small_holdout or bool(stored))  # fmt: skip
         if problems:
             raise UserError(problems)
     chash = cohort.content_hash()
@@ -241,7 +274,7 @@ def configure(args: argparse.Namespace, argv: list[str] | None) -> tuple[dict[st
     if problems:
         raise UserError(problems)
     space = choose_space(args, settings, bool(stored))
-    manifest, cohort = load_cohort(settings, stored, args.study)
+    manifest, cohort = load_cohort(settings, stored, args.study, args.force_small_holdout)
     config, paths = study_config(args, argv, settings, stored, manifest, cohort)
     if sqlite_path(config["storage"]) is None:  # a database server: does it let us in? (before writing anything)
         try:

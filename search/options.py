@@ -78,6 +78,9 @@ def _what_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--allow-duplicate-scans", action="store_true", default=None,
                    help="search even when patient ids share a scan (identical voxel data), which validation "
                         "otherwise refuses; recorded in the study")  # fmt: skip
+    g.add_argument("--force-small-holdout", action="store_true",
+                   help="accept a hold-out with fewer than 10 patients of a class (its AUC's CI is too wide to "
+                        "test anything; refused by default)")  # fmt: skip
     g.add_argument("--max-epochs", type=int, default=None, help="epochs per trial (default: the space's)")
     g.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=None,
                    help="ImageNet weights: from the local caches, else downloaded once before the first trial "

@@ -100,7 +100,7 @@ def print_outcome(board: Any, config: dict, paths: StudyPaths, winner: dict | No
         for site_line in site_lines(board, winner):
             print(site_line)
         if winner:
-            print(f"registered: {winner['model_uri']} (promote: stagesearch promote --best)")
+            print(f"registered: {winner['model_uri']} @challenger; stagesearch promote: {winner.get('next', '--best')}")
     print_baseline(board)
     print(f"\nstudy folder: {paths.root}")
     print("report:            stagesearch report" + _where_flags(paths, config))

@@ -80,7 +80,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: cannot load {args.model}: {exc.message}", file=sys.stderr)
             return 2
     out = model.predict(pd.DataFrame(rows))  # one row per patient, staged at the model's own threshold
-    print(f"model {args.model}")
+    threshold = getattr(model.unwrap_python_model(), "threshold", None)
+    print(f"model {args.model}" + ("" if threshold is None else
+          f": stage T2 when P(T2) >= {threshold:.3f} (the operating threshold recorded at registration)"))  # fmt: skip
     print(f"{'patient':<20} {'P(T2)':>6}  stage")
     for row in out.itertuples():
         print(f"{row.patient_id:<20} {row.p_t2:6.3f}  {row.stage}")

@@ -13,19 +13,16 @@ if __package__ in (None, ""):  # run as a script: make the project importable wi
 from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
+from search.gate import CORRECTED, CV, HOLDOUT, beats_chance, estimate_kind, tag_float  # noqa: E402
 from search.options import HelpFormatter  # noqa: E402
 from search.registry import (  # noqa: E402
-    CV,
     DEFAULT_ALIAS,
     DEFAULT_MODEL_NAME,
-    HOLDOUT,
-    METRIC_LABELS,
     RegistryError,
     best_version,
     list_versions,
+    next_step,
     promote,
-    ranking_metric,
-    tag_float,
 )
 from search.study import add_location_flags, from_args, sqlite_path  # noqa: E402
 
@@ -36,9 +33,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="stagesearch promote",
         description=(
             "List the registered versions of the staging model, or point an alias (default: champion) at one. "
-            "The gate refuses to replace the current holder with a version that scores lower: on holdout AUC "
-            "when both have one, else on cv_auc. --force overrides it; every promotion is recorded on the "
-            "version (promoted_<alias>_at/_reason/_previous/_forced tags and a line in its description)."
+            "The gate compares like with like: only versions made on the same cohort (cohort_hash) and scored "
+            "on the same kind of estimate (holdout AUC, corrected AUC or cv_auc); it refuses a version from "
+            "another cohort or kind, one that scores lower than the current holder, and one not shown to beat "
+            "chance (beats_chance=false: its corrected interval or hold-out CI includes 0.5). --force overrides "
+            "it; every promotion is recorded on the version (promoted_<alias>_at/_reason/_previous/_forced tags "
+            "and a line in its description)."
         ),
         formatter_class=HelpFormatter,
     )
@@ -50,10 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument(
         "--best",
         action="store_true",
-        help="promote the best version (holdout AUC if all have one, else cv_auc)",
+        help="promote the best version comparable with the current holder (same cohort and kind of estimate; "
+        "with no holder, those of the newest version's cohort)",
     )
     p.add_argument("--alias", default=DEFAULT_ALIAS, help="alias to set (load it as models:/NAME@ALIAS)")
-    p.add_argument("--force", action="store_true", help="promote even if the current holder scores higher")
+    p.add_argument("--force", action="store_true", help="promote even if the gate refuses (lower score, another cohort or kind of estimate, "
+                   "not shown to beat chance)")
     p.add_argument(
         "--reason", default="", help="why, recorded on the version (default: the score comparison)"
     )
@@ -77,39 +79,42 @@ def _num(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
-def _holdout(tags: dict[str, str]) -> str:
-    auc = tag_float(tags, HOLDOUT)
+def _interval(tags: dict[str, str], metric: str) -> str:
+    auc = tag_float(tags, metric)
     if auc is None:
         return "-"
-    low, high = tag_float(tags, f"{HOLDOUT}_ci_low"), tag_float(tags, f"{HOLDOUT}_ci_high")
+    low, high = tag_float(tags, f"{metric}_ci_low"), tag_float(tags, f"{metric}_ci_high")
     return f"{auc:.3f}" + ("" if low is None or high is None else f" [{low:.3f}, {high:.3f}]")
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     """The versions as an aligned text table, one line per version."""
-    head = ["version", "aliases", "study", "trial", "backbone", "cv_auc", "holdout AUC [95% CI]", "pretrained",
+    head = ["version", "aliases", "study", "trial", "backbone", "cv_auc", "corrected AUC [95%]",
+            "holdout AUC [95% CI]", "estimate", "cohort", "beats chance", "threshold", "pretrained",
             "created (UTC)"]  # fmt: skip
     body = []
     for r in rows:
         t = r["tags"]
         body.append([
             f"v{r['version']}", ",".join(f"@{a}" for a in r["aliases"]) or "-", t.get("study", "-"),
-            t.get("trial", "-"), t.get("backbone", "-"), _num(tag_float(t, CV)), _holdout(t),
-            t.get("pretrained", "-"), (r["created"] or "-").replace("T", " ").removesuffix("Z"),
+            t.get("trial", "-"), t.get("backbone", "-"), _num(tag_float(t, CV)), _interval(t, CORRECTED),
+            _interval(t, HOLDOUT), estimate_kind(t) or "-", t.get("cohort_hash", "-"), beats_chance(t),
+            _num(tag_float(t, "threshold")), t.get("pretrained", "-"),
+            (r["created"] or "-").replace("T", " ").removesuffix("Z"),
         ])  # fmt: skip
     widths = [max(len(str(line[i])) for line in [head, *body]) for i in range(len(head))]
     return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
                      for line in [head, *body])  # fmt: skip
 
 
-def _list(client: MlflowClient, name: str) -> int:
+def _list(client: MlflowClient, name: str, alias: str) -> int:
     rows = list_versions(client, name)
     print(f"{name}: {len(rows)} version(s)")
     print(format_table(rows))
-    metric = ranking_metric([r["tags"] for r in rows])
-    if metric is not None:
-        best = best_version(client, name)
-        print(f"best on {METRIC_LABELS[metric]}: v{best.version} (promote it with --best)")
+    try:
+        print(next_step(client, name, alias))
+    except RegistryError as exc:  # nothing scored: no hint
+        print(f"--best: {exc}")
     return 0
 
 
@@ -129,8 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     client = MlflowClient(tracking_uri=where.tracking_url(), registry_uri=where.tracking_url())
     try:
         if args.list:
-            return _list(client, args.model_name)
-        version = int(best_version(client, args.model_name).version) if args.best else args.version
+            return _list(client, args.model_name, args.alias)
+        version = int(best_version(client, args.model_name, args.alias).version) if args.best else args.version
         result = promote(
             client, args.model_name, version, alias=args.alias, force=args.force, reason=args.reason
         )

@@ -19,7 +19,9 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the project importable without installing it
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
+from search.gate import CHALLENGER  # noqa: E402
 from search.study import add_location_flags, from_args, read_json, trial_config, write_json  # noqa: E402
+from search.version_tags import chance_note, estimate_tags, operating_threshold  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -97,23 +99,33 @@ class Refit:
     result: Any
     ensemble: Any
     holdout: dict[str, Any] | None
+    threshold_rule: str = "0.5"
 
 
 def _register_study(locations: Any, model_name: str, trial_number: int | None, log: Any) -> dict[str, Any]:
     refit = _refit(locations, trial_number, log)
+    board = _leaderboard(locations.paths)
     run_id, version = _log_model(locations, refit, model_name)
-    summary = _tag_version(locations.tracking_url(), model_name, version, refit)
+    summary, tags = _tag_version(locations.tracking_url(), model_name, version, refit, board, log)
+    hint = make_challenger(locations.tracking_url(), model_name, version)
     winner = {
         "trial": refit.trial.number, "backbone": refit.cfg.backbone, "family": refit.result.family,
         "cv_auc": refit.trial.value, "refit_cv_auc": refit.result.cv_auc, "holdout": refit.holdout,
         "model_name": model_name, "model_version": int(version), "model_uri": f"models:/{model_name}/{version}",
         "run_id": run_id, "params": trial_config(refit.trial), "pretrained": refit.result.pretrained,
+        "beats_chance": tags["beats_chance"], "estimate": tags["estimate"], "threshold": refit.ensemble.threshold,
+        "threshold_rule": refit.threshold_rule, "next": hint,
     }  # fmt: skip
     write_json(locations.paths.winner, winner)
-    log(f"registered {model_name} version {version}: {summary}")
+    log(f"registered {model_name} version {version} (@{CHALLENGER}): {summary}")
+    log(f"operating threshold: P(T2) >= {refit.ensemble.threshold:.3f} is staged T2 ({refit.threshold_rule})")
+    if chance_note(tags):
+        log(f"warning: {chance_note(tags)}")
+    log(f"promote: {hint}")
     if not refit.holdout:
-        log("note: no held-out patients in this study, so cv_auc of the best trial is optimistic "
-            "(selected on the same folds); use --holdout on the next search for an honest estimate")  # fmt: skip
+        honest = "the corrected AUC is the honest estimate" if "corrected_auc" in tags else "there is no honest estimate"
+        log(f"note: no held-out patients in this study: cv_auc of the best trial is optimistic (selected on the same "
+            f"folds), {honest}; use --holdout on the next search to test the winner on unseen patients")  # fmt: skip
     return winner
 
 
@@ -142,9 +154,34 @@ def _refit(locations: Any, trial_number: int | None, log: Any) -> Refit:
         f"training its {len(inputs.prepared.folds)} fold models again ...")  # fmt: skip
     data = inputs.prepared.slice_data(cfg.resolution, cfg.channels)
     result, models = train_folds(data, inputs.prepared.folds, cfg, log=None)
-    ensemble = Ensemble(models, cfg, PreprocessParams())
+    threshold, rule = operating_threshold(result.oof)  # why Youden's J: see search.version_tags
+    ensemble = Ensemble(models, cfg, PreprocessParams(), threshold)
     held = evaluate_holdout(ensemble, inputs.cohort, inputs.holdout, settings["seed"]) if inputs.holdout else None
-    return Refit(name, trial, config, cfg, result, ensemble, held)
+    return Refit(name, trial, config, cfg, result, ensemble, held, rule)
+
+
+def _leaderboard(paths: Any) -> Any:
+    """The study's leaderboard.json with its estimates (None when there is none or it cannot be read)."""
+    from search.study import StudyFormatError, read_leaderboard
+
+    try:
+        return read_leaderboard(paths)
+    except (StudyFormatError, KeyError, TypeError, ValueError):
+        return None
+
+
+def make_challenger(uri: str, model_name: str, version: str) -> str:
+    """Give the new version the @challenger alias (moved from the previous one); what `promote --best` would do."""
+    from mlflow.tracking import MlflowClient
+
+    from search.registry import RegistryError, next_step
+
+    client = MlflowClient(uri, uri)
+    client.set_registered_model_alias(model_name, CHALLENGER, version)
+    try:
+        return next_step(client, model_name)
+    except RegistryError as exc:
+        return f"--best: {exc}"
 
 
 def _signature() -> Any:
@@ -172,7 +209,8 @@ def _log_model(locations: Any, refit: Refit, model_name: str) -> tuple[str, str]
     with mlflow.start_run(experiment_id=experiment.experiment_id if experiment else None,
                           run_name=f"model-trial-{refit.trial.number:04d}", tags=run_tags) as run:  # fmt: skip
         mlflow.log_params(refit.cfg.to_dict())
-        metrics = {"cv_auc": refit.trial.value, "refit_cv_auc": refit.result.cv_auc}
+        metrics = {"cv_auc": refit.trial.value, "refit_cv_auc": refit.result.cv_auc,
+                   "threshold": refit.ensemble.threshold}  # fmt: skip
         if refit.holdout:
             metrics.update({f"holdout_{k}": v for k, v in refit.holdout.items() if isinstance(v, float | int)})
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v == v})
@@ -194,8 +232,11 @@ def _log_model(locations: Any, refit: Refit, model_name: str) -> tuple[str, str]
     return run.info.run_id, str(info.registered_model_version)
 
 
-def _tag_version(uri: str, model_name: str, version: str, refit: Refit) -> str:
-    """Scores and provenance as version tags, a one-line description; returns that line."""
+def _tag_version(
+    uri: str, model_name: str, version: str, refit: Refit, board: Any, log: Any = print
+) -> tuple[str, dict[str, str]]:
+    """Scores, the honest estimate, the chance verdict, the threshold and provenance as version tags, and a
+    one-line description; returns (that line, the tags)."""
     from mlflow.tracking import MlflowClient
 
     cfg, trial, result, held = refit.cfg, refit.trial, refit.result, refit.holdout
@@ -203,18 +244,27 @@ def _tag_version(uri: str, model_name: str, version: str, refit: Refit) -> str:
         "study": refit.name, "trial": str(trial.number), "backbone": cfg.backbone, "family": result.family,
         "cv_auc": f"{trial.value:.4f}", "refit_cv_auc": f"{result.cv_auc:.4f}",
         "cohort_hash": refit.config["cohort_hash"], "pretrained": str(result.pretrained).lower(),
+        "threshold": f"{refit.ensemble.threshold:.6g}", "threshold_rule": refit.threshold_rule,
     }  # fmt: skip
     if held:
         tags.update(holdout_auc=f"{held['auc']:.4f}", holdout_auc_ci_low=f"{held['ci_low']:.4f}",
                     holdout_auc_ci_high=f"{held['ci_high']:.4f}", holdout_patients=str(held["n_patients"]))  # fmt: skip
+    estimates, notes = estimate_tags(board, trial.number, held)
+    tags.update(estimates)
+    for note in notes:
+        log(f"note: {note}")
     client = MlflowClient(uri)
     for key, value in tags.items():
         client.set_model_version_tag(model_name, version, key, value)
+    corrected = (f", corrected AUC {tags['corrected_auc']} [{tags['corrected_auc_ci_low']}, "
+                 f"{tags['corrected_auc_ci_high']}]" if "corrected_auc_ci_low" in tags else "")  # fmt: skip
     summary = (f"{cfg.backbone} ensemble of {len(refit.ensemble.models)} fold models from study {refit.name}, "
-               f"trial {trial.number}; cv_auc {trial.value:.3f}" + (f", holdout AUC {held['auc']:.3f} "
-               f"[{held['ci_low']:.3f}, {held['ci_high']:.3f}] on {held['n_patients']} patients" if held else ""))  # fmt: skip
+               f"trial {trial.number}; cv_auc {trial.value:.3f} (best of the search, optimistic){corrected}"
+               + (f", holdout AUC {held['auc']:.3f} [{held['ci_low']:.3f}, {held['ci_high']:.3f}] on "
+                  f"{held['n_patients']} patients" if held else "")
+               + f"; compared on {tags['estimate']}; beats chance: {tags['beats_chance']}")  # fmt: skip
     client.update_model_version(model_name, version, description=summary)
-    return summary
+    return summary, tags
 
 
 def build_parser() -> argparse.ArgumentParser:

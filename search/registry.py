@@ -1,20 +1,20 @@
 """The MLflow Model Registry of staging models: score, list and rank versions, and move aliases behind a gate.
 
-Scores come from the version tags the registration writes: `holdout_auc` (AUC on patients no trial saw) and
-`cv_auc` (the winner's cross-validated AUC, optimistic because it was selected on the same folds). A tag that
-is not a finite number counts as absent.
+Scores come from the version tags the registration writes (see `search.gate`): each version is scored on one
+kind of estimate (`estimate`: holdout, corrected_cv or cv) and made on one cohort (`cohort_hash`). The gate
+compares a candidate with the current alias holder only when both match (like with like), refuses a lower
+score (unless the candidate was shown to beat chance and the holder was not), and refuses a version tagged
+`beats_chance=false`; `--force` overrides each refusal, on the record.
 
-Comparison rule: a group of versions is compared on `holdout_auc` when every one of them has it, otherwise on
-`cv_auc`. A pair (current alias holder vs candidate) is the group of two, so two held-out scores are compared
-with each other and never with a cv_auc; `best_version` ranks the whole registry on the metric every scored
-version shares (ties go to the newer version).
+`best_version` ranks only the versions comparable with the current holder (same cohort, same kind of
+estimate), so `--best` never replaces a champion with a version from another cohort; with no holder yet, the
+versions of the newest version's cohort, on the most honest kind of estimate they have. Versions not shown to
+beat chance are ranked only when no other is left.
 """
 
 from __future__ import annotations
 
-import math
 import re
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -23,14 +23,30 @@ from mlflow.entities.model_registry import ModelVersion, RegisteredModel
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from search.gate import (
+    CHALLENGER,
+    CORRECTED,
+    CV,
+    ESTIMATES,
+    HOLDOUT,
+    METRIC_LABELS,
+    VersionLike,
+    beats_chance,
+    chance_problem,
+    compare,
+    estimate_kind,
+    pool_for,
+    reference_for,
+    tag_float,
+    version_score,
+)
+
+__all__ = ["CHALLENGER", "CORRECTED", "CV", "ESTIMATES", "HOLDOUT", "METRIC_LABELS", "VersionLike", "estimate_kind",
+           "tag_float", "version_score"]  # fmt: skip
+
 DEFAULT_MODEL_NAME = "cervical-staging"
 DEFAULT_ALIAS = "champion"
-HOLDOUT = "holdout_auc"
-CV = "cv_auc"
-METRIC_LABELS = {HOLDOUT: "holdout AUC", CV: "cv_auc"}
 ALIAS_NAME = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
-
-VersionLike = ModelVersion | Mapping[str, str]
 
 
 class RegistryError(Exception):
@@ -38,7 +54,7 @@ class RegistryError(Exception):
 
 
 class PromotionRefused(RegistryError):
-    """The gate kept the current alias holder: the candidate scores lower (or cannot be compared)."""
+    """The gate kept the current alias holder: the candidate scores lower, cannot be compared, or is at chance."""
 
 
 @dataclass(frozen=True)
@@ -59,50 +75,6 @@ class PromotionResult:
     def uri(self) -> str:
         """The URI that loads whatever holds the alias, e.g. `models:/cervical-staging@champion`."""
         return f"models:/{self.name}@{self.alias}"
-
-
-def _tags(version: VersionLike) -> Mapping[str, str]:
-    return version if isinstance(version, Mapping) else (version.tags or {})
-
-
-def _label(version: VersionLike) -> str:
-    return f"v{version.version}" if isinstance(version, ModelVersion) else "version"
-
-
-def tag_float(version: VersionLike, key: str) -> float | None:
-    """A numeric version tag, or None when absent, malformed or not finite."""
-    try:
-        value = float(_tags(version)[key])
-    except (KeyError, TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None
-
-
-def version_score(version: VersionLike) -> tuple[str, float]:
-    """("holdout_auc", x) when the version has a held-out AUC, else ("cv_auc", x); ValueError if neither."""
-    for metric in (HOLDOUT, CV):
-        value = tag_float(version, metric)
-        if value is not None:
-            return metric, value
-    raise ValueError(f"{_label(version)} has neither a holdout_auc nor a cv_auc tag")
-
-
-def comparison_metric(*versions: VersionLike) -> str:
-    """The metric a group is compared on: holdout_auc if every version has one, else cv_auc (ValueError if missing)."""
-    if all(tag_float(v, HOLDOUT) is not None for v in versions):
-        return HOLDOUT
-    missing = [_label(v) for v in versions if tag_float(v, CV) is None]
-    if missing:
-        raise ValueError(f"{', '.join(missing)} has no cv_auc tag (and not every version has a holdout_auc)")
-    return CV
-
-
-def score_on(version: VersionLike, metric: str) -> float:
-    """The version's value of `metric` (ValueError when it has none)."""
-    value = tag_float(version, metric)
-    if value is None:
-        raise ValueError(f"{_label(version)} has no {metric} tag")
-    return value
 
 
 def _not_found(exc: MlflowException) -> bool:
@@ -176,22 +148,43 @@ def list_versions(client: MlflowClient, name: str) -> list[dict[str, Any]]:
     return rows
 
 
-def ranking_metric(versions: Sequence[VersionLike]) -> str | None:
-    """What `best_version` ranks on: holdout_auc if every scored version has one, else cv_auc (None: none scored)."""
-    scored = [v for v in versions if tag_float(v, HOLDOUT) is not None or tag_float(v, CV) is not None]
-    if not scored:
-        return None
-    return HOLDOUT if all(tag_float(v, HOLDOUT) is not None for v in scored) else CV
+@dataclass(frozen=True)
+class BestChoice:
+    """What `--best` picks: the best version among those comparable with the reference (the current holder, else
+    the newest version's cohort), and the versions it left out because they are not comparable."""
+
+    version: ModelVersion
+    metric: str
+    cohort: str
+    holder: int | None
+    left_out: list[int]
 
 
-def best_version(client: MlflowClient, name: str) -> ModelVersion:
-    """The highest-scoring version on `ranking_metric` (ties: higher cv_auc, then the newer version)."""
-    _, versions = _versions_or_fail(client, name)
-    metric = ranking_metric(versions)
-    if metric is None:
-        raise RegistryError(f"no version of {name!r} has a holdout_auc or cv_auc tag to rank it by")
-    ranked = [v for v in versions if tag_float(v, metric) is not None]
-    return max(ranked, key=lambda v: (score_on(v, metric), tag_float(v, CV) or 0.0, int(v.version)))
+def best_choice(client: MlflowClient, name: str, alias: str = DEFAULT_ALIAS) -> BestChoice:
+    """The highest-scoring comparable version (ties: higher cv_auc, then the newer one); versions tagged
+    beats_chance=false only when no other comparable version is left."""
+    model, versions = _versions_or_fail(client, name)
+    number = model.aliases.get(alias)
+    holder = next((v for v in versions if int(v.version) == int(number)), None) if number is not None else None
+    reference = reference_for(versions, holder)
+    pool = pool_for(versions, reference)
+    if not pool and holder is not None:
+        raise RegistryError(f"current @{alias} v{holder.version} has no holdout_auc, corrected_auc or cv_auc tag, so "
+                            "--best has nothing to compare with; promote a version with --version N --force")
+    if not pool:
+        raise RegistryError(f"no version of {name!r} has a holdout_auc, corrected_auc or cv_auc tag to rank it by")
+    ranked = [v for v in pool if beats_chance(v) != "false"] or pool
+    metric = version_score(pool[0])[0]
+    pick = max(ranked, key=lambda v: (version_score(v)[1], tag_float(v, CV) or 0.0, int(v.version)))
+    chosen = {int(v.version) for v in pool}
+    return BestChoice(pick, metric, (reference.tags or {}).get("cohort_hash", "unknown"),
+                      None if holder is None else int(holder.version),
+                      [int(v.version) for v in versions if int(v.version) not in chosen])  # fmt: skip
+
+
+def best_version(client: MlflowClient, name: str, alias: str = DEFAULT_ALIAS) -> ModelVersion:
+    """The version `promote --best` picks (see `best_choice`)."""
+    return best_choice(client, name, alias).version
 
 
 def validate_alias(alias: str) -> None:
@@ -206,17 +199,36 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _gate(holder: ModelVersion, candidate: ModelVersion, alias: str) -> tuple[bool, str]:
-    """(candidate may replace holder, the comparison in words)."""
-    h, c = f"v{holder.version}", f"v{candidate.version}"
-    try:
-        metric = comparison_metric(holder, candidate)
-    except ValueError as exc:
-        return False, f"cannot compare {c} with current @{alias} {h}: {exc}"
-    label, old, new = METRIC_LABELS[metric], score_on(holder, metric), score_on(candidate, metric)
-    if new < old:
-        return False, f"current @{alias} {h} has {label} {old:.3f} > candidate {c} {new:.3f}"
-    return True, f"{label} {new:.3f} (was {h} {old:.3f})"
+def judge(client: MlflowClient, name: str, candidate: ModelVersion, previous: int | None,
+          alias: str) -> tuple[bool, str]:  # fmt: skip
+    """(may `candidate` take `alias` from version `previous`, the comparison or every reason it may not)."""
+    problems = [p for p in [chance_problem(candidate, alias)] if p]
+    if previous is None:
+        try:
+            metric, value = version_score(candidate)
+            text = f"first @{alias}: {METRIC_LABELS[metric]} {value:.3f}"
+        except ValueError:
+            text = f"first @{alias} (no holdout_auc, corrected_auc or cv_auc tag)"
+    else:
+        allowed, text = compare(client.get_model_version(name, str(previous)), candidate, alias)
+        problems += [] if allowed else [text]
+    return (False, "; ".join(problems)) if problems else (True, text)
+
+
+def next_step(client: MlflowClient, name: str, alias: str = DEFAULT_ALIAS) -> str:
+    """What `promote --best` would do now, in words (the same checks as `promote`, nothing written)."""
+    choice = best_choice(client, name, alias)
+    pick, was = choice.version, choice.holder
+    head = f"best on {METRIC_LABELS[choice.metric]} among cohort {choice.cohort}: v{pick.version}"
+    others = (f"; left out (another cohort or kind of estimate, not comparable): "
+              f"{', '.join(f'v{n}' for n in choice.left_out)} (promote one with --version N --force)"
+              if choice.left_out else "")  # fmt: skip
+    if was == int(pick.version):
+        return f"{head}, already @{alias}{others}"
+    allowed, text = judge(client, name, pick, was, alias)
+    if allowed:
+        return f"{head} (promote it with --best){others}"
+    return f"{head}; --best would refuse it: {text} (--force overrides){others}"
 
 
 def _append(client: MlflowClient, version: ModelVersion, line: str) -> None:
@@ -234,7 +246,8 @@ def promote(
     force: bool = False,
     reason: str = "",
 ) -> PromotionResult:
-    """Point `alias` at `version` unless it scores lower than the current holder (PromotionRefused; `force` overrides)."""
+    """Point `alias` at `version` unless the gate refuses (another cohort or kind of estimate, a lower score, not
+    shown to beat chance: PromotionRefused; `force` overrides, recorded as forced)."""
     validate_alias(alias)
     candidate = get_version(client, name, version)
     holder_number = get_model(client, name).aliases.get(alias)
@@ -242,20 +255,12 @@ def promote(
     if previous == int(candidate.version):
         return PromotionResult(name, alias, previous, previous, False, False, "", None,
                                f"{name} v{previous} already holds @{alias}; nothing changed")  # fmt: skip
-    forced = False
-    if previous is None:
-        try:
-            metric, value = version_score(candidate)
-            comparison = f"first @{alias}: {METRIC_LABELS[metric]} {value:.3f}"
-        except ValueError:
-            comparison = f"first @{alias} (no holdout_auc or cv_auc tag)"
-    else:
-        holder = client.get_model_version(name, str(previous))
-        allowed, comparison = _gate(holder, candidate, alias)
-        if not allowed and not force:
-            raise PromotionRefused(f"{comparison}; pass --force (force=True) to promote v{version} anyway")
-        if not allowed:
-            forced, comparison = True, f"forced over v{previous}: {comparison}"
+    allowed, comparison = judge(client, name, candidate, previous, alias)
+    if not allowed and not force:
+        raise PromotionRefused(f"{comparison}; pass --force (force=True) to promote v{version} anyway")
+    forced = not allowed
+    if forced:
+        comparison = f"forced over v{previous}: {comparison}" if previous is not None else f"forced: {comparison}"
     why = reason.strip() or comparison
     at = _now()
     client.set_registered_model_alias(name, alias, str(candidate.version))

@@ -24,6 +24,12 @@ class StagingModel(PythonModel):
 
         self.ensemble = Ensemble.load(context.artifacts["ensemble"])
 
+    @property
+    def threshold(self) -> float:
+        """The operating threshold recorded at registration (P(T2) >= it is staged T2); `mlflow models serve`
+        and `stagesearch predict` both stage with it, as `predict` below does."""
+        return float(self.ensemble.threshold)
+
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         """Columns image (path), optional mask (path) and patient_id; returns patient_id, p_t2, stage.
 
@@ -44,7 +50,7 @@ class StagingModel(PythonModel):
         if problems:
             raise ValueError("cannot predict:\n  - " + "\n  - ".join(problems))
         ids, probs = patient_means([s.patient_id for s in scans], self.ensemble.predict_scans(scans, device="auto"))
-        threshold = self.ensemble.threshold
+        threshold = self.threshold
         return pd.DataFrame(
             {"patient_id": ids, "p_t2": probs, "stage": [STAGES[int(p >= threshold)] for p in probs]}
         )

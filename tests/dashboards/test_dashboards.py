@@ -46,7 +46,7 @@ def runs(tiny_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("dashboards") / "runs"
     try:
         args = search_args(tiny_cohort, folder, STUDY, "--budget", "4", "--scheduler", "fifo", "--max-epochs", "2",
-                           "--cpus-per-trial", "1", "--holdout", "0.25")  # fmt: skip
+                           "--cpus-per-trial", "1", "--holdout", "0.25", "--force-small-holdout")  # fmt: skip
         assert search_main(args) == 0
     finally:
         ray.shutdown()

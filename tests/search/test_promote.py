@@ -13,13 +13,13 @@ import mlflow.pyfunc
 import pytest
 from mlflow.tracking import MlflowClient
 
+from search.gate import CORRECTED, estimate_kind, like_with_like
 from search.promote import main
 from search.registry import (
     CV,
     DEFAULT_MODEL_NAME,
     HOLDOUT,
     best_version,
-    comparison_metric,
     list_versions,
     promote,
     version_score,
@@ -155,7 +155,7 @@ def test_lower_holdout_is_refused_and_force_overrides_with_a_record(
     assert "@champion moved to v3: radiologist review" in client.get_model_version(NAME, "2").description
 
 
-def test_cv_auc_decides_when_a_version_has_no_holdout(tmp_path: Path, template: tuple[Path, Path]) -> None:
+def test_cv_auc_decides_among_versions_without_holdout(tmp_path: Path, template: tuple[Path, Path]) -> None:
     runs = tmp_path / "runs"
     client = make_registry(runs, template, CV_ONLY)
     assert int(best_version(client, NAME).version) == 2
@@ -170,16 +170,20 @@ def test_cv_auc_decides_when_a_version_has_no_holdout(tmp_path: Path, template: 
         "forced over v2: current @champion v2 has cv_auc"
     )
 
-    # a holder with a holdout AUC against a candidate without one: compared on cv_auc, not across metrics
+    # a holder with a holdout AUC against a candidate without one: not comparable (another kind of estimate)
     holdout = dict(CV_ONLY[0], holdout_auc="0.99")
-    assert comparison_metric(holdout, CV_ONLY[1]) == CV
-    assert comparison_metric(holdout, dict(CV_ONLY[1], holdout_auc="0.5")) == HOLDOUT
+    assert estimate_kind(holdout) == "holdout" and estimate_kind(CV_ONLY[1]) == "cv"
+    assert "different kinds of estimate are not comparable" in like_with_like(holdout, CV_ONLY[1], "champion")
+    assert like_with_like(holdout, dict(CV_ONLY[1], holdout_auc="0.5"), "champion") is None
     assert version_score(holdout) == (HOLDOUT, 0.99)
+    corrected = dict(CV_ONLY[0], corrected_auc="0.61", estimate="corrected_cv")
+    assert version_score(corrected) == (CORRECTED, 0.61)  # the estimate tag names what the gate compares
+    assert estimate_kind(dict(corrected, corrected_auc="nan")) == "cv"  # ... when that score is there
     assert version_score(dict(CV_ONLY[0], holdout_auc="nan")) == (
         CV,
         0.81,
     )  # a non-finite tag counts as absent
-    with pytest.raises(ValueError, match="neither"):
+    with pytest.raises(ValueError, match="has no holdout_auc, corrected_auc or cv_auc tag"):
         version_score({"study": "s1"})
 
 
@@ -201,7 +205,9 @@ def test_list_shows_every_version_with_aliases(
     assert rows["v2"].split()[1] == "@champion" and "0.830 [0.740, 0.910]" in rows["v2"]
     assert rows["v3"].split()[1] == "@challenger" and "vit_small_patch16_224" in rows["v3"]
     assert all(row.split()[-3] == "false" for row in rows.values())  # pretrained, then the creation time
-    assert lines[5] == "best on holdout AUC: v2 (promote it with --best)"
+    assert lines[5] == "best on holdout AUC among cohort c0ffee: v2, already @champion"
+    assert main(["--best", "--runs-dir", str(runs)]) == 0  # the hint is true: --best changes nothing
+    assert "already holds @champion" in capsys.readouterr().out
     listed = list_versions(client, NAME)
     assert [r["version"] for r in listed] == [1, 2, 3] and listed[1]["aliases"] == ["champion"]
     assert all(r["run_id"] and ISO_UTC.match(r["created"]) for r in listed)
@@ -247,3 +253,120 @@ def test_runs_as_a_script(tmp_path: Path, template: tuple[Path, Path]) -> None:
     done = subprocess.run([*cmd, "--best"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "@champion -> cervical-staging v2" in done.stdout and holder(client) == 2
+
+
+GOOD = dict(_tags("good", 1, "resnet50", 0.84, (0.80, 0.70, 0.90)), beats_chance="true", estimate="holdout")
+LUCKY = dict(  # the higher hold-out AUC, but its intervals include 0.5
+    _tags("lucky", 2, "densenet121", 0.90, (0.85, 0.48, 1.0)), beats_chance="false", estimate="holdout",
+    corrected_auc="0.55", corrected_auc_ci_low="0.47", corrected_auc_ci_high="0.63",
+)  # fmt: skip
+
+
+def test_chance_guard_refuses_a_lucky_winner_and_lets_a_good_one_through(
+    tmp_path: Path, template: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    runs = tmp_path / "runs"
+    client = make_registry(runs, template, [GOOD, LUCKY])
+    flags = ["--runs-dir", str(runs)]
+    assert main(["--list", *flags]) == 0  # v2 scores higher but is at chance: --best ranks v1, and says so
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "best on holdout AUC among cohort c0ffee: v1 (promote it with --best)"
+    )
+    assert main(["--best", *flags]) == 0  # a good winner, promoted without --force
+    assert holder(client) == 1 and vtags(client, 1)["promoted_champion_forced"] == "false"
+    capsys.readouterr()
+    assert main(["--list", *flags]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "best on holdout AUC among cohort c0ffee: v1, already @champion"
+
+    assert main(["--version", "2", *flags]) == 2
+    err = capsys.readouterr().err
+    assert ("v2 was not shown to beat chance: its corrected AUC 0.550 (95% interval 0.470-0.630) includes 0.5 "
+            "and its hold-out AUC 0.850 (95% interval 0.480-1.000) includes 0.5") in err  # fmt: skip
+    assert "pass --force" in err and holder(client) == 1
+    assert main(["--version", "2", "--alias", "challenger", *flags]) == 0  # the guard keeps only serving aliases
+    assert main(["--version", "2", "--force", *flags]) == 0
+    assert holder(client) == 2 and vtags(client, 2)["promoted_champion_forced"] == "true"
+    assert vtags(client, 2)["promoted_champion_reason"].startswith("forced over v1: v2 was not shown to beat chance")
+    capsys.readouterr()
+    assert main(["--list", *flags]) == 0  # a model shown to beat chance may replace a forced chance-level one
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "best on holdout AUC among cohort c0ffee: v1 (promote it with --best)"
+    )
+    assert main(["--best", *flags]) == 0 and holder(client) == 1
+    assert vtags(client, 1)["promoted_champion_reason"] == (
+        "v1 was shown to beat chance and current @champion v2 was not (holdout AUC 0.800, was 0.850)"
+    )
+
+
+def test_best_refuses_when_the_only_winner_is_at_chance(
+    tmp_path: Path, template: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    runs = tmp_path / "runs"
+    client = make_registry(runs, template, [LUCKY])
+    flags = ["--runs-dir", str(runs)]
+    assert main(["--list", *flags]) == 0
+    hint = capsys.readouterr().out.splitlines()[-1]
+    assert hint.startswith("best on holdout AUC among cohort c0ffee: v1; --best would refuse it: v1 was not shown")
+    assert main(["--best", *flags]) == 2  # the hint was true
+    err = capsys.readouterr().err
+    assert "v1 was not shown to beat chance" in err and "pass --force" in err and holder(client) is None
+    assert main(["--best", "--force", *flags]) == 0 and holder(client) == 1
+    assert vtags(client, 1)["promoted_champion_reason"].startswith("forced: v1 was not shown to beat chance")
+
+
+def test_gate_compares_only_the_same_cohort_and_kind_of_estimate(
+    tmp_path: Path, template: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = dict(_tags("other", 5, "densenet121", 0.95, (0.93, 0.85, 0.99)), cohort_hash="beef01")
+    cv_only = dict(_tags("cv", 6, "regnety_008", 0.97, None))
+    runs = tmp_path / "runs"
+    client = make_registry(runs, template, [WITH_HOLDOUT[0], other, WITH_HOLDOUT[1], cv_only])
+    flags = ["--runs-dir", str(runs)]
+
+    def hint() -> str:
+        assert main(["--list", *flags]) == 0
+        return capsys.readouterr().out.splitlines()[-1]
+
+    # no champion yet: the newest version's cohort (c0ffee) on its most honest estimate (holdout): v3
+    assert hint() == ("best on holdout AUC among cohort c0ffee: v3 (promote it with --best); left out (another cohort "
+                      "or kind of estimate, not comparable): v2, v4 (promote one with --version N --force)")  # fmt: skip
+    assert main(["--version", "1", *flags]) == 0
+    capsys.readouterr()
+    assert main(["--version", "2", *flags]) == 2
+    assert ("v2 was made on cohort beef01 but current @champion v1 on cohort c0ffee: AUCs measured on different "
+            "patients are not comparable; pass --force") in capsys.readouterr().err  # fmt: skip
+    assert main(["--version", "4", *flags]) == 2
+    assert ("v4 is scored on cv_auc but current @champion v1 on holdout AUC: different kinds of estimate are not "
+            "comparable") in capsys.readouterr().err  # fmt: skip
+    assert holder(client) == 1
+    assert hint().startswith("best on holdout AUC among cohort c0ffee: v3 (promote it with --best)")
+    assert main(["--best", *flags]) == 0 and holder(client) == 3  # not v2 (0.93 on another cohort), not v4
+    assert "@champion -> cervical-staging v3 (previous: v1): holdout AUC 0.830 (was v1 0.790)" in capsys.readouterr().out
+    assert hint().startswith("best on holdout AUC among cohort c0ffee: v3, already @champion; left out")
+    assert main(["--best", *flags]) == 0 and "already holds" in capsys.readouterr().out
+
+    assert main(["--version", "2", "--force", "--reason", "new cohort", *flags]) == 0 and holder(client) == 2
+    assert vtags(client, 2)["promoted_champion_reason"] == "new cohort"
+    assert "forced over v3: v2 was made on cohort beef01" in client.get_model_version(NAME, "2").description
+    capsys.readouterr()
+    assert hint() == ("best on holdout AUC among cohort beef01: v2, already @champion; left out (another cohort or "
+                      "kind of estimate, not comparable): v1, v3, v4 (promote one with --version N --force)")  # fmt: skip
+
+
+def test_registration_moves_challenger_to_the_newest_version(
+    tmp_path: Path, template: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from search.register import make_challenger
+
+    runs = tmp_path / "runs"
+    client = make_registry(runs, template, [GOOD, LUCKY, WITH_HOLDOUT[1]])
+    uri = default_tracking_uri(runs)
+    flags = ["--runs-dir", str(runs)]
+    assert make_challenger(uri, NAME, "1") == "best on holdout AUC among cohort c0ffee: v3 (promote it with --best)"
+    assert holder(client, "challenger") == 1
+    assert main(["--best", *flags]) == 0 and holder(client) == 3
+    hint = make_challenger(uri, NAME, "2")  # a chance-level version is registered after a champion
+    assert holder(client, "challenger") == 2 and holder(client) == 3
+    assert hint == "best on holdout AUC among cohort c0ffee: v3, already @champion"
+    capsys.readouterr()
+    assert main(["--best", *flags]) == 0 and "already holds" in capsys.readouterr().out  # true after registration

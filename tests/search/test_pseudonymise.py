@@ -66,8 +66,8 @@ def _real_ids(manifest: Path) -> list[str]:
 
 
 def _args(cohort: Path, runs: Path, *extra: str) -> list[str]:
-    return search_args(cohort, runs, STUDY, "--holdout", "0.25", "--scheduler", "fifo", "--max-epochs", "1",
-                       "--cpus-per-trial", "1", *extra)  # fmt: skip
+    return search_args(cohort, runs, STUDY, "--holdout", "0.25", "--force-small-holdout", "--scheduler", "fifo",
+                       "--max-epochs", "1", "--cpus-per-trial", "1", *extra)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
