@@ -118,10 +118,13 @@ def test_a_scan_without_mask_has_an_empty_lesion_and_roi_features(tmp_path) -> N
 
     params = pre.PreprocessParams(roi_px=50, slices=3)
     rng = np.random.default_rng(0)
-    volume = rng.normal(100, 10, (120, 120, 6)).astype(np.float32)
+    volume = rng.normal(0, 1, (120, 120, 6)).astype(np.float32)
+    volume[30:90, 30:90] += 100  # the body: 60 px across, in a dark background
     nib.save(nib.Nifti1Image(volume, np.diag([*params.spacing, 1.0])), tmp_path / "scan.nii.gz")
     roi, lesion = pre.preprocess_lesion(Scan("P1", tmp_path / "scan.nii.gz", None, 0, None), params)
     assert not lesion.has_mask and not lesion.mask.any() and lesion.mask.shape == (3, 50, 50)
-    assert lesion.pixel_mm == pytest.approx(101 * params.spacing[0] / 50)  # the 80 mm field (101 px) in 50 px
+    # the ROI is the body's outline plus the margin on each side (not a fixed field), in 50 px
+    body_px = 60 + 2 * params.margin_mm / params.spacing[0]
+    assert lesion.pixel_mm == pytest.approx(body_px * params.spacing[0] / 50, rel=0.015)  # a 1-px rounding
     names, _, x, _, masks = feature_table([roi], [lesion])
     assert not masks and names == feature_names(False) and np.isfinite(x).all()
