@@ -35,9 +35,10 @@ def palette(names: list[str]) -> dict[str, Any]:
 
 
 def save(fig: Any, path: Path, dpi: int = 110) -> Path:
-    """Write a figure as PNG and close it."""
+    """Write a figure as PNG (for the page) and as SVG beside it (vector, for a paper), close it, return the PNG."""
     fig.tight_layout()
     fig.savefig(path, dpi=dpi)
+    fig.savefig(path.with_suffix(".svg"))
     plt.close(fig)
     return path
 
