@@ -83,6 +83,13 @@ AUG_DOC: str = (
 )
 
 
+def _indexed(device: torch.device) -> torch.device:
+    """`cuda` as `cuda:<current>`: tensors always carry their index, so a bare `cuda` never equals their device."""
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
 @dataclass
 class Draws:
     """The random parameters of one batch: one row per sample (the unit that tests check for rates/ranges)."""
@@ -126,7 +133,7 @@ class BatchAugment:
         self.aug_strength = float(aug_strength)
         self.elastic = elastic
         self.lr_axis = lr_axis
-        self.device = torch.device(device)
+        self.device = _indexed(torch.device(device))
         if seed is None:  # follow torch's seed so seeded trials repeat
             seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
         self.seed = seed
@@ -178,7 +185,7 @@ class BatchAugment:
             )
         if not self.active or len(x) == 0:
             return x
-        if x.device != self.device:
+        if _indexed(x.device) != self.device:
             raise ValueError(f"batch is on {x.device} but the augmentation draws on {self.device}")
         d = self.draw(len(x), (x.shape[-2], x.shape[-1]))
         return self.apply(x, d)

@@ -219,3 +219,13 @@ def test_doc_states_the_settings() -> None:
     """AUG_DOC spells out the numbers at 0.5 and 1.0 (kept in sync by being generated)."""
     for needle in ("±15°", "±7.5°", "×0.85 to ×1.15", "p=0.80", "p=0.40", "U(0, 0.1)", "`aug_strength=0.5`"):
         assert needle in AUG_DOC
+
+
+def test_bare_cuda_names_the_current_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tensors on a GPU report `cuda:0`; a trial configured with `cuda` must not refuse its own batches."""
+    from trainers.augment import _indexed
+
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    assert _indexed(torch.device("cuda")) == torch.device("cuda:0")
+    assert _indexed(torch.device("cuda:1")) == torch.device("cuda:1")
+    assert _indexed(torch.device("cpu")) == torch.device("cpu")
