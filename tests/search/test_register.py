@@ -178,3 +178,19 @@ def test_chance_level_winner_is_registered_but_not_promoted(study, capsys) -> No
     err = capsys.readouterr().err
     assert "v2 was not shown to beat chance: its corrected AUC 0.520 (95% interval 0.380-0.660) includes 0.5" in err
     assert client.get_registered_model("cervical-staging").aliases["champion"] == champion
+
+
+def test_generalise_bench_scores_the_registered_model(study, tmp_path) -> None:
+    """bench.generalise: a fresh phantom predicted from the registry, scored against its own labels."""
+    from bench.generalise import main as generalise_main
+
+    out = tmp_path / "results"
+    assert generalise_main(["--runs-dir", str(study), "--patients", "16", "--seed", "5", "--matrix", "48",
+                            "--out", str(out)]) == 0  # fmt: skip
+    result = json.loads((out / "generalise.json").read_text())
+    client = MlflowClient(default_tracking_uri(study))
+    alias = result["model"].rsplit("@", 1)[1]
+    assert result["version"] == str(client.get_model_version_by_alias("cervical-staging", alias).version)
+    assert 0.0 <= result["auc_ci_low"] <= result["auc"] <= result["auc_ci_high"] <= 1.0
+    assert 0.5 < result["oracle_auc"] <= 1.0 and result["target_auc"] == pytest.approx(0.85 * result["oracle_auc"])
+    assert result["met"] == (result["auc"] >= result["target_auc"]) and result["patients"] == 16
