@@ -152,6 +152,7 @@ def test_report_of_an_older_or_registered_study(study: tuple[Path, StudyPaths, s
     config = json.loads((copy / "config.json").read_text())
     for session in config["sessions"]:
         del session["search"], session["software"]
+    config["manifest_path"] = str(tmp_path / "moved.csv")  # the manifest is gone: stages from the study folder
     (copy / "config.json").write_text(json.dumps(config))
     best, _, _ = _winner_oof(runs, paths)
     held = json.loads(paths.holdout.read_text())["patients"]
@@ -166,3 +167,7 @@ def test_report_of_an_older_or_registered_study(study: tuple[Path, StudyPaths, s
     assert row["predictions"] == "held-out (registered model)" and float(row["threshold"]) == 0.45
     assert [int(row[k]) for k in ("TP", "FP", "FN", "TN")] == [1, 1, 0, 1]  # probs 0.2 (T1), 0.5 (T2), 0.8 (T1)
     assert "the registered winner (winner.json)" in page
+    cohort = {r["site"]: r for r in _csv(copy / "report" / "cohort.csv")}
+    assert list(cohort) == ["all sites"] and "sites unknown" in page and "is not there" in page
+    assert (cohort["all sites"]["search all"], cohort["all sites"]["held-out all"]) == ("9", "3")
+    assert cohort["all sites"]["held-out T2"] == "1"  # the labels of the registered winner's held-out table
