@@ -171,3 +171,27 @@ def test_report_of_an_older_or_registered_study(study: tuple[Path, StudyPaths, s
     assert list(cohort) == ["all sites"] and "sites unknown" in page and "is not there" in page
     assert (cohort["all sites"]["search all"], cohort["all sites"]["held-out all"]) == ("9", "3")
     assert cohort["all sites"]["held-out T2"] == "1"  # the labels of the registered winner's held-out table
+
+
+def test_cohort_of_a_pseudonymised_study_matches_its_pseudonyms(tmp_path: Path) -> None:
+    """The manifest names real ids, the study folder pseudonyms: the table must still count every patient."""
+    from dashboards.report_cohort import cohort_section
+    from search.study.pseudonyms import CHECK_KEY, pseudonym, salt_check, write_salt
+
+    paths, salt = StudyPaths(tmp_path / "study"), "ab" * 16
+    write_salt(paths, salt)
+    manifest = tmp_path / "manifest.csv"
+    ids = [f"P{i:03d}" for i in range(8)]
+    manifest.write_text("patient_id,image,label,site\n" + "".join(
+        f"{p},img/{p}.png,{'T2' if i % 2 else 'T1'},{'north' if i < 5 else 'south'}\n" for i, p in enumerate(ids)))
+    fake = [pseudonym(salt, p) for p in ids]
+    (paths.root / "config.json").write_text(json.dumps({"settings": {"pseudonymise": True}, CHECK_KEY: salt_check(salt),
+                                                        "manifest_path": str(manifest)}))  # fmt: skip
+    (paths.root / "folds.json").write_text(json.dumps({"folds": [{"train": fake[2:6], "val": fake[:2]},
+                                                                 {"train": fake[:2], "val": fake[2:6]}]}))  # fmt: skip
+    (paths.root / "holdout.json").write_text(json.dumps({"patients": fake[6:]}))
+    page = cohort_section(paths, tmp_path / "report")
+    rows = {r["site"]: r for r in _csv(tmp_path / "report" / "cohort.csv")}
+    assert "manifest (manifest.csv)" in page
+    assert [rows[s]["total"] for s in ("north", "south", "all sites")] == ["5", "3", "8"]
+    assert (rows["south"]["search all"], rows["south"]["held-out T1"], rows["south"]["held-out T2"]) == ("1", "1", "1")
