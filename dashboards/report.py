@@ -22,8 +22,11 @@ import optuna  # noqa: E402
 from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 
 from dashboards.report_baseline import baseline_section  # noqa: E402
+from dashboards.report_cohort import cohort_section  # noqa: E402
 from dashboards.report_estimates import estimates_section  # noqa: E402
+from dashboards.report_methods import methods_section  # noqa: E402
 from dashboards.report_sites import sites_section  # noqa: E402
+from dashboards.report_winner import winner_section  # noqa: E402
 from search.figures import figure_roc, palette, roc_points, save  # noqa: E402
 from search.study import (  # noqa: E402
     FORMAT_VERSION,
@@ -319,6 +322,7 @@ Report written {time.strftime("%Y-%m-%d %H:%M")}.</p>
 <p>cv_auc is the pooled out-of-fold, patient-level AUC; the other metrics are at probability 0.5.</p>
 {_leaderboard(study, paths)}
 {estimates_section(paths)}
+{winner_section(study, paths, out)}
 {baseline_section(paths)}
 <h2>Backbones</h2>
 {_backbones(trials, best, families(trials))}
@@ -327,6 +331,8 @@ Report written {time.strftime("%Y-%m-%d %H:%M")}.</p>
 <h2>Held-out test</h2>
 {_holdout_section(paths, max((t.value for t in best.values()), default=None), out)}
 {sites_section(paths)}
+{cohort_section(paths, out)}
+{methods_section(study, paths, out)}
 </body></html>
 """  # fmt: skip
 

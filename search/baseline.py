@@ -29,6 +29,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from search.stats import bootstrap_auc_ci  # re-exported: where the search and the dashboards share it
 from search.study import Leaderboard, StudyFormatError, StudyPaths, read_leaderboard, write_oof
 from search.tracking import StudyTracker, write_trial_artifacts
 from trainers.cv import PreparedCohort
@@ -101,27 +102,6 @@ def score_baseline(prepared: PreparedCohort, seed: int = 0, cache_dir: Path | No
     ci = bootstrap_auc_ci(labels, probs, n=CI_RESAMPLES, seed=seed)
     table = [[p, int(lab), *(float(v) for v in row)] for p, lab, row in zip(patients, y, x, strict=True)]
     return BaselineScore(names, masks, oof, metrics["auc"], ci, metrics, table, time.perf_counter() - start)
-
-
-def bootstrap_auc_ci(
-    y_true: np.ndarray, y_prob: np.ndarray, n: int = CI_RESAMPLES, seed: int = 0, level: float = 0.95
-) -> tuple[float, float]:
-    """Percentile bootstrap interval of the AUC over patients, resamples with one class skipped: the method of
-    `trainers.metrics.bootstrap_auc_ci`, vectorised (Mann-Whitney ranks, ties count half), so 2,000 resamples
-    take milliseconds instead of a minute on a loaded machine."""
-    from scipy.stats import rankdata
-
-    y, p = np.asarray(y_true).astype(bool), np.asarray(y_prob, np.float64)
-    idx = np.random.default_rng(seed).integers(0, len(y), (n, len(y)))
-    yb, ranks = y[idx], rankdata(p[idx], axis=1)
-    pos = yb.sum(axis=1)
-    neg = len(y) - pos
-    ok = (pos > 0) & (neg > 0)
-    if not ok.any():
-        return math.nan, math.nan
-    aucs = ((ranks * yb).sum(axis=1)[ok] - pos[ok] * (pos[ok] + 1) / 2) / (pos[ok] * neg[ok])
-    lo, hi = np.percentile(aucs, [100 * (1 - level) / 2, 100 * (1 + level) / 2])
-    return float(lo), float(hi)
 
 
 def folds_key(folds: list[dict[str, list[str]]]) -> str:

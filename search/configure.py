@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from search.options import resolve_settings, validate
+from search.session_record import search_settings, software_versions
 from search.study import (
     FORMAT_VERSION,
     STORAGE_ENV,
@@ -220,12 +221,15 @@ def load_cohort(settings: dict[str, Any], stored: dict[str, Any], study: str | N
 def study_config(args: argparse.Namespace, argv: list[str] | None, settings: dict[str, Any], stored: dict[str, Any],
                  manifest: Path, cohort: Any) -> tuple[dict[str, Any], StudyPaths]:  # fmt: skip
     """The study's `config.json` (this session appended to its sessions) and its folder."""
+    # search.tuning imports Ray: here, once search.local_ray has set it up, not when this module is imported
+    from search.tuning import startup_trials
     from trainers.preprocess import PREPROCESS_VERSION
 
     name = args.study or f"{settings['space']}-{time.strftime('%Y%m%d-%H%M%S')}"
     paths = StudyPaths(args.runs_dir / name)
     argv = public_argv(sys.argv[1:] if argv is None else argv)  # passwords as *** (search.study.credentials)
-    session = {"argv": argv, "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    session = {"argv": argv, "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "software": software_versions(),
+               "search": search_settings(args, int(settings["max_epochs"]), startup_trials(args.budget))}
     # A new study goes to STAGESEARCH_STORAGE when set (the URL with its password never on a command line).
     storage = args.storage or stored.get("storage") or os.environ.get(STORAGE_ENV) or default_storage_url(paths)  # fmt: skip
     tracking = args.tracking_uri or stored.get("tracking_uri") or default_tracking_uri(args.runs_dir)
