@@ -162,7 +162,7 @@ def draw_folds(best: dict[str, FrozenTrial], per_fold: dict[str, list[float]], c
         if aucs:
             ax.vlines(x, min(aucs), max(aucs), color=color, lw=2,
                       label=label("range of the fold AUCs (min to max)"))  # fmt: skip
-            offsets = [0.06 * (j - (len(aucs) - 1) / 2) / max(1, len(aucs) - 1) for j in range(len(aucs))]
+            offsets = [0.12 * (j - (len(aucs) - 1) / 2) / max(1, len(aucs) - 1) for j in range(len(aucs))]
             ax.scatter([x + o for o in offsets], aucs, s=22, color=color, edgecolor="black", linewidth=0.4,
                        zorder=3, label=label("one fold's AUC"))  # fmt: skip
         if mean is not None:
