@@ -165,14 +165,17 @@ def inspect_report(page: Path, executable: str) -> dict[str, Any]:
 
 
 def screenshots(page: Path, out: Path, executable: str, width: int = 1100) -> list[Path]:
-    """Two PNGs `width` px wide: the top of the report, and its figures from the 'Figures' section on."""
+    """Two PNGs `width` px wide: the top of the report, and its figures down to the end of the held-out test."""
     out.mkdir(parents=True, exist_ok=True)
     with Browser(executable, width=width) as browser:
         browser.open(page)
         seen = browser.evaluate(CHECKS)
-        figures = next((s["top"] for s in seen["sections"] if s["title"] == "Figures"), seen["height"] / 2)
+        tops = {s["title"]: s["top"] for s in seen["sections"]}
+        start = max(0, tops.get("Figures", seen["height"] / 2) - 16)
+        after = [s["top"] for s in seen["sections"] if s["top"] > tops.get("Held-out test", seen["height"])]
+        end = min(after[0] - 16 if after else seen["height"], start + 3600)
         return [browser.screenshot(out / "report-top.png", 0, 1400, width),
-                browser.screenshot(out / "report-figures.png", max(0, figures - 16), 1500, width)]  # fmt: skip
+                browser.screenshot(out / "report-figures.png", start, end - start, width)]  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from dashboards.report_figures import (
 )
 from search.figures import palette
 
-DISTRIBUTIONS = {"backbone": CategoricalDistribution(["a", "b"]), "lr": FloatDistribution(1e-4, 1e-2, log=True)}
+DISTRIBUTIONS = {"backbone": CategoricalDistribution(["a", "b"]), "lr": FloatDistribution(1e-4, 1e-2)}
 
 
 def _trial(number: int, state: TrialState, value: float | None = None, backbone: str = "a", **kw: object):
@@ -37,11 +37,13 @@ def _trial(number: int, state: TrialState, value: float | None = None, backbone:
 
 
 def test_history_shows_pruned_trials_at_their_last_mean_fold_auc_with_their_own_marker() -> None:
+    stored = {"fold_auc_mean": 0.42}
     trials = [
         _trial(0, TrialState.COMPLETE, 0.81, "a", intermediate_values={1: 0.7, 2: 0.79}),
         # what the search stores on a pruned trial: the last epoch's mean fold AUC, beside Optuna's intermediates
-        _trial(1, TrialState.PRUNED, None, "b", intermediate_values={1: 0.33}, user_attrs={"fold_auc_mean": 0.42}),
-        _trial(2, TrialState.PRUNED, None, "a", intermediate_values={1: 0.2, 2: 0.55}),  # no attr: last epoch's
+        _trial(1, TrialState.PRUNED, None, "b", intermediate_values={1: 0.3}, user_attrs=stored),
+        # without it: the last intermediate value
+        _trial(2, TrialState.PRUNED, None, "a", intermediate_values={1: 0.2, 2: 0.55}),
         _trial(3, TrialState.PRUNED, None, "a"),  # never reported: not drawn
         _trial(4, TrialState.FAIL, None, "b"),
     ]
@@ -51,7 +53,8 @@ def test_history_shows_pruned_trials_at_their_last_mean_fold_auc_with_their_own_
     fig = draw_history(trials, palette(["a", "b"]))
     try:
         ax = fig.axes[0]
-        assert ax.get_ylabel() == HISTORY_YLABEL and "mean_fold_auc" in HISTORY_YLABEL and "cv_auc" in HISTORY_YLABEL
+        assert ax.get_ylabel() == HISTORY_YLABEL
+        assert "mean_fold_auc" in HISTORY_YLABEL and "cv_auc" in HISTORY_YLABEL
         legend = [t.get_text() for t in ax.get_legend().get_texts()]
         assert {COMPLETE_LABEL, PRUNED_LABEL, "a", "b", "best cv_auc so far"} <= set(legend)
         dots, crosses = ax.collections[:2]  # complete first, then pruned
@@ -103,7 +106,8 @@ def test_importances_need_ten_complete_trials_with_different_values() -> None:
 
     assert MIN_TRIALS_FOR_IMPORTANCE == 10  # what the issue asks for
     study.optimize(objective, n_trials=9)
-    study.add_trial(_trial(99, TrialState.PRUNED, None, intermediate_values={1: 0.5}))  # pruned ones don't count
+    pruned = _trial(99, TrialState.PRUNED, None, intermediate_values={1: 0.5})
+    study.add_trial(pruned)  # pruned trials don't count
     values, note = param_importances(study)
     assert values is None and "at least 10 complete trials and this study has 9" in note
     study.optimize(objective, n_trials=1)
