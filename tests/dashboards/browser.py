@@ -165,16 +165,18 @@ def inspect_report(page: Path, executable: str) -> dict[str, Any]:
 
 
 def screenshots(page: Path, out: Path, executable: str, width: int = 1100) -> list[Path]:
-    """Two PNGs `width` px wide: the top of the report, and its figures down to the end of the held-out test."""
+    """Two PNGs `width` px wide: the report from its top to the baseline (the winner in detail included), and
+    from its figures to the end of the held-out test (at most 3600 px each)."""
     out.mkdir(parents=True, exist_ok=True)
     with Browser(executable, width=width) as browser:
         browser.open(page)
         seen = browser.evaluate(CHECKS)
-        tops = {s["title"]: s["top"] for s in seen["sections"]}
-        start = max(0, tops.get("Figures", seen["height"] / 2) - 16)
-        after = [s["top"] for s in seen["sections"] if s["top"] > tops.get("Held-out test", seen["height"])]
-        end = min(after[0] - 16 if after else seen["height"], start + 3600)
-        return [browser.screenshot(out / "report-top.png", 0, 1400, width),
+        tops = [s["top"] for s in seen["sections"]] + [seen["height"] + 16]
+        where = {s["title"]: s["top"] for s in seen["sections"]}
+        first = min(where.get("Baseline on the same folds", 1416), 3616) - 16
+        start = max(0, where.get("Figures", seen["height"] / 2) - 16)
+        end = min(next(t for t in tops if t > where.get("Held-out test", seen["height"])) - 16, start + 3600)
+        return [browser.screenshot(out / "report-top.png", 0, first, width),
                 browser.screenshot(out / "report-figures.png", start, end - start, width)]  # fmt: skip
 
 
