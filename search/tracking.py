@@ -36,6 +36,7 @@ from search.run_notes import (
 from search.study import TRACKING_ENV, public, read_oof, reveal
 
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
+SUMMARY_STEP_TAG = "summary_step"
 
 
 @contextmanager
@@ -229,12 +230,14 @@ class StudyTracker:
         self.client.set_terminated(run_id, status=status)
 
     def log_parent_summary(self, metrics: dict[str, float], tags: dict[str, str], status: str) -> None:
-        """Best-so-far figures and counts on the parent run."""
+        """Best-so-far figures and counts on the parent run, at step = the search session (1, 2, ... with
+        --resume; the tag `summary_step` counts them), so a resumed study's summary curves step forward too."""
         now = int(time.time() * 1000)
+        step = int(self.client.get_run(self.parent_run_id).data.tags.get(SUMMARY_STEP_TAG, "0")) + 1
         self.client.log_batch(
             self.parent_run_id,
-            metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items() if _finite(v)],
-            tags=[RunTag(k, str(v)) for k, v in tags.items()],
+            metrics=[Metric(k, float(v), now, step) for k, v in metrics.items() if _finite(v)],
+            tags=[*(RunTag(k, str(v)) for k, v in tags.items()), RunTag(SUMMARY_STEP_TAG, str(step))],
         )
         self.client.set_terminated(
             self.parent_run_id, status=RunStatus.to_string(RunStatus.from_string(status))

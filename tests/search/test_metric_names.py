@@ -100,6 +100,10 @@ def test_tracking_steps_final_metrics_notes_and_pruned_runs(store: tuple[str, Pa
     assert "Complete: 3 of 3 epochs, cv_auc 0.7200" in complete.data.tags[NOTE_TAG]
     parent = client.get_run(tracker.parent_run_id)
     assert "mean_fold_auc" in parent.data.tags[NOTE_TAG] and "budget 2 trials" in parent.data.tags[NOTE_TAG]
+    for best in (0.72, 0.74):  # a session, then a resumed one: the summary steps forward
+        tracker.log_parent_summary({"best_cv_auc": best}, {"best_trial": "0"}, "FINISHED")
+    summary = client.get_metric_history(tracker.parent_run_id, "best_cv_auc")
+    assert [(m.step, m.value) for m in summary] == [(1, 0.72), (2, 0.74)]
 
 
 def test_runs_a_stopped_search_left_open_get_final_metrics_at_their_last_epoch(store: tuple[str, Path]) -> None:
