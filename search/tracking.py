@@ -144,8 +144,9 @@ class StudyTracker:
         step = int(metrics.get("epochs_completed") or 0)
         now = int(time.time() * 1000)
         out = []
-        for key, value in metrics.items():
-            if not _finite(value) or key in SAME_AS_EPOCH:
+        for name, value in metrics.items():
+            key = SAME_AS_EPOCH.get(name, name)  # Optuna's fold_auc_mean is tracking's mean_fold_auc
+            if not _finite(value):
                 continue
             if key in run.data.metrics:
                 logged = max((m.step for m in self.client.get_metric_history(run.info.run_id, key)), default=-1)
