@@ -253,7 +253,8 @@ def _browser() -> str | None:
 
 @pytest.mark.slow
 def test_mlflow_ui_trials_link_shows_every_trial_in_a_browser(mlflow_ui: tuple[Launched, int]) -> None:
-    """The printed trials link, rendered by a real headless browser, lists every trial's run."""
+    """The printed trials link, rendered by a real headless browser, lists every trial's run; the printed model
+    version link opens that version's page."""
     browser = _browser()
     if browser is None:
         reason = "no Chromium to render the MLflow UI (apt-get install chromium)"
@@ -264,12 +265,21 @@ def test_mlflow_ui_trials_link_shows_every_trial_in_a_browser(mlflow_ui: tuple[L
     server.url()
     link = re.search(r"^its trials, best cv_auc first [^:]*: (http://\S+)$", server.log.read_text(), re.M)
     assert link, server.log.read_text()
-    dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=20000",
-                          "--window-size=1600,1000", "--dump-dom", link.group(1)],
-                         capture_output=True, text=True, timeout=180).stdout  # fmt: skip
+    dom = _render(browser, link.group(1))
     assert "Runs" in dom, dom[-2000:]
     for number in range(4):
         assert f"trial-{number:04d}" in dom, dom[-2000:]
+    version = re.search(r"^version (\d+) \(this study's winner\): (http://\S+)$", server.log.read_text(), re.M)
+    assert version, server.log.read_text()
+    page = _render(browser, version.group(2))  # the version's page, with the description the registry gave it
+    assert f"Version {version.group(1)}" in page and f"from study {STUDY}" in page, page[-2000:]
+
+
+def _render(browser: str, url: str) -> str:
+    """The DOM of `url` once a headless Chromium has run its scripts."""
+    return subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=20000",
+                           "--window-size=1600,1000", "--dump-dom", url],
+                          capture_output=True, text=True, timeout=180).stdout  # fmt: skip
 
 
 @pytest.mark.slow
