@@ -16,6 +16,7 @@ import argparse  # noqa: E402
 import os  # noqa: E402
 
 from dashboards.serve import http_url, serve  # noqa: E402
+from search.run_notes import SCHEDULER_METRIC, SEARCH_METRIC  # noqa: E402
 from search.study import (  # noqa: E402
     STORAGE_ENV,
     Locations,
@@ -25,6 +26,10 @@ from search.study import (  # noqa: E402
     from_args,
     reveal,
 )
+
+#: What the dashboard's values are (also the study's user attribute "metrics").
+VALUES = (f"values: objective {SEARCH_METRIC} (pooled out-of-fold AUC; a pruned trial shows its last intermediate "
+          f"value); intermediate values {SCHEDULER_METRIC} per epoch (mean fold AUC, what early stopping compares)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     url = http_url(args.host, args.port, f"/dashboard/studies/{number}")
     env = {**os.environ, STORAGE_ENV: reveal(str(where.storage), STORAGE_ENV)}
     return serve(server_command(args.host, args.port), args.host, args.port, url,
-                 f"optuna-dashboard for study {name}", probe="/api/meta", env=env)  # fmt: skip
+                 f"optuna-dashboard for study {name}", probe="/api/meta", env=env, also=[VALUES])  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -69,8 +69,10 @@ def serve(
     probe: str = "/",
     env: dict[str, str] | None = None,
     ready_timeout: float = 180.0,
+    also: list[str] | None = None,
 ) -> int:
-    """Run a web server until Ctrl-C or SIGTERM (then stop it and return 0); print `url` once it answers."""
+    """Run a web server until Ctrl-C or SIGTERM (then stop it and return 0); print `url` once it answers, then
+    the lines `also` (other pages, what the values mean)."""
     if not port_free(host, port):
         raise exit_error(f"port {port} on {host} is in use: pick another with --port")
     print(f"starting {what} ...", flush=True)
@@ -96,6 +98,8 @@ def serve(
                 return 1
             time.sleep(0.3)
         print(f"{what}: {url}", flush=True)
+        for line in also or []:
+            print(line, flush=True)
         print("press Ctrl-C to stop", flush=True)
         code = proc.wait()
         print(f"{what} exited with code {code}", file=sys.stderr, flush=True)

@@ -109,9 +109,12 @@ def _stopped(session: Session, name: str) -> str | None:
 
 def _open_session(args: Any, config: dict, paths: StudyPaths) -> Session:
     """The study's Optuna record and MLflow parent run, with what a killed session left running closed."""
+    from search.tuning import name_metrics
+
     name = config["study"]
     storage = open_storage(config["storage"])  # pickled by Ray with the password hidden
     study = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True)
+    name_metrics(study)  # objective "cv_auc", intermediate values "mean_fold_auc": new studies and resumed ones
     closed = close_stale_trials(study, storage)
     counts = count_trials(study)
     uri = config["tracking_uri"]

@@ -17,6 +17,24 @@ TRIAL_ATTRS = ("accuracy", "precision", "recall", "f1", "fold_auc_mean", "fold_a
 METRICS_PREFIX = "metrics/"
 #: Metrics logged to MLflow at every epoch (step = epoch).
 EPOCH_METRICS = ("mean_fold_auc", "cv_auc", "train_loss", "accuracy", "f1")
+#: Final metrics that repeat an epoch metric under another name (Optuna's user attribute `fold_auc_mean` is
+#: the last epoch's `mean_fold_auc`): tracking logs each value under one name only.
+SAME_AS_EPOCH = {"fold_auc_mean": "mean_fold_auc"}
+#: Decimal places kept of an AUC or a rate (`exact`).
+DIGITS = 12
+
+
+def exact(value: float) -> float:
+    """`value` rounded to `DIGITS` decimal places: 0.45000000000000007 (floating-point residue of the ROC
+    integration) becomes 0.45, the same number everywhere it is shown (Tune, Optuna, tracking, the report).
+
+    Rounding loses nothing: a pooled AUC on p positive and n negative patients is a multiple of 1/(2pn), and
+    accuracy, precision, recall and F1 are ratios of counts of at most 2N (N patients), so two different values
+    of any of them differ by at least 1/(4N^2), more than 1e-11 below 100,000 patients; the residue removed is
+    below 1e-15. The mean of k fold AUCs is the one value whose distinct levels could in principle come closer
+    than 1e-12 (very large folds): trials that close are tied for every purpose, early stopping included.
+    """
+    return round(float(value), DIGITS) if math.isfinite(value) else float(value)
 
 
 def _finite(values: dict[str, Any]) -> dict[str, float]:
@@ -49,11 +67,11 @@ class TrialEpoch:
         return cls(
             epoch=int(report.epoch),
             final=report.epoch == epochs,
-            cv_auc=float(report.cv_auc),
-            mean_fold_auc=mean if math.isfinite(mean) else 0.5,  # a fold with one class: neither better nor worse
+            cv_auc=exact(report.cv_auc),
+            mean_fold_auc=exact(mean) if math.isfinite(mean) else 0.5,  # a fold with one class: neither better nor worse
             fold_auc_sd=fold_spread(report.fold_auc)[1],
             train_loss=float(report.train_loss),
-            metrics={k: v for k, v in _finite(report.metrics).items() if k != "auc"},
+            metrics={k: exact(v) for k, v in _finite(report.metrics).items() if k != "auc"},
             pretrained=bool(report.pretrained),
             pretrained_note=str(report.pretrained_note),
             batch_size=int(getattr(report, "batch_size", 0)),
@@ -82,6 +100,12 @@ class TrialEpoch:
         """Everything numeric this epoch says, as the trial's final record (finite values only)."""
         return _finite({**self.metrics, "cv_auc": self.cv_auc, "fold_auc_mean": self.mean_fold_auc,
                         "fold_auc_sd": self.fold_auc_sd, "epochs_completed": self.epoch})  # fmt: skip
+
+    def tracked_final_metrics(self) -> dict[str, float]:
+        """The final metrics that tracking logs beside the epoch curves (at the last epoch's step): the ones no
+        epoch metric already holds, so every value is logged once, under one name."""
+        epoch = self.epoch_metrics()
+        return {k: v for k, v in self.final_metrics().items() if k not in epoch and k not in SAME_AS_EPOCH}
 
     def trial_attrs(self) -> dict[str, float]:
         """The final metrics stored on the Optuna trial."""

@@ -22,10 +22,21 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 
 from search.figures import figure_roc, roc_points
-from search.results import TrialEpoch
+from search.results import SAME_AS_EPOCH, TrialEpoch
+from search.run_notes import (
+    EXPERIMENT_KIND,
+    EXPERIMENT_KIND_TAG,
+    NOTE_TAG,
+    PRUNED_SUFFIX,
+    experiment_note,
+    outcome_line,
+    parent_note,
+    trial_note,
+)
 from search.study import TRACKING_ENV, public, read_oof, reveal
 
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
+SUMMARY_STEP_TAG = "summary_step"
 
 
 @contextmanager
@@ -45,19 +56,31 @@ def tracking_uri(uri: str) -> Iterator[None]:
 
 
 class StudyTracker:
-    """Opens (or reopens) the study's experiment and parent run and logs trials as nested children."""
+    """Opens (or reopens) the study's experiment and parent run and logs trials as nested children.
+
+    Every metric key of a run is logged at strictly increasing steps: a trial's curves at step = epoch, its
+    final metrics once, at its last epoch's step (at step 0 after epochs 1..n they drew V-shaped charts).
+    """
 
     def __init__(self, tracking_uri: str, study: str, artifact_dir: Path | None = None) -> None:
         self.tracking_uri = public(tracking_uri)  # what Ray pickles: the password, if any, as ***
         self.client = MlflowClient(tracking_uri=reveal(self.tracking_uri, TRACKING_ENV))
         exp = self.client.get_experiment_by_name(study)
+        tags = {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, NOTE_TAG: experiment_note(study)}
         if exp is None:
             location = artifact_dir.resolve().as_uri() if artifact_dir is not None else None
-            self.experiment_id = self.client.create_experiment(study, artifact_location=location)
+            self.experiment_id = self.client.create_experiment(study, artifact_location=location, tags=tags)
         else:
             self.experiment_id = exp.experiment_id
+            for key, value in tags.items():  # an experiment from before these tags, or a GenAI kind set by hand
+                if exp.tags.get(key) != value:
+                    self.client.set_experiment_tag(self.experiment_id, key, value)
+        self.study = study
+        self.max_epochs: int | None = None
         self.parent_run_id: str | None = None
         self.children: dict[int, str] = {}  # optuna trial number -> run id
+        self.params: dict[int, dict[str, Any]] = {}  # optuna trial number -> its sampled configuration
+        self.last_step: dict[int, int] = {}  # optuna trial number -> last epoch logged to its run
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()  # Ray pickles callbacks with the Tuner: keep ids, not connections
@@ -69,13 +92,17 @@ class StudyTracker:
         self.client = MlflowClient(tracking_uri=reveal(self.tracking_uri, TRACKING_ENV))
 
     def open_parent(self, parent_run_id: str | None, params: dict[str, Any], tags: dict[str, str]) -> str:
-        """Reuse the parent run of an earlier session of this study, or start one."""
+        """Reuse the parent run of an earlier session of this study, or start one; its description says what
+        the study searches and what its metrics mean (a resumed session may have a new budget)."""
+        self.max_epochs = int(params["max_epochs"]) if params.get("max_epochs") else None
+        note = RunTag(NOTE_TAG, parent_note(self.study, params))
         if parent_run_id:
             self.client.update_run(parent_run_id, status="RUNNING")
             self.parent_run_id = parent_run_id
+            self.client.log_batch(parent_run_id, tags=[note])
         else:
             run = self.client.create_run(
-                self.experiment_id, run_name="search", tags={"role": "search", **tags}
+                self.experiment_id, run_name="search", tags={"role": "search", **tags, NOTE_TAG: note.value}
             )
             self.parent_run_id = run.info.run_id
             self.client.log_batch(
@@ -97,18 +124,36 @@ class StudyTracker:
             number = int(run.data.tags.get("optuna_trial", -1))
             if finished and number in finished:
                 state, metrics = finished[number]
-                now = int(time.time() * 1000)
                 self.client.log_batch(
                     run.info.run_id,
-                    metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items() if _finite(v)],
+                    metrics=self._recovered(run, metrics),
                     tags=[RunTag("state", state),
                           RunTag("note", "ended as the search was stopped; final metrics recovered from Optuna")],
                 )  # fmt: skip
+                if state == "pruned":
+                    self.client.update_run(run.info.run_id, name=run.info.run_name + PRUNED_SUFFIX)
                 self.client.set_terminated(run.info.run_id, status="FINISHED")
             else:
                 self.client.set_terminated(run.info.run_id, status="KILLED")
                 killed += 1
         return killed
+
+    def _recovered(self, run: Any, metrics: dict[str, float]) -> list[Metric]:
+        """Final metrics recovered from Optuna for a run left open, at the trial's last epoch: each key only where
+        that step is past what the run holds of it (steps stay strictly increasing)."""
+        step = int(metrics.get("epochs_completed") or 0)
+        now = int(time.time() * 1000)
+        out = []
+        for name, value in metrics.items():
+            key = SAME_AS_EPOCH.get(name, name)  # Optuna's fold_auc_mean is tracking's mean_fold_auc
+            if not _finite(value):
+                continue
+            if key in run.data.metrics:
+                logged = max((m.step for m in self.client.get_metric_history(run.info.run_id, key)), default=-1)
+                if logged >= step:
+                    continue
+            out.append(Metric(key, float(value), now, step))
+        return out
 
     def start_trial(self, number: int, params: dict[str, Any], tags: dict[str, str]) -> str:
         """A nested child run for Optuna trial `number`; a trial that Tune restarts keeps its run."""
@@ -121,17 +166,19 @@ class StudyTracker:
                 "mlflow.parentRunId": self.parent_run_id,
                 "role": "trial",
                 "optuna_trial": str(number),
+                NOTE_TAG: trial_note(number, params),
                 **tags,
             },
         )
         run_id = run.info.run_id
         self.children[number] = run_id
+        self.params[number] = dict(params)
         self.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
         return run_id
 
     def retry_trial(self, number: int, failures: int, error: str) -> None:
-        """Note on trial `number`'s run that it failed (`failures` times so far) and starts again from scratch:
-        its epochs are then logged a second time at the same steps."""
+        """Note on trial `number`'s run that it failed (`failures` times so far) and starts again from scratch
+        (its run keeps the first attempt's epoch curves, `log_epoch`)."""
         reason = error.strip().splitlines()[-1] if error.strip() else "see the Ray trial log"
         self.tag_trial(number, {"retries": str(failures), f"retry_{failures}_reason": reason})
 
@@ -141,18 +188,21 @@ class StudyTracker:
             self.client.log_batch(self.children[number], tags=[RunTag(k, str(v)[:4000]) for k, v in tags.items()])
 
     def log_epoch(self, number: int, epoch: int, metrics: dict[str, float]) -> None:
-        """Per-epoch metrics of a trial (step = epoch)."""
+        """Per-epoch metrics of a trial (step = epoch). A trial that Tune restarted reports its epochs again:
+        the run keeps the first report of each epoch (as Optuna does), so its steps stay strictly increasing."""
         now = int(time.time() * 1000)
         batch = [Metric(k, float(v), now, epoch) for k, v in metrics.items() if _finite(v)]
-        if number in self.children and batch:
+        if number in self.children and batch and epoch > self.last_step.get(number, 0):
             self.client.log_batch(self.children[number], metrics=batch)
+            self.last_step[number] = epoch
 
     def finish_trial(
         self, number: int, state: str, final: TrialEpoch | None, oof: Path | None = None, error: str = "",
         tags: dict[str, str] | None = None,
     ) -> None:  # fmt: skip
-        """Final metrics, the trial's out-of-fold table and ROC curve as artifacts, state and `tags`, run closed
-        (FAILED for a failed trial, with its error text as the `error` tag)."""
+        """Final metrics at the last epoch's step, the trial's out-of-fold table and ROC curve as artifacts, state,
+        `tags` and a description of the outcome, run closed (FAILED for a failed trial, with its error text as
+        the `error` tag; a pruned trial's run name gets `PRUNED_SUFFIX`)."""
         run_id = self.children.get(number)
         if run_id is None:
             return
@@ -161,12 +211,18 @@ class StudyTracker:
             run_tags.append(RunTag("error", error[:4000]))
         metrics = []
         if final:
+            self.log_epoch(number, final.epoch, final.epoch_metrics())  # no-op when the callback logged it
             now = int(time.time() * 1000)
-            metrics = [Metric(k, v, now, 0) for k, v in final.final_metrics().items()]
+            metrics = [Metric(k, v, now, final.epoch) for k, v in final.tracked_final_metrics().items()]
             run_tags.append(RunTag("pretrained", str(final.pretrained).lower()))
             if final.pretrained_note:
                 run_tags.append(RunTag("pretrained_note", final.pretrained_note))
+        outcome = outcome_line(state, final.epoch if final else self.last_step.get(number, 0), self.max_epochs,
+                               final.cv_auc if final else None, final.mean_fold_auc if final else None, error)  # fmt: skip
+        run_tags.append(RunTag(NOTE_TAG, trial_note(number, self.params.get(number, {}), outcome)))
         self.client.log_batch(run_id, metrics=metrics, tags=run_tags)
+        if state == "pruned":
+            self.client.update_run(run_id, name=f"trial-{number:04d}{PRUNED_SUFFIX}")
         if final and oof is not None and oof.exists():
             with tempfile.TemporaryDirectory() as tmp:
                 for path in write_trial_artifacts(Path(tmp), oof, f"trial {number}"):
@@ -175,12 +231,14 @@ class StudyTracker:
         self.client.set_terminated(run_id, status=status)
 
     def log_parent_summary(self, metrics: dict[str, float], tags: dict[str, str], status: str) -> None:
-        """Best-so-far figures and counts on the parent run."""
+        """Best-so-far figures and counts on the parent run, at step = the search session (1, 2, ... with
+        --resume; the tag `summary_step` counts them), so a resumed study's summary curves step forward too."""
         now = int(time.time() * 1000)
+        step = int(self.client.get_run(self.parent_run_id).data.tags.get(SUMMARY_STEP_TAG, "0")) + 1
         self.client.log_batch(
             self.parent_run_id,
-            metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items() if _finite(v)],
-            tags=[RunTag(k, str(v)) for k, v in tags.items()],
+            metrics=[Metric(k, float(v), now, step) for k, v in metrics.items() if _finite(v)],
+            tags=[*(RunTag(k, str(v)) for k, v in tags.items()), RunTag(SUMMARY_STEP_TAG, str(step))],
         )
         self.client.set_terminated(
             self.parent_run_id, status=RunStatus.to_string(RunStatus.from_string(status))

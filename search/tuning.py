@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from ray.tune.search.optuna import OptunaSearch
 from search import adapters
 from search.failures import WORKER_ERROR, stop_message
 from search.results import TrialEpoch
+from search.run_notes import OPTUNA_NOTE, SCHEDULER_METRIC, SEARCH_METRIC
 from search.study import (
     BATCH_SIZE_ATTR,
     CONFIG_ATTR,
@@ -31,9 +34,22 @@ from search.study import (
 )
 from search.tracking import StudyTracker
 
-SEARCH_METRIC = "cv_auc"  # pooled out-of-fold AUC: what Optuna optimises
-SCHEDULER_METRIC = "mean_fold_auc"  # per-epoch mean fold AUC: what ASHA compares
+#: Optuna's intermediate value of a trial at step = epoch: the metric early stopping compares, so that the
+#: dashboard's intermediate-values plot shows what ASHA saw (and tracking logs at the same steps).
+INTERMEDIATE_METRIC = SCHEDULER_METRIC
 TrialState = optuna.trial.TrialState
+
+
+def name_metrics(study: optuna.Study) -> None:
+    """Name the objective `cv_auc` (optuna-dashboard shows "Objective 0" otherwise) and note what the
+    intermediate values are; for a new study and on every resume (studies from before this named nothing)."""
+    if study.metric_names != [SEARCH_METRIC]:
+        with warnings.catch_warnings():  # experimental since Optuna 3.2, still in 5.0: not the user's concern
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([SEARCH_METRIC])
+    key, note = OPTUNA_NOTE
+    if study.user_attrs.get(key) != note:
+        study.set_user_attr(key, note)
 
 
 def trial_outcome(result: dict | None, error: bool) -> tuple[TrialState, float | None]:
@@ -53,7 +69,8 @@ class StageSearch(OptunaSearch):
     setup is broken (`search.failures`).
 
     Ray's OptunaSearch tells Optuna COMPLETE for a trial the scheduler stopped, with its low-fidelity value;
-    here a trial counts as complete only if its last report was its final epoch (`trial_outcome`).
+    here a trial counts as complete only if its last report was its final epoch (`trial_outcome`). Its
+    intermediate values are `INTERMEDIATE_METRIC` (what ASHA compares), not the objective `metric`.
     `study_dir`: where trials write `trials/<number>/failure.json`.
     """
 
@@ -75,11 +92,19 @@ class StageSearch(OptunaSearch):
         return params
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
+        self._report(trial_id, result)
+
+    def _report(self, trial_id: str, result: dict | None) -> None:
+        """Report `INTERMEDIATE_METRIC` at step = epoch, once per step (a restarted trial, its node lost,
+        reports its epochs again: Optuna keeps the first)."""
+        step = (result or {}).get("training_iteration")
+        value = (result or {}).get(INTERMEDIATE_METRIC)
         steps = self._steps().setdefault(trial_id, set())
-        if result.get("training_iteration") in steps:
-            return  # a restarted trial (its node was lost) reporting an epoch again: Optuna keeps the first
-        super().on_trial_result(trial_id, result)
-        steps.add(result.get("training_iteration"))
+        ot_trial = adapters.optuna_trial(self, trial_id)
+        if ot_trial is None or step in steps or adapters.is_completed(self, trial_id) or not _finite(value):
+            return
+        ot_trial.report(float(value), int(step))
+        steps.add(step)
 
     def _steps(self) -> dict[str, set]:
         if not hasattr(self, "_reported_steps"):
@@ -90,11 +115,7 @@ class StageSearch(OptunaSearch):
         ot_trial = adapters.optuna_trial(self, trial_id)
         if ot_trial is None or adapters.is_completed(self, trial_id):
             return
-        value = result.get(self.metric) if result else None
-        step = result.get("training_iteration") if result else None
-        if value is not None and value == value and step not in self._steps().get(trial_id, set()):
-            # A scheduler's stop decision arrives here without on_trial_result: record that epoch too.
-            ot_trial.report(value, step)
+        self._report(trial_id, result)  # a scheduler's stop arrives here without on_trial_result: that epoch too
         failure = read_failure(self.paths, ot_trial.number) if self.paths else None
         if error and failure is None:
             failure = {"reason": WORKER_ERROR, "error": "the trial's process failed (see the MLflow run's error tag)"}
@@ -120,6 +141,10 @@ class StageSearch(OptunaSearch):
         if failure:
             ot_trial.set_user_attr(FAIL_REASON_ATTR, str(failure["reason"]))
             ot_trial.set_user_attr(ERROR_ATTR, str(failure.get("error", ""))[:500])
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def startup_trials(budget: int) -> int:

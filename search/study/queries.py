@@ -84,9 +84,10 @@ def close_stale_trials(study: optuna.Study, storage: optuna.storages.BaseStorage
 
 
 def numeric_attrs(trial: FrozenTrial) -> dict[str, float]:
-    """A trial's numeric user attributes (the final metrics the search stored), plus cv_auc when it has one."""
+    """A trial's numeric user attributes (the final metrics the search stored), plus cv_auc when it is complete (a
+    pruned trial's value is its last intermediate value, a mean_fold_auc: `search.tuning`)."""
     out = {k: float(v) for k, v in trial.user_attrs.items() if isinstance(v, int | float) and not isinstance(v, bool)}
-    if trial.value is not None:
+    if trial.value is not None and trial.state == TrialState.COMPLETE:
         out["cv_auc"] = trial.value
     return out
 

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
@@ -195,6 +196,8 @@ def test_optuna_dashboard_serves_the_study(runs: Path, tmp_path: Path) -> None:
         detail = _get(f"http://127.0.0.1:{port}/api/studies/{ours[0]['study_id']}")
         expected = _study(runs).get_trials()
         assert detail["name"] == STUDY
+        assert detail["objective_names"] == ["cv_auc"]  # not "Objective 0"
+        assert any(a["key"] == "metrics" and "mean_fold_auc" in a["value"] for a in detail["user_attrs"])
         assert [t["number"] for t in detail["trials"]] == [t.number for t in expected]
         assert all(t["state"] == "Complete" for t in detail["trials"])
         assert {t["values"][0] for t in detail["trials"]} == {t.value for t in expected}
@@ -207,27 +210,98 @@ def test_optuna_dashboard_serves_the_study(runs: Path, tmp_path: Path) -> None:
     assert not _port_open(port)
 
 
-@pytest.mark.slow
-def test_mlflow_ui_serves_the_experiment(runs: Path, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def mlflow_ui(runs: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Launched, int]]:
+    """The MLflow UI launcher on the study, once for the module; stopped with SIGTERM (`kill PID`) at the end."""
     port = _free_port()
-    server = Launched("mlflow.py", ["--runs-dir", str(runs), "--port", str(port)], tmp_path / "mlflow.log")
+    server = Launched("mlflow.py", ["--runs-dir", str(runs), "--study", STUDY, "--port", str(port)],
+                      tmp_path_factory.mktemp("mlflow-ui") / "mlflow.log")  # fmt: skip
     try:
-        url = server.url()
-        api = f"http://127.0.0.1:{port}/api/2.0/mlflow"
-        experiment = _get(f"{api}/experiments/get-by-name?experiment_name={STUDY}")["experiment"]
-        assert experiment["name"] == STUDY
-        assert url == f"http://127.0.0.1:{port}/#/experiments/{experiment['experiment_id']}"
-        found = _get(f"{api}/runs/search", {"experiment_ids": [experiment["experiment_id"]],
-                                            "filter": "tags.role = 'trial'", "max_results": 100})  # fmt: skip
-        numbers = sorted(int(_tags(r)["optuna_trial"]) for r in found["runs"])
-        assert numbers == [0, 1, 2, 3]
+        yield server, port
     finally:
-        code = server.stop(signal.SIGTERM)  # `kill PID`
+        code = server.stop(signal.SIGTERM)
     assert code == 0, server.log.read_text()
     deadline = time.monotonic() + 20
     while _port_open(port) and time.monotonic() < deadline:  # the uvicorn worker went with the launcher
         time.sleep(0.3)
     assert not _port_open(port)
+
+
+@pytest.mark.slow
+def test_mlflow_ui_prints_the_runs_table_and_the_model_page(runs: Path, mlflow_ui: tuple[Launched, int]) -> None:
+    server, port = mlflow_ui
+    url = server.url()
+    api = f"http://127.0.0.1:{port}/api/2.0/mlflow"
+    experiment = _get(f"{api}/experiments/get-by-name?experiment_name={STUDY}")["experiment"]
+    assert experiment["name"] == STUDY
+    # The runs table in the "Machine learning" view, not the GenAI overview that `#/experiments/<id>` opens.
+    assert url == f"http://127.0.0.1:{port}/#/experiments/{experiment['experiment_id']}/runs?workflowType=machine_learning"
+    found = _get(f"{api}/runs/search", {"experiment_ids": [experiment["experiment_id"]],
+                                        "filter": "tags.role = 'trial'", "max_results": 100})  # fmt: skip
+    numbers = sorted(int(_tags(r)["optuna_trial"]) for r in found["runs"])
+    assert numbers == [0, 1, 2, 3]
+    winner = json.loads((runs / STUDY / "winner.json").read_text())
+    name, version = winner["model_name"], winner["model_version"]
+    _get(f"{api}/registered-models/get?name={name}")
+    log = server.log.read_text()
+    assert f"registered model {name}: http://127.0.0.1:{port}/#/models/{name}\n" in log
+    assert f"version {version} (this study's winner): http://127.0.0.1:{port}/#/models/{name}/versions/{version}" in log
+    assert "/api/2.0/mlflow" not in log and "GET /" not in log, log  # no line per HTTP request
+
+
+def _browser() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+@pytest.mark.slow
+def test_mlflow_ui_trials_link_shows_every_trial_in_a_browser(mlflow_ui: tuple[Launched, int]) -> None:
+    """The printed trials link, rendered by a real headless browser, lists every trial's run; the printed model
+    version link opens that version's page."""
+    browser = _browser()
+    if browser is None:
+        reason = "no Chromium to render the MLflow UI (apt-get install chromium)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    server, _ = mlflow_ui
+    server.url()
+    link = re.search(r"^its trials, best cv_auc first [^:]*: (http://\S+)$", server.log.read_text(), re.M)
+    assert link, server.log.read_text()
+    dom = _render(browser, link.group(1))
+    assert "Runs" in dom, dom[-2000:]
+    for number in range(4):
+        assert f"trial-{number:04d}" in dom, dom[-2000:]
+    version = re.search(r"^version (\d+) \(this study's winner\): (http://\S+)$", server.log.read_text(), re.M)
+    assert version, server.log.read_text()
+    page = _render(browser, version.group(2))  # the version's page, with the description the registry gave it
+    assert f"Version {version.group(1)}" in page and f"from study {STUDY}" in page, page[-2000:]
+
+
+def _render(browser: str, url: str) -> str:
+    """The DOM of `url` once a headless Chromium has run its scripts."""
+    return subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=20000",
+                           "--window-size=1600,1000", "--dump-dom", url],
+                          capture_output=True, text=True, timeout=180).stdout  # fmt: skip
+
+
+@pytest.mark.slow
+def test_optuna_and_mlflow_name_and_log_the_same_metrics(runs: Path) -> None:
+    """Optuna's objective is cv_auc and its intermediate values are the mean_fold_auc curve MLflow logs, step for
+    step; every key of a trial's run has strictly increasing steps and ends at the trial's last epoch."""
+    from mlflow.tracking import MlflowClient
+
+    study = _study(runs)
+    assert study.metric_names == ["cv_auc"]
+    client = MlflowClient(tracking_uri=default_tracking_uri(runs))
+    for trial in study.get_trials():
+        run = client.get_run(trial.user_attrs["mlflow_run_id"])
+        curve = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "mean_fold_auc")}
+        assert curve == trial.intermediate_values and sorted(curve) == [1, 2]
+        assert client.get_metric_history(run.info.run_id, "cv_auc")[-1].value == trial.value
+        for key in run.data.metrics:
+            steps = [m.step for m in client.get_metric_history(run.info.run_id, key)]
+            assert steps == sorted(set(steps)) and steps[-1] == 2, (trial.number, key, steps)
+        assert "mean_fold_auc" in run.data.tags["mlflow.note.content"]
 
 
 def _tags(run: dict) -> dict[str, str]:

@@ -52,7 +52,7 @@ def test_budget_4_end_to_end(tiny_cohort, runs, capsys) -> None:
     for child in children:
         assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert child.data.tags["state"] == "complete" and child.info.status == "FINISHED"
-        assert {"cv_auc", "accuracy", "precision", "recall", "f1", "fold_auc_mean"} <= set(child.data.metrics)
+        assert {"cv_auc", "accuracy", "precision", "recall", "f1", "mean_fold_auc"} <= set(child.data.metrics)
         assert len(client.get_metric_history(child.info.run_id, "mean_fold_auc")) == 2
         assert (
             child.data.tags["backbone"] in ("tiny_cnn", "resnet10t")
@@ -99,14 +99,20 @@ def test_asha_stops_trials_early(tiny_cohort, runs) -> None:
     complete = [t for t in trials if t.state == COMPLETE]
     assert pruned, "ASHA stopped no trial early"
     assert complete
-    for t in pruned:
+    client = MlflowClient(tracking_uri=default_tracking_uri(runs))
+    for t in trials:  # intermediate values: the mean_fold_auc ASHA compared, as MLflow logged it
+        history = client.get_metric_history(t.user_attrs["mlflow_run_id"], "mean_fold_auc")
+        assert t.intermediate_values == {m.step: m.value for m in history}
+    for t in pruned:  # Optuna's value of a pruned trial is its last intermediate value
         assert max(t.intermediate_values) < 4 and t.value == t.intermediate_values[max(t.intermediate_values)]
-    for t in complete:
+    for t in complete:  # ... of a complete one, its cv_auc at the last epoch
         assert sorted(t.intermediate_values) == [1, 2, 3, 4]
-        assert t.value == t.intermediate_values[4]
+        assert t.value == client.get_metric_history(t.user_attrs["mlflow_run_id"], "cv_auc")[-1].value
     _, children = mlflow_runs(default_tracking_uri(runs), "asha")
     states = sorted(c.data.tags["state"] for c in children)
     assert states.count("pruned") == len(pruned) and states.count("complete") == len(complete)
+    for child in children:  # the runs table shows which trials early stopping ended
+        assert child.info.run_name.endswith("-pruned") == (child.data.tags["state"] == "pruned")
 
 
 def test_a_format_1_folder_resumes_and_reports(tiny_cohort, runs) -> None:
