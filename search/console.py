@@ -31,8 +31,9 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 OUT_LOGGER, ERR_LOGGER = "stagesearch.stdout", "stagesearch.stderr"
 #: Lines `--quiet` still shows before the summary: warnings and errors in our words, failed and interrupted trials.
 ALERT = re.compile(r"\s*(warning|error|interrupted|trial \d+ failed)\b", re.IGNORECASE)
-#: Tune logs a failed trial's traceback at ERROR; the search prints that trial's reason itself (search.progress).
-REPORTED_BY_US = ("ray.tune",)
+#: Tune logs a failed trial's traceback at ERROR ("Trial task failed for trial ..."); the search prints that trial
+#: and its reason itself (search.progress), so that record stays in the log file.
+REPORTED_BY_US = re.compile(r"Trial task failed for trial ")
 
 _ACTIVE: ConsoleSession | None = None
 
@@ -246,7 +247,7 @@ class _TerminalHandler(logging.Handler):
         try:
             if session.verbosity == VERBOSE:
                 text = self.format(record)
-            elif record.name.startswith(REPORTED_BY_US):
+            elif record.name.startswith("ray.tune") and REPORTED_BY_US.match(record.getMessage()):
                 return
             else:
                 first = (record.getMessage().strip().splitlines() or [""])[0]
