@@ -104,10 +104,12 @@ class ConsoleSession:
             self._undo.append(lambda h=handler: root.removeHandler(h))
         for name in (OUT_LOGGER, ERR_LOGGER):
             ours = logging.getLogger(name)
+            before = ours.level, ours.propagate
             ours.setLevel(logging.INFO)
             ours.propagate = False  # into the log file only (the tee writes the terminal itself)
             ours.addHandler(self._held)
-            self._undo.append(lambda lg=ours: lg.removeHandler(self._held))
+            self._undo.append(lambda lg=ours, was=before: (lg.removeHandler(self._held), lg.setLevel(was[0]),
+                                                           setattr(lg, "propagate", was[1])))  # fmt: skip
         self._capture_warnings()
         self.stdout, self.stderr = _Tee(sys.stdout, self, OUT_LOGGER), _Tee(sys.stderr, self, ERR_LOGGER)
         sys.stdout, sys.stderr = self.stdout, self.stderr
