@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import optuna
 
 from search.configure import UserError, configure
+from search.console import ConsoleSession, active, log_file, reroute
 from search.local_ray import describe_local_ray, prepare_local_ray
 from search.options import build_parser
 from search.outcome import print_outcome, register, summarise
@@ -52,11 +52,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     no_telemetry()  # before MLflow, huggingface_hub or Ray are imported
     prepare_local_ray(args.address)  # before anything imports Ray
-    try:
-        config, paths, cohort = configure(args, argv)
-    except UserError as exc:
-        return _fail(exc.problems)
-    return _run(args, config, paths, cohort)
+    with ConsoleSession(args.verbosity) as console:
+        try:
+            config, paths, cohort = configure(args, argv)
+        except UserError as exc:
+            return _fail(exc.problems)
+        log = console.attach(log_file(paths.root), preload=("ray", "mlflow"))
+        print(f"log: {log.resolve()} (what Ray, MLflow and Optuna say; --verbose shows it here too)", flush=True)
+        return _run(args, config, paths, cohort)
 
 
 @dataclass
@@ -72,8 +75,6 @@ class Session:
 
 def _run(args: Any, config: dict, paths: StudyPaths, cohort: Any) -> int:
     """Prepare the inputs, open the session, tune what is left of the budget, summarise, register the winner."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     try:
         inputs = prepare_inputs(config, paths, cohort, log=lambda line: print(line, flush=True))
     except (CohortChangedError, FoldsMismatchError) as exc:  # e.g. a hold-out drawn before it took whole sites
@@ -89,6 +90,9 @@ def _run(args: Any, config: dict, paths: StudyPaths, cohort: Any) -> int:
     winner = None
     if board.rows and not args.no_register and status == "FINISHED" and not stopped:
         winner = register(args, paths, config)
+    console = active()
+    if console is not None:
+        console.open_summary()
     print_outcome(board, config, paths, winner)
     if stopped:
         print(f"\nerror: {stopped}", file=sys.stderr, flush=True)
@@ -149,6 +153,7 @@ def _tune(args: Any, config: dict, paths: StudyPaths, inputs: StudyInputs, sessi
     started_here = not ray.is_initialized()
     if started_here:
         _init_ray(args)
+    reroute()  # Ray's own console handlers, if any appeared with ray.init
     try:
         _fit(args, config, paths, inputs, session, remaining)
     except KeyboardInterrupt:
@@ -171,7 +176,7 @@ def _fit(args: Any, config: dict, paths: StudyPaths, inputs: StudyInputs, sessio
     import ray
     from ray import tune
 
-    from search.progress import Progress, best_complete
+    from search.progress import Progress, TuneLines, best_complete, progress_view
     from search.trainable import run_trial
     from search.tuning import (
         SEARCH_METRIC,
@@ -198,15 +203,21 @@ def _fit(args: Any, config: dict, paths: StudyPaths, inputs: StudyInputs, sessio
         storage=session.storage, sampler=make_sampler(args.sampler, int(settings["seed"]) + len(study.trials), args.budget),
         study_dir=study_dir, study_label=name,
     )  # fmt: skip
-    progress = Progress(args.budget, session.counts, best_complete(study), reasons=failure_counts(study))
+    progress = Progress(args.budget, session.counts, best_complete(study), reasons=failure_counts(study),
+                        max_epochs=int(settings["max_epochs"]), view=progress_view(args.verbosity))  # fmt: skip
     fixed = fixed_settings(settings, num_threads=max(1, int(resources["cpu"])))
     trainable = tune.with_parameters(run_trial, rois=inputs.prepared.rois, folds=inputs.prepared.folds, fixed=fixed,
                                      study_dir=study_dir, faults=parse_faults(os.environ.get(FAULTS_ENV, "")))  # fmt: skip
     scheduler = make_scheduler(args.scheduler, int(settings["max_epochs"]), args.grace_epochs, args.reduction_factor)
-    callbacks = [TrackingCallback(session.tracker, study, session.storage, paths, progress.trial_finished), progress]
+    callbacks = [TrackingCallback(session.tracker, study, session.storage, paths, progress.trial_finished), progress,
+                 TuneLines()]  # fmt: skip
     tuner = build_tuner(trainable, searcher, scheduler, remaining, resources, args.max_concurrent,
                         str(paths.ray_results.resolve()), name, callbacks, args.max_retries)  # fmt: skip
-    _run_tuner(tuner)
+    progress.start()
+    try:
+        _run_tuner(tuner)
+    finally:
+        progress.close()
 
 
 def _run_tuner(tuner: Any) -> None:

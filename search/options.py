@@ -6,6 +6,7 @@ import argparse
 import re
 from pathlib import Path
 
+from search.console import add_console_flags
 from spaces import list_spaces
 
 
@@ -53,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     _what_flags(p)
     _where_flags(p)
     _compute_flags(p)
+    add_console_flags(p)
     return p
 
 

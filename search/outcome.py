@@ -4,11 +4,13 @@ winner, and what the console says about the outcome."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import Any
 
 import optuna
 
 from search.baseline_text import baseline_row, parent_fields, print_baseline
+from search.console import OUT_LOGGER, reroute
 from search.estimates import parent_metrics, summary_lines, with_estimate
 from search.sites import outcome_lines as site_lines
 from search.sites import parent_metrics as site_metrics
@@ -66,14 +68,25 @@ def register(args: Any, paths: StudyPaths, config: dict) -> dict | None:
     from search.study import resolve
 
     print()
+    reroute()  # libraries imported since the search started (the model flavour's) log to the file too
     try:
         where = resolve(args.runs_dir, config["study"], config["storage"], config["tracking_uri"])
-        winner = register_study(where, args.model_name)
+        winner = register_study(where, args.model_name, log=_register_line)
         record_holdout(paths, winner, where.tracking_url())  # per-site hold-out results, known only now
         return winner
     except RegisterError as exc:
         print(f"not registered: {exc}", flush=True)
         return None
+
+
+def _register_line(line: str) -> None:
+    """What registering says, at the end of a search: the line saying it starts (it retrains, which takes a
+    while) on the terminal; the rest only in the log file, since the summary below says it again (the version
+    and its threshold, the chance warning, the promote hint, the note on the hold-out)."""
+    if line.startswith("registering "):
+        print(line, flush=True)
+    else:
+        logging.getLogger(OUT_LOGGER).info(line)
 
 
 def print_outcome(board: Any, config: dict, paths: StudyPaths, winner: dict | None) -> None:
@@ -85,22 +98,7 @@ def print_outcome(board: Any, config: dict, paths: StudyPaths, winner: dict | No
     if rows:
         print("\nbest trial per backbone family (cv_auc = pooled out-of-fold patient-level AUC):")
         print(format_leaderboard(rows) + baseline_row(board))
-        w = rows[0]
-        line = f"\nwinner: trial {w.trial}, {w.backbone} ({w.family}), cv_auc {w.cv_auc:.3f}"
-        held = (winner or {}).get("holdout")
-        if held:
-            print(f"{line} | held-out AUC {held['auc']:.3f} (95% CI {held['ci_low']:.3f}-{held['ci_high']:.3f}, "
-                  f"{held['n_patients']} patients never seen by any trial)")  # fmt: skip
-        else:
-            print(line)
-            print("note: the best of many trials' cv_auc is optimistic (it was selected on the same folds); "
-                  "run with --holdout 0.2 to test the winner on patients no trial has seen.")  # fmt: skip
-        for text in summary_lines(board, winner):
-            print(text)
-        for site_line in site_lines(board, winner):
-            print(site_line)
-        if winner:
-            print(f"registered: {winner['model_uri']} @challenger; stagesearch promote: {winner.get('next', '--best')}")
+        _print_winner(board, winner)
     print_baseline(board)
     print(f"\nstudy folder: {paths.root}")
     print("report:            stagesearch report" + _where_flags(paths, config))
@@ -109,6 +107,33 @@ def print_outcome(board: Any, config: dict, paths: StudyPaths, winner: dict | No
     if HIDDEN in config["storage"] + config["tracking_uri"]:
         print("the study records its stores without their passwords: give them to these commands in the "
               f"environment (PGPASSWORD or ~/.pgpass for PostgreSQL, or {STORAGE_ENV} with the storage URL)")  # fmt: skip
+
+
+def _print_winner(board: Any, winner: dict | None) -> None:
+    """The winner, its estimates (each said once), and where it was registered with its threshold."""
+    w = board.rows[0]
+    line = f"\nwinner: trial {w.trial}, {w.backbone} ({w.family}), cv_auc {w.cv_auc:.3f}"
+    held = (winner or {}).get("holdout")
+    if held:
+        print(f"{line} | held-out AUC {held['auc']:.3f} (95% CI {held['ci_low']:.3f}-{held['ci_high']:.3f}, "
+              f"{held['n_patients']} patients never seen by any trial)")  # fmt: skip
+    else:
+        print(line)
+    estimates = summary_lines(board, winner)
+    for text in estimates:
+        print(text)
+    if not held:
+        optimistic = "" if any("optimistic" in text for text in estimates) else (
+            "the best of many trials' cv_auc is optimistic (it was selected on the same folds); ")  # fmt: skip
+        print(f"note: no held-out patients in this study: {optimistic}run with --holdout 0.2 to test the winner on "
+              "patients no trial has seen")  # fmt: skip
+    for site_line in site_lines(board, winner):
+        print(site_line)
+    if winner:
+        threshold = winner.get("threshold")
+        at = f", stages T2 at P(T2) >= {threshold:.3f} ({winner.get('threshold_rule')})" if threshold else ""
+        print(f"registered: {winner['model_uri']} @challenger{at}")
+        print(f"promote: {winner.get('next', '--best')}")
 
 
 def _where_flags(paths: StudyPaths, config: dict) -> str:

@@ -19,6 +19,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the project importable without installing it
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
+from search.console import add_console_flags, quiet_console  # noqa: E402
 from search.gate import CHALLENGER  # noqa: E402
 from search.study import add_location_flags, from_args, read_json, trial_config, write_json  # noqa: E402
 from search.version_tags import chance_note, estimate_tags, operating_threshold  # noqa: E402
@@ -280,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_location_flags(p, study_required=True)
     p.add_argument("--model-name", default=DEFAULT_MODEL_NAME, help="registered model name")
     p.add_argument("--trial", type=int, default=None, help="register this trial instead of the best one")
+    add_console_flags(p)
     return p
 
 
@@ -289,11 +291,12 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     locations = from_args(args)
-    try:
-        register_study(locations, args.model_name, args.trial)
-    except (RegisterError, ManifestError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    with quiet_console(args.verbosity, locations.study_dir, "register"):
+        try:
+            register_study(locations, args.model_name, args.trial)
+        except (RegisterError, ManifestError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     return 0
 
 

@@ -13,6 +13,9 @@ TELEMETRY_OFF = {
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "HF_HUB_DISABLE_TELEMETRY": "1",
     "RAY_USAGE_STATS_ENABLED": "0",
+    # Not telemetry, but set at the same early moment for the same reason (before MLflow is imported): MLflow's
+    # tqdm "Downloading artifacts" bar would otherwise draw on the console when a model is loaded or logged.
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
 }
 
 

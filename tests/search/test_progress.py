@@ -19,7 +19,7 @@ def test_status_line_on_step_and_trial_end() -> None:
     p.on_step_end(0, [])
     line = out.getvalue().strip().splitlines()[-1]
     assert line.startswith("[   3/10] complete 2 pruned 1 failed 0 running 1")
-    assert "trial 3: epoch 2, mean fold AUC 0.710" in line
+    assert "trial 3: epoch 2, mean_fold_auc 0.710" in line
     final = TrialEpoch(epoch=2, final=True, cv_auc=0.8, mean_fold_auc=0.7, fold_auc_sd=0.1, train_loss=0.5,
                        metrics={}, pretrained=False, pretrained_note="")  # fmt: skip
     p.trial_finished(trial, "complete", final)
