@@ -178,8 +178,7 @@ def _column_problems(header: list[str], cv_group: str, labelled: bool = True) ->
     dupes = sorted(c for c, n in Counter(header).items() if n > 1 and c)
     if dupes:
         problems.append(f"duplicate column(s): {', '.join(dupes)}")
-    optional = () if labelled else ("label", "patient_id")  # scans to predict: id from the file name
-    missing = [c for c in REQUIRED_COLUMNS if c not in header and c not in optional]
+    missing = [c for c in REQUIRED_COLUMNS if c not in header and (labelled or c not in ("label", "patient_id"))]
     if missing:
         hint = ""
         if len(header) == 1 and any(sep in header[0] for sep in ";\t|"):
@@ -229,9 +228,8 @@ def _parse_row(
         elif not (path := _resolve(base, row.image_raw)).exists():
             problems.append(f"{row.who}: image file not found: {row.image_raw}")
         else:
-            row.image = path
-            if "patient_id" not in header:
-                row.patient_id = patient_id_from_path(path)
+            row.image = path  # scans to predict may come without ids: named by their files
+            row.patient_id = row.patient_id if "patient_id" in header else patient_id_from_path(path)
     if row.mask_raw:
         if not (path := _resolve(base, row.mask_raw)).exists():
             problems.append(f"{row.who}: mask file not found: {row.mask_raw}")
@@ -309,8 +307,7 @@ def load_manifest(
 ) -> Cohort:
     """Validate a manifest (files must exist; check_images also reads them) into a Cohort or one ManifestError.
 
-    `labelled=False` validates scans to predict: no label column needed (a label given is checked and kept,
-    blank ones are -1), no class checks, and without a patient_id column each scan is named by its file.
+    `labelled=False` validates scans to predict: label, patient_id optional (ids from file names, blank labels -1).
     `on_image(path, voxels)` sees each image read (`trainers.duplicates` fingerprints them there).
     """
     if folds < 2:
