@@ -33,7 +33,7 @@ class StagingModel(PythonModel):
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         """Columns image (path), optional mask (path) and patient_id; returns patient_id, p_t2, stage.
 
-        A row without a patient_id is named by its image file (`P007_t2.nii.gz` -> `P007_t2`). Several scans of
+        A row without a patient_id is named by its image file (`case_a_t2.nii.gz` -> `case_a_t2`). Several scans of
         one patient give one row: the mean of their probabilities, staged at the ensemble's threshold. Unusable
         inputs raise MlflowException(INVALID_PARAMETER_VALUE): `mlflow models serve` answers it as HTTP 400 with
         this message (naming each file and what is wrong with it), where any other exception would become a

@@ -224,8 +224,8 @@ def image_kind(path: str | Path) -> str:
 
 
 def patient_id_from_path(path: str | Path) -> str:
-    """A patient id for a scan given without one: its file name less the image suffix (`P007_t2.nii.gz` ->
-    `P007_t2`), or a DICOM series folder's name, so predictions name the scan rather than a placeholder."""
+    """A patient id for a scan given without one: its file name less the image suffix (`case_a_t2.nii.gz` ->
+    `case_a_t2`), or a DICOM series folder's name, so predictions name the scan rather than a placeholder."""
     p = Path(str(path).rstrip("/\\"))
     name = p.name
     for suffix in sorted((s for r in READERS.values() for s in r.suffixes), key=len, reverse=True):

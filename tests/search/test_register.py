@@ -133,6 +133,7 @@ def test_promote_predict_round_trip(study, tiny_cohort, tmp_path, capsys) -> Non
     assert predict_main(["--runs-dir", str(study), *scan]) == 2
     err = capsys.readouterr().err
     assert "no version of 'cervical-staging' holds @champion yet" in err and "stagesearch promote --runs-dir" in err
+    assert winner["next"] in err  # what the registration said to do is still what is to be done
     if follow_hint(study, err, capsys) == 2:  # the hold-out CI of 3 patients includes 0.5
         assert winner["beats_chance"] == "false"
     assert promote_main(["--runs-dir", str(study), "--list"]) == 0  # after the promotion: nothing left to do
