@@ -1,7 +1,7 @@
 """How a registered model did on labelled scans given to `stagesearch predict`: AUC with a bootstrap 95% CI and
 the confusion matrix at the version's own threshold (the one it stages patients at).
 
-Pure numpy on the per-patient predictions; the CI uses the vectorised bootstrap of `search.baseline` (2,000
+Pure numpy on the per-patient predictions; the CI uses the vectorised bootstrap of `search.stats` (2,000
 resamples of patients in milliseconds), the same percentile method as the hold-out's CI at registration.
 """
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-CI_RESAMPLES = 2000  # as the baseline's CI (search.baseline.CI_RESAMPLES)
+from search.stats import CI_RESAMPLES, bootstrap_auc_ci
 
 
 @dataclass(frozen=True)
@@ -56,8 +56,7 @@ def label_score(
     digits: int = 4,
 ) -> LabelScore | None:
     """Score the patients of `ids` that have a label (0 = T1, 1 = T2); None when none has one."""
-    from search.baseline import bootstrap_auc_ci  # vectorised; imported here: it loads the trainers
-    from trainers.metrics import auc
+    from sklearn.metrics import roc_auc_score
 
     keep = [i for i, pid in enumerate(ids) if labels.get(pid, -1) in (0, 1)]
     if not keep:
@@ -66,7 +65,7 @@ def label_score(
     p = np.asarray([probs[i] for i in keep], dtype=float)
     pred = p >= threshold
     both = 0 < y.sum() < len(y)
-    value = auc(y, p) if both else math.nan
+    value = roc_auc_score(y, p) if both else math.nan
     ci = bootstrap_auc_ci(y, p, n=CI_RESAMPLES, seed=seed) if both else (math.nan, math.nan)
     return LabelScore(
         n=len(y), n_t2=int(y.sum()), auc=float(value), ci=ci, threshold=float(threshold),
