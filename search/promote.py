@@ -18,11 +18,14 @@ from search.options import HelpFormatter  # noqa: E402
 from search.registry import (  # noqa: E402
     DEFAULT_ALIAS,
     DEFAULT_MODEL_NAME,
+    PromotionRefused,
     RegistryError,
     best_version,
+    command,
     list_versions,
     next_step,
     promote,
+    where_flags,
 )
 from search.study import add_location_flags, from_args, sqlite_path  # noqa: E402
 
@@ -107,12 +110,12 @@ def format_table(rows: list[dict[str, Any]]) -> str:
                      for line in [head, *body])  # fmt: skip
 
 
-def _list(client: MlflowClient, name: str, alias: str) -> int:
+def _list(client: MlflowClient, name: str, alias: str, where: str) -> int:
     rows = list_versions(client, name)
     print(f"{name}: {len(rows)} version(s)")
     print(format_table(rows))
     try:
-        print(next_step(client, name, alias))
+        print(next_step(client, name, alias, where))
     except RegistryError as exc:  # nothing scored: no hint
         print(f"--best: {exc}")
     return 0
@@ -134,18 +137,24 @@ def main(argv: list[str] | None = None) -> int:
     client = MlflowClient(tracking_uri=where.tracking_url(), registry_uri=where.tracking_url())
     try:
         if args.list:
-            return _list(client, args.model_name, args.alias)
+            return _list(client, args.model_name, args.alias, where_flags(where))
         version = int(best_version(client, args.model_name, args.alias).version) if args.best else args.version
         result = promote(
             client, args.model_name, version, alias=args.alias, force=args.force, reason=args.reason
         )
+    except PromotionRefused as exc:
+        anyway = command("promote", where_flags(where), f"--version {exc.version} --force", name=args.model_name,
+                         alias=args.alias)  # fmt: skip
+        return _fail(f"{exc}: {anyway}")
     except RegistryError as exc:
         return _fail(str(exc))
     except MlflowException as exc:
         return _fail(f"MLflow registry at {uri}: {exc.message}")
     print(result.message)
     if result.changed:
-        print(f"load it with: mlflow.pyfunc.load_model('{result.uri}')")
+        model = "" if result.uri == f"models:/{DEFAULT_MODEL_NAME}@{DEFAULT_ALIAS}" else f" --model {result.uri}"
+        print(f"load it with: mlflow.pyfunc.load_model('{result.uri}'); predict with: "
+              f"{command('predict', where_flags(where), '--image SCAN' + model)}")  # fmt: skip
     return 0
 
 

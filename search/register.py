@@ -21,6 +21,13 @@ if __package__ in (None, ""):  # run as a script: make the project importable wi
 
 from search.console import add_console_flags, quiet_console  # noqa: E402
 from search.gate import CHALLENGER  # noqa: E402
+from search.model_card import (  # noqa: E402
+    MODEL_DESCRIPTION_HEAD,
+    CardFacts,
+    cohort_facts,
+    model_card,
+    model_description,
+)
 from search.study import add_location_flags, from_args, read_json, trial_config, write_json  # noqa: E402
 from search.version_tags import chance_note, estimate_tags, operating_threshold  # noqa: E402
 
@@ -101,14 +108,18 @@ class Refit:
     ensemble: Any
     holdout: dict[str, Any] | None
     threshold_rule: str = "0.5"
+    cohort: dict[str, Any] | None = None  # counts for the model card (search.model_card.cohort_facts)
 
 
 def _register_study(locations: Any, model_name: str, trial_number: int | None, log: Any) -> dict[str, Any]:
+    from search.registry import where_flags
+
     refit = _refit(locations, trial_number, log)
     board = _leaderboard(locations.paths)
     run_id, version = _log_model(locations, refit, model_name)
     summary, tags = _tag_version(locations.tracking_url(), model_name, version, refit, board, log)
-    hint = make_challenger(locations.tracking_url(), model_name, version)
+    describe(locations, model_name, version, run_id, refit, board, summary, tags)
+    hint = make_challenger(locations.tracking_url(), model_name, version, where_flags(locations))
     winner = {
         "trial": refit.trial.number, "backbone": refit.cfg.backbone, "family": refit.result.family,
         "cv_auc": refit.trial.value, "refit_cv_auc": refit.result.cv_auc, "holdout": refit.holdout,
@@ -158,7 +169,7 @@ def _refit(locations: Any, trial_number: int | None, log: Any) -> Refit:
     threshold, rule = operating_threshold(result.oof)  # why Youden's J: see search.version_tags
     ensemble = Ensemble(models, cfg, PreprocessParams(), threshold)
     held = evaluate_holdout(ensemble, inputs.cohort, inputs.holdout, settings["seed"]) if inputs.holdout else None
-    return Refit(name, trial, config, cfg, result, ensemble, held, rule)
+    return Refit(name, trial, config, cfg, result, ensemble, held, rule, cohort_facts(inputs.cohort, inputs.holdout))
 
 
 def _leaderboard(paths: Any) -> Any:
@@ -171,8 +182,9 @@ def _leaderboard(paths: Any) -> Any:
         return None
 
 
-def make_challenger(uri: str, model_name: str, version: str) -> str:
-    """Give the new version the @challenger alias (moved from the previous one); what `promote --best` would do."""
+def make_challenger(uri: str, model_name: str, version: str, where: str = "") -> str:
+    """Give the new version the @challenger alias (moved from the previous one); what `promote --best` would do,
+    with the command to run (`where`: the location flags it carries, see `search.registry.where_flags`)."""
     from mlflow.tracking import MlflowClient
 
     from search.registry import RegistryError, next_step
@@ -180,7 +192,7 @@ def make_challenger(uri: str, model_name: str, version: str) -> str:
     client = MlflowClient(uri, uri)
     client.set_registered_model_alias(model_name, CHALLENGER, version)
     try:
-        return next_step(client, model_name)
+        return next_step(client, model_name, where=where)
     except RegistryError as exc:
         return f"--best: {exc}"
 
@@ -264,8 +276,31 @@ def _tag_version(
                + (f", holdout AUC {held['auc']:.3f} [{held['ci_low']:.3f}, {held['ci_high']:.3f}] on "
                   f"{held['n_patients']} patients" if held else "")
                + f"; compared on {tags['estimate']}; beats chance: {tags['beats_chance']}")  # fmt: skip
-    client.update_model_version(model_name, version, description=summary)
     return summary, tags
+
+
+def describe(locations: Any, model_name: str, version: str, run_id: str, refit: Refit, board: Any, summary: str,
+             tags: dict[str, str]) -> str:  # fmt: skip
+    """The version's model card as its description, as `model_card.md` in the model run and the study folder;
+    the registered model's description when it has none (or ours). Returns the card."""
+    from mlflow.tracking import MlflowClient
+
+    facts = CardFacts(
+        model_name=model_name, version=str(version), summary=summary, study=refit.name, trial=refit.trial.number,
+        family=refit.result.family, n_models=len(refit.ensemble.models), train=refit.cfg.to_dict(),
+        settings=refit.config["settings"], preprocess_version=refit.config.get("preprocess_version", 1),
+        cohort=refit.cohort or {}, tags=tags, holdout=refit.holdout,
+        corrected_method=((getattr(board, "corrected", None) or {}).get("method") if board is not None else None),
+    )  # fmt: skip
+    card = model_card(facts)
+    client = MlflowClient(locations.tracking_url())
+    client.update_model_version(model_name, version, description=card)
+    client.log_text(run_id, card, "model_card.md")
+    (locations.paths.root / "model_card.md").write_text(card)
+    current = client.get_registered_model(model_name).description or ""
+    if not current.strip() or current.startswith(MODEL_DESCRIPTION_HEAD):
+        client.update_registered_model(model_name, description=model_description(model_name))
+    return card
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from mlflow.entities.model_registry import ModelVersion, RegisteredModel
@@ -55,6 +56,10 @@ class RegistryError(Exception):
 
 class PromotionRefused(RegistryError):
     """The gate kept the current alias holder: the candidate scores lower, cannot be compared, or is at chance."""
+
+    def __init__(self, message: str, version: int) -> None:
+        super().__init__(message)
+        self.version = version  # the refused candidate (what `--force` would promote)
 
 
 @dataclass(frozen=True)
@@ -161,7 +166,7 @@ class BestChoice:
 
 
 def best_choice(client: MlflowClient, name: str, alias: str = DEFAULT_ALIAS) -> BestChoice:
-    """The highest-scoring comparable version (ties: higher cv_auc, then the newer one); versions tagged
+    """The highest-scoring comparable version (ties: higher cv_auc, then the holder, then the newer); versions tagged
     beats_chance=false only when no other comparable version is left."""
     model, versions = _versions_or_fail(client, name)
     number = model.aliases.get(alias)
@@ -175,7 +180,8 @@ def best_choice(client: MlflowClient, name: str, alias: str = DEFAULT_ALIAS) -> 
         raise RegistryError(f"no version of {name!r} has a holdout_auc, corrected_auc or cv_auc tag to rank it by")
     ranked = [v for v in pool if beats_chance(v) != "false"] or pool
     metric = version_score(pool[0])[0]
-    pick = max(ranked, key=lambda v: (version_score(v)[1], tag_float(v, CV) or 0.0, int(v.version)))
+    # ties go to the current holder (a promotion that changes nothing is not worth a hint), then the newer one
+    pick = max(ranked, key=lambda v: (version_score(v)[1], tag_float(v, CV) or 0.0, v is holder, int(v.version)))
     chosen = {int(v.version) for v in pool}
     return BestChoice(pick, metric, (reference.tags or {}).get("cohort_hash", "unknown"),
                       None if holder is None else int(holder.version),
@@ -185,6 +191,39 @@ def best_choice(client: MlflowClient, name: str, alias: str = DEFAULT_ALIAS) -> 
 def best_version(client: MlflowClient, name: str, alias: str = DEFAULT_ALIAS) -> ModelVersion:
     """The version `promote --best` picks (see `best_choice`)."""
     return best_choice(client, name, alias).version
+
+
+def resolve_uri(client: MlflowClient, uri: str, where: str = "") -> ModelVersion:
+    """The registered version `models:/NAME@ALIAS`, `models:/NAME/VERSION` or `models:/NAME/latest` names (with its
+    aliases); RegistryError saying what to run when it names nothing: nothing registered, no version promoted to
+    the alias yet (the promote command that would, as `--list` gives it), no such version."""
+    body = uri.removeprefix("models:/")
+    name, alias = body.rsplit("@", 1) if "@" in body else (body.rpartition("/")[0], None)
+    ref = None if alias is not None else body.rpartition("/")[2]
+    try:
+        model = get_model(client, name)
+    except RegistryError as exc:
+        raise RegistryError(f"{exc}: register a study's winner with {command('register', where)}") from None
+    if alias is not None:
+        if alias not in model.aliases:
+            raise RegistryError(_no_alias(client, name, alias, where))
+        return client.get_model_version_by_alias(name, alias)
+    if ref == "latest":
+        return client.get_model_version(name, _all_versions(client, name)[-1].version)
+    if not (ref or "").isdigit():
+        raise RegistryError(f"{uri}: expected models:/NAME@ALIAS or models:/NAME/VERSION")
+    return get_version(client, name, int(ref))
+
+
+def _no_alias(client: MlflowClient, name: str, alias: str, where: str) -> str:
+    """Why `models:/NAME@ALIAS` loads nothing, and the command that would make it load a version."""
+    try:
+        step = next_step(client, name, alias, where)
+    except RegistryError as exc:
+        step = str(exc)
+    newest = _all_versions(client, name)[-1].version if _all_versions(client, name) else None
+    direct = f"; or predict with one version: --model models:/{name}/{newest}" if newest else ""
+    return f"no version of {name!r} holds @{alias} yet (none has been promoted to it); {step}{direct}"
 
 
 def validate_alias(alias: str) -> None:
@@ -215,26 +254,53 @@ def judge(client: MlflowClient, name: str, candidate: ModelVersion, previous: in
     return (False, "; ".join(problems)) if problems else (True, text)
 
 
-def next_step(client: MlflowClient, name: str, alias: str = DEFAULT_ALIAS) -> str:
-    """What `promote --best` would do now, in words (the same checks as `promote`, nothing written)."""
+def where_flags(locations: Any) -> str:
+    """The flags that point a later command at the same registry from any folder: `--runs-dir` (absolute), and
+    `--tracking-uri` when the registry is not the one `--runs-dir` alone would find (password shown as ***)."""
+    import shlex
+
+    from search.study import LocationError, resolve
+
+    runs = Path(locations.runs_dir).resolve()
+    flags = f"--runs-dir {shlex.quote(str(runs))}"
+    try:
+        found = resolve(runs).tracking_uri
+    except LocationError:
+        found = None
+    return flags if found == locations.tracking_uri else f"{flags} --tracking-uri {shlex.quote(locations.tracking_uri)}"
+
+
+def command(sub: str, where: str, *flags: str, name: str = DEFAULT_MODEL_NAME, alias: str = DEFAULT_ALIAS) -> str:
+    """A command a hint tells the user to run, in backticks (the tests run every command a hint names):
+    `stagesearch promote --runs-dir R --best`, with --model-name/--alias when they are not the defaults."""
+    extra = [] if sub != "promote" else ([f"--model-name {name}"] if name != DEFAULT_MODEL_NAME else []) + (
+        [f"--alias {alias}"] if alias != DEFAULT_ALIAS else [])  # fmt: skip
+    return "`" + " ".join(["stagesearch", sub, *([where] if where else []), *flags, *extra]) + "`"
+
+
+def next_step(client: MlflowClient, name: str, alias: str = DEFAULT_ALIAS, where: str = "") -> str:
+    """What `promote --best` would do now, in words, with the exact command to run (the same checks as
+    `promote`, nothing written). `where`: the location flags the commands carry (see `where_flags`)."""
     choice = best_choice(client, name, alias)
     pick, was = choice.version, choice.holder
     head = f"best on {METRIC_LABELS[choice.metric]} among cohort {choice.cohort}: v{pick.version}"
+    force = command("promote", where, "--version N --force", name=name, alias=alias)
     others = (f"; left out (another cohort or kind of estimate, not comparable): "
-              f"{', '.join(f'v{n}' for n in choice.left_out)} (promote one with --version N --force)"
+              f"{', '.join(f'v{n}' for n in choice.left_out)} (promote one with {force})"
               if choice.left_out else "")  # fmt: skip
     if was == int(pick.version):
         return f"{head}, already @{alias}{others}"
     allowed, text = judge(client, name, pick, was, alias)
     if allowed:
-        return f"{head} (promote it with --best){others}"
-    return f"{head}; --best would refuse it: {text} (--force overrides){others}"
+        return f"{head}: promote it with {command('promote', where, '--best', name=name, alias=alias)}{others}"
+    anyway = command("promote", where, f"--version {pick.version} --force", name=name, alias=alias)
+    return f"{head}; --best would refuse it: {text}; to promote it anyway: {anyway}{others}"
 
 
 def _append(client: MlflowClient, version: ModelVersion, line: str) -> None:
     text = (version.description or "").rstrip("\n")
     client.update_model_version(
-        version.name, str(version.version), description=f"{text}\n{line}".lstrip("\n")
+        version.name, str(version.version), description=f"{text}\n\n{line}".lstrip("\n")  # a paragraph in markdown
     )
 
 
@@ -257,7 +323,7 @@ def promote(
                                f"{name} v{previous} already holds @{alias}; nothing changed")  # fmt: skip
     allowed, comparison = judge(client, name, candidate, previous, alias)
     if not allowed and not force:
-        raise PromotionRefused(f"{comparison}; pass --force (force=True) to promote v{version} anyway")
+        raise PromotionRefused(f"{comparison}; pass --force to promote v{version} anyway", int(version))
     forced = not allowed
     if forced:
         comparison = f"forced over v{previous}: {comparison}" if previous is not None else f"forced: {comparison}"

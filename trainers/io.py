@@ -223,6 +223,17 @@ def image_kind(path: str | Path) -> str:
     raise ImageReadError(p, f"unsupported image type '{suffix}' (expected {allowed}{folders})")
 
 
+def patient_id_from_path(path: str | Path) -> str:
+    """A patient id for a scan given without one: its file name less the image suffix (`case_a_t2.nii.gz` ->
+    `case_a_t2`), or a DICOM series folder's name, so predictions name the scan rather than a placeholder."""
+    p = Path(str(path).rstrip("/\\"))
+    name = p.name
+    for suffix in sorted((s for r in READERS.values() for s in r.suffixes), key=len, reverse=True):
+        if name.lower().endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    return name or str(path)
+
+
 def load_image(path: str | Path) -> Volume:
     """Read any supported image into a float32 3D Volume, raising ImageReadError with a short reason."""
     return READERS[image_kind(path)].load(Path(path))

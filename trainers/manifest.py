@@ -25,7 +25,7 @@ from io import StringIO
 from pathlib import Path
 from typing import Any
 
-from trainers.io import check_scan_files, scan_problems, source_files  # noqa: F401  (re-exported)
+from trainers.io import check_scan_files, patient_id_from_path, scan_problems, source_files  # noqa: F401  (re-exported)
 
 REQUIRED_COLUMNS = ("patient_id", "image", "label")
 LABEL_VALUES = {"T1": 0, "T2": 1, "0": 0, "1": 1}
@@ -178,7 +178,7 @@ def _column_problems(header: list[str], cv_group: str, labelled: bool = True) ->
     dupes = sorted(c for c, n in Counter(header).items() if n > 1 and c)
     if dupes:
         problems.append(f"duplicate column(s): {', '.join(dupes)}")
-    missing = [c for c in REQUIRED_COLUMNS if c not in header and (labelled or c != "label")]
+    missing = [c for c in REQUIRED_COLUMNS if c not in header and (labelled or c not in ("label", "patient_id"))]
     if missing:
         hint = ""
         if len(header) == 1 and any(sep in header[0] for sep in ";\t|"):
@@ -228,13 +228,14 @@ def _parse_row(
         elif not (path := _resolve(base, row.image_raw)).exists():
             problems.append(f"{row.who}: image file not found: {row.image_raw}")
         else:
-            row.image = path
+            row.image = path  # scans to predict may come without ids: named by their files
+            row.patient_id = row.patient_id if "patient_id" in header else patient_id_from_path(path)
     if row.mask_raw:
         if not (path := _resolve(base, row.mask_raw)).exists():
             problems.append(f"{row.who}: mask file not found: {row.mask_raw}")
         else:
             row.mask = path
-    if "label" in header and labelled:
+    if "label" in header and (labelled or value["label"]):  # to predict: a label where given (scored if all)
         raw = value["label"]
         row.label = LABEL_VALUES.get(raw.upper())
         if row.label is None:
@@ -306,7 +307,7 @@ def load_manifest(
 ) -> Cohort:
     """Validate a manifest (files must exist; check_images also reads them) into a Cohort or one ManifestError.
 
-    `labelled=False` validates scans to predict: no label column needed, labels are -1, no class checks.
+    `labelled=False` validates scans to predict: label, patient_id optional (ids from file names, blank labels -1).
     `on_image(path, voxels)` sees each image read (`trainers.duplicates` fingerprints them there).
     """
     if folds < 2:
@@ -344,7 +345,7 @@ def load_manifest(
     if problems:
         raise ManifestError(manifest, problems)
     scans = tuple(
-        Scan(r.patient_id, r.image, r.mask, r.label if labelled else -1, r.site)  # type: ignore[arg-type]
+        Scan(r.patient_id, r.image, r.mask, -1 if r.label is None else r.label, r.site)  # type: ignore[arg-type]
         for r in rows
     )
     return Cohort(manifest=manifest, scans=scans)

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import re
+import shlex
+import signal
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -19,7 +27,7 @@ from search.predict import main as predict_main
 from search.promote import main as promote_main
 from search.register import main as register_main
 from search.study import default_tracking_uri
-from tests.search.conftest import ROOT, search_args
+from tests.search.conftest import DIRECT, ROOT, free_port, search_args
 
 pytestmark = pytest.mark.slow
 
@@ -84,32 +92,57 @@ def test_registered_version_tags(study) -> None:
     assert info.signature is not None and info.saved_input_example_info is not None
 
 
-def promote_best_as_hinted(runs, hint: str, capsys) -> int:
-    """Run `promote --best` and check it does what `hint` (printed by register or --list) said; its exit code."""
-    code = promote_main(["--runs-dir", str(runs), "--best"])
+COMMAND = re.compile(r"`(stagesearch [^`]+)`")
+
+
+def follow_hint(runs, hint: str, capsys) -> int:
+    """Do what `hint` (printed by register, `promote --list` or predict) tells the user, running the command it
+    names, and check that it does what the hint said; returns the exit code of `promote --best`."""
+    from stagesearch.cli import main as cli
+
+    best = promote_main(["--runs-dir", str(runs), "--best"])
     out = capsys.readouterr()
     if "already @champion" in hint:
-        assert code == 0 and "already holds @champion" in out.out, (hint, out)
-    elif "(promote it with --best)" in hint:
-        assert code == 0 and "@champion -> cervical-staging" in out.out, (hint, out)
-    else:
-        assert "--best would refuse it: " in hint and code == 2 and "pass --force" in out.err, (hint, out)
-    return code
+        assert best == 0 and "already holds @champion" in out.out, (hint, out)
+        return best
+    commands = [shlex.split(c) for c in COMMAND.findall(hint) if not re.search(r" (N|SCAN)\b", c)]
+    assert commands and commands[0][:2] == ["stagesearch", "promote"], hint
+    if ": promote it with `" in hint:
+        assert best == 0 and "@champion -> cervical-staging" in out.out, (hint, out)
+        assert commands[0][-1] == "--best" and cli(commands[0][1:]) == 0  # now a no-op: the alias is there
+        assert "already holds @champion" in capsys.readouterr().out
+        return best
+    assert "--best would refuse it: " in hint and best == 2 and "pass --force" in out.err, (hint, out)
+    assert "--force" in commands[0] and cli(commands[0][1:]) == 0, hint  # the command the hint gives
+    assert "@champion -> cervical-staging" in capsys.readouterr().out
+    return best
+
+
+def _holdout_rows(study, tiny_cohort) -> tuple[list[dict], dict[str, float]]:
+    winner = json.loads((study / "reg" / "winner.json").read_text())
+    expected = {p["patient_id"]: p["prob"] for p in winner["holdout"]["predictions"]}
+    return [r for r in _manifest_rows(tiny_cohort) if r["patient_id"] in expected], expected
 
 
 def test_promote_predict_round_trip(study, tiny_cohort, tmp_path, capsys) -> None:
     winner = json.loads((study / "reg" / "winner.json").read_text())
-    if promote_best_as_hinted(study, winner["next"], capsys) == 2:  # the hold-out CI of 3 patients includes 0.5
+    rows, expected = _holdout_rows(study, tiny_cohort)
+    base, r = tiny_cohort.parent, rows[0]
+    scan = ["--image", str(base / r["image"]), "--mask", str(base / r["mask"])]
+    # before any promotion, predict says so and names the command that promotes; the hint is followed
+    assert predict_main(["--runs-dir", str(study), *scan]) == 2
+    err = capsys.readouterr().err
+    assert "no version of 'cervical-staging' holds @champion yet" in err and "stagesearch promote --runs-dir" in err
+    assert winner["next"] in err  # what the registration said to do is still what is to be done
+    if follow_hint(study, err, capsys) == 2:  # the hold-out CI of 3 patients includes 0.5
         assert winner["beats_chance"] == "false"
-        assert promote_main(["--runs-dir", str(study), "--best", "--force"]) == 0
+    assert promote_main(["--runs-dir", str(study), "--list"]) == 0  # after the promotion: nothing left to do
+    listed = capsys.readouterr().out
+    assert listed.splitlines()[-1].endswith("v1, already @champion") and "promote it with" not in listed
     mlflow.set_tracking_uri(default_tracking_uri(study))
     model = mlflow.pyfunc.load_model("models:/cervical-staging@champion")
     threshold = model.unwrap_python_model().threshold
     assert threshold == pytest.approx(winner["threshold"]) and winner["threshold_rule"]
-    winner = json.loads((study / "reg" / "winner.json").read_text())
-    expected = {p["patient_id"]: p["prob"] for p in winner["holdout"]["predictions"]}
-    base = tiny_cohort.parent
-    rows = [r for r in _manifest_rows(tiny_cohort) if r["patient_id"] in expected]
     table = pd.DataFrame({"patient_id": [r["patient_id"] for r in rows],
                           "image": [str(base / r["image"]) for r in rows],
                           "mask": [str(base / r["mask"]) for r in rows]})  # fmt: skip
@@ -119,21 +152,132 @@ def test_promote_predict_round_trip(study, tiny_cohort, tmp_path, capsys) -> Non
     assert set(out["stage"]) <= {"T1", "T2"}
     assert list(out["stage"]) == ["T2" if p >= threshold else "T1" for p in out["p_t2"]]  # the recorded threshold
 
-    r = rows[0]
-    code = predict_main(["--runs-dir", str(study), "--image", str(base / r["image"]), "--mask",
-                         str(base / r["mask"]), "--patient-id", r["patient_id"]])  # fmt: skip
-    assert code == 0
-    printed = capsys.readouterr().out
-    assert f"{expected[r['patient_id']]:.3f}" in printed
-    assert f"stage T2 when P(T2) >= {threshold:.3f} (the operating threshold recorded at registration)" in printed
+    assert predict_main(["--runs-dir", str(study), *scan]) == 0  # no --patient-id: named by the file
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == ("model: models:/cervical-staging@champion -> cervical-staging version 1 (@challenger "
+                          f"@champion); study reg, trial {winner['trial']}, {winner['backbone']}")  # fmt: skip
+    shown = re.match(r"threshold: stage T2 when P\(T2\) >= (0\.(\d+)) \(the operating threshold recorded at "
+                     r"registration: (youden_oof|0\.5)", printed[1])  # fmt: skip
+    assert shown and float(shown[1]) == pytest.approx(threshold, abs=10 ** -len(shown[2]))
+    stem = Path(r["image"]).name.removesuffix(".nii.gz")
+    line = next(line for line in printed if line.startswith(stem + " "))
+    assert float(line.split()[1]) == pytest.approx(expected[r["patient_id"]], abs=10 ** -len(shown[2]))
 
-    unlabelled = tmp_path / "new.csv"
-    unlabelled.write_text("patient_id,image,mask\n" + "".join(
-        f"{r['patient_id']},{base / r['image']},{base / r['mask']}\n" for r in rows))  # fmt: skip
+
+def test_batch_predict_scores_a_label_column(study, tiny_cohort, tmp_path, capsys) -> None:
+    """A manifest with labels (and no patient_id column): AUC with its 95% CI and the confusion matrix at the
+    version's threshold, the same figures the registration computed on these held-out patients."""
+    winner = json.loads((study / "reg" / "winner.json").read_text())
+    rows, expected = _holdout_rows(study, tiny_cohort)
+    base = tiny_cohort.parent
+    labelled = tmp_path / "labelled.csv"
+    labelled.write_text("image,mask,label\n" + "".join(f"{base / r['image']},{base / r['mask']},{r['label']}\n"
+                                                       for r in rows))  # fmt: skip
     preds = tmp_path / "preds.csv"
-    assert predict_main(["--runs-dir", str(study), "--manifest", str(unlabelled), "--out", str(preds)]) == 0
+    model = "models:/cervical-staging/1"
+    assert predict_main(["--runs-dir", str(study), "--manifest", str(labelled), "--out", str(preds), "--model", model]) == 0
+    printed = capsys.readouterr().out
+    y = np.asarray([int(r["label"] == "T2") for r in rows])
+    p = np.asarray([expected[r["patient_id"]] for r in rows])
+    from search.stats import bootstrap_auc_ci
+
+    lo, hi = bootstrap_auc_ci(y, p)
+    assert f"scored against the label column: {len(y)} patients ({len(y) - y.sum()} T1, {y.sum()} T2)" in printed
+    assert f"AUC {winner['holdout']['auc']:.3f} (95% CI {lo:.3f}-{hi:.3f}; percentile bootstrap" in printed
+    pred = p >= winner["threshold"]
+    matrix = [int(np.sum(~pred & (y == 0))), int(np.sum(pred & (y == 0))), int(np.sum(~pred & (y == 1))),
+              int(np.sum(pred & (y == 1)))]  # fmt: skip
+    lines = printed.splitlines()
+    at = lines.index("confusion matrix (rows: label, columns: predicted stage):")
+    assert [int(v) for v in lines[at + 2].split()[2:] + lines[at + 3].split()[2:]] == matrix
     written = pd.read_csv(preds)
-    assert len(written) == len(rows) and {"patient_id", "p_t2", "stage"} <= set(written.columns)
+    stems = sorted(Path(r["image"]).name.removesuffix(".nii.gz") for r in rows)
+    assert sorted(written["patient_id"]) == stems and list(written.columns) == ["patient_id", "label", "p_t2", "stage"]
+
+
+def test_model_card_describes_each_version(study, tiny_cohort) -> None:
+    """The version's description is its model card (intended use, cohort counts, estimates with their CIs,
+    threshold), also a run artifact and a file in the study folder; the registered model has a description."""
+    client = MlflowClient(default_tracking_uri(study))
+    version = client.get_model_version("cervical-staging", "1")
+    card, tags = version.description, version.tags
+    assert card.startswith("# cervical-staging version 1\n")
+    for text in ("**Research use only. Not a medical device.**", "## Cohort", "## Estimates (patient-level AUC)",
+                 "## Operating threshold", f"P(T2) >= **{tags['threshold']}** (rule: `{tags['threshold_rule']}`)"):  # fmt: skip
+        assert text in card, text
+    auc, lo, hi = (float(tags[k]) for k in ("holdout_auc", "holdout_auc_ci_low", "holdout_auc_ci_high"))
+    assert f"| hold-out AUC | {auc:.3f} | {lo:.3f}-{hi:.3f} | 3 patients no trial saw;" in card
+    clo, chi = float(tags["corrected_auc_ci_low"]), float(tags["corrected_auc_ci_high"])
+    assert f"| corrected AUC | {float(tags['corrected_auc']):.3f} | {clo:.3f}-{chi:.3f} |" in card
+    rows = _manifest_rows(tiny_cohort)
+    held = set(json.loads((study / "reg" / "holdout.json").read_text())["patients"])
+    t2 = sum(r["label"] == "T2" for r in rows)
+    held_t2 = sum(r["label"] == "T2" for r in rows if r["patient_id"] in held)
+    assert f"- {len(rows)} patients ({len(rows) - t2} T1, {t2} T2), {len(rows)} scans" in card
+    assert f"- Held out before the search: 3 patients ({3 - held_t2} T1, {held_t2} T2)" in card
+    assert not [r["patient_id"] for r in rows if r["patient_id"] in card]
+    stored = client.download_artifacts(version.run_id, "model_card.md")
+    assert Path(stored).read_text() == (study / "reg" / "model_card.md").read_text()
+    assert card.startswith(Path(stored).read_text().rstrip())  # later lines: promotions
+    assert "Not a medical device" in client.get_registered_model("cervical-staging").description
+
+
+def test_served_model_predicts_and_names_a_missing_file(study, tiny_cohort, tmp_path) -> None:
+    """`mlflow models serve --env-manager local` on 127.0.0.1: a prediction, and for a missing file an HTTP 400
+    whose message names the file (not a generic error with the reason in a stack trace)."""
+    rows, expected = _holdout_rows(study, tiny_cohort)
+    base, r = tiny_cohort.parent, rows[0]
+    port = free_port()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": default_tracking_uri(study),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}  # its uvicorn
+    cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/cervical-staging/1", "--env-manager",
+           "local", "-h", "127.0.0.1", "-p", str(port)]  # fmt: skip
+    log_path = tmp_path / "serve.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 240
+        while not _answers(f"{url}/ping"):
+            assert proc.poll() is None, log_path.read_text()[-3000:]
+            assert time.time() < deadline, "the model server did not start: " + log_path.read_text()[-3000:]
+            time.sleep(1)
+        status, body = _post(f"{url}/invocations", [{"image": str(base / r["image"]), "mask": str(base / r["mask"])}])
+        assert status == 200, body
+        (pred,) = body["predictions"]
+        assert pred["patient_id"] == Path(r["image"]).name.removesuffix(".nii.gz")
+        assert pred["p_t2"] == pytest.approx(expected[r["patient_id"]], abs=1e-5) and pred["stage"] in ("T1", "T2")
+        missing = tmp_path / "P404_t2.nii.gz"
+        status, body = _post(f"{url}/invocations", [{"image": str(missing), "patient_id": "P404"}])
+        assert status == 400 and body["error_code"] == "INVALID_PARAMETER_VALUE", body
+        assert f"cannot predict: P404: image {missing}: file not found" in body["message"], body
+        assert "Traceback" not in json.dumps(body)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)  # the server and its uvicorn worker, by the id of the process we started
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def _answers(url: str) -> bool:
+    try:
+        with DIRECT.open(url, timeout=2) as reply:
+            return reply.status == 200
+    except OSError:
+        return False
+
+
+def _post(url: str, records: list[dict]) -> tuple[int, dict]:
+    """(HTTP status, JSON body) of a `dataframe_records` request."""
+    data = json.dumps({"dataframe_records": records}).encode()
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with DIRECT.open(request, timeout=120) as reply:
+            return reply.status, json.loads(reply.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
 
 
 def test_model_carries_no_patient_ids(study, tiny_cohort, tmp_path) -> None:
@@ -173,7 +317,8 @@ def test_chance_level_winner_is_registered_but_not_promoted(study, capsys) -> No
     hint = json.loads((study / "reg" / "winner.json").read_text())["next"]
     assert f"promote: {hint}" in out
     champion = client.get_registered_model("cervical-staging").aliases["champion"]
-    promote_best_as_hinted(study, hint, capsys)
+    assert "already @champion" in hint  # v2 scores as v1 (same refit): a tie keeps the holder
+    follow_hint(study, hint, capsys)
     assert promote_main(["--runs-dir", str(study), "--version", "2"]) == 2
     err = capsys.readouterr().err
     assert "v2 was not shown to beat chance: its corrected AUC 0.520 (95% interval 0.380-0.660) includes 0.5" in err
