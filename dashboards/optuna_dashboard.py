@@ -16,7 +16,7 @@ import argparse  # noqa: E402
 import os  # noqa: E402
 
 from dashboards.serve import http_url, serve  # noqa: E402
-from search.run_notes import SCHEDULER_METRIC, SEARCH_METRIC  # noqa: E402
+from search.run_notes import MIN_TRIALS_FOR_IMPORTANCE, SCHEDULER_METRIC, SEARCH_METRIC  # noqa: E402
 from search.study import (  # noqa: E402
     STORAGE_ENV,
     Locations,
@@ -52,14 +52,26 @@ def server_command(host: str, port: int) -> list[str]:
     return [sys.executable, str(server), "--host", host, "--port", str(port)]
 
 
-def study_id(where: Locations, study: str) -> int:
-    """The storage's id of `study` (optuna-dashboard's URLs use it); exits with code 2 when it is not there."""
+def importance_note(complete: int) -> list[str]:
+    """A warning line for the dashboard's "Hyperparameter Importance" panel when too few trials are complete."""
+    if complete >= MIN_TRIALS_FOR_IMPORTANCE:
+        return []
+    return [f"note: only {complete} complete trial(s): the dashboard's hyperparameter importances need at least "
+            f"{MIN_TRIALS_FOR_IMPORTANCE} to mean anything (with fewer they fit noise); the report leaves them out"]  # fmt: skip
+
+
+def study_id(where: Locations, study: str) -> tuple[int, int]:
+    """The storage's id of `study` (optuna-dashboard's URLs use it) and its number of complete trials; exits
+    with code 2 when the study is not there."""
+    from optuna.trial import TrialState
+
     try:
         storage = where.open_storage()
     except StorageError as exc:
         raise exit_error(str(exc)) from None
     try:
-        return storage.get_study_id_from_name(study)
+        number = storage.get_study_id_from_name(study)
+        return number, len(storage.get_all_trials(number, deepcopy=False, states=(TrialState.COMPLETE,)))
     except KeyError:
         names = ", ".join(s.study_name for s in storage.get_all_studies()) or "none"
         raise exit_error(f"study {study!r} is not in {where.storage} (studies there: {names})") from None
@@ -72,11 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     where = from_args(args)
     name = where.require_study()
-    number = study_id(where, name)
+    number, complete = study_id(where, name)
     url = http_url(args.host, args.port, f"/dashboard/studies/{number}")
     env = {**os.environ, STORAGE_ENV: reveal(str(where.storage), STORAGE_ENV)}
     return serve(server_command(args.host, args.port), args.host, args.port, url,
-                 f"optuna-dashboard for study {name}", probe="/api/meta", env=env, also=[VALUES])  # fmt: skip
+                 f"optuna-dashboard for study {name}", probe="/api/meta", env=env, also=[VALUES, *importance_note(complete)])  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -22,9 +22,9 @@ from optuna.trial import FrozenTrial, TrialState
 from sklearn.metrics import roc_auc_score
 
 from search.figures import save
+from search.run_notes import MIN_TRIALS_FOR_IMPORTANCE
 from search.study import backbone_of, family_attr
 
-MIN_TRIALS_FOR_IMPORTANCE = 10  # fewer complete trials: fANOVA's forest fits noise (e.g. "lr 1.00" from two)
 COMPLETE_LABEL = "complete: cv_auc (pooled out-of-fold AUC)"
 PRUNED_LABEL = "pruned: mean_fold_auc at its last epoch"
 HISTORY_YLABEL = "AUC (complete: cv_auc; pruned: mean_fold_auc)"

@@ -22,6 +22,8 @@ EXPERIMENT_KIND = "custom_model_development"
 #: Suffix of a pruned trial's run name: the runs table shows it in its first column. Its status stays
 #: FINISHED (a green tick): the UI draws KILLED with the same red cross as FAILED, and a pruned trial did not fail.
 PRUNED_SUFFIX = "-pruned"
+#: Fewer complete trials and parameter importances (fANOVA's forest) fit noise: two trials gave "lr 1.00".
+MIN_TRIALS_FOR_IMPORTANCE = 10
 
 METRICS = """\
 Metrics:

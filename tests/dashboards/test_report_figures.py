@@ -119,3 +119,11 @@ def test_importances_need_ten_complete_trials_with_different_values() -> None:
     flat.optimize(lambda t: 0.5 + 0 * t.suggest_float("x", 0, 1), n_trials=10)
     values, note = param_importances(flat)
     assert values is None and "same cv_auc" in note
+
+
+def test_dashboard_launcher_warns_about_importances_below_ten_complete_trials() -> None:
+    from dashboards.optuna_dashboard import importance_note
+
+    assert importance_note(10) == []
+    (line,) = importance_note(2)
+    assert "only 2 complete trial(s)" in line and "at least 10" in line
