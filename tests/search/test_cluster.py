@@ -246,10 +246,16 @@ def outcome(tiny_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> Outc
         _skip("needs root to make network namespaces")
     started = time.monotonic()
     token_before = TOKEN_FILE.stat().st_mtime_ns if TOKEN_FILE.exists() else None
-    runs = tmp_path_factory.mktemp("cluster") / "runs"  # both namespaces see this folder: shared storage
-    with two_node_cluster(f"ss{os.getpid() % 100000}") as c:
-        rc, log, victim, killed, kill_at, seen_at = _search(c, tiny_cohort, runs)
-    leftovers = _leftovers(c)
+    for attempt in (1, 2):
+        # A loaded machine can finish every worker trial between two polls, so no trial is seen mid-way to kill
+        # its node: then the scenario did not happen (not a failure of the search), and the test tries once more.
+        runs = tmp_path_factory.mktemp("cluster") / "runs"  # both namespaces see this folder: shared storage
+        with two_node_cluster(f"ss{os.getpid() % 100000}") as c:
+            rc, log, victim, killed, kill_at, seen_at = _search(c, tiny_cohort, runs)
+        leftovers = _leftovers(c)
+        if victim is not None or rc != 0:
+            break
+        print(f"\ncluster test: attempt {attempt} saw no trial mid-way on the worker node")
     leftovers["user_token_touched"] = (TOKEN_FILE.stat().st_mtime_ns if TOKEN_FILE.exists() else None) != token_before
     rows = _rows(list(runs.glob(f"{STUDY}/ray/*/*/result.json")))
     out = Outcome(rc, log, runs, victim, killed, kill_at, seen_at, rows, leftovers, time.monotonic() - started)
