@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from spaces import BUILTIN, SPACES, get_space, list_spaces, register_space
+from spaces._families import STUDY_BACKBONES
 from spaces.base import Space, space_problems
 from trainers.backbones import create_backbone
 from trainers.config import TrainConfig
@@ -61,10 +62,18 @@ def test_size_rules_come_from_each_backbone_entry() -> None:
 
 def test_narrowing_keeps_a_subset_and_names_the_flag_otherwise() -> None:
     cpu = get_space("cpu")
-    narrow = cpu.narrowed(["resnet50"], [96])
-    assert narrow.backbones == ("resnet50",) and narrow.resolutions == (96,) and narrow.lr == cpu.lr
+    narrow = cpu.narrowed(["resnet10t"], [32])
+    assert narrow.backbones == ("resnet10t",) and narrow.resolutions == (32,) and narrow.lr == cpu.lr
     config = narrow.space(optuna.create_study().ask())
-    assert config["backbone"] == "resnet50" and config["resolution"] == 96
+    assert config["backbone"] == "resnet10t" and config["resolution"] == 32
     assert cpu.narrowed().backbones == cpu.backbones
     with pytest.raises(ValueError, match=r"--backbones: tiny_cnn not in space 'cpu'.*--resolutions: 128"):
-        cpu.narrowed(["resnet50", "tiny_cnn"], [128])
+        cpu.narrowed(["resnet10t", "tiny_cnn"], [128])
+
+
+def test_cpu_space_keeps_every_study_family() -> None:
+    """The CPU-sized space swaps members, never families: each of the study's seven once."""
+    from trainers.backbones import family_of
+
+    families = [family_of(name) for name in get_space("cpu").backbones]
+    assert sorted(families) == sorted(STUDY_BACKBONES) and len(set(families)) == 7

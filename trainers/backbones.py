@@ -224,8 +224,9 @@ def _timm_locator(model_name: str) -> Locator:
     return locate
 
 
-def _timm_builder(model_name: str, takes_img_size: bool = False) -> Builder:
-    """Builder for a timm model; local weights go through timm so first-conv/classifier adaptation applies."""
+def _timm_builder(model_name: str, takes_img_size: bool = False, fresh_head: bool = False) -> Builder:
+    """Builder for a timm model; local weights go through timm so first-conv/classifier adaptation applies.
+    ``fresh_head`` re-creates the classifier with PyTorch's default init (see `_fresh_classifier`)."""
 
     def build(in_chans: int, num_classes: int, img_size: int | None, weights: Path | None) -> nn.Module:
         kwargs: dict[str, object] = {"in_chans": in_chans, "num_classes": num_classes}
@@ -236,9 +237,22 @@ def _timm_builder(model_name: str, takes_img_size: bool = False) -> Builder:
             if weights.suffix != ".npz":  # ViT's custom loader is only for the original .npz checkpoints
                 overlay["custom_load"] = False
             kwargs["pretrained_cfg_overlay"] = overlay
-        return timm.create_model(model_name, pretrained=weights is not None, **kwargs)
+        model = timm.create_model(model_name, pretrained=weights is not None, **kwargs)
+        return _fresh_classifier(model, num_classes) if fresh_head else model
 
     return build
+
+
+def _fresh_classifier(model: nn.Module, num_classes: int) -> nn.Module:
+    """Replace the classifier of a timm EfficientNet-style model (FBNet) by one with PyTorch's default init.
+
+    timm initialises those classifiers the TensorFlow way, uniform in +-1/sqrt(out_features): right for 1,000
+    ImageNet classes, but for 2 classes it is +-0.71 over ~2,000 features, so the first logits have a standard
+    deviation of about 12 and the loss starts near 8. FBNet learned nothing at the trainer's settings because
+    of it (cv_auc 0.50 after 8 epochs; docs/PERFORMANCE.md). The head is trained from scratch either way.
+    """
+    model.reset_classifier(num_classes)
+    return model
 
 
 def _shufflenet_url() -> str:
@@ -288,6 +302,22 @@ def _build_shufflenet(
     return model
 
 
+def _build_densenet_small(in_chans: int, num_classes: int, img_size: int | None, weights: Path | None) -> nn.Module:
+    """A DenseNet a quarter of DenseNet-121's depth and half its growth (0.6 M parameters; no ImageNet weights):
+    growth 16, dense blocks of 3-6-12-8 layers, 32 stem features (twice the growth). timm's DenseNet class."""
+    from timm.models.densenet import DenseNet
+
+    return DenseNet(growth_rate=16, block_config=(3, 6, 12, 8), in_chans=in_chans, num_classes=num_classes)
+
+
+def _build_fbnetc_050(in_chans: int, num_classes: int, img_size: int | None, weights: Path | None) -> nn.Module:
+    """FBNet-C at half width (channel multiplier 0.5, 1.2 M parameters; no ImageNet weights), timm's generator."""
+    from timm.models.efficientnet import _gen_fbnetc
+
+    model = _gen_fbnetc("fbnetc_100", 0.5, pretrained=False, in_chans=in_chans, num_classes=num_classes)
+    return _fresh_classifier(model, num_classes)
+
+
 class TinyCNN(nn.Module):
     """Three-conv CNN (about 6k parameters) so tests and smoke runs are fast on a CPU."""
 
@@ -319,13 +349,14 @@ def _register_timm(
     patch_size: int | None = None,
     size_multiple: int | None = None,
     tiny: bool = False,
+    fresh_head: bool = False,
 ) -> None:
     """Register one timm model under its timm name."""
     register_backbone(
         BackboneSpec(
             name=name,
             family=family,
-            builder=_timm_builder(name, takes_img_size=patch_size is not None),
+            builder=_timm_builder(name, takes_img_size=patch_size is not None, fresh_head=fresh_head),
             patch_size=patch_size,
             tiny=tiny,
             min_resolution=min_resolution,
@@ -337,7 +368,7 @@ def _register_timm(
 
 # The seven families of the reference study, mapped to concrete models, then the test-sized ones.
 _register_timm("densenet121", "DenseNet")  # four 2x2 pools after the stem: < 32 px collapses to 0
-_register_timm("fbnetc_100", "FBNet")
+_register_timm("fbnetc_100", "FBNet", fresh_head=True)
 _register_timm("hrnet_w18_small_v2", "HRNet", size_multiple=32)  # fails at sizes not divisible by 32
 _register_timm("hrnet_w18", "HRNet", size_multiple=32)
 _register_timm("regnety_008", "RegNet")
@@ -349,5 +380,10 @@ register_backbone(
 )
 _register_timm("vit_small_patch16_224", "ViT", patch_size=16)
 _register_timm("vit_tiny_patch16_224", "ViT", patch_size=16)
+# Smaller members of the same families, for CPU-only machines (the `cpu` space; measured in docs/PERFORMANCE.md).
+register_backbone(BackboneSpec("densenet_small", "DenseNet", _build_densenet_small))
+register_backbone(BackboneSpec("fbnetc_050", "FBNet", _build_fbnetc_050))
+_register_timm("hrnet_w18_small", "HRNet", size_multiple=32)
+_register_timm("regnetx_002", "RegNet")
+_register_timm("resnet10t", "ResNet50")  # timm's ResNet-10-T: the smallest ResNet; also the tiny space's
 register_backbone(BackboneSpec("tiny_cnn", "Tiny", _build_tiny_cnn, tiny=True, min_resolution=8))
-_register_timm("resnet10t", "Tiny", tiny=True)

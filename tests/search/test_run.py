@@ -13,6 +13,7 @@ from mlflow.tracking import MlflowClient
 from search.cli import main
 from search.study import FORMAT_VERSION, LEADERBOARD_SCHEMA, StudyPaths, default_tracking_uri, read_oof
 from tests.search.conftest import load_study, mlflow_runs, search_args
+from trainers.backbones import family_of
 
 COMPLETE, PRUNED = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED
 
@@ -67,7 +68,7 @@ def test_budget_4_end_to_end(tiny_cohort, runs, capsys) -> None:
     assert board["schema"] == LEADERBOARD_SCHEMA and board["counts"]["complete"] == 4 and board["rows"]
     best = board["rows"][0]
     assert best["trial"] == study.best_trial.number and best["oof"] == f"trials/{best['trial']}/oof.csv"
-    assert best["family"] == "Tiny" and {"accuracy", "fold_auc_sd"} <= set(best["metrics"])
+    assert best["family"] == family_of(best["backbone"]) and {"accuracy", "fold_auc_sd"} <= set(best["metrics"])
     for t in trials:  # every trial wrote its out-of-fold table once per epoch; the file holds the last one
         rows = read_oof(StudyPaths(folder).oof(t.number))
         assert rows and {r["epoch"] for r in rows} == {2} and len(rows) == 12  # every patient once
@@ -137,7 +138,7 @@ def test_a_format_1_folder_resumes_and_reports(tiny_cohort, runs) -> None:
     assert not StudyPaths(folder).oof(0).exists() and read_oof(StudyPaths(folder).oof(1))
     board = json.loads((folder / "leaderboard.json").read_text())
     assert board["schema"] == LEADERBOARD_SCHEMA and board["counts"]["complete"] == 2
-    assert [r["family"] for r in board["rows"]] == ["Tiny"]  # the old trial's family from the registry
+    assert board["rows"] and all(r["family"] == family_of(r["backbone"]) for r in board["rows"])  # from the registry
     old_trial, new_trial = load_study(runs, "old").get_trials()
     assert load_oof(old_trial, StudyPaths(folder))[1].startswith("no oof.csv (trial from before study-folder format 2")
     assert load_oof(new_trial, StudyPaths(folder))[1] == "trials/1/oof.csv"
