@@ -1,7 +1,7 @@
 """`stagesearch register --study NAME`: turn a study's winner into a registered MLflow model.
 
-The winning configuration's k fold models are trained again on the study's folds (the same seeds, so the
-same models the trial scored), evaluated once on the held-out patients when the study has them (AUC with a
+The winning trial's k fold models, as the trial kept them (`search.trial_models`; else trained again on the
+study's folds with the same seeds, so on the CPU the same models the trial scored), are evaluated once on the held-out patients when the study has them (AUC with a
 bootstrap 95% CI), and registered as an ensemble: the average of the fold models, exactly how the
 out-of-fold predictions behind `cv_auc` were made.
 """
@@ -89,7 +89,7 @@ def _requirements() -> list[str]:
 def register_study(
     locations: Any, model_name: str, trial_number: int | None = None, log: Any = print
 ) -> dict[str, Any]:
-    """Retrain the winner's fold models, evaluate the holdout, register the ensemble; returns winner.json."""
+    """The winner's fold models (kept or retrained), evaluated on the holdout, registered; returns winner.json."""
     from search.tracking import tracking_uri
 
     with tracking_uri(locations.tracking_url()):  # leaves the caller's MLflow URI as it was
@@ -98,7 +98,7 @@ def register_study(
 
 @dataclass
 class Refit:
-    """The chosen trial's fold models trained again on the study's inputs, and how they did."""
+    """The chosen trial's fold models (kept by the trial, or trained again) and how they did."""
 
     name: str
     trial: Any
@@ -142,9 +142,11 @@ def _register_study(locations: Any, model_name: str, trial_number: int | None, l
 
 
 def _refit(locations: Any, trial_number: int | None, log: Any) -> Refit:
-    """Train the chosen trial's k fold models again on the study's own inputs, evaluate the hold-out once."""
+    """The chosen trial's k fold models (the trial's own when kept, else trained again on the study's inputs);
+    the hold-out evaluated once."""
     import optuna
 
+    from search import trial_models
     from search.study import StorageError, StudyFormatError, check_format
     from search.study.inputs import CohortChangedError, prepare_inputs, train_config
     from trainers.ensemble import Ensemble
@@ -162,10 +164,16 @@ def _refit(locations: Any, trial_number: int | None, log: Any) -> Refit:
         raise RegisterError(f"cannot refit study {name}: {exc}") from None
     settings = config["settings"]
     cfg = train_config(settings, trial_config(trial))
-    log(f"registering trial {trial.number} of study {name}: {cfg.backbone}, cv_auc {trial.value:.3f}; "
-        f"training its {len(inputs.prepared.folds)} fold models again ...")  # fmt: skip
-    data = inputs.prepared.slice_data(cfg.resolution, cfg.channels)
-    result, models = train_folds(data, inputs.prepared.folds, cfg, log=None)
+    kept, result, why_not = trial_models.load(paths, trial.number, cfg, trial.value)
+    if kept is not None:
+        log(f"registering trial {trial.number} of study {name}: {cfg.backbone}, cv_auc {trial.value:.3f}, with the "
+            f"{len(kept.models)} fold models the trial trained (kept in {paths.models(trial.number)})")  # fmt: skip
+        models = kept.models
+    else:
+        log(f"registering trial {trial.number} of study {name}: {cfg.backbone}, cv_auc {trial.value:.3f}; "
+            f"{why_not}: training its {len(inputs.prepared.folds)} fold models again ...")  # fmt: skip
+        data = inputs.prepared.slice_data(cfg.resolution, cfg.channels)
+        result, models = train_folds(data, inputs.prepared.folds, cfg, log=None)
     threshold, rule = operating_threshold(result.oof)  # why Youden's J: see search.version_tags
     ensemble = Ensemble(models, cfg, PreprocessParams(), threshold)
     held = evaluate_holdout(ensemble, inputs.cohort, inputs.holdout, settings["seed"]) if inputs.holdout else None

@@ -4,7 +4,8 @@ Runs in a Ray worker; it receives the cached ROI slices and the folds through Ra
 search, not re-read per trial) and never talks to MLflow: the driver logs what it reports. Each report holds
 scalars only (`search.results.TrialEpoch`); the out-of-fold table goes to `trials/<number>/oof.csv` in the
 study folder, replaced at every reported epoch (Tune's function trainables report synchronously, so the file
-always belongs to the last reported epoch, also when the scheduler stops the trial there). On a multi-node
+always belongs to the last reported epoch, also when the scheduler stops the trial there); a trial that
+reaches its last epoch also keeps its fold models there (`search.trial_models`). On a multi-node
 cluster the study folder must be on storage every node sees, like Tune's own results folder.
 
 A trial that fails on its own (NaN loss, out of memory after one retry with half the batch size, unusable
@@ -23,6 +24,7 @@ from typing import Any
 import ray
 from ray import tune
 
+from search import trial_models
 from search.results import TrialEpoch
 from search.study import OPTUNA_NUMBER_KEY, StudyPaths, write_json, write_oof
 from trainers.config import TrainConfig
@@ -59,6 +61,8 @@ def run_trial(
     def on_epoch(rep: EpochReport) -> None:
         if paths is not None:
             write_oof(paths.oof(int(number)), rep.oof, rep.epoch)
+            if rep.models is not None:  # the last epoch: keep the models for registration (search.trial_models)
+                trial_models.save(paths, int(number), rep, cfg)
         tune.report({**TrialEpoch.from_epoch(rep, cfg.epochs).to_result(), "reported_at": time.time(), **placement})
         reported.append(rep.epoch)
 

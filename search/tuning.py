@@ -17,7 +17,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from search import adapters
+from search import adapters, trial_models
 from search.failures import WORKER_ERROR, stop_message
 from search.results import TrialEpoch
 from search.run_notes import OPTUNA_NOTE, SCHEDULER_METRIC, SEARCH_METRIC
@@ -235,6 +235,8 @@ class TrackingCallback(Callback):
         state = "complete" if final and final.final else "pruned"
         tags = _batch_tags(trial, final.batch_size if final else 0)
         self.tracker.finish_trial(number, state, final, self.paths.oof(number), tags=tags)
+        if state == "complete":
+            trial_models.keep_best(self.paths)
         self.on_finish(trial, state, final)
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Trial, **info: Any) -> None:

@@ -42,6 +42,9 @@ class EpochReport:
     pretrained: bool = False
     pretrained_note: str = ""
     batch_size: int = 0  # the batch size this epoch trained with (half the configured one after running out of memory)
+    #: the k fold models as they are after this epoch, only on a run's last epoch (`cfg.epochs`): a caller can
+    #: keep them before it reports (search.trainable saves them so registration need not train them again)
+    models: list[nn.Module] | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -314,6 +317,7 @@ def _train_attempt(
             pretrained=fold_states[0].built.pretrained,
             pretrained_note=fold_states[0].built.note,
             batch_size=cfg.batch_size,
+            models=[f.model for f in fold_states] if epoch == cfg.epochs else None,
         )
         history.append(report)
         if log:

@@ -115,6 +115,10 @@ class StudyPaths:
         """Out-of-fold table of Optuna trial `number` (written by the trial, read by tracking and the report)."""
         return self.trials / str(number) / "oof.csv"
 
+    def models(self, number: int) -> Path:
+        """Fold models of complete trial `number` as an ensemble folder (`search.trial_models`; the best only)."""
+        return self.trials / str(number) / "models"
+
     def failure(self, number: int) -> Path:
         """Why Optuna trial `number` failed, written by the trial when it ends itself on an error (`read_failure`)."""
         return self.trials / str(number) / "failure.json"

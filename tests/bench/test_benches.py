@@ -103,3 +103,28 @@ def test_efficiency_smoke(tiny_cohort: Path, tmp_path: Path) -> None:
     assert {r["arm"] for r in result["rows"]} == set(efficiency.ARMS)
     assert len(result["curves"]["tpe_asha"]["0"]) == 2 and len(result["curves"]["random_fifo"]["0"]) == 1
     assert (tmp_path / "efficiency.png").stat().st_size > 0
+
+
+def test_eta_bench_compares_estimates_with_what_remained(tmp_path) -> None:
+    """bench.eta reads the status lines of a log's last session; a line with no estimate or another session's
+    line does not count; at a quarter (trial 5 of 20) 3m00s estimated against 4m00s that remained is -25 %."""
+    from bench.eta import main as eta_main
+    from bench.eta import seconds
+
+    assert seconds("4m10s") == 250 and seconds("1h05m") == 3900
+    old = "study s: 0 of 20 trials finished before this session\n[   5/20] complete 1 | best - | 9m00s ~1m00s left\n"
+    lines = ["2026-01-01 INFO stagesearch.stdout: study s: 0 of 20 trials finished before this session"]
+    for n, elapsed, left in ((2, "0m30s", "4m30s"), (5, "1m00s", "3m00s"), (10, "2m00s", "2m00s"),
+                             (15, "3m30s", "1m10s"), (20, "5m00s", None)):  # fmt: skip
+        eta = f" ~{left} left" if left else ""
+        lines.append(f"2026-01-01 INFO stagesearch.stdout: [  {n:>2}/20] complete 1 pruned 0 failed 0 running 2 | "
+                     f"best cv_auc 0.700 (x, 32 px, lr 1.0e-03, aug 0.50) | {elapsed}{eta}")  # fmt: skip
+    log = tmp_path / "search.log"
+    log.write_text(old + "\n".join(lines) + "\n")
+    assert eta_main(["--log", str(log), "--out", str(tmp_path / "out")]) == 0
+    result = json.loads((tmp_path / "out" / "eta.json").read_text())
+    quarter = next(m for m in result["marks"] if m["share"] == "25%")
+    assert quarter["finished"] == 5 and quarter["remained_s"] == 240 and quarter["error"] == pytest.approx(-0.25)
+    assert result["verdict"]["met"] and result["verdict"]["total_s"] == 300
+    log.write_text("\n".join(lines[:-1]) + "\n")  # the session never finished its budget
+    assert eta_main(["--log", str(log), "--out", str(tmp_path / "out")]) == 2

@@ -299,6 +299,38 @@ def test_predict_bad_input_exit_2(study, tmp_path) -> None:
     assert proc.returncode == 2 and "missing.nii.gz" in proc.stderr
 
 
+def test_registration_uses_the_models_the_trial_kept(study, tmp_path) -> None:
+    """Only the best complete trial keeps its fold models; registering it loads them instead of training again,
+    and they are bit for bit the models a refit trains (CPU, same seeds). Registers nothing."""
+    import argparse
+    import shutil
+
+    import torch
+
+    from search.register import _refit
+    from search.study import from_args
+
+    folder = study / "reg"
+    winner = json.loads((folder / "winner.json").read_text())
+    kept = sorted(p.parent.name for p in (folder / "trials").glob("*/models/result.json"))
+    assert kept == [str(winner["trial"])]  # the other complete trial's models were deleted
+    locations = from_args(argparse.Namespace(runs_dir=study, study="reg", storage=None, tracking_uri=None))
+    lines: list[str] = []
+    loaded = _refit(locations, None, lines.append)
+    assert "with the 3 fold models the trial trained" in lines[-1], lines
+    shutil.move(folder / "trials" / str(winner["trial"]) / "models", tmp_path / "models")
+    try:
+        retrained = _refit(locations, None, lines.append)
+    finally:
+        shutil.move(tmp_path / "models", folder / "trials" / str(winner["trial"]) / "models")
+    assert "its fold models were not kept" in lines[-1] and "training its 3 fold models again" in lines[-1], lines
+    assert retrained.result.cv_auc == loaded.result.cv_auc == winner["cv_auc"]
+    assert loaded.ensemble.threshold == retrained.ensemble.threshold
+    for a, b in zip(loaded.ensemble.models, retrained.ensemble.models, strict=True):
+        sa, sb = a.state_dict(), b.state_dict()
+        assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
 def test_chance_level_winner_is_registered_but_not_promoted(study, capsys) -> None:
     """The corrected interval includes 0.5 (written into leaderboard.json as the BBC-CV part does): the winner is
     registered again, tagged beats_chance=false, gets @challenger, and promote refuses it without --force."""
