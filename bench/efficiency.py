@@ -198,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
         args.manifest = resolve_manifest(None)
     curves: dict[str, dict[int, list[dict[str, float]]]] = {arm: {} for arm in ARMS}
     started = time.perf_counter()
+    out_dir = Path(args.out) if args.out else RESULTS / machine_id()
+    out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="stagesearch-efficiency-") as tmp:
         work = Path(tmp)
         for seed in seeds:
@@ -207,6 +209,9 @@ def main(argv: list[str] | None = None) -> int:
                 curves[arm][seed] = curve(points)
                 print(f"seed {seed} {arm}: {len(points)} trials, {curves[arm][seed][-1]['fold_epochs']} fold-epochs, "
                       f"best {curves[arm][seed][-1]['best_cv_auc']:.3f} ({time.perf_counter() - t0:.0f} s)", flush=True)  # fmt: skip
+            # what a long run has so far, kept if it is stopped (the full result below replaces it)
+            write_result("efficiency-partial", {"seeds_done": seeds[: seeds.index(seed) + 1], "curves": curves,
+                                                "wall_s": time.perf_counter() - started}, out_dir)  # fmt: skip
     rows, verdict = summarise(curves)
     print()
     print(table(rows))
@@ -215,13 +220,12 @@ def main(argv: list[str] | None = None) -> int:
           f"(target <= 0.33); beats seven fixed configs at equal compute: "
           f"{verdict['tpe_beats_seven_fixed_at_equal_compute']}" if ratio is not None else
           "\nrandom + FIFO never reached the target on the median seed: no ratio")  # fmt: skip
-    out_dir = Path(args.out) if args.out else RESULTS / machine_id()
-    out_dir.mkdir(parents=True, exist_ok=True)
     plot(curves, out_dir / "efficiency.png")
     settings = {k: v for k, v in vars(args).items() if k not in ("out", "timeout", "manifest")}
     settings["cohort"] = "default phantom" if manifest_given is None else Path(manifest_given).name
     path = write_result("efficiency", {"settings": settings, "rows": rows, "verdict": verdict, "curves": curves,
                                        "wall_s": time.perf_counter() - started}, out_dir)  # fmt: skip
+    (out_dir / "efficiency-partial.json").unlink(missing_ok=True)
     print(f"wrote {path} and {out_dir / 'efficiency.png'}")
     return 0
 

@@ -9,7 +9,7 @@ trial's start to the last one's final report, over the trial count; Ray's result
 run's epoch seconds; the per-search cost is the search's wall time less its
 trials'.
 
-    python -m bench.overhead                    # regnety_008, 64 px, 2 epochs, 5 folds, 3 trials
+    python -m bench.overhead                    # regnetx_002, 32 px, 3 epochs, 5 folds, 3 trials
 """
 
 from __future__ import annotations
@@ -87,9 +87,9 @@ def import_cost(args: argparse.Namespace) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--backbone", default="regnety_008", help="a backbone of --space")
-    p.add_argument("--resolution", type=int, default=64)
-    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--backbone", default="regnetx_002", help="a backbone of --space")
+    p.add_argument("--resolution", type=int, default=32)
+    p.add_argument("--epochs", type=int, default=3, help="epochs of each trial (3: about a 30 s trial on one core)")
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--trials", type=int, default=3)
     p.add_argument("--space", default="cpu", help="the space narrowed to the backbone and resolution")

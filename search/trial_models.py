@@ -33,8 +33,11 @@ class StoredResult:
     oof: list[dict[str, Any]]
 
 
-def save(paths: StudyPaths, number: int, report: Any, cfg: Any) -> None:
-    """Keep the fold models of a trial's last epoch (`report.models`), trained at `cfg` (batch: the report's)."""
+def save(paths: StudyPaths, number: int, report: Any, cfg: Any) -> bool:
+    """Keep the fold models of a trial's last epoch (`report.models`), trained at `cfg` (batch: the report's).
+
+    False when they could not be written (a full disk, say): the trial is not failed for it, registration
+    then trains the models again."""
     import dataclasses
 
     from trainers.backbones import family_of
@@ -44,12 +47,17 @@ def save(paths: StudyPaths, number: int, report: Any, cfg: Any) -> None:
     folder = paths.models(number)
     shutil.rmtree(folder, ignore_errors=True)  # an earlier attempt of the same trial (a restart)
     used = dataclasses.replace(cfg, batch_size=report.batch_size or cfg.batch_size)
-    Ensemble(list(report.models), used, PreprocessParams()).save(folder)
-    write_json(folder / "result.json", {
-        "trial": number, "epoch": report.epoch, "cv_auc": float(report.cv_auc), "family": family_of(cfg.backbone),
-        "pretrained": bool(report.pretrained), "config": {k: getattr(cfg, k) for k in MODEL_KEYS},
-        "sampled_batch_size": cfg.batch_size,
-    })  # fmt: skip
+    try:
+        Ensemble(list(report.models), used, PreprocessParams()).save(folder)
+        write_json(folder / "result.json", {
+            "trial": number, "epoch": report.epoch, "cv_auc": float(report.cv_auc),
+            "family": family_of(cfg.backbone), "pretrained": bool(report.pretrained),
+            "config": {k: getattr(cfg, k) for k in MODEL_KEYS}, "used_batch_size": used.batch_size,
+        })  # fmt: skip
+    except OSError:
+        shutil.rmtree(folder, ignore_errors=True)
+        return False
+    return True
 
 
 def _stored(paths: StudyPaths, number: int) -> dict[str, Any] | None:
@@ -69,7 +77,8 @@ def load(paths: StudyPaths, number: int, cfg: Any, value: float | None) -> tuple
         return None, None, "its fold models were not kept (only the best complete trial's are)"
     wanted = {k: getattr(cfg, k) for k in MODEL_KEYS if k != "batch_size"}
     got = {k: v for k, v in stored["config"].items() if k != "batch_size"}
-    if got != wanted or stored.get("sampled_batch_size") != cfg.batch_size:
+    batch = {stored["config"].get("batch_size"), stored.get("used_batch_size")}  # sampled, or used after OOM
+    if got != wanted or cfg.batch_size not in batch:
         return None, None, "its kept fold models were trained with other settings"
     if value is None or abs(float(stored["cv_auc"]) - float(value)) > 1e-9:
         return None, None, f"its kept fold models scored cv_auc {stored['cv_auc']}, not the trial's {value}"
