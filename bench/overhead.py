@@ -57,7 +57,7 @@ def direct(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 def trial_spans(runs: Path) -> list[tuple[float, float]]:
     """(start, end) of every trial from Ray Tune's result files: the trial function's start to its last report."""
     spans = []
-    for result in runs.rglob("result.json"):
+    for result in runs.rglob("ray/**/result.json"):  # Tune's, not other files of that name
         rows = [json.loads(line) for line in result.read_text().splitlines() if line.strip()]
         if rows:
             spans.append((float(rows[0]["started_at"]), float(rows[-1]["reported_at"])))

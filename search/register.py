@@ -1,7 +1,7 @@
 """`stagesearch register --study NAME`: turn a study's winner into a registered MLflow model.
 
 The winning trial's k fold models, as the trial kept them (`search.trial_models`; else trained again on the
-study's folds with the same seeds, so on the CPU the same models the trial scored), are evaluated once on the held-out patients when the study has them (AUC with a
+study's folds with the same seeds: on the CPU the models the trial scored, up to float rounding), are evaluated once on the held-out patients when the study has them (AUC with a
 bootstrap 95% CI), and registered as an ensemble: the average of the fold models, exactly how the
 out-of-fold predictions behind `cv_auc` were made.
 """

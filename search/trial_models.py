@@ -1,12 +1,13 @@
 """The fold models a complete trial trained, kept so that registering the winner does not train them again.
 
 A trial that reaches its last epoch saves its k fold models (`trainers.ensemble.Ensemble.save`) to
-`trials/<number>/models/` before it reports that epoch, then `result.json` (its cv_auc and settings) last, so a
-folder with `result.json` is whole. The driver keeps only the best complete trial's folder (`keep_best`; a
+`trials/<number>/models/` before it reports that epoch, then `trial.json` (its cv_auc and settings) last, so a
+folder with `trial.json` is whole. The driver keeps only the best complete trial's folder (`keep_best`; a
 search of 200 trials would otherwise keep tens of them, 100 MB each for a small ViT). Registration
 (`search.register`) uses the folder when it belongs to the trial it registers and was trained with the same
 settings, else it trains the fold models again, as before; either way the registered models are the ones
-whose out-of-fold predictions gave the trial's cv_auc (on the CPU the two are the same models, bit for bit).
+whose out-of-fold predictions gave the trial's cv_auc (a CPU refit gives the same models up to float
+rounding: it trains on every core where the trial had one, and reductions add up in another order).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def save(paths: StudyPaths, number: int, report: Any, cfg: Any) -> bool:
     used = dataclasses.replace(cfg, batch_size=report.batch_size or cfg.batch_size)
     try:
         Ensemble(list(report.models), used, PreprocessParams()).save(folder)
-        write_json(folder / "result.json", {
+        write_json(folder / "trial.json", {
             "trial": number, "epoch": report.epoch, "cv_auc": float(report.cv_auc),
             "family": family_of(cfg.backbone), "pretrained": bool(report.pretrained),
             "config": {k: getattr(cfg, k) for k in MODEL_KEYS}, "used_batch_size": used.batch_size,
@@ -62,7 +63,7 @@ def save(paths: StudyPaths, number: int, report: Any, cfg: Any) -> bool:
 
 def _stored(paths: StudyPaths, number: int) -> dict[str, Any] | None:
     try:
-        return json.loads((paths.models(number) / "result.json").read_text())
+        return json.loads((paths.models(number) / "trial.json").read_text())
     except (OSError, ValueError):
         return None
 
@@ -95,7 +96,7 @@ def load(paths: StudyPaths, number: int, cfg: Any, value: float | None) -> tuple
 def keep_best(paths: StudyPaths, keep: int = 1) -> list[int]:
     """Delete the kept models of all but the `keep` complete trials with the highest cv_auc; the removed numbers.
 
-    Only whole folders (with `result.json`) take part, so a trial still writing its models is left alone.
+    Only whole folders (with `trial.json`) take part, so a trial still writing its models is left alone.
     Ties keep the earlier trial, as Optuna's best trial does."""
     if not paths.trials.is_dir():
         return []
