@@ -32,6 +32,7 @@ class StoredResult:
     family: str
     pretrained: bool
     oof: list[dict[str, Any]]
+    config: dict[str, Any]  # the training config, with the batch size the trial used (half after out of memory)
 
 
 def save(paths: StudyPaths, number: int, report: Any, cfg: Any) -> bool:
@@ -90,7 +91,9 @@ def load(paths: StudyPaths, number: int, cfg: Any, value: float | None) -> tuple
         ensemble = Ensemble.load(paths.models(number))
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         return None, None, f"its kept fold models cannot be loaded ({type(exc).__name__}: {exc})"
-    return ensemble, StoredResult(float(stored["cv_auc"]), stored["family"], bool(stored["pretrained"]), oof), ""
+    result = StoredResult(float(stored["cv_auc"]), stored["family"], bool(stored["pretrained"]), oof,
+                          ensemble.config.to_dict())  # fmt: skip
+    return ensemble, result, ""
 
 
 def keep_best(paths: StudyPaths, keep: int = 1) -> list[int]:
