@@ -102,7 +102,7 @@ def run_fixed(args: argparse.Namespace, work: Path, seed: int) -> list[tuple[flo
     from spaces import get_space
 
     space = get_space(args.space)
-    epochs = args.max_epochs or space.max_epochs
+    epochs = args.max_epochs or space.max_epochs  # 0: the space's
 
     def one(i_backbone: tuple[int, str]) -> tuple[float, int, float | None]:
         i, backbone = i_backbone
@@ -175,9 +175,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--space", default="cpu")
     p.add_argument("--manifest", type=Path, help="cohort CSV (default: the default phantom, 112 patients)")
     p.add_argument("--folds", type=int, default=5)
-    p.add_argument("--tpe-budget", type=int, default=24, help="trials of the TPE + ASHA arm per seed")
-    p.add_argument("--random-budget", type=int, default=7, help="trials of the random + FIFO arm per seed")
-    p.add_argument("--max-epochs", type=int, default=None, help="epochs of a full trial (default: the space's)")
+    # Sized so 5 seeds fit in 90 minutes on a 2-core CPU: at the cpu space's 8 epochs one seed of 24 + 7 trials
+    # took about 20 minutes (the seven fixed configs alone about 7, HRNet's epochs being 3-4x the others').
+    p.add_argument("--tpe-budget", type=int, default=18, help="trials of the TPE + ASHA arm per seed")
+    p.add_argument("--random-budget", type=int, default=6, help="trials of the random + FIFO arm per seed")
+    p.add_argument("--max-epochs", type=int, default=6,
+                   help="epochs of a full trial, all arms (0: the space's; the cpu space's 8 does not fit 90 min)")
     p.add_argument("--parallel", type=int, default=2, help="seven-fixed arm: trainings at once (1 thread each)")
     p.add_argument("--search-args", nargs=argparse.REMAINDER, default=[],
                    help="passed on to search/run.py (e.g. --grace-epochs 1 --reduction-factor 4)")  # fmt: skip
