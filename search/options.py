@@ -8,15 +8,7 @@ from pathlib import Path
 
 from search.console import add_console_flags
 from spaces import list_spaces
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Show defaults, except for flags whose default is decided later or means "off" (explained in their help)."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default in (None, False, ""):
-            return action.help
-        return super()._get_help_string(action)
+from trainers.cli import HelpFormatter
 
 
 def _names(text: str) -> list[str]:

@@ -14,6 +14,7 @@ if __package__ in (None, ""):  # run as a script: make the project importable wi
 def build_parser() -> argparse.ArgumentParser:
     """Flags: the model, the scans, where the registry is."""
     from search.study import add_location_flags
+    from trainers.cli import HelpFormatter
 
     p = argparse.ArgumentParser(
         prog="stagesearch predict",
@@ -21,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
         "training inputs before the model is loaded. Prints the model version the URI resolves to and the "
         "threshold it stages at; with a label column in --manifest, also the AUC (95%% CI) and the confusion "
         "matrix.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("--model", default="models:/cervical-staging@champion",
                    help="registry model URI: models:/NAME@ALIAS or models:/NAME/VERSION")  # fmt: skip

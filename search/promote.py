@@ -14,7 +14,6 @@ from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 from search.gate import CORRECTED, CV, HOLDOUT, beats_chance, estimate_kind, tag_float  # noqa: E402
-from search.options import HelpFormatter  # noqa: E402
 from search.registry import (  # noqa: E402
     DEFAULT_ALIAS,
     DEFAULT_MODEL_NAME,
@@ -28,6 +27,7 @@ from search.registry import (  # noqa: E402
     where_flags,
 )
 from search.study import add_location_flags, from_args, sqlite_path  # noqa: E402
+from trainers.cli import HelpFormatter  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -30,6 +30,7 @@ from search.model_card import (  # noqa: E402
 )
 from search.study import add_location_flags, from_args, read_json, trial_config, write_json  # noqa: E402
 from search.version_tags import chance_note, estimate_tags, operating_threshold  # noqa: E402
+from trainers.cli import HelpFormatter  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -319,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="stagesearch register",
         description="Register a study's winning configuration (ensemble of its fold models) in the MLflow "
         "Model Registry, with its cv_auc and held-out AUC (95%% CI) as tags.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     add_location_flags(p, study_required=True)
     p.add_argument("--model-name", default=DEFAULT_MODEL_NAME, help="registered model name")

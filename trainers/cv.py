@@ -20,6 +20,7 @@ import numpy as np
 
 from trainers.backbones import BACKBONES, check_resolution
 from trainers.cache import cache_root
+from trainers.cli import HelpFormatter
 from trainers.config import TrainConfig
 from trainers.data import SliceData, build_slice_data
 from trainers.folds import FoldsMismatchError, load_or_make_folds
@@ -133,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m trainers.cv",
         description="Cross-validated T1-vs-T2 staging metrics for one configuration. Without --manifest, "
         "runs on the embedded phantom MRI cohort.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument(
         "--manifest", help="cohort CSV: patient_id,image,mask,label[,site] (default: phantom cohort)"

@@ -18,6 +18,7 @@ import nibabel as nib
 import numpy as np
 
 from trainers.cache import cache_root
+from trainers.cli import HelpFormatter
 
 GENERATOR_VERSION = "1"
 DEFAULT_LABEL_NOISE = 0.7
@@ -378,7 +379,7 @@ def default_cohort(patients: int = 112, seed: int = 0, matrix: int = DEFAULT_MAT
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: generate a phantom cohort and print its class counts and oracle AUC."""
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = HelpFormatter
     ap = argparse.ArgumentParser(prog="python -m trainers.phantom", description=__doc__, formatter_class=fmt)
     ap.add_argument("--out", required=True, type=Path, help="output folder")
     ap.add_argument("--patients", type=int, default=112, help="number of patients")
