@@ -226,6 +226,9 @@ def main(argv: list[str] | None = None) -> int:
           "\nrandom + FIFO never reached the target on the median seed: no ratio")  # fmt: skip
     plot(curves, out_dir / "efficiency.png")
     settings = {k: v for k, v in vars(args).items() if k not in ("out", "timeout", "manifest")}
+    from spaces import get_space
+
+    settings["max_epochs_used"] = args.max_epochs or get_space(args.space).max_epochs
     settings["cohort"] = "default phantom" if manifest_given is None else Path(manifest_given).name
     path = write_result("efficiency", {"settings": settings, "rows": rows, "verdict": verdict, "curves": curves,
                                        "wall_s": time.perf_counter() - started}, out_dir)  # fmt: skip

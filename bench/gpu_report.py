@@ -9,7 +9,8 @@ efficiency bench has run) and extrapolates the wall time of a 200-trial search o
 
 where c = the trainer's img/s alone / the throughput bench's img/s for the packed configuration (eval,
 per-epoch work), and packing = aggregate img/s of the packed processes / one alone. E comes from the
-efficiency bench's TPE + ASHA arm when its results are there, else from ASHA's rung arithmetic.
+efficiency bench's TPE + ASHA arm when its results are there (scaled to the space's epochs by ASHA's rung
+arithmetic), else from that arithmetic alone.
 
     python -m bench.gpu_report --results bench/results/<machine>
 """
@@ -74,13 +75,33 @@ def extrapolate(
     }
 
 
+def efficiency_epochs_per_trial(data: dict[str, Any]) -> tuple[float, int] | None:
+    """Mean epochs a trial of the efficiency bench's TPE + ASHA arm trained, and that bench's max epochs.
+
+    Read from its curves (cumulative fold-epochs, one point per finished trial, every seed); None when the
+    result does not say how many epochs a full trial had.
+    """
+    settings = data.get("settings", {})
+    max_epochs, folds = settings.get("max_epochs_used") or settings.get("max_epochs"), settings.get("folds")
+    per_trial = []
+    for points in data.get("curves", {}).get("tpe_asha", {}).values():
+        spent = [0.0] + [p["fold_epochs"] for p in points]
+        per_trial += [(b - a) / folds for a, b in zip(spent, spent[1:], strict=False)] if folds else []
+    if not (max_epochs and per_trial):
+        return None
+    return statistics.fmean(per_trial), int(max_epochs)
+
+
 def _epochs_per_trial(results: Path, max_t: int) -> tuple[float, str]:
+    """E for the extrapolation: the efficiency bench's measured mean where there is one, scaled from its max
+    epochs to `max_t` by the rung arithmetic (the bench runs a small space at few epochs), else the arithmetic."""
     eff = results / "efficiency.json"
-    if eff.exists():
-        data = json.loads(eff.read_text())
-        value = data.get("arms", {}).get("tpe_asha", {}).get("mean_epochs_per_trial")
-        if value:
-            return float(value), f"efficiency bench ({eff.name}), TPE + ASHA arm"
+    measured = efficiency_epochs_per_trial(json.loads(eff.read_text())) if eff.exists() else None
+    if measured:
+        epochs, bench_max = measured
+        scaled = epochs * asha_mean_epochs(max_t) / asha_mean_epochs(bench_max)
+        return scaled, (f"efficiency bench ({eff.name}), TPE + ASHA arm: {epochs:.2f} epochs a trial at max "
+                        f"{bench_max}, scaled to max {max_t} by ASHA's rung arithmetic")  # fmt: skip
     return asha_mean_epochs(max_t), f"ASHA rung arithmetic (grace 1, reduction 3, max {max_t} epochs)"
 
 

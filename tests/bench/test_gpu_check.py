@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.gpu_report import asha_mean_epochs, extrapolate
+from bench.gpu_report import _epochs_per_trial, asha_mean_epochs, efficiency_epochs_per_trial, extrapolate
 from bench.pack import parse_smi, window_throughput
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,6 +26,20 @@ def test_asha_mean_epochs_follows_the_rungs() -> None:
     assert asha_mean_epochs(9) == pytest.approx(2 / 3 + 3 * 2 / 9 + 9 / 9)
     assert asha_mean_epochs(1) == 1.0
     assert 3.0 < asha_mean_epochs(30) < 3.1
+
+
+def test_epochs_per_trial_comes_from_the_efficiency_bench_when_it_ran(tmp_path: Path) -> None:
+    # two seeds, 5 folds, max 6 epochs: trials of 1, 1, 3 and 6 epochs, then 1 and 6 epochs
+    curves = {"0": [{"fold_epochs": 5}, {"fold_epochs": 10}, {"fold_epochs": 25}, {"fold_epochs": 55}],
+              "1": [{"fold_epochs": 5}, {"fold_epochs": 35}]}  # fmt: skip
+    data = {"settings": {"folds": 5, "max_epochs": 6}, "curves": {"tpe_asha": curves}}
+    assert efficiency_epochs_per_trial(data) == (pytest.approx(18 / 6), 6)
+    assert efficiency_epochs_per_trial({"settings": {"folds": 5, "max_epochs": 0}, "curves": {}}) is None
+    epochs, source = _epochs_per_trial(tmp_path, 30)  # no efficiency.json: the arithmetic
+    assert epochs == asha_mean_epochs(30) and "arithmetic" in source
+    (tmp_path / "efficiency.json").write_text(json.dumps(data))
+    epochs, source = _epochs_per_trial(tmp_path, 30)
+    assert epochs == pytest.approx(3.0 * asha_mean_epochs(30) / asha_mean_epochs(6)) and "efficiency" in source
 
 
 def test_extrapolate_is_the_documented_arithmetic() -> None:
