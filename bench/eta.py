@@ -7,6 +7,11 @@ lines nearest to 10 %, 25 %, 50 % and 75 % of the budget; the target is within +
 
     python -m bench.eta --runs-dir runs --study NAME
     python -m bench.eta --log runs/NAME/logs/search.log
+    python -m bench.eta --log OLD.log --replay    # today's estimator on an older run's timeline
+
+`--replay` recomputes every line's estimate with the status line's current estimator
+(`search.progress.estimate_left`) from the times the log's lines show each trial finishing (to the second),
+instead of reading the estimate the line printed: how a changed estimator would have done on a real run.
 """
 
 from __future__ import annotations
@@ -48,6 +53,20 @@ def status_lines(text: str) -> tuple[int, list[dict[str, Any]]]:
     return (int(before[1]) if before else 0), rows
 
 
+def replay(first: int, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows with each estimate recomputed by today's `estimate_left` from the finish times the lines show
+    (a line is printed as trials finish; a count that rose by 2 between lines finished 2 trials then)."""
+    from search.progress import estimate_left
+
+    finish_times: list[float] = []
+    seen, out = first, []
+    for r in rows:
+        finish_times += [r["elapsed_s"]] * max(0, r["finished"] - seen)
+        seen = max(seen, r["finished"])
+        out.append({**r, "estimate_s": estimate_left(finish_times, r["elapsed_s"], r["budget"] - r["finished"])})
+    return out
+
+
 def judge(first: int, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Rows at the marks of the session's trials (`first` were finished before it): the estimate against what
     remained; and the verdict at a quarter."""
@@ -75,13 +94,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs-dir", type=Path, default=Path("runs"))
     p.add_argument("--study", help="study name (with --runs-dir)")
     p.add_argument("--log", type=Path, help="a search.log to read instead of the study's")
+    p.add_argument("--replay", action="store_true",
+                   help="recompute the estimates with today's estimator instead of reading the printed ones")
     p.add_argument("--out", help="results folder (default bench/results/<machine>)")
     args = p.parse_args(argv)
     if args.log is None and not args.study:
         p.error("give --study (and --runs-dir) or --log")
     log = args.log or args.runs_dir / args.study / "logs" / "search.log"
     try:
-        marks, verdict = judge(*status_lines(log.read_text()))
+        first, rows = status_lines(log.read_text())
+        marks, verdict = judge(first, replay(first, rows) if args.replay else rows)
     except (OSError, ValueError) as exc:
         print(f"error: {log}: {exc}")
         return 2
@@ -91,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
           f"(target within +-{TARGET:.0%}): {'met' if verdict['met'] else 'missed'}" if err is not None else
           "\nno status line with an estimate at a quarter of the budget")  # fmt: skip
     out_dir = Path(args.out) if args.out else RESULTS / machine_id()
-    path = write_result("eta", {"log": log.name, "marks": marks, "verdict": verdict}, out_dir)
+    name = "eta-replay" if args.replay else "eta"
+    path = write_result(name, {"log": log.name, "replay": args.replay, "marks": marks, "verdict": verdict}, out_dir)
     print(f"wrote {path}")
     return 0
 

@@ -128,3 +128,10 @@ def test_eta_bench_compares_estimates_with_what_remained(tmp_path) -> None:
     assert result["verdict"]["met"] and result["verdict"]["total_s"] == 300
     log.write_text("\n".join(lines[:-1]) + "\n")  # the session never finished its budget
     assert eta_main(["--log", str(log), "--out", str(tmp_path / "out")]) == 2
+    # replayed: at 5 finished (1 a line before: 2 at 30 s, 5 at 60 s) below 10 trials the rate since the start,
+    # 60 s / 5 * 15 left = 180 s; at 10 finished (2 min), the later half's rate: (120 - 60) / 5 * 10 = 120 s
+    log.write_text(old + "\n".join(lines) + "\n")
+    assert eta_main(["--log", str(log), "--replay", "--out", str(tmp_path / "out")]) == 0
+    replayed = json.loads((tmp_path / "out" / "eta-replay.json").read_text())
+    by_share = {m["share"]: m for m in replayed["marks"]}
+    assert by_share["25%"]["estimate_s"] == pytest.approx(180) and by_share["50%"]["estimate_s"] == pytest.approx(120)
