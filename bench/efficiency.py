@@ -128,7 +128,8 @@ def summarise(curves: dict[str, dict[int, list[dict[str, float]]]]) -> tuple[lis
             c = curves[arm][seed]
             per_seed[arm]["at_equal"].append(best_at(c, equal))
             per_seed[arm]["reach"].append(reach(c, REACH * best_any))  # inf: never reached
-            per_seed[arm]["best"].append(max((p["best_cv_auc"] for p in c), default=float("nan")))
+            found = [p["best_cv_auc"] for p in c if p["best_cv_auc"] == p["best_cv_auc"]]  # NaN: none complete yet
+            per_seed[arm]["best"].append(max(found, default=float("nan")))
     rows = [{"arm": arm, "seeds": len(seeds),
              "median best cv_auc": median(per_seed[arm]["best"]),
              "median cv_auc at seven_fixed's compute": median(per_seed[arm]["at_equal"]),
@@ -169,6 +170,18 @@ def plot(curves: dict[str, dict[int, list[dict[str, float]]]], path: Path) -> No
     plt.close(fig)
 
 
+def resummarise(path: Path, out_dir: Path) -> int:
+    """The table, verdict and plot again from a result's curves (e.g. after a fix to the summary)."""
+    data = json.loads(path.read_text())
+    curves = {arm: {int(seed): c for seed, c in data["curves"][arm].items()} for arm in ARMS}
+    data["rows"], data["verdict"] = summarise(curves)
+    print(table(data["rows"]))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plot(curves, out_dir / "efficiency.png")
+    print(f"wrote {write_result('efficiency', data, out_dir)} and {out_dir / 'efficiency.png'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated seeds (at least 5 for a reported run)")
@@ -187,11 +200,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="passed on to search/run.py (e.g. --grace-epochs 1 --reduction-factor 4)")  # fmt: skip
     p.add_argument("--timeout", type=float, default=7200, help="seconds for any one run")
     p.add_argument("--out", help="results folder (default bench/results/<machine>)")
+    p.add_argument("--summarise", type=Path, metavar="JSON",
+                   help="only summarise and plot the curves of an earlier efficiency.json (nothing is trained)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.summarise:
+        return resummarise(args.summarise, Path(args.out) if args.out else args.summarise.parent)
     seeds = [int(s) for s in args.seeds.split(",")]
     if args.max_epochs:
         args.search_args = ["--max-epochs", str(args.max_epochs), *args.search_args]

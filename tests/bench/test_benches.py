@@ -90,6 +90,15 @@ def test_efficiency_curve_counts_only_complete_trials_and_finds_the_crossing() -
     assert reach(c, 0.65) == 55 and reach(c, 0.9) == float("inf")
     assert best_at(c, 50) == 0.6 and best_at(c, 4) != best_at(c, 4)
 
+    # a search whose first trial was stopped early: its best is still the best complete trial's (not NaN)
+    from bench.efficiency import ARMS, summarise
+
+    fixed = curve([(0.0, 30, 0.65), (1.0, 30, 0.68)])
+    rows, verdict = summarise({"tpe_asha": {0: c}, "random_fifo": {0: curve([(0.0, 30, 0.66)])}, "seven_fixed": {0: fixed}})
+    best = {r["arm"]: r["median best cv_auc"] for r in rows}
+    assert best == {"tpe_asha": 0.7, "random_fifo": 0.66, "seven_fixed": 0.68} and set(best) == set(ARMS)
+    assert verdict["per_seed"]["tpe_asha"]["at_equal"] == [0.7]  # reached at 55 of the fixed arm's 60 fold-epochs
+
 
 @pytest.mark.slow
 def test_efficiency_smoke(tiny_cohort: Path, tmp_path: Path) -> None:
