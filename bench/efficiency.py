@@ -102,7 +102,7 @@ def run_fixed(args: argparse.Namespace, work: Path, seed: int) -> list[tuple[flo
     from spaces import get_space
 
     space = get_space(args.space)
-    epochs = args.max_epochs or space.max_epochs  # 0: the space's
+    epochs = args.max_epochs  # resolved by main (0: the space's)
 
     def one(i_backbone: tuple[int, str]) -> tuple[float, int, float | None]:
         i, backbone = i_backbone
@@ -210,8 +210,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.summarise:
         return resummarise(args.summarise, Path(args.out) if args.out else args.summarise.parent)
     seeds = [int(s) for s in args.seeds.split(",")]
-    if args.max_epochs:
-        args.search_args = ["--max-epochs", str(args.max_epochs), *args.search_args]
+    from spaces import get_space
+
+    args.max_epochs = args.max_epochs or get_space(args.space).max_epochs  # every arm trains at most this
+    args.search_args = ["--max-epochs", str(args.max_epochs), *args.search_args]
     manifest_given = args.manifest
     if args.manifest is None:
         from trainers.cv import resolve_manifest
@@ -243,9 +245,6 @@ def main(argv: list[str] | None = None) -> int:
           "\nrandom + FIFO never reached the target on the median seed: no ratio")  # fmt: skip
     plot(curves, out_dir / "efficiency.png")
     settings = {k: v for k, v in vars(args).items() if k not in ("out", "timeout", "manifest")}
-    from spaces import get_space
-
-    settings["max_epochs_used"] = args.max_epochs or get_space(args.space).max_epochs
     settings["cohort"] = "default phantom" if manifest_given is None else Path(manifest_given).name
     path = write_result("efficiency", {"settings": settings, "rows": rows, "verdict": verdict, "curves": curves,
                                        "wall_s": time.perf_counter() - started}, out_dir)  # fmt: skip

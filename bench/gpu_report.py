@@ -82,7 +82,7 @@ def efficiency_epochs_per_trial(data: dict[str, Any]) -> tuple[float, int] | Non
     result does not say how many epochs a full trial had.
     """
     settings = data.get("settings", {})
-    max_epochs, folds = settings.get("max_epochs_used") or settings.get("max_epochs"), settings.get("folds")
+    max_epochs, folds = settings.get("max_epochs"), settings.get("folds")
     per_trial = []
     for points in data.get("curves", {}).get("tpe_asha", {}).values():
         spent = [0.0] + [p["fold_epochs"] for p in points]

@@ -379,8 +379,7 @@ def default_cohort(patients: int = 112, seed: int = 0, matrix: int = DEFAULT_MAT
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: generate a phantom cohort and print its class counts and oracle AUC."""
-    fmt = HelpFormatter
-    ap = argparse.ArgumentParser(prog="python -m trainers.phantom", description=__doc__, formatter_class=fmt)
+    ap = argparse.ArgumentParser(prog="python -m trainers.phantom", description=__doc__, formatter_class=HelpFormatter)
     ap.add_argument("--out", required=True, type=Path, help="output folder")
     ap.add_argument("--patients", type=int, default=112, help="number of patients")
     ap.add_argument("--seed", type=int, default=0, help="random seed")
