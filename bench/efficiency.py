@@ -87,7 +87,7 @@ def search_points(runs: Path, study: str, folds: int) -> list[tuple[float, int, 
 
 def run_search(args: argparse.Namespace, work: Path, arm: str, seed: int) -> list[tuple[float, int, float | None]]:
     """One search arm for one seed through `search/run.py` (Ray Tune, Optuna, MLflow; no registration)."""
-    budget, extra = (args.tpe_budget, []) if arm == "tpe_asha" else (
+    budget, extra = (args.tpe_budget, ["--warm-start"] if args.warm_start else []) if arm == "tpe_asha" else (
         args.random_budget, ["--sampler", "random", "--scheduler", "fifo"])  # fmt: skip
     study = f"{arm}-s{seed}"
     cmd = [sys.executable, "search/run.py", "--budget", str(budget), "--space", args.space, "--seed", str(seed),
@@ -195,6 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--random-budget", type=int, default=5, help="trials of the random + FIFO arm per seed")
     p.add_argument("--max-epochs", type=int, default=6,
                    help="epochs of a full trial, all arms (0: the space's; the cpu space's 8 does not fit 90 min)")
+    p.add_argument("--warm-start", action="store_true",
+                   help="the TPE + ASHA arm starts from the seven fixed configs (search/run.py --warm-start)")
+    p.add_argument("--arms", default=",".join(ARMS), help="comma-separated arms to run (tuning; a report runs all)")
     p.add_argument("--parallel", type=int, default=2, help="seven-fixed arm: trainings at once (1 thread each)")
     p.add_argument("--search-args", nargs=argparse.REMAINDER, default=[],
                    help="passed on to search/run.py (e.g. --grace-epochs 1 --reduction-factor 4)")  # fmt: skip
@@ -210,6 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.summarise:
         return resummarise(args.summarise, Path(args.out) if args.out else args.summarise.parent)
     seeds = [int(s) for s in args.seeds.split(",")]
+    arms = [a for a in args.arms.split(",") if a]
+    if unknown := sorted(set(arms) - set(ARMS)):
+        raise SystemExit(f"--arms: unknown {', '.join(unknown)} (choose from {', '.join(ARMS)})")
     from spaces import get_space
 
     args.max_epochs = args.max_epochs or get_space(args.space).max_epochs  # every arm trains at most this
@@ -226,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="stagesearch-efficiency-") as tmp:
         work = Path(tmp)
         for seed in seeds:
-            for arm in ARMS:
+            for arm in arms:
                 t0 = time.perf_counter()
                 points = run_fixed(args, work, seed) if arm == "seven_fixed" else run_search(args, work, arm, seed)
                 curves[arm][seed] = curve(points)
@@ -235,6 +241,13 @@ def main(argv: list[str] | None = None) -> int:
             # what a long run has so far, kept if it is stopped (the full result below replaces it)
             write_result("efficiency-partial", {"seeds_done": seeds[: seeds.index(seed) + 1], "curves": curves,
                                                 "wall_s": time.perf_counter() - started}, out_dir)  # fmt: skip
+    if set(arms) != set(ARMS):  # a tuning run: its curves, no verdict (that compares all three arms)
+        path = write_result("efficiency-tuning", {"settings": {**vars(args), "manifest": None, "out": None},
+                                                  "curves": curves, "wall_s": time.perf_counter() - started},
+                            out_dir)  # fmt: skip
+        (out_dir / "efficiency-partial.json").unlink(missing_ok=True)
+        print(f"wrote {path} (arms {', '.join(arms)} only: no verdict)")
+        return 0
     rows, verdict = summarise(curves)
     print()
     print(table(rows))

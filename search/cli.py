@@ -198,6 +198,9 @@ def _fit(args: Any, config: dict, paths: StudyPaths, inputs: StudyInputs, sessio
     print(f"ray: {_describe(ray.cluster_resources())}; each trial gets {resources}; up to {slots} at once",
           flush=True)  # fmt: skip
     study_dir = str(paths.root.resolve())
+    if getattr(args, "warm_start", False) and not study.trials:  # a new study only: a resumed one has run (or queued) them
+        for point in study_space(settings).study_points()[:remaining]:
+            study.enqueue_trial(point, skip_if_exists=True)
     searcher = StageSearch(
         space=study_space(settings).space, metric=SEARCH_METRIC, mode="max", study_name=name,
         storage=session.storage, sampler=make_sampler(args.sampler, int(settings["seed"]) + len(study.trials), args.budget),

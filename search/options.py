@@ -82,6 +82,10 @@ def _what_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--sampler", choices=("tpe", "random"), default="tpe", help="how Optuna proposes configurations"
     )
+    g.add_argument("--warm-start", action=argparse.BooleanOptionalAction, default=False,
+                   help="a new study's first trials are the seed study's method: each backbone of the space once "
+                        "at the trainer's default lr, augmentation and weight decay; the sampler goes on from "
+                        "there [off]")  # fmt: skip
     g.add_argument("--scheduler", choices=("asha", "fifo"), default="asha", help="early stopping, or none")
     g.add_argument("--grace-epochs", type=int, default=1, help="ASHA: epochs every trial gets")
     g.add_argument("--reduction-factor", type=float, default=3.0, help="ASHA: keep 1/factor at each rung")

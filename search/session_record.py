@@ -29,6 +29,8 @@ def search_settings(args: Any, max_epochs: int, startup_trials: int) -> dict[str
     flags that `config.json`'s settings do not hold); `startup_trials` is `search.tuning.startup_trials` of the
     budget, passed in so that this module, which the report imports, does not import Ray."""
     record: dict[str, Any] = {"budget": args.budget, "sampler": args.sampler, "scheduler": args.scheduler}
+    if getattr(args, "warm_start", False):
+        record["warm_start"] = True
     if args.sampler == "tpe":
         record["startup_trials"] = startup_trials
     if args.scheduler == "asha":

@@ -51,6 +51,31 @@ class Space:
             "channels": pick("channels", self.channels),
         }
 
+    def study_points(self) -> list[dict[str, Any]]:
+        """The seed study's method as Optuna parameters: each backbone once, in the space's order, at the
+        trainer's default settings (`TrainConfig`: lr, augmentation, weight decay) clipped into the space's ranges,
+        at its first resolution, batch size and channels. Choices the space fixes are left out (not sampled)."""
+        from trainers.config import TrainConfig
+
+        d = TrainConfig()
+
+        def clip(value: float, bounds: tuple[float, float]) -> float:
+            return min(max(value, bounds[0]), bounds[1])
+
+        shared: dict[str, Any] = {
+            "lr": clip(d.lr, self.lr),
+            "aug_strength": clip(d.aug_strength, self.aug_strength),
+        }
+        if not isinstance(self.weight_decay, float):
+            shared["weight_decay"] = clip(d.weight_decay, self.weight_decay)
+        for name, options in (("resolution", self.resolutions), ("batch_size", self.batch_sizes),
+                              ("channels", self.channels)):  # fmt: skip
+            if len(options) > 1:
+                shared[name] = options[0]
+        if len(self.backbones) == 1:
+            return [shared]
+        return [{"backbone": b, **shared} for b in self.backbones]
+
     def narrowed(self, backbones: list[str] | None = None, resolutions: list[int] | None = None) -> Space:
         """The same space over a subset of its backbones and resolutions; ValueError naming the flag otherwise."""
         problems = []
