@@ -190,10 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", type=int, default=5)
     # Sized so 5 seeds fit in 90 minutes on a 2-core CPU: at the cpu space's 8 epochs one seed of 24 + 7 trials
     # took about 20 minutes (the seven fixed configs alone about 7, HRNet's epochs being 3-4x the others'); at
-    # 6 epochs, 18 + 6 trials took 17.7 minutes (TPE 350 s, random 380 s, fixed 330 s), too close to 18.
-    p.add_argument("--tpe-budget", type=int, default=16, help="trials of the TPE + ASHA arm per seed")
-    p.add_argument("--random-budget", type=int, default=5, help="trials of the random + FIFO arm per seed")
-    p.add_argument("--max-epochs", type=int, default=6,
+    # 6 epochs, 16 + 5 trials took 17-24 minutes a seed (1 h 41 min for 5); at 5 epochs 14 + 4 trials took
+    # 15 minutes for one seed. 4 epochs and 14 + 4 trials leave room for the seeds that draw HRNet often.
+    p.add_argument("--tpe-budget", type=int, default=14, help="trials of the TPE + ASHA arm per seed")
+    p.add_argument("--random-budget", type=int, default=4, help="trials of the random + FIFO arm per seed")
+    p.add_argument("--max-epochs", type=int, default=4,
                    help="epochs of a full trial, all arms (0: the space's; the cpu space's 8 does not fit 90 min)")
     p.add_argument("--warm-start", action="store_true",
                    help="the TPE + ASHA arm starts from the seven fixed configs (search/run.py --warm-start)")

@@ -77,3 +77,27 @@ def test_cpu_space_keeps_every_study_family() -> None:
 
     families = [family_of(name) for name in get_space("cpu").backbones]
     assert sorted(families) == sorted(STUDY_BACKBONES) and len(set(families)) == 7
+
+
+@pytest.mark.parametrize("name", list_spaces())
+def test_study_points_are_each_backbone_at_the_trainer_defaults(name: str) -> None:
+    """What `search/run.py --warm-start` queues: one point per backbone, in the space's order, every value a
+    choice the space's sampler could make, the trainer's defaults where the space allows them."""
+    space = get_space(name)
+    points = space.study_points()
+    d = TrainConfig()
+    assert [p.get("backbone", space.backbones[0]) for p in points] == list(space.backbones)
+    study = optuna.create_study()
+    for point in points:
+        study.enqueue_trial(point)
+        trial = study.ask()
+        sampled = space.space(trial)
+        assert {k: sampled[k] for k in point} == point  # Optuna hands the queued values back as the sample
+        assert sampled["lr"] == d.lr and sampled["aug_strength"] == d.aug_strength
+        assert sampled["resolution"] == space.resolutions[0]
+
+
+def test_study_points_clip_into_the_space_and_leave_fixed_choices_out() -> None:
+    space = Space(name="narrow", purpose="test", backbones=("resnet10t",), resolutions=(32, 64), max_epochs=1,
+                  lr=(1e-3, 1e-2), aug_strength=(0.5, 1.0), weight_decay=0.0)  # fmt: skip
+    assert space.study_points() == [{"lr": 1e-3, "aug_strength": 0.5, "resolution": 32}]

@@ -90,6 +90,25 @@ def test_random_sampler(tiny_cohort, runs, monkeypatch) -> None:
     assert parent.data.params["sampler"] == "random"
 
 
+def test_warm_start_queues_the_study_points_once(tiny_cohort, runs) -> None:
+    """--warm-start: a new study's first trials are the space's study points; a resumed one does not queue them
+    again (the sampler goes on)."""
+    from spaces import get_space
+
+    args = search_args(tiny_cohort, runs, "warm", "--warm-start", "--scheduler", "fifo", "--max-epochs", "1",
+                       "--cpus-per-trial", "2", "--no-register")  # fmt: skip
+    points = get_space("tiny").study_points()
+    assert len(points) == 2
+    assert main([*args, "--budget", "2"]) == 0
+    assert main([*args, "--budget", "3", "--resume"]) == 0
+    trials = load_study(runs, "warm").get_trials()
+    assert [t.state for t in trials] == [COMPLETE] * 3
+    assert [t.params for t in trials[:2]] == points
+    assert all(t.params != p for t in trials[2:] for p in points)  # sampled: TPE draws lr from a continuum
+    sessions = json.loads((runs / "warm" / "config.json").read_text())["sessions"]
+    assert [s["search"].get("warm_start") for s in sessions] == [True, True]
+
+
 def test_asha_stops_trials_early(tiny_cohort, runs) -> None:
     args = search_args(tiny_cohort, runs, "asha", "--budget", "8", "--max-epochs", "4", "--grace-epochs", "1",
                        "--reduction-factor", "2", "--max-concurrent", "1", "--cpus-per-trial", "2")  # fmt: skip
