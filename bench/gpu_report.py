@@ -92,10 +92,11 @@ def efficiency_epochs_per_trial(data: dict[str, Any]) -> tuple[float, int] | Non
     return statistics.fmean(per_trial), int(max_epochs)
 
 
-def _epochs_per_trial(results: Path, max_t: int) -> tuple[float, str]:
-    """E for the extrapolation: the efficiency bench's measured mean where there is one, scaled from its max
-    epochs to `max_t` by the rung arithmetic (the bench runs a small space at few epochs), else the arithmetic."""
-    eff = results / "efficiency.json"
+def _epochs_per_trial(results: Path, max_t: int, efficiency: Path | None = None) -> tuple[float, str]:
+    """E for the extrapolation: the efficiency bench's measured mean where there is one (`efficiency`, else
+    `results/efficiency.json`), scaled from its max epochs to `max_t` by the rung arithmetic (the bench runs a
+    small space at few epochs), else the arithmetic."""
+    eff = efficiency or results / "efficiency.json"
     measured = efficiency_epochs_per_trial(json.loads(eff.read_text())) if eff.exists() else None
     if measured:
         epochs, bench_max = measured
@@ -105,7 +106,8 @@ def _epochs_per_trial(results: Path, max_t: int) -> tuple[float, str]:
     return asha_mean_epochs(max_t), f"ASHA rung arithmetic (grace 1, reduction 3, max {max_t} epochs)"
 
 
-def report(results: Path, budget: int = 200, max_t: int = 30, folds: int = 5) -> dict[str, Any]:
+def report(results: Path, budget: int = 200, max_t: int = 30, folds: int = 5,
+           efficiency: Path | None = None) -> dict[str, Any]:  # fmt: skip
     """Combine the GPU check's files into one verdict (dict) and the tables it prints."""
     tp = json.loads((results / "throughput.json").read_text())
     pack = json.loads((results / "pack.json").read_text())
@@ -120,7 +122,7 @@ def report(results: Path, budget: int = 200, max_t: int = 30, folds: int = 5) ->
     ]
     calibration = pack["alone"]["img_per_s"] / same[0]["img_per_s"] if same else 1.0
     setups = [s for s in pack["alone"]["setup_s"] + pack["packed"]["setup_s"] if s is not None]
-    epochs, source = _epochs_per_trial(results, max_t)
+    epochs, source = _epochs_per_trial(results, max_t, efficiency)
     slices = tp["settings"]["patients"] * tp["settings"]["slabs"]
     estimate = extrapolate(
         rows, budget, epochs, folds, slices, statistics.median(setups) if setups else 0.0, calibration,
@@ -146,11 +148,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget", type=int, default=200)
     p.add_argument("--space", default="paper", help="the space whose --budget is extrapolated")
     p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--efficiency", type=Path,
+                   help="an efficiency bench result (efficiency.json) whose TPE + ASHA epochs a trial to use, e.g. "
+                        "from the CPU machine that ran it (default: one in --results, else ASHA's rung arithmetic)")
     args = p.parse_args(argv)
+    if args.efficiency and not args.efficiency.is_file():
+        p.error(f"--efficiency: no such file {args.efficiency}")
     from spaces import get_space
 
     results = Path(args.results)
-    out = report(results, args.budget, get_space(args.space).max_epochs, args.folds)
+    out = report(results, args.budget, get_space(args.space).max_epochs, args.folds, args.efficiency)
     tp = json.loads((results / "throughput.json").read_text())
     print(table(tp["rows"], ["backbone", "px", "precision", "img_per_s", "move_%", "augment_%", "step_%"]))
     print()

@@ -40,6 +40,12 @@ def test_epochs_per_trial_comes_from_the_efficiency_bench_when_it_ran(tmp_path: 
     (tmp_path / "efficiency.json").write_text(json.dumps(data))
     epochs, source = _epochs_per_trial(tmp_path, 30)
     assert epochs == pytest.approx(3.0 * asha_mean_epochs(30) / asha_mean_epochs(6)) and "efficiency" in source
+    elsewhere = tmp_path / "cpu" / "efficiency.json"  # --efficiency: a result of another machine
+    elsewhere.parent.mkdir()
+    data["curves"]["tpe_asha"] = {"0": [{"fold_epochs": 10 * i} for i in range(1, 7)]}  # 2 epochs a trial
+    elsewhere.write_text(json.dumps(data))
+    epochs, source = _epochs_per_trial(tmp_path, 30, elsewhere)
+    assert epochs == pytest.approx(2.0 * asha_mean_epochs(30) / asha_mean_epochs(6)) and "efficiency" in source
 
 
 def test_extrapolate_is_the_documented_arithmetic() -> None:
