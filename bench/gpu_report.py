@@ -23,7 +23,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from bench._common import table, write_result
+from bench._common import describe_machine, table, write_result
 
 TARGETS = {"gpu_util_%": 80.0, "packed_over_alone": 1.0, "budget_200_minutes": 15.0}
 
@@ -171,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
         f"\n--budget {e['budget']}: {e['budget_minutes']:.1f} min ({e['epochs_per_trial']:.2f} epochs a trial "
         f"from {e['epochs_source']}; mean trial {e['mean_trial_s']:.1f} s alone; packing x{e['packing']:.2f})"
     )
+    if tp.get("machine"):  # the verdict is the GPU machine's, wherever the report is recomputed
+        out = {**out, "machine": tp["machine"], "reported_on": describe_machine()}
     path = write_result("gpu_check", out, results)
     print(f"wrote {path}")
     return 0

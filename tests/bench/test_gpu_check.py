@@ -106,3 +106,21 @@ def test_gpu_check_script_runs_end_to_end_with_a_fake_nvidia_smi(tiny_cohort: Pa
     assert pack["packed"]["processes"] == 2 and pack["packed"]["smi_samples"] >= 1
     rows = json.loads((out / "throughput.json").read_text())["rows"]
     assert [r["backbone"] for r in rows] == ["tiny_cnn"] and rows[0]["img_per_s"] > 0
+
+
+def test_report_recomputed_elsewhere_keeps_the_gpu_machine(tmp_path: Path) -> None:
+    """The H200 run's files, the report recomputed here with this machine's efficiency result: the verdict
+    names the machine that measured, and where it was recomputed."""
+    import shutil
+
+    from bench import gpu_report
+
+    results = ROOT / "bench" / "results"
+    gpu = shutil.copytree(results / "Intel-R-Xeon-R-Processor__NVIDIA-H200", tmp_path / "gpu")
+    assert gpu_report.main(["--results", str(gpu), "--efficiency", str(results / "AMD-EPYC" / "efficiency.json")]) == 0
+    verdict = json.loads((gpu / "gpu_check.json").read_text())
+    assert verdict["machine"] == json.loads((gpu / "throughput.json").read_text())["machine"]
+    assert verdict["machine"]["gpu"] == "NVIDIA H200" and "reported_on" in verdict
+    assert "efficiency bench" in verdict["estimate"]["epochs_source"]
+    with pytest.raises(SystemExit):
+        gpu_report.main(["--results", str(gpu), "--efficiency", str(tmp_path / "missing.json")])
