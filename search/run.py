@@ -11,4 +11,7 @@ if __package__ in (None, ""):  # run as a script: make the project importable wi
 from search.cli import main  # noqa: E402
 
 if __name__ == "__main__":
+    import faulthandler
+
+    faulthandler.enable(all_threads=True)  # a crash in native code (Ray's core worker, torch) names where it was
     sys.exit(main())
