@@ -90,3 +90,11 @@ def mlflow_server(folder: Path, store_args: list[str], env: dict[str, str] | Non
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """An empty MLflow store and a saved pyfunc model, made once a module (see registry_helpers.make_template)."""
+    from tests.search.registry_helpers import make_template
+
+    return make_template(tmp_path_factory.mktemp("registry_template"))
