@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from urllib.parse import urlsplit, urlunsplit
 
 import optuna
@@ -154,7 +155,7 @@ def open_storage(url: str, **kwargs: object) -> RDBStore:
 
     shown = public(url)
     try:
-        return RDBStore(reveal(url, STORAGE_ENV), **kwargs)
+        return _connect(reveal(url, STORAGE_ENV), kwargs)
     except ImportError as exc:
         hint = " (pip install 'stagesearch[postgres]')" if shown.startswith("postgresql") else ""
         raise StorageError(f"no database driver for the Optuna storage {shown}: {exc}{hint}") from None
@@ -164,3 +165,25 @@ def open_storage(url: str, **kwargs: object) -> RDBStore:
             f"cannot open the Optuna storage {shown}: {reason}. The study records its storage without the "
             f"password: if it needs one, give it in the environment: {HOW_TO_GIVE[STORAGE_ENV]}"
         ) from None
+
+
+#: Seconds to wait before each retry of a storage whose schema another process was creating at the same moment.
+SCHEMA_RETRY_WAITS = (0.5, 1.0, 2.0)
+
+
+def _connect(url: str, kwargs: dict) -> RDBStore:
+    """RDBStore(url), retried when another process created the same new storage's schema at the same moment.
+
+    Optuna creates a new storage's tables and its schema version row on first open. Two processes opening a
+    new storage together (a search starting while the dashboard or report polls it, two searches of one
+    shared study) can both find it empty; the second to write its version row fails on a UNIQUE constraint.
+    The storage is complete by then, so opening it again a moment later succeeds.
+    """
+    import sqlalchemy.exc
+
+    for wait in SCHEMA_RETRY_WAITS:
+        try:
+            return RDBStore(url, **kwargs)
+        except sqlalchemy.exc.IntegrityError:
+            time.sleep(wait)
+    return RDBStore(url, **kwargs)

@@ -3,12 +3,18 @@ tests/search/test_postgres.py runs the whole path on a real PostgreSQL server)."
 
 from __future__ import annotations
 
+import sqlite3
+from pathlib import Path
+
+import optuna
 import pytest
+import sqlalchemy.exc
 
 from search.study import credentials
 from search.study.credentials import (
     STORAGE_ENV,
     TRACKING_ENV,
+    RDBStore,
     StorageError,
     has_password,
     open_storage,
@@ -86,3 +92,41 @@ def test_a_refused_connection_names_the_store_without_its_password() -> None:
     message = str(caught.value)
     assert "postgresql://stage:***@127.0.0.1:1/optuna" in message and "s3cret" not in message
     assert "PGPASSWORD" in message and STORAGE_ENV in message
+
+
+def _racing_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, losses: int) -> tuple[str, list[int]]:
+    """A new SQLite storage whose first `losses` opens lose the schema-creation race: another process creates
+    the whole storage (for real) in between, and this one's version row then fails on the UNIQUE constraint."""
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    calls = [0]
+
+    def store(url_: str, **kwargs: object) -> RDBStore:
+        calls[0] += 1
+        if calls[0] <= losses:
+            optuna.storages.RDBStorage(url_)  # the other process, first to write its version row
+            raise sqlalchemy.exc.IntegrityError(
+                "INSERT INTO alembic_version (version_num) VALUES (?)", ("v3.2.0.a",),
+                sqlite3.IntegrityError("UNIQUE constraint failed: alembic_version.version_num"),
+            )  # fmt: skip
+        return RDBStore(url_, **kwargs)
+
+    monkeypatch.setattr(credentials, "RDBStore", store)
+    monkeypatch.setattr(credentials, "SCHEMA_RETRY_WAITS", (0.01, 0.01, 0.01))
+    return url, calls
+
+
+def test_a_storage_whose_schema_another_process_just_made_opens_on_retry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, calls = _racing_store(tmp_path, monkeypatch, losses=1)
+    storage = open_storage(url)
+    assert calls == [2] and isinstance(storage, RDBStore)
+    optuna.create_study(study_name="s", storage=storage).optimize(lambda t: t.suggest_float("x", 0, 1), 1)
+    assert len(optuna.load_study(study_name="s", storage=url).trials) == 1
+
+
+def test_a_storage_that_keeps_failing_its_schema_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    url, calls = _racing_store(tmp_path, monkeypatch, losses=10)
+    with pytest.raises(StorageError, match="UNIQUE constraint failed: alembic_version.version_num"):
+        open_storage(url)
+    assert calls == [4]  # the first try and one per wait
