@@ -42,7 +42,9 @@ REACH = 0.95  # share of the best cv_auc any arm found
 def _run(cmd: list[str], timeout: float) -> None:
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd[:6])} ... exited {proc.returncode}:\n{proc.stdout[-2000:]}{proc.stderr[-3000:]}")
+        raise RuntimeError(
+            f"{' '.join(cmd[:6])} ... exited {proc.returncode}:\n{proc.stdout[-2000:]}{proc.stderr[-3000:]}"
+        )
 
 
 def curve(points: list[tuple[float, int, float | None]]) -> list[dict[str, float]]:
@@ -58,7 +60,11 @@ def curve(points: list[tuple[float, int, float | None]]) -> list[dict[str, float
 
 def best_at(points: list[dict[str, float]], budget: float) -> float:
     """Best cv_auc of a curve within `budget` fold-epochs (NaN when nothing complete by then)."""
-    inside = [p["best_cv_auc"] for p in points if p["fold_epochs"] <= budget and p["best_cv_auc"] == p["best_cv_auc"]]
+    inside = [
+        p["best_cv_auc"]
+        for p in points
+        if p["fold_epochs"] <= budget and p["best_cv_auc"] == p["best_cv_auc"]
+    ]
     return max(inside) if inside else float("nan")
 
 
@@ -85,14 +91,38 @@ def search_points(runs: Path, study: str, folds: int) -> list[tuple[float, int, 
     return points
 
 
-def run_search(args: argparse.Namespace, work: Path, arm: str, seed: int) -> list[tuple[float, int, float | None]]:
+def run_search(
+    args: argparse.Namespace, work: Path, arm: str, seed: int
+) -> list[tuple[float, int, float | None]]:
     """One search arm for one seed through `search/run.py` (Ray Tune, Optuna, MLflow; no registration)."""
-    budget, extra = (args.tpe_budget, ["--warm-start"] if args.warm_start else []) if arm == "tpe_asha" else (
-        args.random_budget, ["--sampler", "random", "--scheduler", "fifo"])  # fmt: skip
+    budget, extra = (
+        (args.tpe_budget, ["--warm-start"] if args.warm_start else [])
+        if arm == "tpe_asha"
+        else (args.random_budget, ["--sampler", "random", "--scheduler", "fifo"])
+    )
     study = f"{arm}-s{seed}"
-    cmd = [sys.executable, "search/run.py", "--budget", str(budget), "--space", args.space, "--seed", str(seed),
-           "--manifest", str(args.manifest), "--folds", str(args.folds), "--no-register", "--no-pretrained",
-           "--runs-dir", str(work), "--study", study, *extra, *args.search_args]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "search/run.py",
+        "--budget",
+        str(budget),
+        "--space",
+        args.space,
+        "--seed",
+        str(seed),
+        "--manifest",
+        str(args.manifest),
+        "--folds",
+        str(args.folds),
+        "--no-register",
+        "--no-pretrained",
+        "--runs-dir",
+        str(work),
+        "--study",
+        study,
+        *extra,
+        *args.search_args,
+    ]
     _run(cmd, args.timeout)
     return search_points(work, study, args.folds)
 
@@ -107,9 +137,30 @@ def run_fixed(args: argparse.Namespace, work: Path, seed: int) -> list[tuple[flo
     def one(i_backbone: tuple[int, str]) -> tuple[float, int, float | None]:
         i, backbone = i_backbone
         out = work / f"fixed-s{seed}-{backbone}.json"
-        _run([sys.executable, "-m", "trainers.cv", "--manifest", str(args.manifest), "--backbone", backbone,
-              "--resolution", str(space.resolutions[0]), "--epochs", str(epochs), "--folds", str(args.folds),
-              "--seed", str(seed), "--threads", "1", "--json", str(out)], args.timeout)  # fmt: skip
+        _run(
+            [
+                sys.executable,
+                "-m",
+                "trainers.cv",
+                "--manifest",
+                str(args.manifest),
+                "--backbone",
+                backbone,
+                "--resolution",
+                str(space.resolutions[0]),
+                "--epochs",
+                str(epochs),
+                "--folds",
+                str(args.folds),
+                "--seed",
+                str(seed),
+                "--threads",
+                "1",
+                "--json",
+                str(out),
+            ],
+            args.timeout,
+        )
         summary = json.loads(out.read_text())
         return (float(i), summary["epochs_completed"] * args.folds, float(summary["cv_auc"]))
 
@@ -117,33 +168,51 @@ def run_fixed(args: argparse.Namespace, work: Path, seed: int) -> list[tuple[flo
         return list(pool.map(one, enumerate(space.backbones)))
 
 
-def summarise(curves: dict[str, dict[int, list[dict[str, float]]]]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def summarise(
+    curves: dict[str, dict[int, list[dict[str, float]]]],
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Per-arm medians over seeds: best cv_auc at the seven-fixed arm's compute, fold-epochs to 0.95 x best."""
     seeds = sorted(curves["seven_fixed"])
-    per_seed: dict[str, dict[str, list[float]]] = {arm: {"at_equal": [], "reach": [], "best": []} for arm in ARMS}
+    per_seed: dict[str, dict[str, list[float]]] = {
+        arm: {"at_equal": [], "reach": [], "best": []} for arm in ARMS
+    }
     for seed in seeds:
         equal = curves["seven_fixed"][seed][-1]["fold_epochs"]
-        best_any = max(p["best_cv_auc"] for arm in ARMS for p in curves[arm][seed] if p["best_cv_auc"] == p["best_cv_auc"])
+        best_any = max(
+            p["best_cv_auc"]
+            for arm in ARMS
+            for p in curves[arm][seed]
+            if p["best_cv_auc"] == p["best_cv_auc"]
+        )
         for arm in ARMS:
             c = curves[arm][seed]
             per_seed[arm]["at_equal"].append(best_at(c, equal))
             per_seed[arm]["reach"].append(reach(c, REACH * best_any))  # inf: never reached
-            found = [p["best_cv_auc"] for p in c if p["best_cv_auc"] == p["best_cv_auc"]]  # NaN: none complete yet
+            found = [
+                p["best_cv_auc"] for p in c if p["best_cv_auc"] == p["best_cv_auc"]
+            ]  # NaN: none complete yet
             per_seed[arm]["best"].append(max(found, default=float("nan")))
-    rows = [{"arm": arm, "seeds": len(seeds),
-             "median best cv_auc": median(per_seed[arm]["best"]),
-             "median cv_auc at seven_fixed's compute": median(per_seed[arm]["at_equal"]),
-             f"median fold-epochs to {REACH:g} x best": median(per_seed[arm]["reach"]),
-             "median fold-epochs spent": median([c[-1]["fold_epochs"] for c in curves[arm].values()])}
-            for arm in ARMS]  # fmt: skip
+    rows = [
+        {
+            "arm": arm,
+            "seeds": len(seeds),
+            "median best cv_auc": median(per_seed[arm]["best"]),
+            "median cv_auc at seven_fixed's compute": median(per_seed[arm]["at_equal"]),
+            f"median fold-epochs to {REACH:g} x best": median(per_seed[arm]["reach"]),
+            "median fold-epochs spent": median([c[-1]["fold_epochs"] for c in curves[arm].values()]),
+        }
+        for arm in ARMS
+    ]
     tpe, rnd = median(per_seed["tpe_asha"]["reach"]), median(per_seed["random_fifo"]["reach"])
     verdict = {
         "fold_epoch_ratio_tpe_over_random": tpe / rnd if math.isfinite(rnd) and rnd > 0 else None,
         "target_ratio": 1 / 3,
         "tpe_beats_seven_fixed_at_equal_compute": median(per_seed["tpe_asha"]["at_equal"])
         > median(per_seed["seven_fixed"]["at_equal"]),
-        "per_seed": {arm: {k: [v if math.isfinite(v) else None for v in vs] for k, vs in d.items()}
-                     for arm, d in per_seed.items()},  # None: never reached (or nothing complete)
+        "per_seed": {
+            arm: {k: [v if math.isfinite(v) else None for v in vs] for k, vs in d.items()}
+            for arm, d in per_seed.items()
+        },  # None: never reached (or nothing complete)
     }
     return rows, verdict
 
@@ -158,8 +227,15 @@ def plot(curves: dict[str, dict[int, list[dict[str, float]]]], path: Path) -> No
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for arm, colour in zip(ARMS, ("tab:blue", "tab:orange", "tab:green"), strict=True):
         for i, (_seed, c) in enumerate(sorted(curves[arm].items())):
-            ax.step([p["fold_epochs"] for p in c], [p["best_cv_auc"] for p in c], where="post", color=colour,
-                    alpha=0.7, lw=1.2, label=arm if i == 0 else None)  # fmt: skip
+            ax.step(
+                [p["fold_epochs"] for p in c],
+                [p["best_cv_auc"] for p in c],
+                where="post",
+                color=colour,
+                alpha=0.7,
+                lw=1.2,
+                label=arm if i == 0 else None,
+            )
     ax.set_xlabel("cumulative fold-epochs (compute)")
     ax.set_ylabel("best cv_auc of a complete trial so far")
     ax.set_title("Search efficiency on the phantom (one line per seed)")
@@ -184,7 +260,9 @@ def resummarise(path: Path, out_dir: Path) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated seeds (at least 5 for a reported run)")
+    p.add_argument(
+        "--seeds", default="0,1,2,3,4", help="comma-separated seeds (at least 5 for a reported run)"
+    )
     p.add_argument("--space", default="cpu")
     p.add_argument("--manifest", type=Path, help="cohort CSV (default: the default phantom, 112 patients)")
     p.add_argument("--folds", type=int, default=5)
@@ -194,18 +272,37 @@ def build_parser() -> argparse.ArgumentParser:
     # 15 minutes for one seed. 4 epochs and 14 + 4 trials leave room for the seeds that draw HRNet often.
     p.add_argument("--tpe-budget", type=int, default=14, help="trials of the TPE + ASHA arm per seed")
     p.add_argument("--random-budget", type=int, default=4, help="trials of the random + FIFO arm per seed")
-    p.add_argument("--max-epochs", type=int, default=4,
-                   help="epochs of a full trial, all arms (0: the space's; the cpu space's 8 does not fit 90 min)")
-    p.add_argument("--warm-start", action="store_true",
-                   help="the TPE + ASHA arm starts from the seven fixed configs (search/run.py --warm-start)")
-    p.add_argument("--arms", default=",".join(ARMS), help="comma-separated arms to run (tuning; a report runs all)")
-    p.add_argument("--parallel", type=int, default=2, help="seven-fixed arm: trainings at once (1 thread each)")
-    p.add_argument("--search-args", nargs=argparse.REMAINDER, default=[],
-                   help="passed on to search/run.py (e.g. --grace-epochs 1 --reduction-factor 4)")  # fmt: skip
+    p.add_argument(
+        "--max-epochs",
+        type=int,
+        default=4,
+        help="epochs of a full trial, all arms (0: the space's; the cpu space's 8 does not fit 90 min)",
+    )
+    p.add_argument(
+        "--warm-start",
+        action="store_true",
+        help="the TPE + ASHA arm starts from the seven fixed configs (search/run.py --warm-start)",
+    )
+    p.add_argument(
+        "--arms", default=",".join(ARMS), help="comma-separated arms to run (tuning; a report runs all)"
+    )
+    p.add_argument(
+        "--parallel", type=int, default=2, help="seven-fixed arm: trainings at once (1 thread each)"
+    )
+    p.add_argument(
+        "--search-args",
+        nargs=argparse.REMAINDER,
+        default=[],
+        help="passed on to search/run.py (e.g. --grace-epochs 1 --reduction-factor 4)",
+    )
     p.add_argument("--timeout", type=float, default=7200, help="seconds for any one run")
     p.add_argument("--out", help="results folder (default bench/results/<machine>)")
-    p.add_argument("--summarise", type=Path, metavar="JSON",
-                   help="only summarise and plot the curves of an earlier efficiency.json (nothing is trained)")
+    p.add_argument(
+        "--summarise",
+        type=Path,
+        metavar="JSON",
+        help="only summarise and plot the curves of an earlier efficiency.json (nothing is trained)",
+    )
     return p
 
 
@@ -235,17 +332,35 @@ def main(argv: list[str] | None = None) -> int:
         for seed in seeds:
             for arm in arms:
                 t0 = time.perf_counter()
-                points = run_fixed(args, work, seed) if arm == "seven_fixed" else run_search(args, work, arm, seed)
+                points = (
+                    run_fixed(args, work, seed) if arm == "seven_fixed" else run_search(args, work, arm, seed)
+                )
                 curves[arm][seed] = curve(points)
-                print(f"seed {seed} {arm}: {len(points)} trials, {curves[arm][seed][-1]['fold_epochs']} fold-epochs, "
-                      f"best {curves[arm][seed][-1]['best_cv_auc']:.3f} ({time.perf_counter() - t0:.0f} s)", flush=True)  # fmt: skip
+                print(
+                    f"seed {seed} {arm}: {len(points)} trials, {curves[arm][seed][-1]['fold_epochs']} fold-epochs, "
+                    f"best {curves[arm][seed][-1]['best_cv_auc']:.3f} ({time.perf_counter() - t0:.0f} s)",
+                    flush=True,
+                )
             # what a long run has so far, kept if it is stopped (the full result below replaces it)
-            write_result("efficiency-partial", {"seeds_done": seeds[: seeds.index(seed) + 1], "curves": curves,
-                                                "wall_s": time.perf_counter() - started}, out_dir)  # fmt: skip
+            write_result(
+                "efficiency-partial",
+                {
+                    "seeds_done": seeds[: seeds.index(seed) + 1],
+                    "curves": curves,
+                    "wall_s": time.perf_counter() - started,
+                },
+                out_dir,
+            )
     if set(arms) != set(ARMS):  # a tuning run: its curves, no verdict (that compares all three arms)
-        path = write_result("efficiency-tuning", {"settings": {**vars(args), "manifest": None, "out": None},
-                                                  "curves": curves, "wall_s": time.perf_counter() - started},
-                            out_dir)  # fmt: skip
+        path = write_result(
+            "efficiency-tuning",
+            {
+                "settings": {**vars(args), "manifest": None, "out": None},
+                "curves": curves,
+                "wall_s": time.perf_counter() - started,
+            },
+            out_dir,
+        )
         (out_dir / "efficiency-partial.json").unlink(missing_ok=True)
         print(f"wrote {path} (arms {', '.join(arms)} only: no verdict)")
         return 0
@@ -253,15 +368,27 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(table(rows))
     ratio = verdict["fold_epoch_ratio_tpe_over_random"]
-    print(f"\nTPE + ASHA needed {ratio:.2f} x the fold-epochs of random + FIFO to reach {REACH:g} x the best "
-          f"(target <= 0.33); beats seven fixed configs at equal compute: "
-          f"{verdict['tpe_beats_seven_fixed_at_equal_compute']}" if ratio is not None else
-          "\nrandom + FIFO never reached the target on the median seed: no ratio")  # fmt: skip
+    print(
+        f"\nTPE + ASHA needed {ratio:.2f} x the fold-epochs of random + FIFO to reach {REACH:g} x the best "
+        f"(target <= 0.33); beats seven fixed configs at equal compute: "
+        f"{verdict['tpe_beats_seven_fixed_at_equal_compute']}"
+        if ratio is not None
+        else "\nrandom + FIFO never reached the target on the median seed: no ratio"
+    )
     plot(curves, out_dir / "efficiency.png")
     settings = {k: v for k, v in vars(args).items() if k not in ("out", "timeout", "manifest")}
     settings["cohort"] = "default phantom" if manifest_given is None else Path(manifest_given).name
-    path = write_result("efficiency", {"settings": settings, "rows": rows, "verdict": verdict, "curves": curves,
-                                       "wall_s": time.perf_counter() - started}, out_dir)  # fmt: skip
+    path = write_result(
+        "efficiency",
+        {
+            "settings": settings,
+            "rows": rows,
+            "verdict": verdict,
+            "curves": curves,
+            "wall_s": time.perf_counter() - started,
+        },
+        out_dir,
+    )
     (out_dir / "efficiency-partial.json").unlink(missing_ok=True)
     print(f"wrote {path} and {out_dir / 'efficiency.png'}")
     return 0

@@ -45,11 +45,17 @@ def status_lines(text: str) -> tuple[int, list[dict[str, Any]]]:
     starts = [i for i, line in enumerate(lines) if SESSION_START in line]
     before = re.search(r"(\d+) of \d+ " + SESSION_START, lines[starts[-1]]) if starts else None
     rows = []
-    for line in lines[starts[-1] if starts else 0:]:
+    for line in lines[starts[-1] if starts else 0 :]:
         m = STATUS.search(line)
         if m:
-            rows.append({"finished": int(m[1]), "budget": int(m[2]), "elapsed_s": seconds(m[3]),
-                         "estimate_s": seconds(m[4]) if m[4] else None})  # fmt: skip
+            rows.append(
+                {
+                    "finished": int(m[1]),
+                    "budget": int(m[2]),
+                    "elapsed_s": seconds(m[3]),
+                    "estimate_s": seconds(m[4]) if m[4] else None,
+                }
+            )
     return (int(before[1]) if before else 0), rows
 
 
@@ -63,7 +69,9 @@ def replay(first: int, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for r in rows:
         finish_times += [r["elapsed_s"]] * max(0, r["finished"] - seen)
         seen = max(seen, r["finished"])
-        out.append({**r, "estimate_s": estimate_left(finish_times, r["elapsed_s"], r["budget"] - r["finished"])})
+        out.append(
+            {**r, "estimate_s": estimate_left(finish_times, r["elapsed_s"], r["budget"] - r["finished"])}
+        )
     return out
 
 
@@ -71,7 +79,9 @@ def judge(first: int, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]],
     """Rows at the marks of the session's trials (`first` were finished before it): the estimate against what
     remained; and the verdict at a quarter."""
     if not rows or rows[-1]["finished"] < rows[-1]["budget"]:
-        raise ValueError("the log's last session did not finish its budget: nothing to compare the estimates with")
+        raise ValueError(
+            "the log's last session did not finish its budget: nothing to compare the estimates with"
+        )
     end, budget = rows[-1]["elapsed_s"], rows[-1]["budget"]
     marks = []
     for share in MARKS:
@@ -80,13 +90,24 @@ def judge(first: int, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]],
         if row is None:
             continue
         remained = end - row["elapsed_s"]
-        marks.append({"share": f"{share:.0%}", "finished": row["finished"], "elapsed_s": row["elapsed_s"],
-                      "estimate_s": row["estimate_s"], "remained_s": remained,
-                      "error": (row["estimate_s"] - remained) / remained if remained > 0 else None})  # fmt: skip
+        marks.append(
+            {
+                "share": f"{share:.0%}",
+                "finished": row["finished"],
+                "elapsed_s": row["elapsed_s"],
+                "estimate_s": row["estimate_s"],
+                "remained_s": remained,
+                "error": (row["estimate_s"] - remained) / remained if remained > 0 else None,
+            }
+        )
     quarter = next((m for m in marks if m["share"] == "25%"), None)
     error = quarter["error"] if quarter else None
-    return marks, {"total_s": end, "budget": budget, "quarter_error": error,
-                   "met": error is not None and abs(error) <= TARGET}  # fmt: skip
+    return marks, {
+        "total_s": end,
+        "budget": budget,
+        "quarter_error": error,
+        "met": error is not None and abs(error) <= TARGET,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,8 +115,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs-dir", type=Path, default=Path("runs"))
     p.add_argument("--study", help="study name (with --runs-dir)")
     p.add_argument("--log", type=Path, help="a search.log to read instead of the study's")
-    p.add_argument("--replay", action="store_true",
-                   help="recompute the estimates with today's estimator instead of reading the printed ones")
+    p.add_argument(
+        "--replay",
+        action="store_true",
+        help="recompute the estimates with today's estimator instead of reading the printed ones",
+    )
     p.add_argument("--out", help="results folder (default bench/results/<machine>)")
     args = p.parse_args(argv)
     if args.log is None and not args.study:
@@ -109,12 +133,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(table([{**m, "error": "-" if m["error"] is None else f"{m['error']:+.0%}"} for m in marks]))
     err = verdict["quarter_error"]
-    print(f"\nat a quarter of the budget the estimate was off by {err:+.0%} of the time that remained "
-          f"(target within +-{TARGET:.0%}): {'met' if verdict['met'] else 'missed'}" if err is not None else
-          "\nno status line with an estimate at a quarter of the budget")  # fmt: skip
+    print(
+        f"\nat a quarter of the budget the estimate was off by {err:+.0%} of the time that remained "
+        f"(target within +-{TARGET:.0%}): {'met' if verdict['met'] else 'missed'}"
+        if err is not None
+        else "\nno status line with an estimate at a quarter of the budget"
+    )
     out_dir = Path(args.out) if args.out else RESULTS / machine_id()
     name = "eta-replay" if args.replay else "eta"
-    path = write_result(name, {"log": log.name, "replay": args.replay, "marks": marks, "verdict": verdict}, out_dir)
+    path = write_result(
+        name, {"log": log.name, "replay": args.replay, "marks": marks, "verdict": verdict}, out_dir
+    )
     print(f"wrote {path}")
     return 0
 

@@ -28,10 +28,16 @@ def build_parser() -> argparse.ArgumentParser:
     """Flags: the model, the independent cohort, where the registry is."""
     from search.study import add_location_flags
 
-    ap = argparse.ArgumentParser(prog="python -m bench.generalise", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    ap.add_argument("--model", default=None,
-                    help="registry URI (default: models:/cervical-staging@champion, else @challenger)")  # fmt: skip
+    ap = argparse.ArgumentParser(
+        prog="python -m bench.generalise",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument(
+        "--model",
+        default=None,
+        help="registry URI (default: models:/cervical-staging@champion, else @challenger)",
+    )
     ap.add_argument(
         "--patients", type=int, default=200, help="patients in the independent phantom (default 200)"
     )
@@ -58,8 +64,10 @@ def resolve_model(client: Any, uri: str | None, name: str = "cervical-staging") 
             return f"models:/{name}@{alias}", str(client.get_model_version_by_alias(name, alias).version)
         except MlflowException:
             continue
-    raise SystemExit(f"error: no model {name!r} with alias champion or challenger in this registry; run a "
-                     "search (it registers its winner) or give --model")  # fmt: skip
+    raise SystemExit(
+        f"error: no model {name!r} with alias champion or challenger in this registry; run a "
+        "search (it registers its winner) or give --model"
+    )
 
 
 def score(labels: list[int], probs: list[float], threshold: float) -> dict[str, float]:
@@ -102,8 +110,14 @@ def main(argv: list[str] | None = None) -> int:
     labels = [int(r["label"]) for r in oracle]
     oracle_auc = roc_auc(np.array([float(r["latent"]) for r in oracle]), np.array(labels))
     with open(manifest) as fh:
-        rows = [{"patient_id": r["patient_id"], "image": str(manifest.parent / r["image"]),
-                 "mask": str(manifest.parent / r["mask"])} for r in csv.DictReader(fh)]  # fmt: skip
+        rows = [
+            {
+                "patient_id": r["patient_id"],
+                "image": str(manifest.parent / r["image"]),
+                "mask": str(manifest.parent / r["mask"]),
+            }
+            for r in csv.DictReader(fh)
+        ]
     with tracking_uri(from_args(args).tracking_url()):
         uri, version = resolve_model(mlflow.MlflowClient(), args.model)
         model = mlflow.pyfunc.load_model(uri)
@@ -114,11 +128,40 @@ def main(argv: list[str] | None = None) -> int:
     by_id = dict(zip(out["patient_id"], out["p_t2"], strict=True))
     result = score(labels, [float(by_id[r["patient_id"]]) for r in oracle], threshold)
     target = TARGET_SHARE_OF_ORACLE * oracle_auc
-    payload = {"model": uri, "version": version, "patients": args.patients, "seed": args.seed,
-               "threshold": threshold, "oracle_auc": oracle_auc, "target_auc": target,
-               "met": result["auc"] >= target, "predict_s": took, **result}  # fmt: skip
-    print(table([{k: payload[k] for k in ("model", "version", "auc", "auc_ci_low", "auc_ci_high", "accuracy",
-                                          "sensitivity", "specificity", "oracle_auc", "target_auc", "met")}]))  # fmt: skip
+    payload = {
+        "model": uri,
+        "version": version,
+        "patients": args.patients,
+        "seed": args.seed,
+        "threshold": threshold,
+        "oracle_auc": oracle_auc,
+        "target_auc": target,
+        "met": result["auc"] >= target,
+        "predict_s": took,
+        **result,
+    }
+    print(
+        table(
+            [
+                {
+                    k: payload[k]
+                    for k in (
+                        "model",
+                        "version",
+                        "auc",
+                        "auc_ci_low",
+                        "auc_ci_high",
+                        "accuracy",
+                        "sensitivity",
+                        "specificity",
+                        "oracle_auc",
+                        "target_auc",
+                        "met",
+                    )
+                }
+            ]
+        )
+    )
     print(f"wrote {write_result('generalise', payload, args.out)}")
     return 0
 

@@ -101,13 +101,16 @@ def _epochs_per_trial(results: Path, max_t: int, efficiency: Path | None = None)
     if measured:
         epochs, bench_max = measured
         scaled = epochs * asha_mean_epochs(max_t) / asha_mean_epochs(bench_max)
-        return scaled, (f"efficiency bench ({eff.name}), TPE + ASHA arm: {epochs:.2f} epochs a trial at max "
-                        f"{bench_max}, scaled to max {max_t} by ASHA's rung arithmetic")  # fmt: skip
+        return scaled, (
+            f"efficiency bench ({eff.name}), TPE + ASHA arm: {epochs:.2f} epochs a trial at max "
+            f"{bench_max}, scaled to max {max_t} by ASHA's rung arithmetic"
+        )
     return asha_mean_epochs(max_t), f"ASHA rung arithmetic (grace 1, reduction 3, max {max_t} epochs)"
 
 
-def report(results: Path, budget: int = 200, max_t: int = 30, folds: int = 5,
-           efficiency: Path | None = None) -> dict[str, Any]:  # fmt: skip
+def report(
+    results: Path, budget: int = 200, max_t: int = 30, folds: int = 5, efficiency: Path | None = None
+) -> dict[str, Any]:
     """Combine the GPU check's files into one verdict (dict) and the tables it prints."""
     tp = json.loads((results / "throughput.json").read_text())
     pack = json.loads((results / "pack.json").read_text())
@@ -125,9 +128,15 @@ def report(results: Path, budget: int = 200, max_t: int = 30, folds: int = 5,
     epochs, source = _epochs_per_trial(results, max_t, efficiency)
     slices = tp["settings"]["patients"] * tp["settings"]["slabs"]
     estimate = extrapolate(
-        rows, budget, epochs, folds, slices, statistics.median(setups) if setups else 0.0, calibration,
+        rows,
+        budget,
+        epochs,
+        folds,
+        slices,
+        statistics.median(setups) if setups else 0.0,
+        calibration,
         pack["packed_over_alone"],
-    )  # fmt: skip
+    )
     estimate["epochs_source"] = source
     verdict = {
         "gpu_util_%": pack["packed"]["gpu_util_%"],
@@ -148,9 +157,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget", type=int, default=200)
     p.add_argument("--space", default="paper", help="the space whose --budget is extrapolated")
     p.add_argument("--folds", type=int, default=5)
-    p.add_argument("--efficiency", type=Path,
-                   help="an efficiency bench result (efficiency.json) whose TPE + ASHA epochs a trial to use, e.g. "
-                        "from the CPU machine that ran it (default: one in --results, else ASHA's rung arithmetic)")
+    p.add_argument(
+        "--efficiency",
+        type=Path,
+        help="an efficiency bench result (efficiency.json) whose TPE + ASHA epochs a trial to use, e.g. "
+        "from the CPU machine that ran it (default: one in --results, else ASHA's rung arithmetic)",
+    )
     args = p.parse_args(argv)
     if args.efficiency and not args.efficiency.is_file():
         p.error(f"--efficiency: no such file {args.efficiency}")

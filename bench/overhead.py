@@ -44,14 +44,34 @@ def _run(cmd: list[str], timeout: float) -> tuple[float, str]:
 def direct(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     """`python -m trainers.cv` on the configuration: process wall, training and setup seconds."""
     out = work / "direct.json"
-    cmd = [sys.executable, "-m", "trainers.cv", "--backbone", args.backbone, "--resolution", str(args.resolution),
-           "--epochs", str(args.epochs), "--folds", str(args.folds), "--threads", str(args.threads),
-           "--json", str(out), *(["--manifest", args.manifest] if args.manifest else [])]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "trainers.cv",
+        "--backbone",
+        args.backbone,
+        "--resolution",
+        str(args.resolution),
+        "--epochs",
+        str(args.epochs),
+        "--folds",
+        str(args.folds),
+        "--threads",
+        str(args.threads),
+        "--json",
+        str(out),
+        *(["--manifest", args.manifest] if args.manifest else []),
+    ]
     wall, _ = _run(cmd, args.timeout)
     summary = json.loads(out.read_text())
     epochs = [h["seconds"] for h in summary["history"]]
-    return {"process_wall_s": wall, "train_s": summary["seconds"], "setup_s": summary["setup_seconds"],
-            "epoch_s": epochs, "epochs_sum_s": sum(epochs)}  # fmt: skip
+    return {
+        "process_wall_s": wall,
+        "train_s": summary["seconds"],
+        "setup_s": summary["setup_seconds"],
+        "epoch_s": epochs,
+        "epochs_sum_s": sum(epochs),
+    }
 
 
 def trial_spans(runs: Path) -> list[tuple[float, float]]:
@@ -67,16 +87,44 @@ def trial_spans(runs: Path) -> list[tuple[float, float]]:
 def search(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     """The same configuration as a `--trials`-trial search, one trial at a time, timed from Ray's result files."""
     runs = work / "runs"
-    cmd = [sys.executable, "search/run.py", "--budget", str(args.trials), "--space", args.space,
-           "--backbones", args.backbone, "--resolutions", str(args.resolution), "--max-epochs", str(args.epochs),
-           "--folds", str(args.folds), "--scheduler", "fifo", "--no-register", "--no-pretrained",
-           "--runs-dir", str(runs), "--study", "overhead", "--num-cpus", str(args.threads),
-           "--cpus-per-trial", str(args.threads), *(["--manifest", args.manifest] if args.manifest else [])]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "search/run.py",
+        "--budget",
+        str(args.trials),
+        "--space",
+        args.space,
+        "--backbones",
+        args.backbone,
+        "--resolutions",
+        str(args.resolution),
+        "--max-epochs",
+        str(args.epochs),
+        "--folds",
+        str(args.folds),
+        "--scheduler",
+        "fifo",
+        "--no-register",
+        "--no-pretrained",
+        "--runs-dir",
+        str(runs),
+        "--study",
+        "overhead",
+        "--num-cpus",
+        str(args.threads),
+        "--cpus-per-trial",
+        str(args.threads),
+        *(["--manifest", args.manifest] if args.manifest else []),
+    ]
     wall, _ = _run(cmd, args.timeout)
     spans = trial_spans(runs)
     first_start, last_end = spans[0][0], spans[-1][1]
-    return {"process_wall_s": wall, "trials": len(spans), "trial_span_s": [e - s for s, e in spans],
-            "trials_s": last_end - first_start}  # fmt: skip
+    return {
+        "process_wall_s": wall,
+        "trials": len(spans),
+        "trial_span_s": [e - s for s, e in spans],
+        "trials_s": last_end - first_start,
+    }
 
 
 def import_cost(args: argparse.Namespace) -> float:
@@ -89,7 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backbone", default="regnetx_002", help="a backbone of --space")
     p.add_argument("--resolution", type=int, default=32)
-    p.add_argument("--epochs", type=int, default=3, help="epochs of each trial (3: about a 30 s trial on one core)")
+    p.add_argument(
+        "--epochs", type=int, default=3, help="epochs of each trial (3: about a 30 s trial on one core)"
+    )
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--trials", type=int, default=3)
     p.add_argument("--space", default="cpu", help="the space narrowed to the backbone and resolution")
@@ -119,8 +169,10 @@ def main(argv: list[str] | None = None) -> int:
     ]
     print(table(rows))
     share = fixed / REFERENCE_TRIAL_S
-    print(f"\nfixed per-trial cost {fixed:.2f} s = {100 * share:.1f} % of a {REFERENCE_TRIAL_S:g} s trial "
-          f"(target <= {100 * TARGET_SHARE:g} %)")  # fmt: skip
+    print(
+        f"\nfixed per-trial cost {fixed:.2f} s = {100 * share:.1f} % of a {REFERENCE_TRIAL_S:g} s trial "
+        f"(target <= {100 * TARGET_SHARE:g} %)"
+    )
     settings = {k: v for k, v in vars(args).items() if k not in ("out", "timeout")}
     path = write_result(
         "overhead",
@@ -133,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
             "per_search_s": per_search,
             "share_of_30s_trial": share,
             "met": share <= TARGET_SHARE,
-        },  # fmt: skip
+        },
         args.out,
     )
     print(f"wrote {path}")

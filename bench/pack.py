@@ -103,10 +103,27 @@ def window_throughput(summaries: list[dict[str, Any]]) -> dict[str, float]:
 
 
 def _command(args: argparse.Namespace, out: Path, threads: int | None) -> list[str]:
-    cmd = [sys.executable, "-m", "trainers.cv", "--backbone", args.backbone, "--resolution",
-           str(args.resolution), "--epochs", str(args.epochs), "--folds", str(args.folds),
-           "--device", args.device, "--batch-size", str(args.batch_size), "--aug-strength",
-           str(args.aug_strength), "--json", str(out)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "trainers.cv",
+        "--backbone",
+        args.backbone,
+        "--resolution",
+        str(args.resolution),
+        "--epochs",
+        str(args.epochs),
+        "--folds",
+        str(args.folds),
+        "--device",
+        args.device,
+        "--batch-size",
+        str(args.batch_size),
+        "--aug-strength",
+        str(args.aug_strength),
+        "--json",
+        str(out),
+    ]
     if args.manifest:
         cmd += ["--manifest", args.manifest]
     if threads:

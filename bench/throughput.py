@@ -139,9 +139,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=3, help="timed epochs per configuration (after a warm-up)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument(
-        "--precisions", default=None,
+        "--precisions",
+        default=None,
         help="comma-separated: auto (bf16 + channels_last on CUDA), fp32 (default: both on CUDA, auto on CPU)",
-    )  # fmt: skip
+    )
     p.add_argument(
         "--fp32-resolutions", help="on CUDA, measure fp32 only at these resolutions (comma-separated)"
     )

@@ -27,8 +27,10 @@ from search.study import Locations, add_location_flags, exit_error, from_args, s
 #: The runs table of an experiment, in the UI's "Machine learning" mode (MLflow 3.17's routes): all runs (the
 #: trials nested under the collapsed `search` run), and the trials alone, best cv_auc first.
 RUNS_ROUTE = "/#/experiments/{id}/runs?workflowType=machine_learning"
-TRIALS_QUERY = "&" + urlencode({"searchFilter": "tags.role = 'trial'", "orderByKey": "metrics.`cv_auc`",
-                                "orderByAsc": "false"}, quote_via=quote)  # fmt: skip
+TRIALS_QUERY = "&" + urlencode(
+    {"searchFilter": "tags.role = 'trial'", "orderByKey": "metrics.`cv_auc`", "orderByAsc": "false"},
+    quote_via=quote,
+)
 MODEL_ROUTE = "/#/models/{name}"
 VERSION_ROUTE = "/#/models/{name}/versions/{version}"
 
@@ -53,9 +55,19 @@ def server_command(host: str, port: int, workers: int) -> list[str]:
     line would be visible in `ps`). Uvicorn's access log is off: it printed a line per HTTP request (hundreds
     in a few minutes of browsing) and buried the addresses; uvicorn's warnings and errors still show."""
     return [
-        sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(port), "--workers", str(workers),
-        "--uvicorn-opts", "--no-access-log --log-level warning",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--uvicorn-opts",
+        "--no-access-log --log-level warning",
+    ]
 
 
 def study_pages(where: Locations) -> tuple[str, list[tuple[str, str]]]:
@@ -70,12 +82,16 @@ def study_pages(where: Locations) -> tuple[str, list[tuple[str, str]]]:
     if experiment is None:
         return "/", []
     runs = RUNS_ROUTE.format(id=experiment.experiment_id)
-    pages = [("its trials, best cv_auc first (a pruned trial's run name ends in -pruned)", runs + TRIALS_QUERY)]
+    pages = [
+        ("its trials, best cv_auc first (a pruned trial's run name ends in -pruned)", runs + TRIALS_QUERY)
+    ]
     model = _registered(client, where)
     if model is not None:
         name, version = quote(model[0], safe=""), model[1]
         pages.append((f"registered model {model[0]}", MODEL_ROUTE.format(name=name)))
-        pages.append((f"version {version} (this study's winner)", VERSION_ROUTE.format(name=name, version=version)))
+        pages.append(
+            (f"version {version} (this study's winner)", VERSION_ROUTE.format(name=name, version=version))
+        )
     return runs, pages
 
 
@@ -119,8 +135,16 @@ def main(argv: list[str] | None = None) -> int:
     what = "MLflow UI" + (f", runs table of study {where.study}" if path != "/" else "")
     url = http_url(args.host, args.port, path)
     also = [f"{label}: {http_url(args.host, args.port, page)}" for label, page in pages]
-    return serve(server_command(args.host, args.port, args.workers), args.host, args.port, url, what,
-                 probe="/health", env=env, also=also)  # fmt: skip
+    return serve(
+        server_command(args.host, args.port, args.workers),
+        args.host,
+        args.port,
+        url,
+        what,
+        probe="/health",
+        env=env,
+        also=also,
+    )
 
 
 if __name__ == "__main__":

@@ -28,8 +28,10 @@ from search.study import (  # noqa: E402
 )
 
 #: What the dashboard's values are (also the study's user attribute "metrics").
-VALUES = (f"values: objective {SEARCH_METRIC} (pooled out-of-fold AUC; a pruned trial shows its last intermediate "
-          f"value); intermediate values {SCHEDULER_METRIC} per epoch (mean fold AUC, what early stopping compares)")
+VALUES = (
+    f"values: objective {SEARCH_METRIC} (pooled out-of-fold AUC; a pruned trial shows its last intermediate "
+    f"value); intermediate values {SCHEDULER_METRIC} per epoch (mean fold AUC, what early stopping compares)"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,8 +58,10 @@ def importance_note(complete: int) -> list[str]:
     """A warning line for the dashboard's "Hyperparameter Importance" panel when too few trials are complete."""
     if complete >= MIN_TRIALS_FOR_IMPORTANCE:
         return []
-    return [f"note: only {complete} complete trial(s): the dashboard's hyperparameter importances need at least "
-            f"{MIN_TRIALS_FOR_IMPORTANCE} to mean anything (with fewer they fit noise); the report leaves them out"]  # fmt: skip
+    return [
+        f"note: only {complete} complete trial(s): the dashboard's hyperparameter importances need at least "
+        f"{MIN_TRIALS_FOR_IMPORTANCE} to mean anything (with fewer they fit noise); the report leaves them out"
+    ]
 
 
 def study_id(where: Locations, study: str) -> tuple[int, int]:
@@ -87,8 +91,16 @@ def main(argv: list[str] | None = None) -> int:
     number, complete = study_id(where, name)
     url = http_url(args.host, args.port, f"/dashboard/studies/{number}")
     env = {**os.environ, STORAGE_ENV: reveal(str(where.storage), STORAGE_ENV)}
-    return serve(server_command(args.host, args.port), args.host, args.port, url,
-                 f"optuna-dashboard for study {name}", probe="/api/meta", env=env, also=[VALUES, *importance_note(complete)])  # fmt: skip
+    return serve(
+        server_command(args.host, args.port),
+        args.host,
+        args.port,
+        url,
+        f"optuna-dashboard for study {name}",
+        probe="/api/meta",
+        env=env,
+        also=[VALUES, *importance_note(complete)],
+    )
 
 
 if __name__ == "__main__":

@@ -69,7 +69,10 @@ def load_oof(trial: FrozenTrial, paths: StudyPaths) -> tuple[list[dict[str, Any]
         return rows, f"trials/{trial.number}/oof.csv"
     config = read_json(paths.config)
     if min(folder_format(config), config.get("upgraded_from_format", FORMAT_VERSION)) < FORMAT_VERSION:
-        return None, "no oof.csv (trial from before study-folder format 2; its MLflow run holds oof_predictions.csv)"
+        return (
+            None,
+            "no oof.csv (trial from before study-folder format 2; its MLflow run holds oof_predictions.csv)",
+        )
     return None, "no out-of-fold table in the study folder"
 
 
@@ -80,12 +83,16 @@ def _holdout_section(paths: StudyPaths, best_value: float | None, out: Path) -> 
     parts = []
     if winner:
         model = f"{winner.get('model_name')} version {winner.get('model_version')}"
-        parts.append(f"<p>Winner: trial {winner.get('trial')}, {fmt(winner.get('backbone'))} "
-                     f"({fmt(winner.get('family'))}), cv_auc {fmt(winner.get('cv_auc'))}, registered as "
-                     f"<code>{html.escape(model)}</code>.</p>")  # fmt: skip
+        parts.append(
+            f"<p>Winner: trial {winner.get('trial')}, {fmt(winner.get('backbone'))} "
+            f"({fmt(winner.get('family'))}), cv_auc {fmt(winner.get('cv_auc'))}, registered as "
+            f"<code>{html.escape(model)}</code>.</p>"
+        )
     if held:
-        parts.append(f'<p class="big">Held-out AUC {held["auc"]:.3f} (95% CI {held["ci_low"]:.3f} to '
-                     f"{held['ci_high']:.3f}) on {held['n_patients']} patients that no trial saw.</p>")  # fmt: skip
+        parts.append(
+            f'<p class="big">Held-out AUC {held["auc"]:.3f} (95% CI {held["ci_low"]:.3f} to '
+            f"{held['ci_high']:.3f}) on {held['n_patients']} patients that no trial saw.</p>"
+        )
         points = roc_points(held.get("predictions") or [])
         if points:
             label = {"holdout": f"winner ({winner.get('backbone')}), {held['n_patients']} patients"}
@@ -95,12 +102,16 @@ def _holdout_section(paths: StudyPaths, best_value: float | None, out: Path) -> 
             parts.append(figure(path, "The winner (ensemble of its fold models) on the held-out patients."))
         return "".join(parts)
     best = f" ({best_value:.3f})" if best_value is not None else ""
-    parts.append(f"<p>No held-out result: the best trial's cv_auc{best} is <b>optimistic</b>, because that trial "
-                 "was selected on the same folds it is scored on. Judge the winner on patients no trial has seen "
-                 "(search with <code>--holdout 0.2</code>, then <code>stagesearch register</code>).</p>")  # fmt: skip
+    parts.append(
+        f"<p>No held-out result: the best trial's cv_auc{best} is <b>optimistic</b>, because that trial "
+        "was selected on the same folds it is scored on. Judge the winner on patients no trial has seen "
+        "(search with <code>--holdout 0.2</code>, then <code>stagesearch register</code>).</p>"
+    )
     if patients:
-        parts.append(f"<p>{len(patients)} patients are held out for this study (holdout.json); the winner has not "
-                     "been evaluated on them yet.</p>")  # fmt: skip
+        parts.append(
+            f"<p>{len(patients)} patients are held out for this study (holdout.json); the winner has not "
+            "been evaluated on them yet.</p>"
+        )
     return "".join(parts)
 
 
@@ -110,16 +121,19 @@ def _config(params: dict[str, Any]) -> str:
 
 
 def _leaderboard(study: optuna.Study, paths: StudyPaths) -> str:
-    rows = [[fmt(r.family), fmt(r.backbone), str(r.trial), fmt(r.cv_auc)]
-            + [fmt(r.metrics.get(k)) for k in ("accuracy", "precision", "recall", "f1")]
-            + [_config(r.params), fmt(r.pretrained)]
-            for r in leaderboard(study, paths).rows]  # fmt: skip
+    rows = [
+        [fmt(r.family), fmt(r.backbone), str(r.trial), fmt(r.cv_auc)]
+        + [fmt(r.metrics.get(k)) for k in ("accuracy", "precision", "recall", "f1")]
+        + [_config(r.params), fmt(r.pretrained)]
+        for r in leaderboard(study, paths).rows
+    ]
     head = "family backbone trial cv_auc accuracy precision recall F1 config pretrained".split()
     return table(head, rows) if rows else "<p>No complete trial yet.</p>"
 
 
-def _backbones(trials: list[FrozenTrial], best: dict[str, FrozenTrial], family: dict[str, str],
-               paths: StudyPaths) -> str:  # fmt: skip
+def _backbones(
+    trials: list[FrozenTrial], best: dict[str, FrozenTrial], family: dict[str, str], paths: StudyPaths
+) -> str:
     rows = []
     for backbone in sorted({backbone_of(t) for t in trials}):
         mine = [t for t in trials if backbone_of(t) == backbone]
@@ -129,15 +143,34 @@ def _backbones(trials: list[FrozenTrial], best: dict[str, FrozenTrial], family: 
         ]
         b = best.get(backbone)
         spread = fold_summary(fold_aucs(load_oof(b, paths)[0])) if b is not None else "-"
-        rows.append([fmt(backbone), fmt(family.get(backbone, "-")), str(len(mine)), *map(str, n),
-                     fmt(b.value if b else None), str(b.number) if b else "-", spread])  # fmt: skip
-    head = ["backbone", "family", "trials", "complete", "pruned", "failed or interrupted", "best cv_auc",
-            "best trial", "fold AUC mean (lowest to highest fold)"]  # fmt: skip
+        rows.append(
+            [
+                fmt(backbone),
+                fmt(family.get(backbone, "-")),
+                str(len(mine)),
+                *map(str, n),
+                fmt(b.value if b else None),
+                str(b.number) if b else "-",
+                spread,
+            ]
+        )
+    head = [
+        "backbone",
+        "family",
+        "trials",
+        "complete",
+        "pruned",
+        "failed or interrupted",
+        "best cv_auc",
+        "best trial",
+        "fold AUC mean (lowest to highest fold)",
+    ]
     return table(head, rows)
 
 
-def _roc_section(best: dict[str, FrozenTrial], paths: StudyPaths, out: Path, colors: dict[str, Any],
-                 family: dict[str, str]) -> str:  # fmt: skip
+def _roc_section(
+    best: dict[str, FrozenTrial], paths: StudyPaths, out: Path, colors: dict[str, Any], family: dict[str, str]
+) -> str:
     curves, labels, sources = {}, {}, []
     for backbone, t in best.items():
         rows, source = load_oof(t, paths)
@@ -150,8 +183,11 @@ def _roc_section(best: dict[str, FrozenTrial], paths: StudyPaths, out: Path, col
     if not curves:
         return f"<p>No ROC curves: {source}.</p>"
     roc = figure_roc(curves, labels, "ROC, best trial per backbone (out-of-fold)", out / "roc.png", colors)
-    return figure(roc, "ROC curves of the best complete trial of each backbone on its pooled out-of-fold, "
-                        f"patient-level predictions. Source: {source}.")  # fmt: skip
+    return figure(
+        roc,
+        "ROC curves of the best complete trial of each backbone on its pooled out-of-fold, "
+        f"patient-level predictions. Source: {source}.",
+    )
 
 
 def _figures(study: optuna.Study, best: dict[str, FrozenTrial], paths: StudyPaths, out: Path) -> str:
@@ -160,11 +196,16 @@ def _figures(study: optuna.Study, best: dict[str, FrozenTrial], paths: StudyPath
     family = families(trials)
     parts = [_roc_section(best, paths, out, colors, family)]
     history = figure_history(trials, out / "history.png", colors)
-    parts.append(figure(history, "Every finished trial by trial number, coloured by backbone. A complete trial "
-                                 "(dot) is at its cv_auc, the pooled out-of-fold AUC of its final epoch. A pruned "
-                                 "trial (cross; stopped early by ASHA) has no cv_auc: it is at its mean_fold_auc, "
-                                 "the mean of its per-fold AUCs at the last epoch it ran, which is what ASHA "
-                                 "compared. The line is the best cv_auc so far."))  # fmt: skip
+    parts.append(
+        figure(
+            history,
+            "Every finished trial by trial number, coloured by backbone. A complete trial "
+            "(dot) is at its cv_auc, the pooled out-of-fold AUC of its final epoch. A pruned "
+            "trial (cross; stopped early by ASHA) has no cv_auc: it is at its mean_fold_auc, "
+            "the mean of its per-fold AUCs at the last epoch it ran, which is what ASHA "
+            "compared. The line is the best cv_auc so far.",
+        )
+    )
     values, note = param_importances(study)
     if values:
         parts.append(figure(figure_importance(values, out / "importance.png"), html.escape(note)))
@@ -172,11 +213,15 @@ def _figures(study: optuna.Study, best: dict[str, FrozenTrial], paths: StudyPath
         parts.append(f"<p>{html.escape(note)}</p>")
     if best:
         per_fold = {name: fold_aucs(load_oof(t, paths)[0]) for name, t in best.items()}
-        parts.append(figure(figure_folds(best, per_fold, out / "folds.png", colors, family),
-                            "The per-fold AUCs of the best trial of each backbone (dots; from its out-of-fold "
-                            "table), their range from the lowest to the highest fold (bar) and their mean "
-                            "(line), next to its pooled out-of-fold cv_auc (diamond). The bar is the range, not "
-                            "mean ± sd: with 3 to 5 folds an sd bar can reach below 0 or above 1."))  # fmt: skip
+        parts.append(
+            figure(
+                figure_folds(best, per_fold, out / "folds.png", colors, family),
+                "The per-fold AUCs of the best trial of each backbone (dots; from its out-of-fold "
+                "table), their range from the lowest to the highest fold (bar) and their mean "
+                "(line), next to its pooled out-of-fold cv_auc (diamond). The bar is the range, not "
+                "mean ± sd: with 3 to 5 folds an sd bar can reach below 0 or above 1.",
+            )
+        )
     return "".join(parts)
 
 
@@ -228,7 +273,7 @@ Report written {time.strftime("%Y-%m-%d %H:%M")}.</p>
 {cohort_section(paths, out)}
 {methods_section(study, paths, out)}
 </body></html>
-"""  # fmt: skip
+"""
 
 
 def build_report(where: Locations, out_dir: Path | None = None) -> Path:

@@ -46,7 +46,9 @@ def from_manifest(config: dict[str, Any], paths: StudyPaths) -> tuple[dict[str, 
     return {rename.get(p, p): v for p, v in found.items()}, f"the study's manifest ({Path(where).name})"
 
 
-def from_folder(paths: StudyPaths, search: set[str], held: set[str]) -> tuple[dict[str, tuple[int, str]], str]:
+def from_folder(
+    paths: StudyPaths, search: set[str], held: set[str]
+) -> tuple[dict[str, tuple[int, str]], str]:
     """Stages from the out-of-fold tables and the registered winner's held-out predictions (no sites)."""
     found: dict[str, tuple[int, str]] = {}
     for table in sorted(paths.trials.glob("*/oof.csv")) if paths.trials.is_dir() else []:
@@ -61,14 +63,23 @@ def from_folder(paths: StudyPaths, search: set[str], held: set[str]) -> tuple[di
 
 def cohort_rows(labels: dict[str, tuple[int, str]], search: set[str], held: set[str]) -> list[list[str]]:
     """Per site, then all sites: T1, T2 and all patients, searched and held out, and the total."""
-    count = Counter((site, part, label) for part, ids in (("search", search), ("held", held))
-                    for p in ids if p in labels for label, site in [labels[p]])  # fmt: skip
+    count = Counter(
+        (site, part, label)
+        for part, ids in (("search", search), ("held", held))
+        for p in ids
+        if p in labels
+        for label, site in [labels[p]]
+    )
     sites = sorted({site for site, _, _ in count})
     rows = []
     for site in [*sites, None] if len(sites) > 1 or sites != [NO_SITE] else [None]:
+
         def n(part: str, label: int | None, site: str | None = site) -> int:
-            return sum(v for (s, pa, la), v in count.items()
-                       if (site is None or s == site) and pa == part and (label is None or la == label))  # fmt: skip
+            return sum(
+                v
+                for (s, pa, la), v in count.items()
+                if (site is None or s == site) and pa == part and (label is None or la == label)
+            )
 
         cells = [n(part, label) for part in ("search", "held") for label in (0, 1, None)]
         rows.append(["all sites" if site is None else site, *map(str, cells), str(cells[2] + cells[5])])
@@ -89,9 +100,26 @@ def cohort_section(paths: StudyPaths, out: Path) -> str:
         labels, source = from_folder(paths, search, held)
         note = f" ({html.escape(why)})"
     missing = len((search | held) - set(labels))
-    gap = f" {missing} patient(s) of the study have no known stage here and are not counted." if missing else ""
-    table = export_table(out, "cohort", ["site", "search T1", "search T2", "search all", "held-out T1",
-                                         "held-out T2", "held-out all", "total"], cohort_rows(labels, search, held))  # fmt: skip
-    return (f"{head}<p>Patients per stage and site: the search patients (cross-validated by every trial) and the "
-            f"held-out ones (never seen by a trial). Stages and sites from {html.escape(source)}{note}.{gap}</p>"
-            + table)  # fmt: skip
+    gap = (
+        f" {missing} patient(s) of the study have no known stage here and are not counted." if missing else ""
+    )
+    table = export_table(
+        out,
+        "cohort",
+        [
+            "site",
+            "search T1",
+            "search T2",
+            "search all",
+            "held-out T1",
+            "held-out T2",
+            "held-out all",
+            "total",
+        ],
+        cohort_rows(labels, search, held),
+    )
+    return (
+        f"{head}<p>Patients per stage and site: the search patients (cross-validated by every trial) and the "
+        f"held-out ones (never seen by a trial). Stages and sites from {html.escape(source)}{note}.{gap}</p>"
+        + table
+    )

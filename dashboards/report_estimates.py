@@ -17,14 +17,21 @@ def _chance(ci: list[float] | None, about: dict[str, Any], held: dict[str, Any] 
     """The warning when neither the corrected interval nor the hold-out CI shows the winner beats chance."""
     doubts = []
     if ci and not about.get("beats_chance"):
-        doubts.append(f"its corrected 95% interval ({_f(ci[0])} to {_f(ci[1])}) includes 0.5"
-                      if ci[1] >= 0.5 else f"its corrected 95% interval ({_f(ci[0])} to {_f(ci[1])}) lies below 0.5")  # fmt: skip
+        doubts.append(
+            f"its corrected 95% interval ({_f(ci[0])} to {_f(ci[1])}) includes 0.5"
+            if ci[1] >= 0.5
+            else f"its corrected 95% interval ({_f(ci[0])} to {_f(ci[1])}) lies below 0.5"
+        )
     if held and not held.get("ci_low", 0) > 0.5:
-        doubts.append(f"its held-out 95% CI ({_f(held.get('ci_low'))} to {_f(held.get('ci_high'))}) includes 0.5")
+        doubts.append(
+            f"its held-out 95% CI ({_f(held.get('ci_low'))} to {_f(held.get('ci_high'))}) includes 0.5"
+        )
     if not doubts:
         return ""
-    return ('<p class="big"><b>The search could not show that the winner beats chance</b>: '
-            f"{html.escape(' and '.join(doubts))}. Do not use it as a working model.</p>")  # fmt: skip
+    return (
+        '<p class="big"><b>The search could not show that the winner beats chance</b>: '
+        f"{html.escape(' and '.join(doubts))}. Do not use it as a working model.</p>"
+    )
 
 
 def estimates_section(paths: StudyPaths) -> str:
@@ -54,6 +61,8 @@ def estimates_section(paths: StudyPaths) -> str:
     ]
     excluded = about.get("excluded") or []
     if excluded:
-        items = "".join(f"<li>trial {e.get('trial')}: {html.escape(str(e.get('why')))}</li>" for e in excluded)
+        items = "".join(
+            f"<li>trial {e.get('trial')}: {html.escape(str(e.get('why')))}</li>" for e in excluded
+        )
         parts.append(f"<p>Trials left out of the estimate:</p><ul>{items}</ul>")
     return head + "".join(parts)

@@ -66,10 +66,14 @@ def draw_history(trials: list[FrozenTrial], colors: dict[str, Any]) -> Figure:
             ax.scatter(
                 numbers, values, s=46, marker=marker, c=[colors[b] for b in backbones], zorder=3, **edge
             )
-    handles = [Line2D([], [], ls="", marker="o", color=colors[b], markeredgecolor="black", label=b)
-               for b in sorted({b for kind in points.values() for _, _, b in kind})]  # fmt: skip
-    handles += [Line2D([], [], ls="", marker="o", color="white", markeredgecolor="black", label=COMPLETE_LABEL),
-                Line2D([], [], ls="", marker="x", color="black", label=PRUNED_LABEL)]  # fmt: skip
+    handles = [
+        Line2D([], [], ls="", marker="o", color=colors[b], markeredgecolor="black", label=b)
+        for b in sorted({b for kind in points.values() for _, _, b in kind})
+    ]
+    handles += [
+        Line2D([], [], ls="", marker="o", color="white", markeredgecolor="black", label=COMPLETE_LABEL),
+        Line2D([], [], ls="", marker="x", color="black", label=PRUNED_LABEL),
+    ]
     if points["complete"]:
         numbers = [n for n, _, _ in points["complete"]] + [max(t.number for t in trials)]
         best = list(itertools.accumulate((v for _, v, _ in points["complete"]), max))
@@ -97,12 +101,16 @@ def param_importances(study: optuna.Study) -> tuple[dict[str, float] | None, str
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     n = len(complete)
     if n < MIN_TRIALS_FOR_IMPORTANCE:
-        return None, (f"Parameter importances are not shown: they need at least {MIN_TRIALS_FOR_IMPORTANCE} "
-                      f"complete trials and this study has {n}. On fewer trials the importance model fits noise "
-                      "and can credit one parameter with everything.")  # fmt: skip
+        return None, (
+            f"Parameter importances are not shown: they need at least {MIN_TRIALS_FOR_IMPORTANCE} "
+            f"complete trials and this study has {n}. On fewer trials the importance model fits noise "
+            "and can credit one parameter with everything."
+        )
     if len({t.value for t in complete}) < 2:
-        return None, (f"Parameter importances are not shown: all {n} complete trials have the same cv_auc, "
-                      "so there is no variation for a parameter to explain.")  # fmt: skip
+        return None, (
+            f"Parameter importances are not shown: all {n} complete trials have the same cv_auc, "
+            "so there is no variation for a parameter to explain."
+        )
     try:
         evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
         values = optuna.importance.get_param_importances(study, evaluator=evaluator)
@@ -120,8 +128,11 @@ def figure_importance(values: dict[str, float], path: Path) -> Path:
     ax.barh([k for k, _ in items], [v for _, v in items], color="tab:blue")
     for i, (_, v) in enumerate(items):
         ax.text(v + 0.01, i, f"{v:.2f}", va="center", fontsize=9)
-    ax.set(xlim=(0, max(1.0, max(v for _, v in items) + 0.1)), xlabel="importance (sums to 1)",
-           title="Parameter importances for cv_auc")  # fmt: skip
+    ax.set(
+        xlim=(0, max(1.0, max(v for _, v in items) + 0.1)),
+        xlabel="importance (sums to 1)",
+        title="Parameter importances for cv_auc",
+    )
     ax.grid(axis="x", alpha=0.3)
     return save(fig, path)
 
@@ -146,8 +157,12 @@ def fold_summary(aucs: list[float]) -> str:
     return f"{sum(aucs) / len(aucs):.3f} ({min(aucs):.3f} to {max(aucs):.3f}, {len(aucs)} folds)"
 
 
-def draw_folds(best: dict[str, FrozenTrial], per_fold: dict[str, list[float]], colors: dict[str, Any],
-               family: dict[str, str]) -> Figure:  # fmt: skip
+def draw_folds(
+    best: dict[str, FrozenTrial],
+    per_fold: dict[str, list[float]],
+    colors: dict[str, Any],
+    family: dict[str, str],
+) -> Figure:
     """Per backbone (best complete trial): each fold's AUC (dots), their range (bar, min to max), their mean
     (line), and the pooled cv_auc (diamond); a trial without per-fold AUCs shows its stored mean only."""
     names, seen = list(best), set()
@@ -160,27 +175,53 @@ def draw_folds(best: dict[str, FrozenTrial], per_fold: dict[str, list[float]], c
         aucs, color, x = per_fold.get(name) or [], colors[name], i - 0.1
         mean = sum(aucs) / len(aucs) if aucs else best[name].user_attrs.get("fold_auc_mean")
         if aucs:
-            ax.vlines(x, min(aucs), max(aucs), color=color, lw=2,
-                      label=label("range of the fold AUCs (min to max)"))  # fmt: skip
+            ax.vlines(
+                x, min(aucs), max(aucs), color=color, lw=2, label=label("range of the fold AUCs (min to max)")
+            )
             offsets = [0.12 * (j - (len(aucs) - 1) / 2) / max(1, len(aucs) - 1) for j in range(len(aucs))]
-            ax.scatter([x + o for o in offsets], aucs, s=22, color=color, edgecolor="black", linewidth=0.4,
-                       zorder=3, label=label("one fold's AUC"))  # fmt: skip
+            ax.scatter(
+                [x + o for o in offsets],
+                aucs,
+                s=22,
+                color=color,
+                edgecolor="black",
+                linewidth=0.4,
+                zorder=3,
+                label=label("one fold's AUC"),
+            )
         if mean is not None:
             ax.hlines(mean, x - 0.12, x + 0.12, color="black", lw=2, label=label("mean fold AUC"))
-            ax.annotate(f"{mean:.2f}", (x - 0.12, mean), xytext=(-4, 0), textcoords="offset points", ha="right",
-                        va="center", fontsize=8.5)  # fmt: skip
-        ax.scatter(i + 0.2, best[name].value, marker="D", s=46, color="black", zorder=3,
-                   label=label("pooled cv_auc"))  # fmt: skip
+            ax.annotate(
+                f"{mean:.2f}",
+                (x - 0.12, mean),
+                xytext=(-4, 0),
+                textcoords="offset points",
+                ha="right",
+                va="center",
+                fontsize=8.5,
+            )
+        ax.scatter(
+            i + 0.2, best[name].value, marker="D", s=46, color="black", zorder=3, label=label("pooled cv_auc")
+        )
     ax.axhline(0.5, ls=":", c="grey", lw=1)
     ax.set_xticks(range(len(names)), [f"{n}\n({family.get(n, '-')})" for n in names], fontsize=9)
-    ax.set(xlim=(-0.7, len(names) - 0.4), ylim=(-0.02, 1.02), ylabel="AUC",
-           title="Fold-to-fold spread of the best trial per backbone")  # fmt: skip
+    ax.set(
+        xlim=(-0.7, len(names) - 0.4),
+        ylim=(-0.02, 1.02),
+        ylabel="AUC",
+        title="Fold-to-fold spread of the best trial per backbone",
+    )
     ax.grid(axis="y", alpha=0.3)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, fontsize=9, frameon=False)
     return fig
 
 
-def figure_folds(best: dict[str, FrozenTrial], per_fold: dict[str, list[float]], path: Path,
-                 colors: dict[str, Any], family: dict[str, str]) -> Path:  # fmt: skip
+def figure_folds(
+    best: dict[str, FrozenTrial],
+    per_fold: dict[str, list[float]],
+    path: Path,
+    colors: dict[str, Any],
+    family: dict[str, str],
+) -> Path:
     """`draw_folds` saved as PNG and SVG."""
     return save(draw_folds(best, per_fold, colors, family), path)

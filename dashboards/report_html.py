@@ -38,5 +38,7 @@ def figure(path: Path, caption: str) -> str:
     links = f'<a href="{path.name}">{path.name}</a>' + (
         f', <a href="{svg.name}">{svg.name}</a>' if svg.exists() else ""
     )
-    return (f'<figure><img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
-            f"<figcaption>{caption} ({links})</figcaption></figure>")  # fmt: skip
+    return (
+        f'<figure><img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
+        f"<figcaption>{caption} ({links})</figcaption></figure>"
+    )

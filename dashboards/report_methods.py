@@ -22,10 +22,12 @@ from search.study import CONFIG_ATTR, StudyPaths, read_json
 
 #: Order of the hyperparameters in the table (others follow alphabetically).
 PARAMS = ("backbone", "resolution", "lr", "aug_strength", "weight_decay", "batch_size", "channels")
-PREPROCESSING = {2: "each scan oriented to RAS, resampled to 0.8 x 0.8 x 4 mm, clipped to its 0.5-99.5 "
-                    "percentiles and z-scored, cropped to a square around the tumour mask plus 15 mm (around the "
-                    "body outline without a mask); the 3 axial slices with the largest tumour area, each with its "
-                    "two neighbours, cached at 256 px and resized to the trial's resolution"}  # fmt: skip
+PREPROCESSING = {
+    2: "each scan oriented to RAS, resampled to 0.8 x 0.8 x 4 mm, clipped to its 0.5-99.5 "
+    "percentiles and z-scored, cropped to a square around the tumour mask plus 15 mm (around the "
+    "body outline without a mask); the 3 axial slices with the largest tumour area, each with its "
+    "two neighbours, cached at 256 px and resized to the trial's resolution"
+}
 
 
 def _num(v: Any) -> str:
@@ -74,8 +76,13 @@ def software_rows(config: dict[str, Any]) -> list[list[str]]:
     for name in ("python", *SOFTWARE):
         seen = list(dict.fromkeys(s[name] for s in runs if name in s))
         if seen:
-            rows.append([name, " / ".join(seen), "recorded by the search" + (" (differs between sessions)"
-                                                                              if len(seen) > 1 else "")])  # fmt: skip
+            rows.append(
+                [
+                    name,
+                    " / ".join(seen),
+                    "recorded by the search" + (" (differs between sessions)" if len(seen) > 1 else ""),
+                ]
+            )
         else:
             rows.append([name, now[name], "installed now (the study did not record it)"])
     return rows
@@ -86,14 +93,20 @@ def _sampler(search: dict[str, Any] | None, seed: Any) -> tuple[str, str]:
     if not search:
         return ("not recorded (a session from before this record; see its command line)",) * 2
     if search.get("sampler") == "tpe":
-        sampler = (f"Optuna TPE (multivariate, grouped), {search.get('startup_trials')} random start-up trials, "
-                   f"seed {seed} plus the number of trials already in the study when a session starts")  # fmt: skip
+        sampler = (
+            f"Optuna TPE (multivariate, grouped), {search.get('startup_trials')} random start-up trials, "
+            f"seed {seed} plus the number of trials already in the study when a session starts"
+        )
     else:
-        sampler = f"Optuna random sampling, seed {seed} plus the trials already in the study at a session's start"
+        sampler = (
+            f"Optuna random sampling, seed {seed} plus the trials already in the study at a session's start"
+        )
     if search.get("scheduler") == "asha":
-        stopping = (f"ASHA on the per-epoch mean fold AUC: grace period {search.get('grace_epochs')} epoch(s), "
-                    f"reduction factor {_num(search.get('reduction_factor'))}, at most "
-                    f"{search.get('max_epochs')} epochs")  # fmt: skip
+        stopping = (
+            f"ASHA on the per-epoch mean fold AUC: grace period {search.get('grace_epochs')} epoch(s), "
+            f"reduction factor {_num(search.get('reduction_factor'))}, at most "
+            f"{search.get('max_epochs')} epochs"
+        )
     else:
         stopping = "none (every trial trains all its epochs)"
     return sampler, stopping
@@ -107,26 +120,47 @@ def methods_rows(study: optuna.Study, paths: StudyPaths, config: dict[str, Any])
     folds = read_json(paths.folds).get("meta") or {}
     held = read_json(paths.holdout).get("patients") or []
     pre = config.get("preprocess_version")
-    rows = [["study", study.study_name, "config.json"],
-            ["cohort", f"{config.get('patients', '?')} patients, content hash {config.get('cohort_hash', '?')}",
-             "config.json"],
-            ["search space", str(s.get("space", "?")), "config.json"]]  # fmt: skip
+    rows = [
+        ["study", study.study_name, "config.json"],
+        [
+            "cohort",
+            f"{config.get('patients', '?')} patients, content hash {config.get('cohort_hash', '?')}",
+            "config.json",
+        ],
+        ["search space", str(s.get("space", "?")), "config.json"],
+    ]
     rows += [[f"space: {k}", v, "Optuna distributions of the trials"] for k, v in space_ranges(study).items()]
-    rows += [["trials (budget)", str(search.get("budget")) if search else "not recorded", "last session"],
-             ["sampler", sampler, "config.json sessions"],
-             ["early stopping", stopping, "config.json sessions"],
-             ["epochs per trial (max)", str(s.get("max_epochs", "?")), "config.json"],
-             ["cross-validation", f"{folds.get('k', s.get('folds'))} folds, stratified by stage, grouped by "
-              f"{folds.get('group_by', s.get('cv_group', 'patient'))}, seed {folds.get('seed', s.get('seed'))}",
-              "folds.json"],
-             ["objective", "cv_auc: AUC of the pooled out-of-fold, patient-level P(T2)", "stagesearch"],
-             ["hold-out", f"{len(held)} patients ({_holdout_kind(s)}), set aside before the search"
-              if held else "none", "holdout.json"],
-             ["seed", str(s.get("seed", "?")), "config.json"],
-             ["pretrained weights", "ImageNet where available" if s.get("pretrained") else "none (random init)",
-              "config.json"],
-             ["preprocessing", f"version {pre}: {PREPROCESSING.get(pre, 'see the stagesearch version')}"
-              if pre is not None else "not recorded", "config.json"]]  # fmt: skip
+    rows += [
+        ["trials (budget)", str(search.get("budget")) if search else "not recorded", "last session"],
+        ["sampler", sampler, "config.json sessions"],
+        ["early stopping", stopping, "config.json sessions"],
+        ["epochs per trial (max)", str(s.get("max_epochs", "?")), "config.json"],
+        [
+            "cross-validation",
+            f"{folds.get('k', s.get('folds'))} folds, stratified by stage, grouped by "
+            f"{folds.get('group_by', s.get('cv_group', 'patient'))}, seed {folds.get('seed', s.get('seed'))}",
+            "folds.json",
+        ],
+        ["objective", "cv_auc: AUC of the pooled out-of-fold, patient-level P(T2)", "stagesearch"],
+        [
+            "hold-out",
+            f"{len(held)} patients ({_holdout_kind(s)}), set aside before the search" if held else "none",
+            "holdout.json",
+        ],
+        ["seed", str(s.get("seed", "?")), "config.json"],
+        [
+            "pretrained weights",
+            "ImageNet where available" if s.get("pretrained") else "none (random init)",
+            "config.json",
+        ],
+        [
+            "preprocessing",
+            f"version {pre}: {PREPROCESSING.get(pre, 'see the stagesearch version')}"
+            if pre is not None
+            else "not recorded",
+            "config.json",
+        ],
+    ]
     return rows + [[f"software: {n}", v, src] for n, v, src in software_rows(config)]
 
 
@@ -143,22 +177,34 @@ def methods_paragraph(study: optuna.Study, paths: StudyPaths, config: dict[str, 
     budget = f" for {search['budget']} trials" if search else ""
     installed = any(r[2].startswith("installed now") for r in software_rows(config))
     pre = config.get("preprocess_version")
-    text = [f"The study searched the {s.get('space', '?')} space ({space}){budget} with Ray Tune "
-            f"{soft['ray']} and Optuna {soft['optuna']}. Sampler: {sampler}. Early stopping: {stopping}.",
-            f"Preprocessing (version {pre}): {PREPROCESSING.get(pre, 'see that stagesearch version')}." if pre
-            else "The preprocessing version was not recorded.",
-            f"Each configuration was trained for at most {s.get('max_epochs', '?')} epochs "
-            f"({'ImageNet-pretrained where weights were available' if s.get('pretrained') else 'from random initialisation'}) "
-            f"and scored by {folds.get('k', s.get('folds'))}-fold cross-validation stratified by T-stage and "
-            f"grouped by {folds.get('group_by', s.get('cv_group', 'patient'))} (folds drawn once with seed "
-            f"{folds.get('seed', s.get('seed'))} and shared by every trial); the objective cv_auc is the AUC of "
-            "the pooled out-of-fold probabilities of T2, one per patient (the mean over its ROI slices).",
-            (f"{len(held)} patients ({_holdout_kind(s)}) were set aside before the search and used only to "
-             "evaluate the registered winner." if held else "No patients were held out."),
-            f"Cohort: {config.get('patients', '?')} patients (content hash {config.get('cohort_hash', '?')}). "
-            f"Seed {s.get('seed', '?')}.",
-            ("Software (installed when this report was written; the study did not record it): " if installed
-             else "Software: ") + ", ".join(f"{k} {v}" for k, v in soft.items()) + "."]  # fmt: skip
+    text = [
+        f"The study searched the {s.get('space', '?')} space ({space}){budget} with Ray Tune "
+        f"{soft['ray']} and Optuna {soft['optuna']}. Sampler: {sampler}. Early stopping: {stopping}.",
+        f"Preprocessing (version {pre}): {PREPROCESSING.get(pre, 'see that stagesearch version')}."
+        if pre
+        else "The preprocessing version was not recorded.",
+        f"Each configuration was trained for at most {s.get('max_epochs', '?')} epochs "
+        f"({'ImageNet-pretrained where weights were available' if s.get('pretrained') else 'from random initialisation'}) "
+        f"and scored by {folds.get('k', s.get('folds'))}-fold cross-validation stratified by T-stage and "
+        f"grouped by {folds.get('group_by', s.get('cv_group', 'patient'))} (folds drawn once with seed "
+        f"{folds.get('seed', s.get('seed'))} and shared by every trial); the objective cv_auc is the AUC of "
+        "the pooled out-of-fold probabilities of T2, one per patient (the mean over its ROI slices).",
+        (
+            f"{len(held)} patients ({_holdout_kind(s)}) were set aside before the search and used only to "
+            "evaluate the registered winner."
+            if held
+            else "No patients were held out."
+        ),
+        f"Cohort: {config.get('patients', '?')} patients (content hash {config.get('cohort_hash', '?')}). "
+        f"Seed {s.get('seed', '?')}.",
+        (
+            "Software (installed when this report was written; the study did not record it): "
+            if installed
+            else "Software: "
+        )
+        + ", ".join(f"{k} {v}" for k, v in soft.items())
+        + ".",
+    ]
     return " ".join(text)
 
 
@@ -166,10 +212,15 @@ def methods_section(study: optuna.Study, paths: StudyPaths, out: Path) -> str:
     """`<h2>Methods</h2>`: the paragraph, the table (CSV, LaTeX) and each session's command line."""
     config = read_json(paths.config)
     sessions = config.get("sessions") or []
-    commands = "".join(f"<li><code>stagesearch run {html.escape(' '.join(s.get('argv') or []))}</code> "
-                       f"({html.escape(str(s.get('started', '?')))})</li>" for s in sessions)  # fmt: skip
-    return ("<h2>Methods</h2><p>Generated from the study's own record (config.json, the Optuna study, folds.json, "
-            "holdout.json); a reader can run the same study from it with the command lines below.</p>"
-            f'<p class="methods">{html.escape(methods_paragraph(study, paths, config))}</p>'
-            + export_table(out, "methods", ["setting", "value", "source"], methods_rows(study, paths, config))
-            + (f"<p>Sessions (passwords shown as ***):</p><ul>{commands}</ul>" if commands else ""))  # fmt: skip
+    commands = "".join(
+        f"<li><code>stagesearch run {html.escape(' '.join(s.get('argv') or []))}</code> "
+        f"({html.escape(str(s.get('started', '?')))})</li>"
+        for s in sessions
+    )
+    return (
+        "<h2>Methods</h2><p>Generated from the study's own record (config.json, the Optuna study, folds.json, "
+        "holdout.json); a reader can run the same study from it with the command lines below.</p>"
+        f'<p class="methods">{html.escape(methods_paragraph(study, paths, config))}</p>'
+        + export_table(out, "methods", ["setting", "value", "source"], methods_rows(study, paths, config))
+        + (f"<p>Sessions (passwords shown as ***):</p><ul>{commands}</ul>" if commands else "")
+    )

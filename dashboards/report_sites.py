@@ -18,8 +18,9 @@ def _auc(value: Any) -> str:
 
 def _site_table(oof: Mapping[str, Any], held: Mapping[str, Any]) -> str:
     """One row per site: out-of-fold AUC, n, % T2, then the held-out ones (blank where a site has none)."""
-    head = "".join(f"<th>{h}</th>" for h in ("site", "AUC (out-of-fold)", "n", "% T2", "AUC (held-out)", "n",
-                                             "% T2"))  # fmt: skip
+    head = "".join(
+        f"<th>{h}</th>" for h in ("site", "AUC (out-of-fold)", "n", "% T2", "AUC (held-out)", "n", "% T2")
+    )
     rows = []
     for site in sorted(set(oof) | set(held)):
         cells = [html.escape(site)]
@@ -43,9 +44,11 @@ def _shortcut(short: Mapping[str, Any]) -> str:
     prevalence = ", ".join(
         f"{html.escape(s)} {100 * p:.0f}% T2" for s, p in (short.get("prevalence") or {}).items()
     )
-    return (f"<p>The site alone predicts the stage with CV AUC <b>{value:.3f}</b> (a logistic regression on the "
-            f"site only, on the study's own {short.get('folds')} folds, {short.get('n_patients')} search patients; "
-            f"{prevalence}): {verdict}.</p>")  # fmt: skip
+    return (
+        f"<p>The site alone predicts the stage with CV AUC <b>{value:.3f}</b> (a logistic regression on the "
+        f"site only, on the study's own {short.get('folds')} folds, {short.get('n_patients')} search patients; "
+        f"{prevalence}): {verdict}.</p>"
+    )
 
 
 def sites_section(paths: StudyPaths) -> str:
@@ -66,12 +69,16 @@ def sites_section(paths: StudyPaths) -> str:
     parts = ["<h2>Sites</h2>"]
     held_sites = read_json(paths.holdout).get("sites")
     if held_sites:
-        parts.append(f"<p>Held out whole sites: {html.escape(', '.join(held_sites))} (no trial saw a patient of "
-                     "them; the folds keep the other sites apart too).</p>")  # fmt: skip
+        parts.append(
+            f"<p>Held out whole sites: {html.escape(', '.join(held_sites))} (no trial saw a patient of "
+            "them; the folds keep the other sites apart too).</p>"
+        )
     if per_site.get("oof") or held:
         trial = board.rows[0].trial if board.rows else "?"
-        parts.append(f"<p>The winner (trial {trial}) per site: AUC, number of patients and share of T2. A site "
-                     "with one class has no AUC; a small site's AUC is very uncertain.</p>")  # fmt: skip
+        parts.append(
+            f"<p>The winner (trial {trial}) per site: AUC, number of patients and share of T2. A site "
+            "with one class has no AUC; a small site's AUC is very uncertain.</p>"
+        )
         parts.append(_site_table(per_site.get("oof") or {}, held or {}))
     parts.append(_shortcut(board.site_shortcut or {}))
     return "".join(parts)

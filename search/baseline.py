@@ -62,8 +62,11 @@ class BaselineScore:
 def make_model() -> Pipeline:
     """Median imputation (an empty mask leaves shape undefined), standardisation, L2 logistic regression;
     everything fitted on a fold's training patients only."""
-    return make_pipeline(SimpleImputer(strategy="median", keep_empty_features=True), StandardScaler(),
-                         LogisticRegression(C=C, max_iter=5000))  # fmt: skip
+    return make_pipeline(
+        SimpleImputer(strategy="median", keep_empty_features=True),
+        StandardScaler(),
+        LogisticRegression(C=C, max_iter=5000),
+    )
 
 
 def fold_predictions(
@@ -80,8 +83,10 @@ def fold_predictions(
         val = [index[p] for p in split["val"]]
         model = make_model().fit(x[train], y[train])
         probs = model.predict_proba(x[val])[:, 1]
-        rows += [{"patient_id": patients[i], "label": int(y[i]), "prob": float(p), "fold": k}
-                 for i, p in zip(val, probs, strict=True)]  # fmt: skip
+        rows += [
+            {"patient_id": patients[i], "label": int(y[i]), "prob": float(p), "fold": k}
+            for i, p in zip(val, probs, strict=True)
+        ]
     return rows
 
 
@@ -97,7 +102,9 @@ def score_baseline(prepared: PreparedCohort, seed: int = 0, cache_dir: Path | No
     per_fold = []
     for k in range(len(prepared.folds)):
         mine = [r for r in oof if r["fold"] == k]
-        per_fold.append(roc_auc(np.asarray([r["label"] for r in mine]), np.asarray([r["prob"] for r in mine])))
+        per_fold.append(
+            roc_auc(np.asarray([r["label"] for r in mine]), np.asarray([r["prob"] for r in mine]))
+        )
     metrics["fold_auc_mean"], metrics["fold_auc_sd"] = fold_spread(per_fold)
     ci = bootstrap_auc_ci(labels, probs, n=CI_RESAMPLES, seed=seed)
     table = [[p, int(lab), *(float(v) for v in row)] for p, lab, row in zip(patients, y, x, strict=True)]
@@ -113,12 +120,20 @@ def folds_key(folds: list[dict[str, list[str]]]) -> str:
 def leaderboard_entry(score: BaselineScore, run_id: str | None, key: str) -> dict[str, Any]:
     """`leaderboard.json`'s `baseline` (JSON-ready; NaN metrics left out)."""
     return {
-        "cv_auc": _num(score.cv_auc), "cv_auc_ci": [_num(v) for v in score.cv_auc_ci],
-        "metrics": {k: score.metrics[k] for k in ROW_METRICS if math.isfinite(score.metrics.get(k, math.nan))},
-        "features": score.features, "mlflow_run_id": run_id, "masks": score.masks, "model": MODEL,
-        "patients": len(score.table), "folds": 1 + max((r["fold"] for r in score.oof), default=-1),
-        "seconds": round(score.seconds, 2), "key": key,
-    }  # fmt: skip
+        "cv_auc": _num(score.cv_auc),
+        "cv_auc_ci": [_num(v) for v in score.cv_auc_ci],
+        "metrics": {
+            k: score.metrics[k] for k in ROW_METRICS if math.isfinite(score.metrics.get(k, math.nan))
+        },
+        "features": score.features,
+        "mlflow_run_id": run_id,
+        "masks": score.masks,
+        "model": MODEL,
+        "patients": len(score.table),
+        "folds": 1 + max((r["fold"] for r in score.oof), default=-1),
+        "seconds": round(score.seconds, 2),
+        "key": key,
+    }
 
 
 def _num(value: float) -> float | None:
@@ -132,10 +147,21 @@ def log_baseline_run(tracker: StudyTracker, score: BaselineScore) -> str:
     if tracker.parent_run_id:
         tags["mlflow.parentRunId"] = tracker.parent_run_id
     run_id = tracker.client.create_run(tracker.experiment_id, run_name="baseline", tags=tags).info.run_id
-    params = {"model": MODEL, "C": C, "features": ",".join(score.features), "n_features": len(score.features),
-              "masks": score.masks, "patients": len(score.table)}  # fmt: skip
-    metrics = {"cv_auc": score.cv_auc, "cv_auc_ci_low": score.cv_auc_ci[0], "cv_auc_ci_high": score.cv_auc_ci[1],
-               **{k: score.metrics[k] for k in ROW_METRICS}, "seconds": score.seconds}  # fmt: skip
+    params = {
+        "model": MODEL,
+        "C": C,
+        "features": ",".join(score.features),
+        "n_features": len(score.features),
+        "masks": score.masks,
+        "patients": len(score.table),
+    }
+    metrics = {
+        "cv_auc": score.cv_auc,
+        "cv_auc_ci_low": score.cv_auc_ci[0],
+        "cv_auc_ci_high": score.cv_auc_ci[1],
+        **{k: score.metrics[k] for k in ROW_METRICS},
+        "seconds": score.seconds,
+    }
     now = int(time.time() * 1000)
     tracker.client.log_batch(
         run_id,
@@ -145,7 +171,10 @@ def log_baseline_run(tracker: StudyTracker, score: BaselineScore) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         oof = Path(tmp) / "oof.csv"
         write_oof(oof, score.oof, epoch=0)
-        for path in [*write_trial_artifacts(Path(tmp) / "out", oof, "baseline"), _feature_csv(Path(tmp), score)]:
+        for path in [
+            *write_trial_artifacts(Path(tmp) / "out", oof, "baseline"),
+            _feature_csv(Path(tmp), score),
+        ]:
             tracker.client.log_artifact(run_id, str(path))
     tracker.client.set_terminated(run_id, status="FINISHED")
     return run_id
@@ -160,8 +189,9 @@ def _feature_csv(folder: Path, score: BaselineScore) -> Path:
     return path
 
 
-def attach_baseline(board: Leaderboard, paths: StudyPaths, prepared: PreparedCohort | None,
-                    tracker: StudyTracker, seed: int) -> Leaderboard:  # fmt: skip
+def attach_baseline(
+    board: Leaderboard, paths: StudyPaths, prepared: PreparedCohort | None, tracker: StudyTracker, seed: int
+) -> Leaderboard:
     """The leaderboard with its `baseline`: the one an earlier session of the study stored when it was made
     on the same folds and features, else scored now and logged to MLflow. A baseline that cannot be scored
     (e.g. a fold with one class in training) is said so on stderr and left out; the search's results stand."""

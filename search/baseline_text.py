@@ -26,9 +26,11 @@ def baseline_row(board: Leaderboard) -> str:
         return ""
     m = b.get("metrics") or {}
     what = f"{len(b.get('features') or [])} {'lesion' if b.get('masks') else 'ROI (no masks)'} features"
-    return (f"\n{'baseline':<11} {'logistic regression':<22} {'-':>5} {_f(b.get('cv_auc')):>6} "
-            f"{_f(m.get('accuracy')):>6} {_f(m.get('precision')):>6} {_f(m.get('recall')):>6} "
-            f"{_f(m.get('f1')):>6}  {what}, same folds; not a trial")  # fmt: skip
+    return (
+        f"\n{'baseline':<11} {'logistic regression':<22} {'-':>5} {_f(b.get('cv_auc')):>6} "
+        f"{_f(m.get('accuracy')):>6} {_f(m.get('precision')):>6} {_f(m.get('recall')):>6} "
+        f"{_f(m.get('f1')):>6}  {what}, same folds; not a trial"
+    )
 
 
 def baseline_ci(board: Leaderboard) -> str:
@@ -52,23 +54,38 @@ def verdict(board: Leaderboard) -> tuple[str, str] | None:
         est, (lo, hi) = float(board.corrected_auc), board.corrected_auc_ci
         mine = f"corrected AUC {est:.3f} (95% CI {lo:.3f}-{hi:.3f})"
         if lo > base:
-            return "beats", f"the winner beats the baseline: its {mine} lies above the baseline's cv_auc {base:.3f}"
+            return (
+                "beats",
+                f"the winner beats the baseline: its {mine} lies above the baseline's cv_auc {base:.3f}",
+            )
         if est > base:
-            return "not shown", (f"the winner is not shown to beat the baseline: its {mine} includes the "
-                                 f"baseline's cv_auc {base:.3f}")  # fmt: skip
-        return "does not", (f"the winner does not beat the baseline: its {mine} is not above the baseline's "
-                            f"cv_auc {base:.3f}; a logistic regression on hand-made features does as well")  # fmt: skip
+            return "not shown", (
+                f"the winner is not shown to beat the baseline: its {mine} includes the "
+                f"baseline's cv_auc {base:.3f}"
+            )
+        return "does not", (
+            f"the winner does not beat the baseline: its {mine} is not above the baseline's "
+            f"cv_auc {base:.3f}; a logistic regression on hand-made features does as well"
+        )
     best = board.rows[0].cv_auc
-    caveat = ("(no corrected estimate: the best cv_auc is optimistic, the maximum over trials selected on the "
-              "same folds)")  # fmt: skip
+    caveat = (
+        "(no corrected estimate: the best cv_auc is optimistic, the maximum over trials selected on the "
+        "same folds)"
+    )
     if ci[1] is not None and math.isfinite(float(ci[1])) and best > float(ci[1]):
-        return "beats", (f"the winner's best cv_auc {best:.3f} is above the baseline's interval "
-                         f"{baseline_ci(board)} {caveat}")  # fmt: skip
+        return "beats", (
+            f"the winner's best cv_auc {best:.3f} is above the baseline's interval "
+            f"{baseline_ci(board)} {caveat}"
+        )
     if best > base:
-        return "not shown", (f"the winner is not shown to beat the baseline: its best cv_auc {best:.3f} lies "
-                             f"within the baseline's {baseline_ci(board)} {caveat}")  # fmt: skip
-    return "does not", (f"the winner does not beat the baseline: even its best cv_auc {best:.3f} is not above "
-                        f"the baseline's {baseline_ci(board)}")  # fmt: skip
+        return "not shown", (
+            f"the winner is not shown to beat the baseline: its best cv_auc {best:.3f} lies "
+            f"within the baseline's {baseline_ci(board)} {caveat}"
+        )
+    return "does not", (
+        f"the winner does not beat the baseline: even its best cv_auc {best:.3f} is not above "
+        f"the baseline's {baseline_ci(board)}"
+    )
 
 
 def print_baseline(board: Leaderboard) -> None:
@@ -76,9 +93,11 @@ def print_baseline(board: Leaderboard) -> None:
     if not board.baseline:
         return
     b = board.baseline
-    print(f"\nbaseline (not a trial): {b.get('model', 'logistic regression')} on the study's folds: cv_auc "
-          f"{baseline_ci(board)}, {len(b.get('features') or [])} features"
-          f"{'' if b.get('masks') else ' (no masks: intensity and texture of the ROI only)'}")  # fmt: skip
+    print(
+        f"\nbaseline (not a trial): {b.get('model', 'logistic regression')} on the study's folds: cv_auc "
+        f"{baseline_ci(board)}, {len(b.get('features') or [])} features"
+        f"{'' if b.get('masks') else ' (no masks: intensity and texture of the ROI only)'}"
+    )
     said = verdict(board)
     if said:
         print(said[1])
@@ -90,7 +109,11 @@ def parent_fields(board: Leaderboard) -> tuple[dict[str, float], dict[str, str]]
     if not b:
         return {}, {}
     ci = b.get("cv_auc_ci") or [None, None]
-    metrics = {"baseline_cv_auc": b.get("cv_auc"), "baseline_cv_auc_ci_low": ci[0], "baseline_cv_auc_ci_high": ci[1]}
+    metrics = {
+        "baseline_cv_auc": b.get("cv_auc"),
+        "baseline_cv_auc_ci_low": ci[0],
+        "baseline_cv_auc_ci_high": ci[1],
+    }
     tags = {"baseline_run_id": str(b.get("mlflow_run_id") or "")}
     said = verdict(board)
     if said:

@@ -58,7 +58,9 @@ def main(argv: list[str] | None = None) -> int:
         except UserError as exc:
             return _fail(exc.problems)
         log = console.attach(log_file(paths.root), preload=("ray", "mlflow"))
-        print(f"log: {log.resolve()} (what Ray, MLflow and Optuna say; --verbose shows it here too)", flush=True)
+        print(
+            f"log: {log.resolve()} (what Ray, MLflow and Optuna say; --verbose shows it here too)", flush=True
+        )
         return _run(args, config, paths, cohort)
 
 
@@ -77,7 +79,10 @@ def _run(args: Any, config: dict, paths: StudyPaths, cohort: Any) -> int:
     """Prepare the inputs, open the session, tune what is left of the budget, summarise, register the winner."""
     try:
         inputs = prepare_inputs(config, paths, cohort, log=lambda line: print(line, flush=True))
-    except (CohortChangedError, FoldsMismatchError) as exc:  # e.g. a hold-out drawn before it took whole sites
+    except (
+        CohortChangedError,
+        FoldsMismatchError,
+    ) as exc:  # e.g. a hold-out drawn before it took whole sites
         return _fail([str(exc)])
     try:
         session = _open_session(args, config, paths)
@@ -105,8 +110,13 @@ def _stopped(session: Session, name: str) -> str | None:
     from search.failures import stop_message
 
     outcomes = session_outcomes(session.study, session.first_number)
-    failed = [t for t in session.study.get_trials(deepcopy=False) if t.number >= session.first_number
-              and t.user_attrs.get(ERROR_ATTR) and t.datetime_complete is not None]  # fmt: skip
+    failed = [
+        t
+        for t in session.study.get_trials(deepcopy=False)
+        if t.number >= session.first_number
+        and t.user_attrs.get(ERROR_ATTR)
+        and t.datetime_complete is not None
+    ]
     last = max(failed, key=lambda t: t.datetime_complete).user_attrs[ERROR_ATTR] if failed else ""
     return stop_message(outcomes, last, name)
 
@@ -118,7 +128,9 @@ def _open_session(args: Any, config: dict, paths: StudyPaths) -> Session:
     name = config["study"]
     storage = open_storage(config["storage"])  # pickled by Ray with the password hidden
     study = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True)
-    name_metrics(study)  # objective "cv_auc", intermediate values "mean_fold_auc": new studies and resumed ones
+    name_metrics(
+        study
+    )  # objective "cv_auc", intermediate values "mean_fold_auc": new studies and resumed ones
     closed = close_stale_trials(study, storage)
     counts = count_trials(study)
     uri = config["tracking_uri"]
@@ -126,26 +138,39 @@ def _open_session(args: Any, config: dict, paths: StudyPaths) -> Session:
     settings = config["settings"]
     tracker.open_parent(
         read_json(paths.state).get("parent_run_id"),
-        params={"budget": args.budget, **settings, "cohort_hash": config["cohort_hash"], "sampler": args.sampler,
-                "scheduler": args.scheduler},  # fmt: skip
+        params={
+            "budget": args.budget,
+            **settings,
+            "cohort_hash": config["cohort_hash"],
+            "sampler": args.sampler,
+            "scheduler": args.scheduler,
+        },
         tags={"study": name, "space": str(settings["space"])},
     )
     killed = tracker.close_stale_children(finished_trials(study))
     write_json(paths.state, {"parent_run_id": tracker.parent_run_id, "experiment_id": tracker.experiment_id})
     study.set_user_attr("mlflow_parent_run_id", tracker.parent_run_id)
     if closed or killed:
-        print(f"resuming: closed {len(closed)} interrupted Optuna trial(s) {closed} and {killed} MLflow run(s) "
-              "left running by the previous session", flush=True)  # fmt: skip
+        print(
+            f"resuming: closed {len(closed)} interrupted Optuna trial(s) {closed} and {killed} MLflow run(s) "
+            "left running by the previous session",
+            flush=True,
+        )
     remaining = max(args.budget - counts["finished"], 0)
     if sqlite_path(config["storage"]) is None:  # a shared database: say which (its password hidden)
         print(f"optuna storage: {config['storage']}", flush=True)
-    print(f"study {name}: {counts['finished']} of {args.budget} trials finished before this session "
-          f"({counts['complete']} complete, {counts['pruned']} pruned, {counts['failed']} failed); "
-          f"{remaining} to run", flush=True)  # fmt: skip
+    print(
+        f"study {name}: {counts['finished']} of {args.budget} trials finished before this session "
+        f"({counts['complete']} complete, {counts['pruned']} pruned, {counts['failed']} failed); "
+        f"{remaining} to run",
+        flush=True,
+    )
     return Session(study, storage, tracker, counts, first_number=len(study.trials))
 
 
-def _tune(args: Any, config: dict, paths: StudyPaths, inputs: StudyInputs, session: Session, remaining: int) -> str:
+def _tune(
+    args: Any, config: dict, paths: StudyPaths, inputs: StudyInputs, session: Session, remaining: int
+) -> str:
     """Run the remaining trials on Ray; returns the parent run's status (KILLED when interrupted)."""
     import ray
 
@@ -166,27 +191,22 @@ def _tune(args: Any, config: dict, paths: StudyPaths, inputs: StudyInputs, sessi
         session.tracker.close_stale_children(finished_trials(session.study))
         if stale:
             status = "KILLED"
-            print(f"interrupted: {len(stale)} unfinished trial(s) closed; run again with "
-                  f"`--study {config['study']} --resume` to finish the budget", flush=True)  # fmt: skip
+            print(
+                f"interrupted: {len(stale)} unfinished trial(s) closed; run again with "
+                f"`--study {config['study']} --resume` to finish the budget",
+                flush=True,
+            )
     return status
 
 
-def _fit(args: Any, config: dict, paths: StudyPaths, inputs: StudyInputs, session: Session, remaining: int) -> None:
+def _fit(
+    args: Any, config: dict, paths: StudyPaths, inputs: StudyInputs, session: Session, remaining: int
+) -> None:
     """Build the searcher, scheduler, callbacks and Tuner for `remaining` trials, and fit."""
     import ray
-    from ray import tune
 
     from search.progress import Progress, TuneLines, best_complete, progress_view
-    from search.trainable import run_trial
-    from search.tuning import (
-        SEARCH_METRIC,
-        StageSearch,
-        TrackingCallback,
-        build_tuner,
-        make_sampler,
-        make_scheduler,
-    )
-    from trainers.failures import parse_faults
+    from search.tuning import TrackingCallback, build_tuner, make_scheduler
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our own progress line instead of Tune's tables
     settings, name, study = config["settings"], config["study"], session.study
@@ -195,32 +215,83 @@ def _fit(args: Any, config: dict, paths: StudyPaths, inputs: StudyInputs, sessio
     # Tune creates only one pending trial at a time for non-random searchers unless told otherwise,
     # which would run the trials one after another.
     os.environ["TUNE_MAX_PENDING_TRIALS_PG"] = str(slots)
-    print(f"ray: {_describe(ray.cluster_resources())}; each trial gets {resources}; up to {slots} at once",
-          flush=True)  # fmt: skip
+    print(
+        f"ray: {_describe(ray.cluster_resources())}; each trial gets {resources}; up to {slots} at once",
+        flush=True,
+    )
     study_dir = str(paths.root.resolve())
-    if getattr(args, "warm_start", False) and not study.trials:  # a new study only: a resumed one has run (or queued) them
-        for point in study_space(settings).study_points()[:remaining]:
-            study.enqueue_trial(point, skip_if_exists=True)
-    searcher = StageSearch(
-        space=study_space(settings).space, metric=SEARCH_METRIC, mode="max", study_name=name,
-        storage=session.storage, sampler=make_sampler(args.sampler, int(settings["seed"]) + len(study.trials), args.budget),
-        study_dir=study_dir, study_label=name,
-    )  # fmt: skip
-    progress = Progress(args.budget, session.counts, best_complete(study), reasons=failure_counts(study),
-                        max_epochs=int(settings["max_epochs"]), view=progress_view(args.verbosity))  # fmt: skip
-    fixed = fixed_settings(settings, num_threads=max(1, int(resources["cpu"])))
-    trainable = tune.with_parameters(run_trial, rois=inputs.prepared.rois, folds=inputs.prepared.folds, fixed=fixed,
-                                     study_dir=study_dir, faults=parse_faults(os.environ.get(FAULTS_ENV, "")))  # fmt: skip
-    scheduler = make_scheduler(args.scheduler, int(settings["max_epochs"]), args.grace_epochs, args.reduction_factor)
-    callbacks = [TrackingCallback(session.tracker, study, session.storage, paths, progress.trial_finished), progress,
-                 TuneLines()]  # fmt: skip
-    tuner = build_tuner(trainable, searcher, scheduler, remaining, resources, args.max_concurrent,
-                        str(paths.ray_results.resolve()), name, callbacks, args.max_retries)  # fmt: skip
+    searcher = _searcher(args, settings, name, session, remaining, study_dir)
+    progress = Progress(
+        args.budget,
+        session.counts,
+        best_complete(study),
+        reasons=failure_counts(study),
+        max_epochs=int(settings["max_epochs"]),
+        view=progress_view(args.verbosity),
+    )
+    trainable = _trainable(settings, inputs, resources, study_dir)
+    scheduler = make_scheduler(
+        args.scheduler, int(settings["max_epochs"]), args.grace_epochs, args.reduction_factor
+    )
+    callbacks = [
+        TrackingCallback(session.tracker, study, session.storage, paths, progress.trial_finished),
+        progress,
+        TuneLines(),
+    ]
+    tuner = build_tuner(
+        trainable,
+        searcher,
+        scheduler,
+        remaining,
+        resources,
+        args.max_concurrent,
+        str(paths.ray_results.resolve()),
+        name,
+        callbacks,
+        args.max_retries,
+    )
     progress.start()
     try:
         _run_tuner(tuner)
     finally:
         progress.close()
+
+
+def _trainable(settings: dict, inputs: StudyInputs, resources: dict, study_dir: str) -> Any:
+    """The trial function with the study's shared inputs (ROI slices, folds, fixed settings) bound to it."""
+    from ray import tune
+
+    from search.trainable import run_trial
+    from trainers.failures import parse_faults
+
+    return tune.with_parameters(
+        run_trial,
+        rois=inputs.prepared.rois,
+        folds=inputs.prepared.folds,
+        fixed=fixed_settings(settings, num_threads=max(1, int(resources["cpu"]))),
+        study_dir=study_dir,
+        faults=parse_faults(os.environ.get(FAULTS_ENV, "")),
+    )
+
+
+def _searcher(args: Any, settings: dict, name: str, session: Session, remaining: int, study_dir: str) -> Any:
+    """The Optuna searcher of this study; a new study with --warm-start queues the space's study points first."""
+    from search.tuning import SEARCH_METRIC, StageSearch, make_sampler
+
+    study = session.study
+    if getattr(args, "warm_start", False) and not study.trials:  # a resumed study has run (or queued) them
+        for point in study_space(settings).study_points()[:remaining]:
+            study.enqueue_trial(point, skip_if_exists=True)
+    return StageSearch(
+        space=study_space(settings).space,
+        metric=SEARCH_METRIC,
+        mode="max",
+        study_name=name,
+        storage=session.storage,
+        sampler=make_sampler(args.sampler, int(settings["seed"]) + len(study.trials), args.budget),
+        study_dir=study_dir,
+        study_label=name,
+    )
 
 
 def _run_tuner(tuner: Any) -> None:

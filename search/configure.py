@@ -73,17 +73,20 @@ def small_holdout_problem(fraction: float, held: Counter, force: bool) -> str | 
     n_neg, n_pos = held[0], held[1]
     if min(n_neg, n_pos) >= MIN_HOLDOUT_PER_CLASS or not min(n_neg, n_pos):
         return None
-    text = (f"--holdout {fraction}: the hold-out would have T1 {n_neg} / T2 {n_pos} patients (fewer than "
-            f"{MIN_HOLDOUT_PER_CLASS} of a class): its AUC's 95% CI would be about +/-{hanley_mcneil_half_width(n_pos, n_neg):.2f} "
-            "wide (Hanley-McNeil SE at AUC 0.75), too wide to tell a model from chance")  # fmt: skip
+    text = (
+        f"--holdout {fraction}: the hold-out would have T1 {n_neg} / T2 {n_pos} patients (fewer than "
+        f"{MIN_HOLDOUT_PER_CLASS} of a class): its AUC's 95% CI would be about +/-{hanley_mcneil_half_width(n_pos, n_neg):.2f} "
+        "wide (Hanley-McNeil SE at AUC 0.75), too wide to tell a model from chance"
+    )
     if force:
         print(f"warning: {text}", flush=True)
         return None
     return f"{text}; hold out more patients, or pass --force-small-holdout"
 
 
-def holdout_problems(cohort: Any, fraction: float, folds: int, seed: int, cv_group: str = "patient",
-                     force_small: bool = False) -> list[str]:  # fmt: skip
+def holdout_problems(
+    cohort: Any, fraction: float, folds: int, seed: int, cv_group: str = "patient", force_small: bool = False
+) -> list[str]:
     """A held-out split must keep both classes there, at least 10 patients per class unless forced, and enough
     patients per class for the folds; grouped by site, it holds out whole sites and leaves at least `folds`
     sites to search on."""
@@ -106,7 +109,9 @@ def holdout_problems(cohort: Any, fraction: float, folds: int, seed: int, cv_gro
     if small:
         problems.append(small)
     if min(kept[0], kept[1]) < folds:
-        problems.append(f"--holdout {fraction}: leaves T1 {kept[0]} / T2 {kept[1]} patients for {folds} folds")
+        problems.append(
+            f"--holdout {fraction}: leaves T1 {kept[0]} / T2 {kept[1]} patients for {folds} folds"
+        )
     return problems
 
 
@@ -134,8 +139,11 @@ def stored_config(args: argparse.Namespace) -> dict[str, Any]:
             raise UserError([str(exc)]) from None
         if found < FORMAT_VERSION:
             _upgrade_settings(stored["settings"])
-            print(f"note: study folder {paths.root} has format {found}; continuing it as format {FORMAT_VERSION} "
-                  "(its earlier trials keep their out-of-fold tables in MLflow only)", flush=True)  # fmt: skip
+            print(
+                f"note: study folder {paths.root} has format {found}; continuing it as format {FORMAT_VERSION} "
+                "(its earlier trials keep their out-of-fold tables in MLflow only)",
+                flush=True,
+            )
         stored["settings"].setdefault(SETTING, False)  # a study from before --pseudonymise keeps real ids
         _check_preprocessing(stored, args.study)
     return stored
@@ -178,8 +186,10 @@ def choose_space(args: argparse.Namespace, settings: dict[str, Any], resumed: bo
     settings.update(backbones=list(space.backbones), resolutions=list(space.resolutions))
     if settings["max_epochs"] is None:
         settings["max_epochs"] = space.max_epochs
-    print(f"search space: {settings['space']} ({why}): {space.description}; {settings['max_epochs']} epochs max",
-          flush=True)  # fmt: skip
+    print(
+        f"search space: {settings['space']} ({why}): {space.description}; {settings['max_epochs']} epochs max",
+        flush=True,
+    )
     return space
 
 
@@ -192,8 +202,9 @@ def fetch_pretrained_weights(names: list[str]) -> None:
         print(line, flush=True)
 
 
-def load_cohort(settings: dict[str, Any], stored: dict[str, Any], study: str | None,
-                force_small_holdout: bool = False) -> tuple[Path, Any]:  # fmt: skip
+def load_cohort(
+    settings: dict[str, Any], stored: dict[str, Any], study: str | None, force_small_holdout: bool = False
+) -> tuple[Path, Any]:
     """The manifest (or the phantom's) and its validated cohort, checked against the hold-out and the stored study."""
     from trainers.cv import resolve_manifest
     from trainers.duplicates import checked_manifest
@@ -201,25 +212,45 @@ def load_cohort(settings: dict[str, Any], stored: dict[str, Any], study: str | N
 
     try:
         manifest = resolve_manifest(settings["manifest"], int(settings["phantom_patients"]), 0)
-        cohort = checked_manifest(manifest, int(settings["folds"]), str(settings["cv_group"]),
-                                  allow=bool(settings["allow_duplicate_scans"]))  # fmt: skip
+        cohort = checked_manifest(
+            manifest,
+            int(settings["folds"]),
+            str(settings["cv_group"]),
+            allow=bool(settings["allow_duplicate_scans"]),
+        )
     except ManifestError as exc:
         raise UserError([str(exc)]) from None
     if settings["holdout"]:
         # a resumed study's hold-out was accepted when the study was made: only the folds are checked again
-        problems = holdout_problems(cohort, float(settings["holdout"]), int(settings["folds"]), int(settings["seed"]),
-                                    str(settings["cv_group"]), force_small=force_small_holdout or bool(stored))  # fmt: skip
+        problems = holdout_problems(
+            cohort,
+            float(settings["holdout"]),
+            int(settings["folds"]),
+            int(settings["seed"]),
+            str(settings["cv_group"]),
+            force_small=force_small_holdout or bool(stored),
+        )
         if problems:
             raise UserError(problems)
     chash = cohort.content_hash()
     if stored and stored.get("cohort_hash") != chash:
-        raise UserError([f"study {study!r} was made on cohort {stored.get('cohort_hash')}, but {manifest} "
-                         f"is now {chash} (changed files?); start a new --study"])  # fmt: skip
+        raise UserError(
+            [
+                f"study {study!r} was made on cohort {stored.get('cohort_hash')}, but {manifest} "
+                f"is now {chash} (changed files?); start a new --study"
+            ]
+        )
     return Path(manifest), cohort
 
 
-def study_config(args: argparse.Namespace, argv: list[str] | None, settings: dict[str, Any], stored: dict[str, Any],
-                 manifest: Path, cohort: Any) -> tuple[dict[str, Any], StudyPaths]:  # fmt: skip
+def study_config(
+    args: argparse.Namespace,
+    argv: list[str] | None,
+    settings: dict[str, Any],
+    stored: dict[str, Any],
+    manifest: Path,
+    cohort: Any,
+) -> tuple[dict[str, Any], StudyPaths]:
     """The study's `config.json` (this session appended to its sessions) and its folder."""
     # search.tuning imports Ray: here, once search.local_ray has set it up, not when this module is imported
     from search.tuning import startup_trials
@@ -228,10 +259,16 @@ def study_config(args: argparse.Namespace, argv: list[str] | None, settings: dic
     name = args.study or f"{settings['space']}-{time.strftime('%Y%m%d-%H%M%S')}"
     paths = StudyPaths(args.runs_dir / name)
     argv = public_argv(sys.argv[1:] if argv is None else argv)  # passwords as *** (search.study.credentials)
-    session = {"argv": argv, "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "software": software_versions(),
-               "search": search_settings(args, int(settings["max_epochs"]), startup_trials(args.budget))}
+    session = {
+        "argv": argv,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "software": software_versions(),
+        "search": search_settings(args, int(settings["max_epochs"]), startup_trials(args.budget)),
+    }
     # A new study goes to STAGESEARCH_STORAGE when set (the URL with its password never on a command line).
-    storage = args.storage or stored.get("storage") or os.environ.get(STORAGE_ENV) or default_storage_url(paths)  # fmt: skip
+    storage = (
+        args.storage or stored.get("storage") or os.environ.get(STORAGE_ENV) or default_storage_url(paths)
+    )
     tracking = args.tracking_uri or stored.get("tracking_uri") or default_tracking_uri(args.runs_dir)
     config = {
         "format": FORMAT_VERSION,
@@ -259,7 +296,9 @@ def study_salt(config: dict[str, Any], paths: StudyPaths, stored: dict[str, Any]
         return None
     try:
         salt = read_salt(paths, stored) if stored else new_salt()
-        pseudonyms(salt, cohort.patients)  # a collision, however unlikely, is refused before anything is written
+        pseudonyms(
+            salt, cohort.patients
+        )  # a collision, however unlikely, is refused before anything is written
     except SaltError as exc:
         raise UserError([str(exc)]) from None
     config[CHECK_KEY] = salt_check(salt)
@@ -280,7 +319,9 @@ def configure(args: argparse.Namespace, argv: list[str] | None) -> tuple[dict[st
     space = choose_space(args, settings, bool(stored))
     manifest, cohort = load_cohort(settings, stored, args.study, args.force_small_holdout)
     config, paths = study_config(args, argv, settings, stored, manifest, cohort)
-    if sqlite_path(config["storage"]) is None:  # a database server: does it let us in? (before writing anything)
+    if (
+        sqlite_path(config["storage"]) is None
+    ):  # a database server: does it let us in? (before writing anything)
         try:
             open_storage(config["storage"]).engine.dispose()
         except StorageError as exc:

@@ -41,11 +41,24 @@ _ACTIVE: ConsoleSession | None = None
 def add_console_flags(parser: argparse.ArgumentParser) -> None:
     """--verbose / --quiet (dest `verbosity`: "verbose", "quiet", or None for neither)."""
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--verbose", "-v", dest="verbosity", action="store_const", const=VERBOSE, default=None,
-                       help="also show the libraries' log records (Ray, MLflow, Optuna, warnings) on the terminal; "
-                            "they always go to logs/<command>.log in the study folder")  # fmt: skip
-    group.add_argument("--quiet", "-q", dest="verbosity", action="store_const", const=QUIET,
-                       help="show only warnings, errors (failed trials among them) and the final summary")  # fmt: skip
+    group.add_argument(
+        "--verbose",
+        "-v",
+        dest="verbosity",
+        action="store_const",
+        const=VERBOSE,
+        default=None,
+        help="also show the libraries' log records (Ray, MLflow, Optuna, warnings) on the terminal; "
+        "they always go to logs/<command>.log in the study folder",
+    )
+    group.add_argument(
+        "--quiet",
+        "-q",
+        dest="verbosity",
+        action="store_const",
+        const=QUIET,
+        help="show only warnings, errors (failed trials among them) and the final summary",
+    )
 
 
 def log_file(study_root: Path, command: str = "search") -> Path:
@@ -108,8 +121,13 @@ class ConsoleSession:
             ours.setLevel(logging.INFO)
             ours.propagate = False  # into the log file only (the tee writes the terminal itself)
             ours.addHandler(self._held)
-            self._undo.append(lambda lg=ours, was=before: (lg.removeHandler(self._held), lg.setLevel(was[0]),
-                                                           setattr(lg, "propagate", was[1])))  # fmt: skip
+            self._undo.append(
+                lambda lg=ours, was=before: (
+                    lg.removeHandler(self._held),
+                    lg.setLevel(was[0]),
+                    setattr(lg, "propagate", was[1]),
+                )
+            )
         self._capture_warnings()
         self.stdout, self.stderr = _Tee(sys.stdout, self, OUT_LOGGER), _Tee(sys.stderr, self, ERR_LOGGER)
         sys.stdout, sys.stderr = self.stdout, self.stderr
@@ -342,8 +360,14 @@ class LiveTrials:
         self._pending = ""
         # Without a session, rich itself redirects sys.stdout/sys.stderr above the table.
         alone = self._session is None
-        self._live = Live(get_renderable=render, console=console, refresh_per_second=2, transient=True,
-                          redirect_stdout=alone, redirect_stderr=alone)  # fmt: skip
+        self._live = Live(
+            get_renderable=render,
+            console=console,
+            refresh_per_second=2,
+            transient=True,
+            redirect_stdout=alone,
+            redirect_stderr=alone,
+        )
 
     def start(self) -> LiveTrials:
         self._live.start(refresh=True)

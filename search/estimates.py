@@ -113,17 +113,25 @@ def bbc_cv(
     scored = np.isfinite(in_bag[:, 0]) & np.isfinite(out_of_bag[:, 0])
     if not scored.any():
         unit = "patients" if units is None else f"{len(unit_names)} sites"
-        raise EstimateError(f"none of {n_resamples} resamples of the {unit} had both classes in bag and out of bag")
+        raise EstimateError(
+            f"none of {n_resamples} resamples of the {unit} had both classes in bag and out of bag"
+        )
     pick = np.argmax(in_bag[scored], axis=1)  # ties: the first configuration
     aucs = out_of_bag[scored][np.arange(len(pick)), pick]
     tail = 100 * (1 - level) / 2
     low, high = np.percentile(aucs, [tail, 100 - tail])
     return BBCResult(
-        mean=float(aucs.mean()), ci=(float(low), float(high)), level=level, n_resamples=n_resamples,
-        used=int(scored.sum()), skipped=int((~scored).sum()), unit="patient" if units is None else "site",
-        units=len(unit_names), apparent=[float(a) for a in weighted_auc(probs, y, np.ones((1, len(y))))[0]],
+        mean=float(aucs.mean()),
+        ci=(float(low), float(high)),
+        level=level,
+        n_resamples=n_resamples,
+        used=int(scored.sum()),
+        skipped=int((~scored).sum()),
+        unit="patient" if units is None else "site",
+        units=len(unit_names),
+        apparent=[float(a) for a in weighted_auc(probs, y, np.ones((1, len(y))))[0]],
         picks=np.bincount(pick, minlength=probs.shape[0]).tolist(),
-    )  # fmt: skip
+    )
 
 
 @dataclass(frozen=True)
@@ -171,10 +179,17 @@ def oof_matrix(paths: StudyPaths, numbers: Sequence[int]) -> OOFMatrix:
     kept, rows = [], []
     for n, table in tables.items():
         if frozenset(table) != common:
-            excluded.append({"trial": n, "why": f"its table lists other patients ({len(table)}; the other trials' "
-                             f"{len(common)}, {len(set(table) ^ common)} differ)"})  # fmt: skip
+            excluded.append(
+                {
+                    "trial": n,
+                    "why": f"its table lists other patients ({len(table)}; the other trials' "
+                    f"{len(common)}, {len(set(table) ^ common)} differ)",
+                }
+            )
         elif any(table[p][0] != label for p, label in zip(patients, labels, strict=True)):
-            excluded.append({"trial": n, "why": "its table labels patients differently from the other trials'"})
+            excluded.append(
+                {"trial": n, "why": "its table labels patients differently from the other trials'"}
+            )
         else:
             kept.append(n)
             rows.append([table[p][1] for p in patients])
@@ -192,13 +207,23 @@ def patient_sites(config: dict[str, Any], paths: StudyPaths) -> dict[str, str]:
         cohort = load_cohort(config)
         rename = study_pseudonyms(config, paths, cohort.patients)
         sites = cohort.patient_groups("site")
-    except (ManifestError, StudyFormatError, ValueError, OSError) as exc:  # the search is over: say, not crash
-        raise EstimateError(f"the patients' sites could not be read from the study's manifest: {exc}") from exc
+    except (
+        ManifestError,
+        StudyFormatError,
+        ValueError,
+        OSError,
+    ) as exc:  # the search is over: say, not crash
+        raise EstimateError(
+            f"the patients' sites could not be read from the study's manifest: {exc}"
+        ) from exc
     return {(rename or {}).get(p, p): site for p, site in sites.items()}
 
 
 def corrected_fields(
-    paths: StudyPaths, config: dict[str, Any], numbers: Sequence[int], best_cv_auc: float | None,
+    paths: StudyPaths,
+    config: dict[str, Any],
+    numbers: Sequence[int],
+    best_cv_auc: float | None,
     n_resamples: int = N_RESAMPLES,
 ) -> dict[str, Any]:
     """The leaderboard's `corrected_auc`, `corrected_auc_ci` and `corrected` for the finished trials `numbers`
@@ -209,10 +234,16 @@ def corrected_fields(
     unit = "site" if str(settings.get("cv_group", "patient")) == "site" else "patient"
     table = oof_matrix(paths, numbers)
     about: dict[str, Any] = {
-        "method": METHOD, "n_resamples": n_resamples, "unit": unit, "seed": int(settings.get("seed", 0)),
-        "configurations": len(table.trials), "trials": table.trials, "excluded": table.excluded,
-        "patients": len(table.patients), "best_cv_auc": best_cv_auc,
-    }  # fmt: skip
+        "method": METHOD,
+        "n_resamples": n_resamples,
+        "unit": unit,
+        "seed": int(settings.get("seed", 0)),
+        "configurations": len(table.trials),
+        "trials": table.trials,
+        "excluded": table.excluded,
+        "patients": len(table.patients),
+        "best_cv_auc": best_cv_auc,
+    }
     try:
         if not table.trials:
             raise EstimateError("no finished trial has an out-of-fold table")
@@ -225,16 +256,22 @@ def corrected_fields(
         why = f"no site for patient {exc}" if isinstance(exc, KeyError) else str(exc)
         return {"corrected_auc": None, "corrected_auc_ci": None, "corrected": {**about, "error": why}}
     about.update(
-        level=result.level, used=result.used, skipped=result.skipped, units=result.units,
-        best_table_auc=max(result.apparent), beats_chance=result.ci[0] > 0.5,
+        level=result.level,
+        used=result.used,
+        skipped=result.skipped,
+        units=result.units,
+        best_table_auc=max(result.apparent),
+        beats_chance=result.ci[0] > 0.5,
         picked_most=table.trials[int(np.argmax(result.picks))],
-    )  # fmt: skip
+    )
     if best_cv_auc is None:
         about["best_cv_auc"] = max(result.apparent)
     return {"corrected_auc": result.mean, "corrected_auc_ci": list(result.ci), "corrected": about}
 
 
-def with_estimate(board: Leaderboard, study: optuna.Study, paths: StudyPaths, config: dict[str, Any]) -> Leaderboard:
+def with_estimate(
+    board: Leaderboard, study: optuna.Study, paths: StudyPaths, config: dict[str, Any]
+) -> Leaderboard:
     """`board` with the corrected estimate over the study's complete and pruned trials (for
     `search.outcome.summarise`, before the leaderboard is written and the winner registered)."""
     best = board.rows[0].cv_auc if board.rows else None
@@ -260,10 +297,14 @@ def summary_lines(board: Leaderboard, winner: dict[str, Any] | None) -> list[str
         low, high = board.corrected_auc_ci
         best = about.get("best_cv_auc")
         shown = f"{best:.3f}" if isinstance(best, float) else "-"
-        lines.append(f"best cv_auc {shown} (optimistic: the best of {about.get('configurations')} trials, selected "
-                     "on the same folds it is scored on)")  # fmt: skip
-        lines.append(f"corrected estimate {board.corrected_auc:.3f} (95% CI {low:.3f}-{high:.3f}; "
-                     f"{METHOD}, {about.get('used')} bootstrap resamples of {about.get('unit')}s) <- quote this")  # fmt: skip
+        lines.append(
+            f"best cv_auc {shown} (optimistic: the best of {about.get('configurations')} trials, selected "
+            "on the same folds it is scored on)"
+        )
+        lines.append(
+            f"corrected estimate {board.corrected_auc:.3f} (95% CI {low:.3f}-{high:.3f}; "
+            f"{METHOD}, {about.get('used')} bootstrap resamples of {about.get('unit')}s) <- quote this"
+        )
         if about.get("excluded"):
             named = [f"trial {e['trial']}: {e['why']}" for e in about["excluded"]]
             more = f"; {len(named) - 5} more in leaderboard.json" if len(named) > 5 else ""
@@ -277,9 +318,12 @@ def summary_lines(board: Leaderboard, winner: dict[str, Any] | None) -> list[str
     if held and not held["ci_low"] > 0.5:
         doubts.append(_against_chance("held-out 95% CI", held["ci_low"], held["ci_high"]))
     if doubts:
-        lines.append("WARNING: the search could not show that the winner beats chance: " + " and ".join(doubts)
-                     + ". Do not use it as a working model" + ("; it is registered for inspection only."
-                                                               if winner else "."))  # fmt: skip
+        lines.append(
+            "WARNING: the search could not show that the winner beats chance: "
+            + " and ".join(doubts)
+            + ". Do not use it as a working model"
+            + ("; it is registered for inspection only." if winner else ".")
+        )
     return lines
 
 

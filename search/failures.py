@@ -44,6 +44,8 @@ def stop_message(outcomes: Sequence[str | None], last_error: str = "", study: st
     counts = ", ".join(f"{r} {n}" for r, n in sorted(Counter(failed).items(), key=lambda kv: (-kv[1], kv[0])))
     last = f"; last error: {last_error}" if last_error else ""
     resume = f"stagesearch run --study {study} --resume" if study else "--resume"
-    return (f"search stopped: {why} ({counts}){last}. This points at the setup (data, device, environment) "
-            f"rather than the sampled configurations, so no new trial was started; fix the cause and continue "
-            f"with `{resume}`")  # fmt: skip
+    return (
+        f"search stopped: {why} ({counts}){last}. This points at the setup (data, device, environment) "
+        f"rather than the sampled configurations, so no new trial was started; fix the cause and continue "
+        f"with `{resume}`"
+    )

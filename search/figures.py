@@ -43,16 +43,27 @@ def save(fig: Any, path: Path, dpi: int = 110) -> Path:
     return path
 
 
-def figure_roc(curves: dict[str, tuple[Any, Any, float]], labels: dict[str, str], title: str, path: Path,
-               colors: dict[str, Any] | None = None, size: float = 6.0) -> Path:  # fmt: skip
+def figure_roc(
+    curves: dict[str, tuple[Any, Any, float]],
+    labels: dict[str, str],
+    title: str,
+    path: Path,
+    colors: dict[str, Any] | None = None,
+    size: float = 6.0,
+) -> Path:
     """ROC curves (one per key), AUC in the legend, chance diagonal."""
     fig, ax = plt.subplots(figsize=(size, size * 0.93))
     colors = colors or palette(list(curves))
     for key, (fpr, tpr, auc) in sorted(curves.items(), key=lambda kv: -kv[1][2]):
         ax.step(fpr, tpr, where="post", lw=2.2, color=colors[key], label=f"{labels[key]}  AUC = {auc:.3f}")
     ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=1, label="chance")
-    ax.set(xlim=(-0.01, 1.01), ylim=(-0.01, 1.02), xlabel="1 - specificity (false positive rate)",
-           ylabel="sensitivity (true positive rate)", title=title)  # fmt: skip
+    ax.set(
+        xlim=(-0.01, 1.01),
+        ylim=(-0.01, 1.02),
+        xlabel="1 - specificity (false positive rate)",
+        ylabel="sensitivity (true positive rate)",
+        title=title,
+    )
     ax.set_aspect("equal")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=9, framealpha=0.9)

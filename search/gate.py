@@ -89,12 +89,16 @@ def like_with_like(holder: VersionLike, candidate: VersionLike, alias: str) -> s
     h, c = label(holder), label(candidate)
     hc, cc = cohort_of(holder), cohort_of(candidate)
     if hc is None or cc is None or hc != cc:
-        return (f"{c} was made on cohort {cc or 'unknown'} but current @{alias} {h} on cohort {hc or 'unknown'}: "
-                "AUCs measured on different patients are not comparable")  # fmt: skip
+        return (
+            f"{c} was made on cohort {cc or 'unknown'} but current @{alias} {h} on cohort {hc or 'unknown'}: "
+            "AUCs measured on different patients are not comparable"
+        )
     hk, ck = estimate_kind(holder), estimate_kind(candidate)
     if hk != ck:
-        return (f"{c} is scored on {kind_label(ck)} but current @{alias} {h} on {kind_label(hk)}: different kinds "
-                "of estimate are not comparable (a best-of-N cv_auc is optimistic, a hold-out AUC is not)")  # fmt: skip
+        return (
+            f"{c} is scored on {kind_label(ck)} but current @{alias} {h} on {kind_label(hk)}: different kinds "
+            "of estimate are not comparable (a best-of-N cv_auc is optimistic, a hold-out AUC is not)"
+        )
     if hk is None:
         return f"neither {c} nor current @{alias} {h} has a holdout_auc, corrected_auc or cv_auc tag"
     return None
@@ -110,8 +114,10 @@ def compare(holder: VersionLike, candidate: VersionLike, alias: str) -> tuple[bo
     metric, old = version_score(holder)
     new = version_score(candidate)[1]
     if beats_chance(holder) == "false" and beats_chance(candidate) == "true":  # e.g. a forced champion
-        return True, (f"{c} was shown to beat chance and current @{alias} {h} was not ({METRIC_LABELS[metric]} "
-                      f"{new:.3f}, was {old:.3f})")  # fmt: skip
+        return True, (
+            f"{c} was shown to beat chance and current @{alias} {h} was not ({METRIC_LABELS[metric]} "
+            f"{new:.3f}, was {old:.3f})"
+        )
     if new < old:
         return False, f"current @{alias} {h} has {METRIC_LABELS[metric]} {old:.3f} > candidate {c} {new:.3f}"
     return True, f"{METRIC_LABELS[metric]} {new:.3f} (was {h} {old:.3f})"
@@ -134,10 +140,15 @@ def chance_problem(version: VersionLike, alias: str) -> str | None:
     """Why `version` may not take `alias` (None: it may): tagged beats_chance=false, with the intervals that say so."""
     if alias == CHALLENGER or beats_chance(version) != "false":
         return None
-    found = [_interval(version, CORRECTED, "its corrected AUC"), _interval(version, HOLDOUT, "its hold-out AUC")]
+    found = [
+        _interval(version, CORRECTED, "its corrected AUC"),
+        _interval(version, HOLDOUT, "its hold-out AUC"),
+    ]
     why = " and ".join(f for f in found if f) or "it is tagged beats_chance=false"
-    return (f"{label(version)} was not shown to beat chance: {why} (registered for inspection only; @{alias} is "
-            "kept for models shown to beat chance)")  # fmt: skip
+    return (
+        f"{label(version)} was not shown to beat chance: {why} (registered for inspection only; @{alias} is "
+        "kept for models shown to beat chance)"
+    )
 
 
 def pool_for(versions: list[Any], reference: Any) -> list[Any]:

@@ -42,12 +42,16 @@ def describe_local_ray(node_address: str) -> str:
     if is_loopback(node_address):
         where = "listening on 127.0.0.1 only"
     else:
-        where = (f"listening on {node_address}, reachable from the network ({LOOPBACK_VAR} was not 0 when "
-                 "ray was imported)")  # fmt: skip
+        where = (
+            f"listening on {node_address}, reachable from the network ({LOOPBACK_VAR} was not 0 when "
+            "ray was imported)"
+        )
     mode = os.environ.get(AUTH_VAR, "").lower()
     if mode == "token":
-        auth = ("token authentication on: only processes holding the token (~/.ray/auth_token, or "
-                "RAY_AUTH_TOKEN / RAY_AUTH_TOKEN_PATH) can use it")  # fmt: skip
+        auth = (
+            "token authentication on: only processes holding the token (~/.ray/auth_token, or "
+            "RAY_AUTH_TOKEN / RAY_AUTH_TOKEN_PATH) can use it"
+        )
     else:
         auth = f"token authentication off ({AUTH_VAR}={mode or 'unset'})"
     return f"ray: local, {where}; {auth}"

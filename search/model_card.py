@@ -51,10 +51,17 @@ def cohort_facts(cohort: Any, holdout: list[str]) -> dict[str, Any]:
         counts = Counter(labels[p] for p in ids)
         return {"patients": len(ids), "t1": counts[0], "t2": counts[1]}
 
-    per_site = {site: part([p for p in labels if sites.get(p) == site]) for site in sorted(set(sites.values()))}
-    return {"all": part(list(labels)), "search": part([p for p in labels if p not in held]),
-            "holdout": part([p for p in labels if p in held]), "sites": per_site,
-            "scans": len(cohort.scans), "masks": sum(s.mask is not None for s in cohort.scans)}  # fmt: skip
+    per_site = {
+        site: part([p for p in labels if sites.get(p) == site]) for site in sorted(set(sites.values()))
+    }
+    return {
+        "all": part(list(labels)),
+        "search": part([p for p in labels if p not in held]),
+        "holdout": part([p for p in labels if p in held]),
+        "sites": per_site,
+        "scans": len(cohort.scans),
+        "masks": sum(s.mask is not None for s in cohort.scans),
+    }
 
 
 @dataclass(frozen=True)
@@ -85,10 +92,16 @@ def _cohort_section(f: CardFacts) -> list[str]:
     c, s = f.cohort, f.settings
     if not c:
         return ["## Cohort", "", "- not recorded"]
-    lines = ["## Cohort", "", f"- {_part(c['all'])}, {c['scans']} scans ({c['masks']} with a tumour mask); "
-             f"manifest content hash `{f.tags.get('cohort_hash', '-')}` (patient ids are not part of this card)."]  # fmt: skip
-    lines.append(f"- Search: {_part(c['search'])} in {s.get('folds')}-fold stratified cross-validation grouped by "
-                 f"{s.get('cv_group', 'patient')}, seed {s.get('seed')}.")  # fmt: skip
+    lines = [
+        "## Cohort",
+        "",
+        f"- {_part(c['all'])}, {c['scans']} scans ({c['masks']} with a tumour mask); "
+        f"manifest content hash `{f.tags.get('cohort_hash', '-')}` (patient ids are not part of this card).",
+    ]
+    lines.append(
+        f"- Search: {_part(c['search'])} in {s.get('folds')}-fold stratified cross-validation grouped by "
+        f"{s.get('cv_group', 'patient')}, seed {s.get('seed')}."
+    )
     if c["holdout"]["patients"]:
         lines.append(f"- Held out before the search: {_part(c['holdout'])}, seen by no trial; scored once.")
     else:
@@ -110,22 +123,48 @@ def _ci(tags: dict[str, str], key: str) -> str:
 
 def _estimates_section(f: CardFacts) -> list[str]:
     t = f.tags
-    rows = [("best trial's cv_auc", _num(t, "cv_auc"), "-",
-             "pooled out-of-fold AUC of the best of the search's trials: optimistic (selected on the same folds)")]  # fmt: skip
+    rows = [
+        (
+            "best trial's cv_auc",
+            _num(t, "cv_auc"),
+            "-",
+            "pooled out-of-fold AUC of the best of the search's trials: optimistic (selected on the same folds)",
+        )
+    ]
     if "corrected_auc" in t:
-        rows.append(("corrected AUC", _num(t, "corrected_auc"), _ci(t, "corrected_auc"),
-                     f"selection bias removed ({f.corrected_method or 'bootstrap bias-corrected CV'}), "
-                     "over patients"))  # fmt: skip
+        rows.append(
+            (
+                "corrected AUC",
+                _num(t, "corrected_auc"),
+                _ci(t, "corrected_auc"),
+                f"selection bias removed ({f.corrected_method or 'bootstrap bias-corrected CV'}), "
+                "over patients",
+            )
+        )
     if f.holdout:
         h = f.holdout
-        rows.append(("hold-out AUC", _num(t, "holdout_auc"), _ci(t, "holdout_auc"),
-                     f"{h['n_patients']} patients no trial saw; percentile bootstrap CI over patients"))  # fmt: skip
+        rows.append(
+            (
+                "hold-out AUC",
+                _num(t, "holdout_auc"),
+                _ci(t, "holdout_auc"),
+                f"{h['n_patients']} patients no trial saw; percentile bootstrap CI over patients",
+            )
+        )
     quote = {"holdout": "hold-out AUC", "corrected_cv": "corrected AUC", "cv": "best trial's cv_auc"}
-    lines = ["## Estimates (patient-level AUC)", "", "| estimate | AUC | 95% interval | what it is |",
-             "|---|---|---|---|", *(f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows), ""]  # fmt: skip
-    lines.append(f"Quote the {quote.get(t.get('estimate', ''), 'most honest estimate there is')} (the promotion "
-                 f"gate compares versions on it: `estimate` = `{t.get('estimate', '-')}`). Beats chance: "
-                 f"**{t.get('beats_chance', 'unknown')}** (`true` when every interval lies above 0.5).")  # fmt: skip
+    lines = [
+        "## Estimates (patient-level AUC)",
+        "",
+        "| estimate | AUC | 95% interval | what it is |",
+        "|---|---|---|---|",
+        *(f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows),
+        "",
+    ]
+    lines.append(
+        f"Quote the {quote.get(t.get('estimate', ''), 'most honest estimate there is')} (the promotion "
+        f"gate compares versions on it: `estimate` = `{t.get('estimate', '-')}`). Beats chance: "
+        f"**{t.get('beats_chance', 'unknown')}** (`true` when every interval lies above 0.5)."
+    )
     if t.get("beats_chance") == "false":
         lines += ["", "This version was **not shown to beat chance**: registered for inspection only."]
     return lines
@@ -133,31 +172,92 @@ def _estimates_section(f: CardFacts) -> list[str]:
 
 def _threshold_section(f: CardFacts) -> list[str]:
     t, h = f.tags, f.holdout
-    lines = ["## Operating threshold", "",
-             f"A patient is staged T2 when P(T2) >= **{t['threshold']}** (rule: "
-             f"`{t.get('threshold_rule', '-')}`). `youden_oof` is the cut that maximises sensitivity + specificity "
-             "on the out-of-fold predictions of exactly these fold models: their probabilities are not "
-             "calibrated, so a fixed 0.5 can call every patient one class although the ranking is good. The "
-             "cut is noisy on a small cohort and its out-of-fold sensitivity and specificity are optimistic."]  # fmt: skip
+    lines = [
+        "## Operating threshold",
+        "",
+        f"A patient is staged T2 when P(T2) >= **{t['threshold']}** (rule: "
+        f"`{t.get('threshold_rule', '-')}`). `youden_oof` is the cut that maximises sensitivity + specificity "
+        "on the out-of-fold predictions of exactly these fold models: their probabilities are not "
+        "calibrated, so a fixed 0.5 can call every patient one class although the ranking is good. The "
+        "cut is noisy on a small cohort and its out-of-fold sensitivity and specificity are optimistic.",
+    ]
     if h and "recall" in h:
-        lines.append(f"\nOn the held-out patients at this threshold: sensitivity {h['recall']:.3f}, specificity "
-                     f"{h['specificity']:.3f}, accuracy {h['accuracy']:.3f}.")  # fmt: skip
+        lines.append(
+            f"\nOn the held-out patients at this threshold: sensitivity {h['recall']:.3f}, specificity "
+            f"{h['specificity']:.3f}, accuracy {h['accuracy']:.3f}."
+        )
     return lines
 
 
 def model_card(f: CardFacts) -> str:
     """The version's model card as markdown (first line: the one-line summary of the version)."""
     train = f.train
-    params = ", ".join(f"{k} {train[k]:.3g}" if isinstance(train[k], float) else f"{k} {train[k]}" for k in ("resolution", "channels", "lr", "weight_decay", "batch_size",
-                                                   "aug_strength", "epochs") if k in train)  # fmt: skip
-    lines = [f"# {f.model_name} version {f.version}", "", f.summary, "", "## Intended use", "", INTENDED_USE, "",
-             "## Model", "",
-             f"- Ensemble of {f.n_models} fold models of `{train.get('backbone')}` ({f.family}), trial {f.trial} of "
-             f"study `{f.study}`; a scan's P(T2) is the mean over the fold models of the mean over its ROI slices.",
-             f"- Training: {params}; ImageNet weights: {f.tags.get('pretrained', '-')}.",
-             f"- Preprocessing version {f.preprocess_version} (RAS, 0.8 x 0.8 x 4 mm, percentile clip and z-score, "
-             "ROI around the tumour mask or the body outline).",
-             "- Input: a table of `image`, optional `mask` and `patient_id`; output: `patient_id`, `p_t2`, `stage`.",
-             ""]  # fmt: skip
+    params = ", ".join(
+        f"{k} {train[k]:.3g}" if isinstance(train[k], float) else f"{k} {train[k]}"
+        for k in ("resolution", "channels", "lr", "weight_decay", "batch_size", "aug_strength", "epochs")
+        if k in train
+    )
+    lines = [
+        f"# {f.model_name} version {f.version}",
+        "",
+        f.summary,
+        "",
+        "## Intended use",
+        "",
+        INTENDED_USE,
+        "",
+        "## Model",
+        "",
+        f"- Ensemble of {f.n_models} fold models of `{train.get('backbone')}` ({f.family}), trial {f.trial} of "
+        f"study `{f.study}`; a scan's P(T2) is the mean over the fold models of the mean over its ROI slices.",
+        f"- Training: {params}; ImageNet weights: {f.tags.get('pretrained', '-')}.",
+        f"- Preprocessing version {f.preprocess_version} (RAS, 0.8 x 0.8 x 4 mm, percentile clip and z-score, "
+        "ROI around the tumour mask or the body outline).",
+        "- Input: a table of `image`, optional `mask` and `patient_id`; output: `patient_id`, `p_t2`, `stage`.",
+        "",
+    ]
     lines += _cohort_section(f) + [""] + _estimates_section(f) + [""] + _threshold_section(f)
     return "\n".join(lines) + "\n"
+
+
+def describe_version(
+    locations: Any,
+    model_name: str,
+    version: str,
+    run_id: str,
+    refit: Any,
+    board: Any,
+    summary: str,
+    tags: dict[str, str],
+) -> str:
+    """The version's model card as its description, as `model_card.md` in the model run and the study folder;
+    the registered model's description when it has none (or ours). Returns the card."""
+    from mlflow.tracking import MlflowClient
+
+    facts = CardFacts(
+        model_name=model_name,
+        version=str(version),
+        summary=summary,
+        study=refit.name,
+        trial=refit.trial.number,
+        family=refit.result.family,
+        n_models=len(refit.ensemble.models),
+        train=refit.cfg.to_dict(),
+        settings=refit.config["settings"],
+        preprocess_version=refit.config.get("preprocess_version", 1),
+        cohort=refit.cohort or {},
+        tags=tags,
+        holdout=refit.holdout,
+        corrected_method=(
+            (getattr(board, "corrected", None) or {}).get("method") if board is not None else None
+        ),
+    )
+    card = model_card(facts)
+    client = MlflowClient(locations.tracking_url())
+    client.update_model_version(model_name, version, description=card)
+    client.log_text(run_id, card, "model_card.md")
+    (locations.paths.root / "model_card.md").write_text(card)
+    current = client.get_registered_model(model_name).description or ""
+    if not current.strip() or current.startswith(MODEL_DESCRIPTION_HEAD):
+        client.update_registered_model(model_name, description=model_description(model_name))
+    return card

@@ -22,7 +22,9 @@ def _sizes(text: str) -> list[int]:
     try:
         sizes = [int(n) for n in text.split(",") if n.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated pixel sizes, e.g. 128,192 (got {text!r})") from None
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated pixel sizes, e.g. 128,192 (got {text!r})"
+        ) from None
     if not sizes:
         raise argparse.ArgumentTypeError("expected comma-separated pixel sizes, e.g. 128,192")
     return sizes
@@ -53,12 +55,26 @@ def build_parser() -> argparse.ArgumentParser:
 def _what_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("what to search")
     g.add_argument("--budget", type=int, default=200, help="total finished trials in the study")
-    g.add_argument("--space", choices=list_spaces(), default=None,
-                   help="search space (default: paper when a GPU is visible, else cpu)")  # fmt: skip
-    g.add_argument("--backbones", type=_names, default=None, metavar="A,B",
-                   help="search only these backbones of the space (default: all of them)")  # fmt: skip
-    g.add_argument("--resolutions", type=_sizes, default=None, metavar="N,M",
-                   help="search only these input sizes of the space (default: all of them)")  # fmt: skip
+    g.add_argument(
+        "--space",
+        choices=list_spaces(),
+        default=None,
+        help="search space (default: paper when a GPU is visible, else cpu)",
+    )
+    g.add_argument(
+        "--backbones",
+        type=_names,
+        default=None,
+        metavar="A,B",
+        help="search only these backbones of the space (default: all of them)",
+    )
+    g.add_argument(
+        "--resolutions",
+        type=_sizes,
+        default=None,
+        metavar="N,M",
+        help="search only these input sizes of the space (default: all of them)",
+    )
     g.add_argument(
         "--manifest", type=Path, help="cohort CSV patient_id,image,mask,label[,site] (default: phantom)"
     )
@@ -67,25 +83,49 @@ def _what_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--cv-group", choices=("patient", "site"), default=None, help="what folds keep apart [patient]"
     )
-    g.add_argument("--holdout", type=float, default=None,
-                   help="fraction of patients set aside (stratified) before the search, to test the winner once [0: none]")  # fmt: skip
-    g.add_argument("--allow-duplicate-scans", action="store_true", default=None,
-                   help="search even when patient ids share a scan (identical voxel data), which validation "
-                        "otherwise refuses; recorded in the study")  # fmt: skip
-    g.add_argument("--force-small-holdout", action="store_true",
-                   help="accept a hold-out with fewer than 10 patients of a class (its AUC's CI is too wide to "
-                        "test anything; refused by default)")  # fmt: skip
+    g.add_argument(
+        "--holdout",
+        type=float,
+        default=None,
+        help="fraction of patients set aside (stratified) before the search, to test the winner once [0: none]",
+    )
+    g.add_argument(
+        "--allow-duplicate-scans",
+        action="store_true",
+        default=None,
+        help="search even when patient ids share a scan (identical voxel data), which validation "
+        "otherwise refuses; recorded in the study",
+    )
+    g.add_argument(
+        "--force-small-holdout",
+        action="store_true",
+        help="accept a hold-out with fewer than 10 patients of a class (its AUC's CI is too wide to "
+        "test anything; refused by default)",
+    )
+    _policy_flags(g)
+
+
+def _policy_flags(g: argparse._ArgumentGroup) -> None:
+    """How the search trains and chooses: epochs, weights, sampler, early stopping, seed."""
     g.add_argument("--max-epochs", type=int, default=None, help="epochs per trial (default: the space's)")
-    g.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=None,
-                   help="ImageNet weights: from the local caches, else downloaded once before the first trial "
-                        "(never with HF_HUB_OFFLINE=1); where there are none, random init, recorded [on]")  # fmt: skip
+    g.add_argument(
+        "--pretrained",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="ImageNet weights: from the local caches, else downloaded once before the first trial "
+        "(never with HF_HUB_OFFLINE=1); where there are none, random init, recorded [on]",
+    )
     g.add_argument(
         "--sampler", choices=("tpe", "random"), default="tpe", help="how Optuna proposes configurations"
     )
-    g.add_argument("--warm-start", action=argparse.BooleanOptionalAction, default=False,
-                   help="a new study's first trials are the seed study's method: each backbone of the space once "
-                        "at the trainer's default lr, augmentation and weight decay; the sampler goes on from "
-                        "there [off]")  # fmt: skip
+    g.add_argument(
+        "--warm-start",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="a new study's first trials are the seed study's method: each backbone of the space once "
+        "at the trainer's default lr, augmentation and weight decay; the sampler goes on from "
+        "there [off]",
+    )
     g.add_argument("--scheduler", choices=("asha", "fifo"), default="asha", help="early stopping, or none")
     g.add_argument("--grace-epochs", type=int, default=1, help="ASHA: epochs every trial gets")
     g.add_argument("--reduction-factor", type=float, default=3.0, help="ASHA: keep 1/factor at each rung")
@@ -103,26 +143,44 @@ def _where_flags(p: argparse.ArgumentParser) -> None:
     s.add_argument("--runs-dir", type=Path, default=Path("runs"), help="folder holding one folder per study")
     s.add_argument("--storage", help="Optuna RDB URL (default: sqlite in the study folder)")
     s.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite mlflow.db in --runs-dir)")
-    s.add_argument("--pseudonymise", action=argparse.BooleanOptionalAction, default=None,
-                   help="replace patient ids by stable salted hashes in everything the study writes (folds, "
-                        "trials, Ray, MLflow, report); the salt stays in the study folder. Fixed when the study "
-                        "is created [off]")  # fmt: skip
+    s.add_argument(
+        "--pseudonymise",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="replace patient ids by stable salted hashes in everything the study writes (folds, "
+        "trials, Ray, MLflow, report); the salt stays in the study folder. Fixed when the study "
+        "is created [off]",
+    )
     s.add_argument("--no-register", action="store_true", help="do not register the winner at the end")
     s.add_argument("--model-name", default="cervical-staging", help="registered model name for the winner")
 
 
 def _compute_flags(p: argparse.ArgumentParser) -> None:
     r = p.add_argument_group("compute")
-    r.add_argument("--address",
-                   help="existing Ray cluster: its head's host:port, auto (RAY_ADDRESS or the cluster started on "
-                        "this machine) or ray://host:10001 (Ray Client) (default: a local Ray)")  # fmt: skip
-    r.add_argument("--max-retries", type=int, default=1,
-                   help="restarts of a trial from scratch when it fails, e.g. because its node or worker died; "
-                        "after that it is recorded as failed with the reason")  # fmt: skip
-    r.add_argument("--gpus-per-trial", type=float, default=None,
-                   help="GPU share per trial, fractions allowed: 0.25 = four trials per GPU (default: 0.25 with GPUs, else 0)")  # fmt: skip
-    r.add_argument("--cpus-per-trial", type=float, default=None,
-                   help="CPUs per trial, also its torch threads (default: 2 with GPUs, 1 without)")  # fmt: skip
+    r.add_argument(
+        "--address",
+        help="existing Ray cluster: its head's host:port, auto (RAY_ADDRESS or the cluster started on "
+        "this machine) or ray://host:10001 (Ray Client) (default: a local Ray)",
+    )
+    r.add_argument(
+        "--max-retries",
+        type=int,
+        default=1,
+        help="restarts of a trial from scratch when it fails, e.g. because its node or worker died; "
+        "after that it is recorded as failed with the reason",
+    )
+    r.add_argument(
+        "--gpus-per-trial",
+        type=float,
+        default=None,
+        help="GPU share per trial, fractions allowed: 0.25 = four trials per GPU (default: 0.25 with GPUs, else 0)",
+    )
+    r.add_argument(
+        "--cpus-per-trial",
+        type=float,
+        default=None,
+        help="CPUs per trial, also its torch threads (default: 2 with GPUs, 1 without)",
+    )
     r.add_argument(
         "--max-concurrent", type=int, default=0, help="cap on trials at once; 0 = as many as resources allow"
     )
@@ -190,11 +248,15 @@ def _conflict(key: str, given: object, stored: object) -> str:
     """Why a flag cannot change a setting of an existing study."""
     if key == "pseudonymise":
         if stored:
-            return ("--no-pseudonymise: this study was created with --pseudonymise and stays pseudonymised "
-                    "(its folds and trials name patients by pseudonyms); drop the flag, or start a new --study")  # fmt: skip
-        return ("--pseudonymise: this study was created without it and has already recorded real patient ids "
-                "(folds, trials, MLflow), so it cannot be pseudonymised mid-study; start a new --study with "
-                "--pseudonymise")  # fmt: skip
+            return (
+                "--no-pseudonymise: this study was created with --pseudonymise and stays pseudonymised "
+                "(its folds and trials name patients by pseudonyms); drop the flag, or start a new --study"
+            )
+        return (
+            "--pseudonymise: this study was created without it and has already recorded real patient ids "
+            "(folds, trials, MLflow), so it cannot be pseudonymised mid-study; start a new --study with "
+            "--pseudonymise"
+        )
     flag = "--" + key.replace("_", "-")
     return f"{flag} {given} conflicts with this study's {stored} (start a new --study)"
 

@@ -37,7 +37,12 @@ def family(trial: optuna.trial.FrozenTrial) -> str:
 
 
 def summarise(
-    args: Any, config: dict, paths: StudyPaths, session: Any, status: str, stopped: str | None = None,
+    args: Any,
+    config: dict,
+    paths: StudyPaths,
+    session: Any,
+    status: str,
+    stopped: str | None = None,
     inputs: Any = None,
 ) -> Any:
     """leaderboard.json and the parent run's summary (failures by reason, why the search stopped) for a session
@@ -47,17 +52,28 @@ def summarise(
 
     board = with_estimate(leaderboard(session.study, paths, family=family), session.study, paths, config)
     board = dataclasses.replace(board, **site_estimates(config, paths, board))
-    board = attach_baseline(board, paths, inputs and inputs.prepared, session.tracker, int(config["settings"]["seed"]))
+    board = attach_baseline(
+        board, paths, inputs and inputs.prepared, session.tracker, int(config["settings"]["seed"])
+    )
     counts = board.counts
     best = board.rows[0] if board.rows else None
     base_metrics, base_tags = parent_fields(board)
     session.tracker.log_parent_summary(
-        {"best_cv_auc": best.cv_auc if best else float("nan"), **{f"trials_{k}": v for k, v in counts.items()},
-         **{f"trials_failed_{k}": v for k, v in board.failures.items()}, **parent_metrics(board),
-         **site_metrics(board), **base_metrics},
-        {"best_trial": str(best.trial) if best else "", **({"stopped": stopped} if stopped else {}), **base_tags},
+        {
+            "best_cv_auc": best.cv_auc if best else float("nan"),
+            **{f"trials_{k}": v for k, v in counts.items()},
+            **{f"trials_failed_{k}": v for k, v in board.failures.items()},
+            **parent_metrics(board),
+            **site_metrics(board),
+            **base_metrics,
+        },
+        {
+            "best_trial": str(best.trial) if best else "",
+            **({"stopped": stopped} if stopped else {}),
+            **base_tags,
+        },
         status if counts["finished"] < args.budget or stopped else "FINISHED",
-    )  # fmt: skip
+    )
     write_leaderboard(paths, board)
     return board
 
@@ -93,8 +109,10 @@ def print_outcome(board: Any, config: dict, paths: StudyPaths, winner: dict | No
     counts, rows = board.counts, board.rows
     print()
     why = format_failures(board.failures)
-    print(f"study {config['study']}: {counts['complete']} complete, {counts['pruned']} pruned (stopped early), "
-          f"{counts['failed']} failed" + (f" ({why})" if why else ""))  # fmt: skip
+    print(
+        f"study {config['study']}: {counts['complete']} complete, {counts['pruned']} pruned (stopped early), "
+        f"{counts['failed']} failed" + (f" ({why})" if why else "")
+    )
     if rows:
         print("\nbest trial per backbone family (cv_auc = pooled out-of-fold patient-level AUC):")
         print(format_leaderboard(rows) + baseline_row(board))
@@ -105,8 +123,10 @@ def print_outcome(board: Any, config: dict, paths: StudyPaths, winner: dict | No
     print("optuna-dashboard:  stagesearch dashboard" + _where_flags(paths, config))
     print("MLflow UI:         stagesearch mlflow-ui" + _where_flags(paths, config))
     if HIDDEN in config["storage"] + config["tracking_uri"]:
-        print("the study records its stores without their passwords: give them to these commands in the "
-              f"environment (PGPASSWORD or ~/.pgpass for PostgreSQL, or {STORAGE_ENV} with the storage URL)")  # fmt: skip
+        print(
+            "the study records its stores without their passwords: give them to these commands in the "
+            f"environment (PGPASSWORD or ~/.pgpass for PostgreSQL, or {STORAGE_ENV} with the storage URL)"
+        )
 
 
 def _print_winner(board: Any, winner: dict | None) -> None:
@@ -115,18 +135,25 @@ def _print_winner(board: Any, winner: dict | None) -> None:
     line = f"\nwinner: trial {w.trial}, {w.backbone} ({w.family}), cv_auc {w.cv_auc:.3f}"
     held = (winner or {}).get("holdout")
     if held:
-        print(f"{line} | held-out AUC {held['auc']:.3f} (95% CI {held['ci_low']:.3f}-{held['ci_high']:.3f}, "
-              f"{held['n_patients']} patients never seen by any trial)")  # fmt: skip
+        print(
+            f"{line} | held-out AUC {held['auc']:.3f} (95% CI {held['ci_low']:.3f}-{held['ci_high']:.3f}, "
+            f"{held['n_patients']} patients never seen by any trial)"
+        )
     else:
         print(line)
     estimates = summary_lines(board, winner)
     for text in estimates:
         print(text)
     if not held:
-        optimistic = "" if any("optimistic" in text for text in estimates) else (
-            "the best of many trials' cv_auc is optimistic (it was selected on the same folds); ")  # fmt: skip
-        print(f"note: no held-out patients in this study: {optimistic}run with --holdout 0.2 to test the winner on "
-              "patients no trial has seen")  # fmt: skip
+        optimistic = (
+            ""
+            if any("optimistic" in text for text in estimates)
+            else ("the best of many trials' cv_auc is optimistic (it was selected on the same folds); ")
+        )
+        print(
+            f"note: no held-out patients in this study: {optimistic}run with --holdout 0.2 to test the winner on "
+            "patients no trial has seen"
+        )
     for site_line in site_lines(board, winner):
         print(site_line)
     if winner:

@@ -24,13 +24,20 @@ def build_parser() -> argparse.ArgumentParser:
         "matrix.",
         formatter_class=HelpFormatter,
     )
-    p.add_argument("--model", default="models:/cervical-staging@champion",
-                   help="registry model URI: models:/NAME@ALIAS or models:/NAME/VERSION")  # fmt: skip
+    p.add_argument(
+        "--model",
+        default="models:/cervical-staging@champion",
+        help="registry model URI: models:/NAME@ALIAS or models:/NAME/VERSION",
+    )
     p.add_argument("--image", type=Path, help="one scan: NIfTI file, DICOM series folder or PNG/JPEG")
     p.add_argument("--mask", type=Path, help="its tumour mask (optional)")
     p.add_argument("--patient-id", default=None, help="name printed for --image (default: its file name)")
-    p.add_argument("--manifest", type=Path, help="CSV with image[,mask][,patient_id][,label]: patient_id defaults "
-                   "to the image's file name; with labels (T1/T2 or 0/1) the predictions are also scored")  # fmt: skip
+    p.add_argument(
+        "--manifest",
+        type=Path,
+        help="CSV with image[,mask][,patient_id][,label]: patient_id defaults "
+        "to the image's file name; with labels (T1/T2 or 0/1) the predictions are also scored",
+    )
     p.add_argument("--out", type=Path, help="write the predictions as CSV here")
     add_location_flags(p, study_required=False)
     return p
@@ -51,18 +58,31 @@ def _inputs(args: argparse.Namespace) -> tuple[list[dict[str, str]], dict[str, i
             labels.setdefault(s.patient_id, set()).add(s.label)
         mixed = sorted(p for p, found in labels.items() if len(found) > 1)
         if mixed:
-            return f"{args.manifest}: patient(s) {', '.join(mixed)} have scans with different (or blank) labels"
-        rows = [{"patient_id": s.patient_id, "image": str(s.image), "mask": str(s.mask) if s.mask else ""}
-                for s in cohort.scans]  # fmt: skip
+            return (
+                f"{args.manifest}: patient(s) {', '.join(mixed)} have scans with different (or blank) labels"
+            )
+        rows = [
+            {"patient_id": s.patient_id, "image": str(s.image), "mask": str(s.mask) if s.mask else ""}
+            for s in cohort.scans
+        ]
         return rows, {p: found.pop() for p, found in labels.items()}
     pid = args.patient_id or patient_id_from_path(args.image)
-    problems = check_scan_files(args.image, args.mask) if args.image.exists() else [
-        f"image file not found: {args.image}"]  # fmt: skip
+    problems = (
+        check_scan_files(args.image, args.mask)
+        if args.image.exists()
+        else [f"image file not found: {args.image}"]
+    )
     if args.mask is not None and not args.mask.exists():
         problems.append(f"mask file not found: {args.mask}")
     if problems:
         return f"{pid}: " + "; ".join(problems)
-    rows = [{"patient_id": pid, "image": str(args.image.resolve()), "mask": str(args.mask.resolve()) if args.mask else ""}]
+    rows = [
+        {
+            "patient_id": pid,
+            "image": str(args.image.resolve()),
+            "mask": str(args.mask.resolve()) if args.mask else "",
+        }
+    ]
     return rows, {}
 
 
@@ -73,7 +93,10 @@ def main(argv: list[str] | None = None) -> int:
         print("error: give either --image (with optional --mask) or --manifest", file=sys.stderr)
         return 2
     if not args.model.startswith("models:/"):
-        print(f"error: --model {args.model!r}: expected a registry URI such as models:/name@alias", file=sys.stderr)
+        print(
+            f"error: --model {args.model!r}: expected a registry URI such as models:/name@alias",
+            file=sys.stderr,
+        )
         return 2
     found = _inputs(args)
     if isinstance(found, str):
@@ -109,8 +132,8 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any] | str:
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    from search.registry import RegistryError, resolve_uri, where_flags
-    from search.study import from_args
+    from search.registry import RegistryError, resolve_uri
+    from search.study import from_args, where_flags
     from search.tracking import tracking_uri
 
     where = from_args(args)
@@ -143,12 +166,24 @@ def _model_lines(uri: str, version: Any, threshold: float, digits: int = 4) -> l
 
     tags = dict(version.tags or {})
     aliases = " ".join(f"@{a}" for a in sorted(version.aliases or [])) or "no alias"
-    made = ", ".join(x for x in [f"study {tags['study']}" if "study" in tags else "",
-                                 f"trial {tags['trial']}" if "trial" in tags else "", tags.get("backbone", "")] if x)  # fmt: skip
-    lines = [f"model: {uri} -> {version.name} version {version.version} ({aliases})" + (f"; {made}" if made else "")]
+    made = ", ".join(
+        x
+        for x in [
+            f"study {tags['study']}" if "study" in tags else "",
+            f"trial {tags['trial']}" if "trial" in tags else "",
+            tags.get("backbone", ""),
+        ]
+        if x
+    )
+    lines = [
+        f"model: {uri} -> {version.name} version {version.version} ({aliases})"
+        + (f"; {made}" if made else "")
+    ]
     rule = tags.get("threshold_rule")
-    lines.append(f"threshold: stage T2 when P(T2) >= {threshold:.{digits}f} (the operating threshold recorded at "
-                 f"registration{': ' + rule if rule else ''})")  # fmt: skip
+    lines.append(
+        f"threshold: stage T2 when P(T2) >= {threshold:.{digits}f} (the operating threshold recorded at "
+        f"registration{': ' + rule if rule else ''})"
+    )
     note = chance_note(tags)
     if note:
         lines.append(f"warning: {note}")
@@ -164,12 +199,23 @@ def _print_predictions(out: Any, labels: dict[str, int], threshold: float, digit
     print(f"{'patient_id':<{width}} {'P(T2)':>{digits + 2}}  stage" + ("  label" if given else ""))
     for row in out.itertuples():
         label = {0: "T1", 1: "T2"}.get(labels.get(row.patient_id, -1), "-")
-        print((f"{row.patient_id:<{width}} {row.p_t2:.{digits}f}  {row.stage:<5}" + (f"  {label}" if given else "")).rstrip())
-    score = label_score(list(out["patient_id"]), list(out["p_t2"]), labels, threshold, digits=digits) if given else None
+        print(
+            (
+                f"{row.patient_id:<{width}} {row.p_t2:.{digits}f}  {row.stage:<5}"
+                + (f"  {label}" if given else "")
+            ).rstrip()
+        )
+    score = (
+        label_score(list(out["patient_id"]), list(out["p_t2"]), labels, threshold, digits=digits)
+        if given
+        else None
+    )
     if score is not None:
         missing = len(out) - score.n
         print()
-        for line in score.lines() + ([f"({missing} patient(s) without a label not scored)"] if missing else []):
+        for line in score.lines() + (
+            [f"({missing} patient(s) without a label not scored)"] if missing else []
+        ):
             print(line)
 
 

@@ -40,19 +40,30 @@ class LabelScore:
         else:
             lo, hi = self.ci
             ci = "95% CI not defined" if math.isnan(lo) else f"95% CI {lo:.3f}-{hi:.3f}"
-            out.append(f"AUC {self.auc:.3f} ({ci}; percentile bootstrap over patients, {CI_RESAMPLES} resamples)")
+            out.append(
+                f"AUC {self.auc:.3f} ({ci}; percentile bootstrap over patients, {CI_RESAMPLES} resamples)"
+            )
         sens = f"{self.tp / self.n_t2:.3f} ({self.tp}/{self.n_t2})" if self.n_t2 else "-"
         spec = f"{self.tn / n_t1:.3f} ({self.tn}/{n_t1})" if n_t1 else "-"
-        out.append(f"at the threshold P(T2) >= {self.threshold:.{self.digits}f}: sensitivity {sens}, specificity {spec}, "
-                   f"accuracy {(self.tp + self.tn) / self.n:.3f} ({self.tp + self.tn}/{self.n})")  # fmt: skip
-        out += ["confusion matrix (rows: label, columns: predicted stage):",
-                f"{'':10}{'pred T1':>8}{'pred T2':>8}", f"{'label T1':10}{self.tn:>8}{self.fp:>8}",
-                f"{'label T2':10}{self.fn:>8}{self.tp:>8}"]  # fmt: skip
+        out.append(
+            f"at the threshold P(T2) >= {self.threshold:.{self.digits}f}: sensitivity {sens}, specificity {spec}, "
+            f"accuracy {(self.tp + self.tn) / self.n:.3f} ({self.tp + self.tn}/{self.n})"
+        )
+        out += [
+            "confusion matrix (rows: label, columns: predicted stage):",
+            f"{'':10}{'pred T1':>8}{'pred T2':>8}",
+            f"{'label T1':10}{self.tn:>8}{self.fp:>8}",
+            f"{'label T2':10}{self.fn:>8}{self.tp:>8}",
+        ]
         return out
 
 
 def label_score(
-    ids: Sequence[str], probs: Sequence[float], labels: Mapping[str, int], threshold: float, seed: int = 0,
+    ids: Sequence[str],
+    probs: Sequence[float],
+    labels: Mapping[str, int],
+    threshold: float,
+    seed: int = 0,
     digits: int = 4,
 ) -> LabelScore | None:
     """Score the patients of `ids` that have a label (0 = T1, 1 = T2); None when none has one."""
@@ -68,7 +79,14 @@ def label_score(
     value = roc_auc_score(y, p) if both else math.nan
     ci = bootstrap_auc_ci(y, p, n=CI_RESAMPLES, seed=seed) if both else (math.nan, math.nan)
     return LabelScore(
-        n=len(y), n_t2=int(y.sum()), auc=float(value), ci=ci, threshold=float(threshold),
-        tp=int(np.sum(pred & (y == 1))), fn=int(np.sum(~pred & (y == 1))),
-        tn=int(np.sum(~pred & (y == 0))), fp=int(np.sum(pred & (y == 0))), digits=digits,
-    )  # fmt: skip
+        n=len(y),
+        n_t2=int(y.sum()),
+        auc=float(value),
+        ci=ci,
+        threshold=float(threshold),
+        tp=int(np.sum(pred & (y == 1))),
+        fn=int(np.sum(~pred & (y == 1))),
+        tn=int(np.sum(~pred & (y == 0))),
+        fp=int(np.sum(pred & (y == 0))),
+        digits=digits,
+    )

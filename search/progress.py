@@ -22,9 +22,11 @@ from ray.tune.progress_reporter import TrialProgressCallback
 from search.results import TrialEpoch
 from search.study import OPTUNA_NUMBER_KEY, best_trial, trial_config
 
-LEGEND = ("metrics: mean_fold_auc = mean of the fold AUCs after each epoch of a running trial (what ASHA compares "
-          "to stop weak trials early); cv_auc = pooled out-of-fold patient-level AUC of a finished trial (what the "
-          "search maximises)")  # fmt: skip
+LEGEND = (
+    "metrics: mean_fold_auc = mean of the fold AUCs after each epoch of a running trial (what ASHA compares "
+    "to stop weak trials early); cv_auc = pooled out-of-fold patient-level AUC of a finished trial (what the "
+    "search maximises)"
+)
 TABLE, LINES = "table", "lines"
 COLUMNS = ["trial", "backbone", "px", "lr", "aug", "epoch", "mean_fold_auc", "running for"]
 
@@ -55,8 +57,10 @@ def estimate_left(finish_times: list[float], elapsed: float, left: int) -> float
 
 def describe(params: dict) -> str:
     """`resnet50, 64 px, lr 1.0e-03, aug 0.50`: what a trial tried."""
-    return (f"{params.get('backbone')}, {params.get('resolution')} px, lr {params.get('lr', 0):.1e}, "
-            f"aug {params.get('aug_strength', 0):.2f}")  # fmt: skip
+    return (
+        f"{params.get('backbone')}, {params.get('resolution')} px, lr {params.get('lr', 0):.1e}, "
+        f"aug {params.get('aug_strength', 0):.2f}"
+    )
 
 
 @dataclass
@@ -80,12 +84,24 @@ class Progress(Callback):
     and every `every` seconds). `--quiet` is the console's (search.console): it still gets every line, for the log
     file. Tune pickles its callbacks: the live table is made in the driver when the search starts, never pickled."""
 
-    def __init__(self, budget: int, already: dict[str, int], best: tuple[float, dict] | None,
-                 every: float = 30.0, out: TextIO | None = None, reasons: dict[str, int] | None = None,
-                 max_epochs: int = 0, view: str = LINES, console: Any = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        budget: int,
+        already: dict[str, int],
+        best: tuple[float, dict] | None,
+        every: float = 30.0,
+        out: TextIO | None = None,
+        reasons: dict[str, int] | None = None,
+        max_epochs: int = 0,
+        view: str = LINES,
+        console: Any = None,
+    ) -> None:
         self.budget = budget
-        self.counts = {"complete": already.get("complete", 0), "pruned": already.get("pruned", 0),
-                       "failed": already.get("failed", 0)}  # fmt: skip
+        self.counts = {
+            "complete": already.get("complete", 0),
+            "pruned": already.get("pruned", 0),
+            "failed": already.get("failed", 0),
+        }
         self.reasons = dict(reasons or {})  # failed trials by reason
         self.start_finished = sum(self.counts.values())
         self.best = best
@@ -156,8 +172,10 @@ class Progress(Callback):
             epochs = f"{final.epoch} epoch" + ("s" if final.epoch != 1 else "")
             return f"trial {number} complete: cv_auc {final.cv_auc:.3f} after {epochs} ({describe(params)})"
         of = f" of {self.max_epochs}" if self.max_epochs else ""
-        return (f"trial {number} stopped early by ASHA after epoch {final.epoch}{of}: mean_fold_auc "
-                f"{final.mean_fold_auc:.3f} ({describe(params)})")  # fmt: skip
+        return (
+            f"trial {number} stopped early by ASHA after epoch {final.epoch}{of}: mean_fold_auc "
+            f"{final.mean_fold_auc:.3f} ({describe(params)})"
+        )
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         params = {k: v for k, v in trial.config.items() if not k.startswith("_")}
@@ -172,8 +190,10 @@ class Progress(Callback):
         where = (trial.last_result or {}).get("node", "?")
         error = trial_error(trial).strip()
         reason = error.splitlines()[-1] if error else "see the Ray trial log"
-        self._say(f"trial {number} failed on node {where}: {reason}; restarting it from scratch (retry "
-                  f"{trial.num_failures} of {trial.max_failures})")  # fmt: skip
+        self._say(
+            f"trial {number} failed on node {where}: {reason}; restarting it from scratch (retry "
+            f"{trial.num_failures} of {trial.max_failures})"
+        )
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         number = _number(trial)
@@ -206,8 +226,10 @@ class Progress(Callback):
         c = self.counts
         why = ", ".join(f"{r} {n}" for r, n in sorted(self.reasons.items(), key=lambda kv: (-kv[1], kv[0])))
         failed = f"failed {c['failed']}" + (f" ({why})" if why else "")
-        line = (f"[{self.finished:>4}/{self.budget}] complete {c['complete']} pruned {c['pruned']} {failed} "
-                f"running {self.running} | {best} | {_fmt_duration(elapsed)} {eta}").rstrip()  # fmt: skip
+        line = (
+            f"[{self.finished:>4}/{self.budget}] complete {c['complete']} pruned {c['pruned']} {failed} "
+            f"running {self.running} | {best} | {_fmt_duration(elapsed)} {eta}"
+        ).rstrip()
         if running:
             line += "".join(f" | trial {n}: {self._epoch(r)}" for n, r in sorted(self.trials.items()))
         return line
@@ -229,10 +251,18 @@ class Progress(Callback):
         rows = []
         for number, r in sorted(self.trials.items()):
             p = r.params
-            rows.append([str(number), str(p.get("backbone")), str(p.get("resolution")), f"{p.get('lr', 0):.1e}",
-                         f"{p.get('aug_strength', 0):.2f}", f"{r.epoch}{of}" if r.epoch else "-",
-                         "-" if r.mean_fold_auc is None else f"{r.mean_fold_auc:.3f}",
-                         _fmt_duration(now - r.started)])  # fmt: skip
+            rows.append(
+                [
+                    str(number),
+                    str(p.get("backbone")),
+                    str(p.get("resolution")),
+                    f"{p.get('lr', 0):.1e}",
+                    f"{p.get('aug_strength', 0):.2f}",
+                    f"{r.epoch}{of}" if r.epoch else "-",
+                    "-" if r.mean_fold_auc is None else f"{r.mean_fold_auc:.3f}",
+                    _fmt_duration(now - r.started),
+                ]
+            )
         return rows
 
     def table(self) -> Any:

@@ -24,9 +24,8 @@ from search.registry import (  # noqa: E402
     list_versions,
     next_step,
     promote,
-    where_flags,
 )
-from search.study import add_location_flags, from_args, sqlite_path  # noqa: E402
+from search.study import add_location_flags, from_args, sqlite_path, where_flags  # noqa: E402
 from trainers.cli import HelpFormatter  # noqa: E402
 
 
@@ -57,8 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
         "with no holder, those of the newest version's cohort)",
     )
     p.add_argument("--alias", default=DEFAULT_ALIAS, help="alias to set (load it as models:/NAME@ALIAS)")
-    p.add_argument("--force", action="store_true", help="promote even if the gate refuses (lower score, another cohort or kind of estimate, "
-                   "not shown to beat chance)")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="promote even if the gate refuses (lower score, another cohort or kind of estimate, "
+        "not shown to beat chance)",
+    )
     p.add_argument(
         "--reason", default="", help="why, recorded on the version (default: the score comparison)"
     )
@@ -92,22 +95,48 @@ def _interval(tags: dict[str, str], metric: str) -> str:
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     """The versions as an aligned text table, one line per version."""
-    head = ["version", "aliases", "study", "trial", "backbone", "cv_auc", "corrected AUC [95%]",
-            "holdout AUC [95% CI]", "estimate", "cohort", "beats chance", "threshold", "pretrained",
-            "created (UTC)"]  # fmt: skip
+    head = [
+        "version",
+        "aliases",
+        "study",
+        "trial",
+        "backbone",
+        "cv_auc",
+        "corrected AUC [95%]",
+        "holdout AUC [95% CI]",
+        "estimate",
+        "cohort",
+        "beats chance",
+        "threshold",
+        "pretrained",
+        "created (UTC)",
+    ]
     body = []
     for r in rows:
         t = r["tags"]
-        body.append([
-            f"v{r['version']}", ",".join(f"@{a}" for a in r["aliases"]) or "-", t.get("study", "-"),
-            t.get("trial", "-"), t.get("backbone", "-"), _num(tag_float(t, CV)), _interval(t, CORRECTED),
-            _interval(t, HOLDOUT), estimate_kind(t) or "-", t.get("cohort_hash", "-"), beats_chance(t),
-            _num(tag_float(t, "threshold")), t.get("pretrained", "-"),
-            (r["created"] or "-").replace("T", " ").removesuffix("Z"),
-        ])  # fmt: skip
+        body.append(
+            [
+                f"v{r['version']}",
+                ",".join(f"@{a}" for a in r["aliases"]) or "-",
+                t.get("study", "-"),
+                t.get("trial", "-"),
+                t.get("backbone", "-"),
+                _num(tag_float(t, CV)),
+                _interval(t, CORRECTED),
+                _interval(t, HOLDOUT),
+                estimate_kind(t) or "-",
+                t.get("cohort_hash", "-"),
+                beats_chance(t),
+                _num(tag_float(t, "threshold")),
+                t.get("pretrained", "-"),
+                (r["created"] or "-").replace("T", " ").removesuffix("Z"),
+            ]
+        )
     widths = [max(len(str(line[i])) for line in [head, *body]) for i in range(len(head))]
-    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
-                     for line in [head, *body])  # fmt: skip
+    return "\n".join(
+        "  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
+        for line in [head, *body]
+    )
 
 
 def _list(client: MlflowClient, name: str, alias: str, where: str) -> int:
@@ -131,20 +160,29 @@ def main(argv: list[str] | None = None) -> int:
     uri = where.tracking_uri  # public: a password shows as ***
     missing = _missing_sqlite(uri)
     if missing is not None:
-        return _fail(f"no MLflow store at {missing}: run `stagesearch run` and register a model first, or pass "
-                     "--runs-dir/--tracking-uri")  # fmt: skip
+        return _fail(
+            f"no MLflow store at {missing}: run `stagesearch run` and register a model first, or pass "
+            "--runs-dir/--tracking-uri"
+        )
 
     client = MlflowClient(tracking_uri=where.tracking_url(), registry_uri=where.tracking_url())
     try:
         if args.list:
             return _list(client, args.model_name, args.alias, where_flags(where))
-        version = int(best_version(client, args.model_name, args.alias).version) if args.best else args.version
+        version = (
+            int(best_version(client, args.model_name, args.alias).version) if args.best else args.version
+        )
         result = promote(
             client, args.model_name, version, alias=args.alias, force=args.force, reason=args.reason
         )
     except PromotionRefused as exc:
-        anyway = command("promote", where_flags(where), f"--version {exc.version} --force", name=args.model_name,
-                         alias=args.alias)  # fmt: skip
+        anyway = command(
+            "promote",
+            where_flags(where),
+            f"--version {exc.version} --force",
+            name=args.model_name,
+            alias=args.alias,
+        )
         return _fail(f"{exc}: {anyway}")
     except RegistryError as exc:
         return _fail(str(exc))
@@ -152,9 +190,13 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(f"MLflow registry at {uri}: {exc.message}")
     print(result.message)
     if result.changed:
-        model = "" if result.uri == f"models:/{DEFAULT_MODEL_NAME}@{DEFAULT_ALIAS}" else f" --model {result.uri}"
-        print(f"load it with: mlflow.pyfunc.load_model('{result.uri}'); predict with: "
-              f"{command('predict', where_flags(where), '--image SCAN' + model)}")  # fmt: skip
+        model = (
+            "" if result.uri == f"models:/{DEFAULT_MODEL_NAME}@{DEFAULT_ALIAS}" else f" --model {result.uri}"
+        )
+        print(
+            f"load it with: mlflow.pyfunc.load_model('{result.uri}'); predict with: "
+            f"{command('predict', where_flags(where), '--image SCAN' + model)}"
+        )
     return 0
 
 

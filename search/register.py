@@ -21,13 +21,8 @@ if __package__ in (None, ""):  # run as a script: make the project importable wi
 
 from search.console import add_console_flags, quiet_console  # noqa: E402
 from search.gate import CHALLENGER  # noqa: E402
-from search.model_card import (  # noqa: E402
-    MODEL_DESCRIPTION_HEAD,
-    CardFacts,
-    cohort_facts,
-    model_card,
-    model_description,
-)
+from search.model_card import cohort_facts, describe_version  # noqa: E402
+from search.model_spec import requirements, signature  # noqa: E402
 from search.study import add_location_flags, from_args, read_json, trial_config, write_json  # noqa: E402
 from search.version_tags import chance_note, estimate_tags, operating_threshold  # noqa: E402
 from trainers.cli import HelpFormatter  # noqa: E402
@@ -70,21 +65,17 @@ def evaluate_holdout(ensemble: Any, cohort: Any, patients: list[str], seed: int 
     lo, hi = bootstrap_auc_ci(y, prob, seed=seed)
     sites = {s.patient_id: s.site for s in held.scans if s.site}
     return {
-        "auc": auc(y, prob), "ci_low": lo, "ci_high": hi, "n_patients": len(ids),
+        "auc": auc(y, prob),
+        "ci_low": lo,
+        "ci_high": hi,
+        "n_patients": len(ids),
         **({"per_site": site_metrics(ids, y, prob, sites)} if sites else {}),
         **threshold_metrics(y, prob, ensemble.threshold),
         "predictions": [
-            {"patient_id": p, "label": int(lab), "prob": float(pr)} for p, lab, pr in zip(ids, y, prob, strict=True)
+            {"patient_id": p, "label": int(lab), "prob": float(pr)}
+            for p, lab, pr in zip(ids, y, prob, strict=True)
         ],
-    }  # fmt: skip
-
-
-def _requirements() -> list[str]:
-    from importlib.metadata import version
-
-    names = ["torch", "torchvision", "timm", "monai", "nibabel", "pydicom", "pillow", "numpy", "pandas",
-             "scikit-learn", "mlflow"]  # fmt: skip
-    return [f"{n}=={version(n)}" for n in names]
+    }
 
 
 def register_study(
@@ -113,22 +104,33 @@ class Refit:
 
 
 def _register_study(locations: Any, model_name: str, trial_number: int | None, log: Any) -> dict[str, Any]:
-    from search.registry import where_flags
+    from search.study import where_flags
 
     refit = _refit(locations, trial_number, log)
     board = _leaderboard(locations.paths)
     run_id, version = _log_model(locations, refit, model_name)
     summary, tags = _tag_version(locations.tracking_url(), model_name, version, refit, board, log)
-    describe(locations, model_name, version, run_id, refit, board, summary, tags)
+    describe_version(locations, model_name, version, run_id, refit, board, summary, tags)
     hint = make_challenger(locations.tracking_url(), model_name, version, where_flags(locations))
     winner = {
-        "trial": refit.trial.number, "backbone": refit.cfg.backbone, "family": refit.result.family,
-        "cv_auc": refit.trial.value, "refit_cv_auc": refit.result.cv_auc, "holdout": refit.holdout,
-        "model_name": model_name, "model_version": int(version), "model_uri": f"models:/{model_name}/{version}",
-        "run_id": run_id, "params": trial_config(refit.trial), "pretrained": refit.result.pretrained,
-        "beats_chance": tags["beats_chance"], "estimate": tags["estimate"], "threshold": refit.ensemble.threshold,
-        "threshold_rule": refit.threshold_rule, "next": hint,
-    }  # fmt: skip
+        "trial": refit.trial.number,
+        "backbone": refit.cfg.backbone,
+        "family": refit.result.family,
+        "cv_auc": refit.trial.value,
+        "refit_cv_auc": refit.result.cv_auc,
+        "holdout": refit.holdout,
+        "model_name": model_name,
+        "model_version": int(version),
+        "model_uri": f"models:/{model_name}/{version}",
+        "run_id": run_id,
+        "params": trial_config(refit.trial),
+        "pretrained": refit.result.pretrained,
+        "beats_chance": tags["beats_chance"],
+        "estimate": tags["estimate"],
+        "threshold": refit.ensemble.threshold,
+        "threshold_rule": refit.threshold_rule,
+        "next": hint,
+    }
     write_json(locations.paths.winner, winner)
     log(f"registered {model_name} version {version} (@{CHALLENGER}): {summary}")
     log(f"operating threshold: P(T2) >= {refit.ensemble.threshold:.3f} is staged T2 ({refit.threshold_rule})")
@@ -136,9 +138,15 @@ def _register_study(locations: Any, model_name: str, trial_number: int | None, l
         log(f"warning: {chance_note(tags)}")
     log(f"promote: {hint}")
     if not refit.holdout:
-        honest = "the corrected AUC is the honest estimate" if "corrected_auc" in tags else "there is no honest estimate"
-        log(f"note: no held-out patients in this study: cv_auc of the best trial is optimistic (selected on the same "
-            f"folds), {honest}; use --holdout on the next search to test the winner on unseen patients")  # fmt: skip
+        honest = (
+            "the corrected AUC is the honest estimate"
+            if "corrected_auc" in tags
+            else "there is no honest estimate"
+        )
+        log(
+            f"note: no held-out patients in this study: cv_auc of the best trial is optimistic (selected on the same "
+            f"folds), {honest}; use --holdout on the next search to test the winner on unseen patients"
+        )
     return winner
 
 
@@ -167,18 +175,28 @@ def _refit(locations: Any, trial_number: int | None, log: Any) -> Refit:
     cfg = train_config(settings, trial_config(trial))
     kept, result, why_not = trial_models.load(paths, trial.number, cfg, trial.value)
     if kept is not None:
-        log(f"registering trial {trial.number} of study {name}: {cfg.backbone}, cv_auc {trial.value:.3f}, with the "
-            f"{len(kept.models)} fold models the trial trained (kept in {paths.models(trial.number)})")  # fmt: skip
+        log(
+            f"registering trial {trial.number} of study {name}: {cfg.backbone}, cv_auc {trial.value:.3f}, with the "
+            f"{len(kept.models)} fold models the trial trained (kept in {paths.models(trial.number)})"
+        )
         models = kept.models
     else:
-        log(f"registering trial {trial.number} of study {name}: {cfg.backbone}, cv_auc {trial.value:.3f}; "
-            f"{why_not}: training its {len(inputs.prepared.folds)} fold models again ...")  # fmt: skip
+        log(
+            f"registering trial {trial.number} of study {name}: {cfg.backbone}, cv_auc {trial.value:.3f}; "
+            f"{why_not}: training its {len(inputs.prepared.folds)} fold models again ..."
+        )
         data = inputs.prepared.slice_data(cfg.resolution, cfg.channels)
         result, models = train_folds(data, inputs.prepared.folds, cfg, log=None)
     threshold, rule = operating_threshold(result.oof)  # why Youden's J: see search.version_tags
     ensemble = Ensemble(models, cfg, PreprocessParams(), threshold)
-    held = evaluate_holdout(ensemble, inputs.cohort, inputs.holdout, settings["seed"]) if inputs.holdout else None
-    return Refit(name, trial, config, cfg, result, ensemble, held, rule, cohort_facts(inputs.cohort, inputs.holdout))
+    held = (
+        evaluate_holdout(ensemble, inputs.cohort, inputs.holdout, settings["seed"])
+        if inputs.holdout
+        else None
+    )
+    return Refit(
+        name, trial, config, cfg, result, ensemble, held, rule, cohort_facts(inputs.cohort, inputs.holdout)
+    )
 
 
 def _leaderboard(paths: Any) -> Any:
@@ -193,7 +211,7 @@ def _leaderboard(paths: Any) -> Any:
 
 def make_challenger(uri: str, model_name: str, version: str, where: str = "") -> str:
     """Give the new version the @challenger alias (moved from the previous one); what `promote --best` would do,
-    with the command to run (`where`: the location flags it carries, see `search.registry.where_flags`)."""
+    with the command to run (`where`: the location flags it carries, see `search.study.where_flags`)."""
     from mlflow.tracking import MlflowClient
 
     from search.registry import RegistryError, next_step
@@ -206,17 +224,6 @@ def make_challenger(uri: str, model_name: str, version: str, where: str = "") ->
         return f"--best: {exc}"
 
 
-def _signature() -> Any:
-    """What the registered model takes (a table of scans) and gives (P(T2) and stage per patient)."""
-    from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, Schema
-
-    inputs = Schema([ColSpec("string", "image"), ColSpec("string", "mask", required=False),
-                     ColSpec("string", "patient_id", required=False)])  # fmt: skip
-    outputs = Schema([ColSpec("string", "patient_id"), ColSpec("double", "p_t2"), ColSpec("string", "stage")])
-    return ModelSignature(inputs=inputs, outputs=outputs)
-
-
 def _log_model(locations: Any, refit: Refit, model_name: str) -> tuple[str, str]:
     """A `model` run nested under the search with the ensemble as a registered pyfunc; (run id, version)."""
     import mlflow
@@ -225,16 +232,29 @@ def _log_model(locations: Any, refit: Refit, model_name: str) -> tuple[str, str]
 
     experiment = MlflowClient(locations.tracking_url()).get_experiment_by_name(refit.name)
     parent = read_json(locations.paths.state).get("parent_run_id")
-    run_tags = {"role": "model", "optuna_trial": str(refit.trial.number),
-                **({"mlflow.parentRunId": parent} if parent else {})}  # fmt: skip
-    example = pd.DataFrame({"image": ["scan_t2.nii.gz"], "mask": ["scan_mask.nii.gz"], "patient_id": ["new-1"]})
-    with mlflow.start_run(experiment_id=experiment.experiment_id if experiment else None,
-                          run_name=f"model-trial-{refit.trial.number:04d}", tags=run_tags) as run:  # fmt: skip
+    run_tags = {
+        "role": "model",
+        "optuna_trial": str(refit.trial.number),
+        **({"mlflow.parentRunId": parent} if parent else {}),
+    }
+    example = pd.DataFrame(
+        {"image": ["scan_t2.nii.gz"], "mask": ["scan_mask.nii.gz"], "patient_id": ["new-1"]}
+    )
+    with mlflow.start_run(
+        experiment_id=experiment.experiment_id if experiment else None,
+        run_name=f"model-trial-{refit.trial.number:04d}",
+        tags=run_tags,
+    ) as run:
         mlflow.log_params(refit.cfg.to_dict())
-        metrics = {"cv_auc": refit.trial.value, "refit_cv_auc": refit.result.cv_auc,
-                   "threshold": refit.ensemble.threshold}  # fmt: skip
+        metrics = {
+            "cv_auc": refit.trial.value,
+            "refit_cv_auc": refit.result.cv_auc,
+            "threshold": refit.ensemble.threshold,
+        }
         if refit.holdout:
-            metrics.update({f"holdout_{k}": v for k, v in refit.holdout.items() if isinstance(v, float | int)})
+            metrics.update(
+                {f"holdout_{k}": v for k, v in refit.holdout.items() if isinstance(v, float | int)}
+            )
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v == v})
         # The input example names placeholder files, so MLflow's trial prediction on it can only fail: quiet
         # that warning; the example is still stored with the model.
@@ -244,11 +264,15 @@ def _log_model(locations: Any, refit: Refit, model_name: str) -> tuple[str, str]
             quiet.setLevel(logging.ERROR)
             try:
                 info = mlflow.pyfunc.log_model(
-                    name="model", python_model=str(ROOT / "search" / "staging_model.py"),
+                    name="model",
+                    python_model=str(ROOT / "search" / "staging_model.py"),
                     artifacts={"ensemble": str(refit.ensemble.save(Path(tmp) / "ensemble"))},
-                    code_paths=[str(ROOT / "trainers")], signature=_signature(), input_example=example,
-                    pip_requirements=_requirements(), registered_model_name=model_name,
-                )  # fmt: skip
+                    code_paths=[str(ROOT / "trainers")],
+                    signature=signature(),
+                    input_example=example,
+                    pip_requirements=requirements(),
+                    registered_model_name=model_name,
+                )
             finally:
                 quiet.setLevel(level)
     return run.info.run_id, str(info.registered_model_version)
@@ -263,14 +287,24 @@ def _tag_version(
 
     cfg, trial, result, held = refit.cfg, refit.trial, refit.result, refit.holdout
     tags = {
-        "study": refit.name, "trial": str(trial.number), "backbone": cfg.backbone, "family": result.family,
-        "cv_auc": f"{trial.value:.4f}", "refit_cv_auc": f"{result.cv_auc:.4f}",
-        "cohort_hash": refit.config["cohort_hash"], "pretrained": str(result.pretrained).lower(),
-        "threshold": f"{refit.ensemble.threshold:.6g}", "threshold_rule": refit.threshold_rule,
-    }  # fmt: skip
+        "study": refit.name,
+        "trial": str(trial.number),
+        "backbone": cfg.backbone,
+        "family": result.family,
+        "cv_auc": f"{trial.value:.4f}",
+        "refit_cv_auc": f"{result.cv_auc:.4f}",
+        "cohort_hash": refit.config["cohort_hash"],
+        "pretrained": str(result.pretrained).lower(),
+        "threshold": f"{refit.ensemble.threshold:.6g}",
+        "threshold_rule": refit.threshold_rule,
+    }
     if held:
-        tags.update(holdout_auc=f"{held['auc']:.4f}", holdout_auc_ci_low=f"{held['ci_low']:.4f}",
-                    holdout_auc_ci_high=f"{held['ci_high']:.4f}", holdout_patients=str(held["n_patients"]))  # fmt: skip
+        tags.update(
+            holdout_auc=f"{held['auc']:.4f}",
+            holdout_auc_ci_low=f"{held['ci_low']:.4f}",
+            holdout_auc_ci_high=f"{held['ci_high']:.4f}",
+            holdout_patients=str(held["n_patients"]),
+        )
     estimates, notes = estimate_tags(board, trial.number, held)
     tags.update(estimates)
     for note in notes:
@@ -278,38 +312,24 @@ def _tag_version(
     client = MlflowClient(uri)
     for key, value in tags.items():
         client.set_model_version_tag(model_name, version, key, value)
-    corrected = (f", corrected AUC {tags['corrected_auc']} [{tags['corrected_auc_ci_low']}, "
-                 f"{tags['corrected_auc_ci_high']}]" if "corrected_auc_ci_low" in tags else "")  # fmt: skip
-    summary = (f"{cfg.backbone} ensemble of {len(refit.ensemble.models)} fold models from study {refit.name}, "
-               f"trial {trial.number}; cv_auc {trial.value:.3f} (best of the search, optimistic){corrected}"
-               + (f", holdout AUC {held['auc']:.3f} [{held['ci_low']:.3f}, {held['ci_high']:.3f}] on "
-                  f"{held['n_patients']} patients" if held else "")
-               + f"; compared on {tags['estimate']}; beats chance: {tags['beats_chance']}")  # fmt: skip
+    corrected = (
+        f", corrected AUC {tags['corrected_auc']} [{tags['corrected_auc_ci_low']}, "
+        f"{tags['corrected_auc_ci_high']}]"
+        if "corrected_auc_ci_low" in tags
+        else ""
+    )
+    summary = (
+        f"{cfg.backbone} ensemble of {len(refit.ensemble.models)} fold models from study {refit.name}, "
+        f"trial {trial.number}; cv_auc {trial.value:.3f} (best of the search, optimistic){corrected}"
+        + (
+            f", holdout AUC {held['auc']:.3f} [{held['ci_low']:.3f}, {held['ci_high']:.3f}] on "
+            f"{held['n_patients']} patients"
+            if held
+            else ""
+        )
+        + f"; compared on {tags['estimate']}; beats chance: {tags['beats_chance']}"
+    )
     return summary, tags
-
-
-def describe(locations: Any, model_name: str, version: str, run_id: str, refit: Refit, board: Any, summary: str,
-             tags: dict[str, str]) -> str:  # fmt: skip
-    """The version's model card as its description, as `model_card.md` in the model run and the study folder;
-    the registered model's description when it has none (or ours). Returns the card."""
-    from mlflow.tracking import MlflowClient
-
-    facts = CardFacts(
-        model_name=model_name, version=str(version), summary=summary, study=refit.name, trial=refit.trial.number,
-        family=refit.result.family, n_models=len(refit.ensemble.models), train=refit.cfg.to_dict(),
-        settings=refit.config["settings"], preprocess_version=refit.config.get("preprocess_version", 1),
-        cohort=refit.cohort or {}, tags=tags, holdout=refit.holdout,
-        corrected_method=((getattr(board, "corrected", None) or {}).get("method") if board is not None else None),
-    )  # fmt: skip
-    card = model_card(facts)
-    client = MlflowClient(locations.tracking_url())
-    client.update_model_version(model_name, version, description=card)
-    client.log_text(run_id, card, "model_card.md")
-    (locations.paths.root / "model_card.md").write_text(card)
-    current = client.get_registered_model(model_name).description or ""
-    if not current.strip() or current.startswith(MODEL_DESCRIPTION_HEAD):
-        client.update_registered_model(model_name, description=model_description(model_name))
-    return card
 
 
 def build_parser() -> argparse.ArgumentParser:

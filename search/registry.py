@@ -17,7 +17,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from mlflow.entities.model_registry import ModelVersion, RegisteredModel
@@ -42,8 +41,18 @@ from search.gate import (
     version_score,
 )
 
-__all__ = ["CHALLENGER", "CORRECTED", "CV", "ESTIMATES", "HOLDOUT", "METRIC_LABELS", "VersionLike", "estimate_kind",
-           "tag_float", "version_score"]  # fmt: skip
+__all__ = [
+    "CHALLENGER",
+    "CORRECTED",
+    "CV",
+    "ESTIMATES",
+    "HOLDOUT",
+    "METRIC_LABELS",
+    "VersionLike",
+    "estimate_kind",
+    "tag_float",
+    "version_score",
+]
 
 DEFAULT_MODEL_NAME = "cervical-staging"
 DEFAULT_ALIAS = "champion"
@@ -145,11 +154,18 @@ def list_versions(client: MlflowClient, name: str) -> list[dict[str, Any]]:
             score: tuple[str, float] | None = version_score(v)
         except ValueError:
             score = None
-        rows.append({
-            "version": int(v.version), "run_id": v.run_id, "aliases": aliases.get(int(v.version), []),
-            "tags": dict(v.tags or {}), "created": _iso(v.creation_timestamp), "description": v.description or "",
-            "source": v.source, "score": score,
-        })  # fmt: skip
+        rows.append(
+            {
+                "version": int(v.version),
+                "run_id": v.run_id,
+                "aliases": aliases.get(int(v.version), []),
+                "tags": dict(v.tags or {}),
+                "created": _iso(v.creation_timestamp),
+                "description": v.description or "",
+                "source": v.source,
+                "score": score,
+            }
+        )
     return rows
 
 
@@ -170,22 +186,34 @@ def best_choice(client: MlflowClient, name: str, alias: str = DEFAULT_ALIAS) -> 
     beats_chance=false only when no other comparable version is left."""
     model, versions = _versions_or_fail(client, name)
     number = model.aliases.get(alias)
-    holder = next((v for v in versions if int(v.version) == int(number)), None) if number is not None else None
+    holder = (
+        next((v for v in versions if int(v.version) == int(number)), None) if number is not None else None
+    )
     reference = reference_for(versions, holder)
     pool = pool_for(versions, reference)
     if not pool and holder is not None:
-        raise RegistryError(f"current @{alias} v{holder.version} has no holdout_auc, corrected_auc or cv_auc tag, so "
-                            "--best has nothing to compare with; promote a version with --version N --force")
+        raise RegistryError(
+            f"current @{alias} v{holder.version} has no holdout_auc, corrected_auc or cv_auc tag, so "
+            "--best has nothing to compare with; promote a version with --version N --force"
+        )
     if not pool:
-        raise RegistryError(f"no version of {name!r} has a holdout_auc, corrected_auc or cv_auc tag to rank it by")
+        raise RegistryError(
+            f"no version of {name!r} has a holdout_auc, corrected_auc or cv_auc tag to rank it by"
+        )
     ranked = [v for v in pool if beats_chance(v) != "false"] or pool
     metric = version_score(pool[0])[0]
     # ties go to the current holder (a promotion that changes nothing is not worth a hint), then the newer one
-    pick = max(ranked, key=lambda v: (version_score(v)[1], tag_float(v, CV) or 0.0, v is holder, int(v.version)))
+    pick = max(
+        ranked, key=lambda v: (version_score(v)[1], tag_float(v, CV) or 0.0, v is holder, int(v.version))
+    )
     chosen = {int(v.version) for v in pool}
-    return BestChoice(pick, metric, (reference.tags or {}).get("cohort_hash", "unknown"),
-                      None if holder is None else int(holder.version),
-                      [int(v.version) for v in versions if int(v.version) not in chosen])  # fmt: skip
+    return BestChoice(
+        pick,
+        metric,
+        (reference.tags or {}).get("cohort_hash", "unknown"),
+        None if holder is None else int(holder.version),
+        [int(v.version) for v in versions if int(v.version) not in chosen],
+    )
 
 
 def best_version(client: MlflowClient, name: str, alias: str = DEFAULT_ALIAS) -> ModelVersion:
@@ -238,8 +266,9 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def judge(client: MlflowClient, name: str, candidate: ModelVersion, previous: int | None,
-          alias: str) -> tuple[bool, str]:  # fmt: skip
+def judge(
+    client: MlflowClient, name: str, candidate: ModelVersion, previous: int | None, alias: str
+) -> tuple[bool, str]:
     """(may `candidate` take `alias` from version `previous`, the comparison or every reason it may not)."""
     problems = [p for p in [chance_problem(candidate, alias)] if p]
     if previous is None:
@@ -254,27 +283,17 @@ def judge(client: MlflowClient, name: str, candidate: ModelVersion, previous: in
     return (False, "; ".join(problems)) if problems else (True, text)
 
 
-def where_flags(locations: Any) -> str:
-    """The flags that point a later command at the same registry from any folder: `--runs-dir` (absolute), and
-    `--tracking-uri` when the registry is not the one `--runs-dir` alone would find (password shown as ***)."""
-    import shlex
-
-    from search.study import LocationError, resolve
-
-    runs = Path(locations.runs_dir).resolve()
-    flags = f"--runs-dir {shlex.quote(str(runs))}"
-    try:
-        found = resolve(runs).tracking_uri
-    except LocationError:
-        found = None
-    return flags if found == locations.tracking_uri else f"{flags} --tracking-uri {shlex.quote(locations.tracking_uri)}"
-
-
-def command(sub: str, where: str, *flags: str, name: str = DEFAULT_MODEL_NAME, alias: str = DEFAULT_ALIAS) -> str:
+def command(
+    sub: str, where: str, *flags: str, name: str = DEFAULT_MODEL_NAME, alias: str = DEFAULT_ALIAS
+) -> str:
     """A command a hint tells the user to run, in backticks (the tests run every command a hint names):
     `stagesearch promote --runs-dir R --best`, with --model-name/--alias when they are not the defaults."""
-    extra = [] if sub != "promote" else ([f"--model-name {name}"] if name != DEFAULT_MODEL_NAME else []) + (
-        [f"--alias {alias}"] if alias != DEFAULT_ALIAS else [])  # fmt: skip
+    extra = (
+        []
+        if sub != "promote"
+        else ([f"--model-name {name}"] if name != DEFAULT_MODEL_NAME else [])
+        + ([f"--alias {alias}"] if alias != DEFAULT_ALIAS else [])
+    )
     return "`" + " ".join(["stagesearch", sub, *([where] if where else []), *flags, *extra]) + "`"
 
 
@@ -285,14 +304,19 @@ def next_step(client: MlflowClient, name: str, alias: str = DEFAULT_ALIAS, where
     pick, was = choice.version, choice.holder
     head = f"best on {METRIC_LABELS[choice.metric]} among cohort {choice.cohort}: v{pick.version}"
     force = command("promote", where, "--version N --force", name=name, alias=alias)
-    others = (f"; left out (another cohort or kind of estimate, not comparable): "
-              f"{', '.join(f'v{n}' for n in choice.left_out)} (promote one with {force})"
-              if choice.left_out else "")  # fmt: skip
+    others = (
+        f"; left out (another cohort or kind of estimate, not comparable): "
+        f"{', '.join(f'v{n}' for n in choice.left_out)} (promote one with {force})"
+        if choice.left_out
+        else ""
+    )
     if was == int(pick.version):
         return f"{head}, already @{alias}{others}"
     allowed, text = judge(client, name, pick, was, alias)
     if allowed:
-        return f"{head}: promote it with {command('promote', where, '--best', name=name, alias=alias)}{others}"
+        return (
+            f"{head}: promote it with {command('promote', where, '--best', name=name, alias=alias)}{others}"
+        )
     anyway = command("promote", where, f"--version {pick.version} --force", name=name, alias=alias)
     return f"{head}; --best would refuse it: {text}; to promote it anyway: {anyway}{others}"
 
@@ -300,7 +324,9 @@ def next_step(client: MlflowClient, name: str, alias: str = DEFAULT_ALIAS, where
 def _append(client: MlflowClient, version: ModelVersion, line: str) -> None:
     text = (version.description or "").rstrip("\n")
     client.update_model_version(
-        version.name, str(version.version), description=f"{text}\n\n{line}".lstrip("\n")  # a paragraph in markdown
+        version.name,
+        str(version.version),
+        description=f"{text}\n\n{line}".lstrip("\n"),  # a paragraph in markdown
     )
 
 
@@ -319,20 +345,35 @@ def promote(
     holder_number = get_model(client, name).aliases.get(alias)
     previous = None if holder_number is None else int(holder_number)
     if previous == int(candidate.version):
-        return PromotionResult(name, alias, previous, previous, False, False, "", None,
-                               f"{name} v{previous} already holds @{alias}; nothing changed")  # fmt: skip
+        return PromotionResult(
+            name,
+            alias,
+            previous,
+            previous,
+            False,
+            False,
+            "",
+            None,
+            f"{name} v{previous} already holds @{alias}; nothing changed",
+        )
     allowed, comparison = judge(client, name, candidate, previous, alias)
     if not allowed and not force:
         raise PromotionRefused(f"{comparison}; pass --force to promote v{version} anyway", int(version))
     forced = not allowed
     if forced:
-        comparison = f"forced over v{previous}: {comparison}" if previous is not None else f"forced: {comparison}"
+        comparison = (
+            f"forced over v{previous}: {comparison}" if previous is not None else f"forced: {comparison}"
+        )
     why = reason.strip() or comparison
     at = _now()
     client.set_registered_model_alias(name, alias, str(candidate.version))
     prefix = f"promoted_{alias}_"
-    for key, value in {"at": at, "reason": why, "previous": "none" if previous is None else str(previous),
-                       "forced": "true" if forced else "false"}.items():  # fmt: skip
+    for key, value in {
+        "at": at,
+        "reason": why,
+        "previous": "none" if previous is None else str(previous),
+        "forced": "true" if forced else "false",
+    }.items():
         client.set_model_version_tag(name, str(candidate.version), prefix + key, value)
     was = "none" if previous is None else f"v{previous}"
     detail = f"{why} [{comparison}]" if reason.strip() else why

@@ -58,7 +58,9 @@ class TrialEpoch:
     metrics: dict[str, float]
     pretrained: bool
     pretrained_note: str
-    batch_size: int = 0  # what the epoch trained with (half the sampled batch size after running out of memory)
+    batch_size: int = (
+        0  # what the epoch trained with (half the sampled batch size after running out of memory)
+    )
 
     @classmethod
     def from_epoch(cls, report: Any, epochs: int) -> TrialEpoch:
@@ -68,7 +70,9 @@ class TrialEpoch:
             epoch=int(report.epoch),
             final=report.epoch == epochs,
             cv_auc=exact(report.cv_auc),
-            mean_fold_auc=exact(mean) if math.isfinite(mean) else 0.5,  # a fold with one class: neither better nor worse
+            mean_fold_auc=exact(mean)
+            if math.isfinite(mean)
+            else 0.5,  # a fold with one class: neither better nor worse
             fold_auc_sd=fold_spread(report.fold_auc)[1],
             train_loss=float(report.train_loss),
             metrics={k: exact(v) for k, v in _finite(report.metrics).items() if k != "auc"},
@@ -88,18 +92,31 @@ class TrialEpoch:
         metrics = {k[len(METRICS_PREFIX) :]: v for k, v in result.items() if k.startswith(METRICS_PREFIX)}
         metrics.update(result.get("metrics") or {})
         fields = [k for k in cls.__dataclass_fields__ if k not in ("metrics", "batch_size")]
-        return cls(metrics=metrics, batch_size=int(result.get("batch_size") or 0), **{k: result[k] for k in fields})
+        return cls(
+            metrics=metrics, batch_size=int(result.get("batch_size") or 0), **{k: result[k] for k in fields}
+        )
 
     def epoch_metrics(self) -> dict[str, float]:
         """The per-epoch curves logged to tracking."""
-        values = {"mean_fold_auc": self.mean_fold_auc, "cv_auc": self.cv_auc, "train_loss": self.train_loss,
-                  **self.metrics}  # fmt: skip
+        values = {
+            "mean_fold_auc": self.mean_fold_auc,
+            "cv_auc": self.cv_auc,
+            "train_loss": self.train_loss,
+            **self.metrics,
+        }
         return _finite({k: values[k] for k in EPOCH_METRICS if k in values})
 
     def final_metrics(self) -> dict[str, float]:
         """Everything numeric this epoch says, as the trial's final record (finite values only)."""
-        return _finite({**self.metrics, "cv_auc": self.cv_auc, "fold_auc_mean": self.mean_fold_auc,
-                        "fold_auc_sd": self.fold_auc_sd, "epochs_completed": self.epoch})  # fmt: skip
+        return _finite(
+            {
+                **self.metrics,
+                "cv_auc": self.cv_auc,
+                "fold_auc_mean": self.mean_fold_auc,
+                "fold_auc_sd": self.fold_auc_sd,
+                "epochs_completed": self.epoch,
+            }
+        )
 
     def tracked_final_metrics(self) -> dict[str, float]:
         """The final metrics that tracking logs beside the epoch curves (at the last epoch's step): the ones no

@@ -13,5 +13,7 @@ from search.cli import main  # noqa: E402
 if __name__ == "__main__":
     import faulthandler
 
-    faulthandler.enable(all_threads=True)  # a crash in native code (Ray's core worker, torch) names where it was
+    faulthandler.enable(
+        all_threads=True
+    )  # a crash in native code (Ray's core worker, torch) names where it was
     sys.exit(main())

@@ -45,16 +45,21 @@ OPTUNA_NOTE = (
 
 def experiment_note(study: str) -> str:
     """Description of the study's experiment."""
-    return (f"Hyperparameter search `{study}`: the run `search` is the study (settings as parameters, summary as "
-            f"metrics), its nested runs `trial-NNNN` are the trials (suffix `{PRUNED_SUFFIX}` when early stopping "
-            f"ended them), `model-trial-NNNN` the registered winner.\n\n{METRICS}")  # fmt: skip
+    return (
+        f"Hyperparameter search `{study}`: the run `search` is the study (settings as parameters, summary as "
+        f"metrics), its nested runs `trial-NNNN` are the trials (suffix `{PRUNED_SUFFIX}` when early stopping "
+        f"ended them), `model-trial-NNNN` the registered winner.\n\n{METRICS}"
+    )
 
 
 def parent_note(study: str, params: Mapping[str, Any]) -> str:
     """Description of the search's parent run from its parameters (the study's settings)."""
     get = params.get
-    early = ("ASHA on `mean_fold_auc` (grace and reduction as set on the command line)"
-             if get("scheduler", "asha") != "fifo" else "none (every trial runs all its epochs)")  # fmt: skip
+    early = (
+        "ASHA on `mean_fold_auc` (grace and reduction as set on the command line)"
+        if get("scheduler", "asha") != "fifo"
+        else "none (every trial runs all its epochs)"
+    )
     lines = [
         f"Search of study `{study}`: space `{get('space', '?')}`, budget {get('budget', '?')} trials, sampler "
         f"{get('sampler', 'tpe')}, up to {get('max_epochs', '?')} epochs a trial, {get('folds', '?')}-fold "
@@ -71,20 +76,30 @@ def parent_note(study: str, params: Mapping[str, Any]) -> str:
 
 def trial_note(number: int, params: Mapping[str, Any], outcome: str = "") -> str:
     """Description of trial `number`'s run; `outcome` (a line) once it ended."""
-    what = ", ".join(f"{k}={params[k]}" for k in ("backbone", "resolution", "lr", "batch_size") if k in params)
+    what = ", ".join(
+        f"{k}={params[k]}" for k in ("backbone", "resolution", "lr", "batch_size") if k in params
+    )
     head = f"Trial {number} ({what})." if what else f"Trial {number}."
     return "\n\n".join(part for part in (head, outcome, METRICS) if part)
 
 
-def outcome_line(state: str, epochs: int, max_epochs: int | None, cv_auc: float | None,
-                 mean_fold_auc: float | None, error: str = "") -> str:  # fmt: skip
+def outcome_line(
+    state: str,
+    epochs: int,
+    max_epochs: int | None,
+    cv_auc: float | None,
+    mean_fold_auc: float | None,
+    error: str = "",
+) -> str:
     """One line on how a trial ended, in the metric names above."""
     of = f" of {max_epochs}" if max_epochs else ""
     if state == "complete":
         return f"Complete: {epochs}{of} epochs, cv_auc {_num(cv_auc)}, mean_fold_auc {_num(mean_fold_auc)}."
     if state == "pruned":
-        return (f"Pruned: early stopping ended it after epoch {epochs}{of} (mean_fold_auc {_num(mean_fold_auc)}); "
-                f"its cv_auc {_num(cv_auc)} at that epoch is not a final value.")  # fmt: skip
+        return (
+            f"Pruned: early stopping ended it after epoch {epochs}{of} (mean_fold_auc {_num(mean_fold_auc)}); "
+            f"its cv_auc {_num(cv_auc)} at that epoch is not a final value."
+        )
     if state == "failed":
         reason = error.strip().splitlines()[-1] if error.strip() else "see the tag `error`"
         return f"Failed: {reason[:300]}"

@@ -9,8 +9,18 @@ import platform
 from typing import Any
 
 #: Distributions whose versions decide what a study computes (the report's methods table lists them).
-SOFTWARE = ("stagesearch", "torch", "torchvision", "timm", "monai", "optuna", "ray", "mlflow", "numpy",
-            "scikit-learn")  # fmt: skip
+SOFTWARE = (
+    "stagesearch",
+    "torch",
+    "torchvision",
+    "timm",
+    "monai",
+    "optuna",
+    "ray",
+    "mlflow",
+    "numpy",
+    "scikit-learn",
+)
 
 
 def software_versions() -> dict[str, str]:
@@ -34,6 +44,9 @@ def search_settings(args: Any, max_epochs: int, startup_trials: int) -> dict[str
     if args.sampler == "tpe":
         record["startup_trials"] = startup_trials
     if args.scheduler == "asha":
-        record.update(grace_epochs=min(args.grace_epochs, max_epochs), reduction_factor=args.reduction_factor,
-                      max_epochs=max_epochs)  # fmt: skip
+        record.update(
+            grace_epochs=min(args.grace_epochs, max_epochs),
+            reduction_factor=args.reduction_factor,
+            max_epochs=max_epochs,
+        )
     return record

@@ -38,8 +38,12 @@ def cohort_sites(config: dict[str, Any], paths: StudyPaths) -> CohortSites | Non
 
     settings = config["settings"]
     try:
-        cohort = load_manifest(config["manifest_path"], folds=int(settings["folds"]),
-                               cv_group=str(settings["cv_group"]), check_images=False)  # fmt: skip
+        cohort = load_manifest(
+            config["manifest_path"],
+            folds=int(settings["folds"]),
+            cv_group=str(settings["cv_group"]),
+            check_images=False,
+        )
         rename = study_pseudonyms(config, paths, cohort.patients)
     except (ManifestError, StudyFormatError, OSError, ValueError):  # e.g. a moved manifest or a lost salt
         return None
@@ -64,8 +68,11 @@ def site_metrics(
     for site, rows in sorted(by_site.items()):
         y = [r[0] for r in rows]
         value = auc(y, [r[1] for r in rows])
-        out[site] = {"auc": None if math.isnan(value) else round(value, 4), "n": len(rows),
-                     "prevalence": round(sum(y) / len(y), 4)}  # fmt: skip
+        out[site] = {
+            "auc": None if math.isnan(value) else round(value, 4),
+            "n": len(rows),
+            "prevalence": round(sum(y) / len(y), 4),
+        }
     return out
 
 
@@ -76,8 +83,9 @@ def winner_per_site(board: Leaderboard, paths: StudyPaths, known: CohortSites) -
     rows = read_oof(paths.root / board.rows[0].oof)
     if not rows:
         return None
-    oof = site_metrics([r["patient_id"] for r in rows], [r["label"] for r in rows], [r["prob"] for r in rows],
-                       known.sites)  # fmt: skip
+    oof = site_metrics(
+        [r["patient_id"] for r in rows], [r["label"] for r in rows], [r["prob"] for r in rows], known.sites
+    )
     return {"oof": oof, "holdout": None}
 
 
@@ -109,8 +117,13 @@ def site_shortcut(paths: StudyPaths, known: CohortSites) -> dict[str, Any] | Non
         prob[va] = model.predict_proba(enc.transform(site[va]))[:, 1]
     value = auc(y, prob)
     prevalence = {str(s): round(float(y[site[:, 0] == s].mean()), 4) for s in sorted(set(site[:, 0]))}
-    return {"cv_auc": None if math.isnan(value) else round(value, 4), "n_patients": len(patients),
-            "n_sites": len(prevalence), "folds": len(folds), "prevalence": prevalence}  # fmt: skip
+    return {
+        "cv_auc": None if math.isnan(value) else round(value, 4),
+        "n_patients": len(patients),
+        "n_sites": len(prevalence),
+        "folds": len(folds),
+        "prevalence": prevalence,
+    }
 
 
 def site_estimates(config: dict[str, Any], paths: StudyPaths, board: Leaderboard) -> dict[str, Any]:
@@ -119,8 +132,10 @@ def site_estimates(config: dict[str, Any], paths: StudyPaths, board: Leaderboard
     if known is None:
         return {"per_site": None, "site_shortcut": None}
     by_site = config["settings"].get("cv_group") == "site"
-    return {"per_site": winner_per_site(board, paths, known),
-            "site_shortcut": None if by_site else site_shortcut(paths, known)}  # fmt: skip
+    return {
+        "per_site": winner_per_site(board, paths, known),
+        "site_shortcut": None if by_site else site_shortcut(paths, known),
+    }
 
 
 def metric_name(site: str) -> str:
@@ -197,8 +212,10 @@ def outcome_lines(board: Leaderboard, winner: Mapping[str, Any] | None = None) -
     short = board.site_shortcut or {}
     if short.get("cv_auc") is not None:
         value = short["cv_auc"]
-        line = (f"site alone predicts the stage with CV AUC {value:.2f} (a logistic regression on the site only, "
-                f"on the same folds, {short['n_sites']} sites)")  # fmt: skip
+        line = (
+            f"site alone predicts the stage with CV AUC {value:.2f} (a logistic regression on the site only, "
+            f"on the same folds, {short['n_sites']} sites)"
+        )
         if value >= SHORTCUT_WARN_AUC:
             line += ": the model may learn the site, not the tumour; consider --cv-group site"
         else:

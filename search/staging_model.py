@@ -42,7 +42,9 @@ class StagingModel(PythonModel):
         from trainers.metrics import patient_means
 
         scans = self._scans(model_input)
-        ids, probs = patient_means([s.patient_id for s in scans], self.ensemble.predict_scans(scans, device="auto"))
+        ids, probs = patient_means(
+            [s.patient_id for s in scans], self.ensemble.predict_scans(scans, device="auto")
+        )
         threshold = self.threshold
         return pd.DataFrame(
             {"patient_id": ids, "p_t2": probs, "stage": [STAGES[int(p >= threshold)] for p in probs]}

@@ -51,8 +51,12 @@ def confusion(y_true: Any, y_prob: Any, threshold: float) -> dict[str, int]:
     """Counts with P(T2) >= threshold called T2 (the positive class): tp, fp, fn, tn."""
     y = np.asarray(y_true).astype(int)
     pred = (np.asarray(y_prob, np.float64) >= threshold).astype(int)
-    return {"tp": int(((pred == 1) & (y == 1)).sum()), "fp": int(((pred == 1) & (y == 0)).sum()),
-            "fn": int(((pred == 0) & (y == 1)).sum()), "tn": int(((pred == 0) & (y == 0)).sum())}  # fmt: skip
+    return {
+        "tp": int(((pred == 1) & (y == 1)).sum()),
+        "fp": int(((pred == 1) & (y == 0)).sum()),
+        "fn": int(((pred == 0) & (y == 1)).sum()),
+        "tn": int(((pred == 0) & (y == 0)).sum()),
+    }
 
 
 def _ratio(a: int, b: int) -> float:
@@ -63,6 +67,11 @@ def rates(counts: dict[str, int]) -> dict[str, float]:
     """Sensitivity, specificity, PPV, NPV, accuracy and F1 of confusion counts; NaN where a denominator is 0
     (undefined, not 0: a reader must not mistake "no patient called T2" for "every call wrong")."""
     tp, fp, fn, tn = (counts[k] for k in ("tp", "fp", "fn", "tn"))
-    return {"sensitivity": _ratio(tp, tp + fn), "specificity": _ratio(tn, tn + fp), "ppv": _ratio(tp, tp + fp),
-            "npv": _ratio(tn, tn + fn), "accuracy": _ratio(tp + tn, tp + fp + fn + tn),
-            "f1": _ratio(2 * tp, 2 * tp + fp + fn)}  # fmt: skip
+    return {
+        "sensitivity": _ratio(tp, tp + fn),
+        "specificity": _ratio(tn, tn + fp),
+        "ppv": _ratio(tp, tp + fp),
+        "npv": _ratio(tn, tn + fn),
+        "accuracy": _ratio(tp + tn, tp + fp + fn + tn),
+        "f1": _ratio(2 * tp, 2 * tp + fp + fn),
+    }

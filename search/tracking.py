@@ -72,7 +72,10 @@ class StudyTracker:
             self.experiment_id = self.client.create_experiment(study, artifact_location=location, tags=tags)
         else:
             self.experiment_id = exp.experiment_id
-            for key, value in tags.items():  # an experiment from before these tags, or a GenAI kind set by hand
+            for (
+                key,
+                value,
+            ) in tags.items():  # an experiment from before these tags, or a GenAI kind set by hand
                 if exp.tags.get(key) != value:
                     self.client.set_experiment_tag(self.experiment_id, key, value)
         self.study = study
@@ -127,9 +130,13 @@ class StudyTracker:
                 self.client.log_batch(
                     run.info.run_id,
                     metrics=self._recovered(run, metrics),
-                    tags=[RunTag("state", state),
-                          RunTag("note", "ended as the search was stopped; final metrics recovered from Optuna")],
-                )  # fmt: skip
+                    tags=[
+                        RunTag("state", state),
+                        RunTag(
+                            "note", "ended as the search was stopped; final metrics recovered from Optuna"
+                        ),
+                    ],
+                )
                 if state == "pruned":
                     self.client.update_run(run.info.run_id, name=run.info.run_name + PRUNED_SUFFIX)
                 self.client.set_terminated(run.info.run_id, status="FINISHED")
@@ -149,7 +156,9 @@ class StudyTracker:
             if not _finite(value):
                 continue
             if key in run.data.metrics:
-                logged = max((m.step for m in self.client.get_metric_history(run.info.run_id, key)), default=-1)
+                logged = max(
+                    (m.step for m in self.client.get_metric_history(run.info.run_id, key)), default=-1
+                )
                 if logged >= step:
                     continue
             out.append(Metric(key, float(value), now, step))
@@ -185,7 +194,9 @@ class StudyTracker:
     def tag_trial(self, number: int, tags: dict[str, str]) -> None:
         """Set tags on trial `number`'s run (e.g. the node it runs on)."""
         if number in self.children:
-            self.client.log_batch(self.children[number], tags=[RunTag(k, str(v)[:4000]) for k, v in tags.items()])
+            self.client.log_batch(
+                self.children[number], tags=[RunTag(k, str(v)[:4000]) for k, v in tags.items()]
+            )
 
     def log_epoch(self, number: int, epoch: int, metrics: dict[str, float]) -> None:
         """Per-epoch metrics of a trial (step = epoch). A trial that Tune restarted reports its epochs again:
@@ -197,9 +208,14 @@ class StudyTracker:
             self.last_step[number] = epoch
 
     def finish_trial(
-        self, number: int, state: str, final: TrialEpoch | None, oof: Path | None = None, error: str = "",
+        self,
+        number: int,
+        state: str,
+        final: TrialEpoch | None,
+        oof: Path | None = None,
+        error: str = "",
         tags: dict[str, str] | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         """Final metrics at the last epoch's step, the trial's out-of-fold table and ROC curve as artifacts, state,
         `tags` and a description of the outcome, run closed (FAILED for a failed trial, with its error text as
         the `error` tag; a pruned trial's run name gets `PRUNED_SUFFIX`)."""
@@ -217,8 +233,14 @@ class StudyTracker:
             run_tags.append(RunTag("pretrained", str(final.pretrained).lower()))
             if final.pretrained_note:
                 run_tags.append(RunTag("pretrained_note", final.pretrained_note))
-        outcome = outcome_line(state, final.epoch if final else self.last_step.get(number, 0), self.max_epochs,
-                               final.cv_auc if final else None, final.mean_fold_auc if final else None, error)  # fmt: skip
+        outcome = outcome_line(
+            state,
+            final.epoch if final else self.last_step.get(number, 0),
+            self.max_epochs,
+            final.cv_auc if final else None,
+            final.mean_fold_auc if final else None,
+            error,
+        )
         run_tags.append(RunTag(NOTE_TAG, trial_note(number, self.params.get(number, {}), outcome)))
         self.client.log_batch(run_id, metrics=metrics, tags=run_tags)
         if state == "pruned":
@@ -258,5 +280,7 @@ def write_trial_artifacts(folder: Path, oof: Path, title: str) -> list[Path]:
     table = Path(shutil.copy(oof, folder / "oof_predictions.csv"))
     points = roc_points(read_oof(oof) or [])
     curves = {"oof": points} if points else {}
-    roc = figure_roc(curves, {"oof": "pooled out-of-fold"}, f"ROC, {title}", folder / "roc_curve.png", size=4.5)
+    roc = figure_roc(
+        curves, {"oof": "pooled out-of-fold"}, f"ROC, {title}", folder / "roc_curve.png", size=4.5
+    )
     return [table, roc]

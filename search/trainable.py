@@ -35,9 +35,13 @@ from trainers.train import EpochReport, cross_validate
 
 
 def run_trial(
-    config: dict[str, Any], rois: list[ScanROI], folds: list[dict], fixed: dict[str, Any],
-    study_dir: str | None = None, faults: dict[str, Fault] | None = None,
-) -> None:  # fmt: skip
+    config: dict[str, Any],
+    rois: list[ScanROI],
+    folds: list[dict],
+    fixed: dict[str, Any],
+    study_dir: str | None = None,
+    faults: dict[str, Fault] | None = None,
+) -> None:
     """Train the k fold models of one configuration and `tune.report` after every epoch.
 
     With `study_dir` (and an Optuna trial number in `config`) the out-of-fold table goes to the study folder,
@@ -61,9 +65,13 @@ def run_trial(
     def on_epoch(rep: EpochReport) -> None:
         if paths is not None:
             write_oof(paths.oof(int(number)), rep.oof, rep.epoch)
-            if rep.models is not None:  # the last epoch: keep the models for registration (search.trial_models)
+            if (
+                rep.models is not None
+            ):  # the last epoch: keep the models for registration (search.trial_models)
                 trial_models.save(paths, int(number), rep, cfg)
-        tune.report({**TrialEpoch.from_epoch(rep, cfg.epochs).to_result(), "reported_at": time.time(), **placement})
+        tune.report(
+            {**TrialEpoch.from_epoch(rep, cfg.epochs).to_result(), "reported_at": time.time(), **placement}
+        )
         reported.append(rep.epoch)
 
     try:
@@ -77,7 +85,9 @@ def run_trial(
         write_json(paths.failure(int(number)), failure_record(exc, sampled, reported, placement))
 
 
-def failure_record(exc: Exception, sampled_batch: int, reported: list[int], placement: dict[str, Any]) -> dict[str, Any]:
+def failure_record(
+    exc: Exception, sampled_batch: int, reported: list[int], placement: dict[str, Any]
+) -> dict[str, Any]:
     """What `failure.json` holds: reason, one-line error, traceback tail, the batch size tried last, where."""
     return {
         "reason": failure_reason(exc),

@@ -20,8 +20,18 @@ from typing import Any
 from search.study import StudyPaths, read_oof, write_json
 
 #: settings that decide what a fold model is; anything else (threads, device) may differ between trial and refit
-MODEL_KEYS = ("backbone", "resolution", "channels", "lr", "weight_decay", "aug_strength", "epochs", "seed",
-              "pretrained", "batch_size")  # fmt: skip
+MODEL_KEYS = (
+    "backbone",
+    "resolution",
+    "channels",
+    "lr",
+    "weight_decay",
+    "aug_strength",
+    "epochs",
+    "seed",
+    "pretrained",
+    "batch_size",
+)
 
 
 @dataclass
@@ -32,7 +42,9 @@ class StoredResult:
     family: str
     pretrained: bool
     oof: list[dict[str, Any]]
-    config: dict[str, Any]  # the training config, with the batch size the trial used (half after out of memory)
+    config: dict[
+        str, Any
+    ]  # the training config, with the batch size the trial used (half after out of memory)
 
 
 def save(paths: StudyPaths, number: int, report: Any, cfg: Any) -> bool:
@@ -51,11 +63,18 @@ def save(paths: StudyPaths, number: int, report: Any, cfg: Any) -> bool:
     used = dataclasses.replace(cfg, batch_size=report.batch_size or cfg.batch_size)
     try:
         Ensemble(list(report.models), used, PreprocessParams()).save(folder)
-        write_json(folder / "trial.json", {
-            "trial": number, "epoch": report.epoch, "cv_auc": float(report.cv_auc),
-            "family": family_of(cfg.backbone), "pretrained": bool(report.pretrained),
-            "config": {k: getattr(cfg, k) for k in MODEL_KEYS}, "used_batch_size": used.batch_size,
-        })  # fmt: skip
+        write_json(
+            folder / "trial.json",
+            {
+                "trial": number,
+                "epoch": report.epoch,
+                "cv_auc": float(report.cv_auc),
+                "family": family_of(cfg.backbone),
+                "pretrained": bool(report.pretrained),
+                "config": {k: getattr(cfg, k) for k in MODEL_KEYS},
+                "used_batch_size": used.batch_size,
+            },
+        )
     except OSError:
         shutil.rmtree(folder, ignore_errors=True)
         return False
@@ -69,7 +88,9 @@ def _stored(paths: StudyPaths, number: int) -> dict[str, Any] | None:
         return None
 
 
-def load(paths: StudyPaths, number: int, cfg: Any, value: float | None) -> tuple[Any, StoredResult | None, str]:
+def load(
+    paths: StudyPaths, number: int, cfg: Any, value: float | None
+) -> tuple[Any, StoredResult | None, str]:
     """(ensemble, result, "") from trial `number`'s kept models, or (None, None, why not) when they cannot serve
     as the registered models: none kept, other settings, another cv_auc than the trial's, no matching OOF table."""
     from trainers.ensemble import Ensemble
@@ -91,8 +112,9 @@ def load(paths: StudyPaths, number: int, cfg: Any, value: float | None) -> tuple
         ensemble = Ensemble.load(paths.models(number))
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         return None, None, f"its kept fold models cannot be loaded ({type(exc).__name__}: {exc})"
-    result = StoredResult(float(stored["cv_auc"]), stored["family"], bool(stored["pretrained"]), oof,
-                          ensemble.config.to_dict())  # fmt: skip
+    result = StoredResult(
+        float(stored["cv_auc"]), stored["family"], bool(stored["pretrained"]), oof, ensemble.config.to_dict()
+    )
     return ensemble, result, ""
 
 

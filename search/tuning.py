@@ -74,7 +74,9 @@ class StageSearch(OptunaSearch):
     `study_dir`: where trials write `trials/<number>/failure.json`.
     """
 
-    def __init__(self, *args: Any, study_dir: str | None = None, study_label: str = "", **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, study_dir: str | None = None, study_label: str = "", **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.paths = StudyPaths(Path(study_dir)) if study_dir else None
         self.study_label = study_label
@@ -115,10 +117,15 @@ class StageSearch(OptunaSearch):
         ot_trial = adapters.optuna_trial(self, trial_id)
         if ot_trial is None or adapters.is_completed(self, trial_id):
             return
-        self._report(trial_id, result)  # a scheduler's stop arrives here without on_trial_result: that epoch too
+        self._report(
+            trial_id, result
+        )  # a scheduler's stop arrives here without on_trial_result: that epoch too
         failure = read_failure(self.paths, ot_trial.number) if self.paths else None
         if error and failure is None:
-            failure = {"reason": WORKER_ERROR, "error": "the trial's process failed (see the MLflow run's error tag)"}
+            failure = {
+                "reason": WORKER_ERROR,
+                "error": "the trial's process failed (see the MLflow run's error tag)",
+            }
         state, value = trial_outcome(result, failure is not None)
         self._set_attrs(ot_trial, result, failure)
         adapters.optuna_study(self).tell(ot_trial, value, state=state)
@@ -187,8 +194,14 @@ def trial_number(trial: Trial) -> int:
 class TrackingCallback(Callback):
     """Logs every trial to MLflow from the driver as it starts, reports and ends; notes its run on the trial."""
 
-    def __init__(self, tracker: StudyTracker, study: optuna.Study, storage: optuna.storages.BaseStorage,
-                 paths: StudyPaths, on_finish: Callable[..., None]) -> None:  # fmt: skip
+    def __init__(
+        self,
+        tracker: StudyTracker,
+        study: optuna.Study,
+        storage: optuna.storages.BaseStorage,
+        paths: StudyPaths,
+        on_finish: Callable[..., None],
+    ) -> None:
         self.tracker = tracker
         self.study = study
         self.storage = storage
@@ -263,7 +276,10 @@ def _batch_tags(trial: Trial, used: int) -> dict[str, str]:
     sampled = trial.config.get("batch_size")
     if not used or used == sampled:
         return {}
-    return {"batch_size_used": str(used), "oom_retry": f"batch size {sampled} ran out of memory; trained with {used}"}
+    return {
+        "batch_size_used": str(used),
+        "oom_retry": f"batch size {sampled} ran out of memory; trained with {used}",
+    }
 
 
 def trial_error(trial: Trial) -> str:

@@ -47,7 +47,7 @@ def operating_threshold(oof: list[dict[str, Any]]) -> tuple[float, str]:
 
 
 def beats_chance(corrected_flag: Any, corrected_ci: Any, holdout_ci: Any) -> str:
-    """"true" when every interval there is lies above 0.5, "false" when one includes 0.5 (or lies below it),
+    """ "true" when every interval there is lies above 0.5, "false" when one includes 0.5 (or lies below it),
     "unknown" without any. The corrected estimate's own verdict (`corrected.beats_chance`) wins over its
     interval; a hold-out CI that includes 0.5 makes it false whatever the corrected estimate says."""
     verdicts = []
@@ -75,10 +75,15 @@ def estimate_tags(board: Any, trial: int, held: dict[str, Any] | None) -> tuple[
             corrected_ci, flag = board.corrected_auc_ci, (board.corrected or {}).get("beats_chance")
             tags["corrected_auc"] = f"{board.corrected_auc:.4f}"
             if isinstance(corrected_ci, list | tuple) and len(corrected_ci) == 2:
-                tags.update(corrected_auc_ci_low=f"{corrected_ci[0]:.4f}", corrected_auc_ci_high=f"{corrected_ci[1]:.4f}")
+                tags.update(
+                    corrected_auc_ci_low=f"{corrected_ci[0]:.4f}",
+                    corrected_auc_ci_high=f"{corrected_ci[1]:.4f}",
+                )
         else:
-            notes.append(f"the corrected estimate is of the search's winner, trial {winner}, not of trial {trial}: "
-                         "not recorded on this version")  # fmt: skip
+            notes.append(
+                f"the corrected estimate is of the search's winner, trial {winner}, not of trial {trial}: "
+                "not recorded on this version"
+            )
     holdout_ci = [held["ci_low"], held["ci_high"]] if held else None
     tags["beats_chance"] = beats_chance(flag, corrected_ci, holdout_ci)
     if held and _finite(held.get("auc")):
@@ -101,6 +106,8 @@ def chance_note(tags: dict[str, str]) -> str | None:
         where = "lies below 0.5" if float(high) < 0.5 else "includes 0.5"
         said.append(f"{words} {tags[key]} [{low}, {high}] {where}")
     why = "; ".join(said) or "tagged so by the search"
-    return (f"the search could not show that this model beats chance ({why}): it is registered for inspection "
-            "only, tagged beats_chance=false, and `stagesearch promote` refuses to make it @champion without "
-            "--force")  # fmt: skip
+    return (
+        f"the search could not show that this model beats chance ({why}): it is registered for inspection "
+        "only, tagged beats_chance=false, and `stagesearch promote` refuses to make it @champion without "
+        "--force"
+    )

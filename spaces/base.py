@@ -31,8 +31,10 @@ class Space:
     def description(self) -> str:
         """One line for the start of a search and `--help`."""
         px = "-".join(str(r) for r in sorted({min(self.resolutions), max(self.resolutions)}))
-        return (f"{len(self.backbones)} backbone(s), {px} px, lr {self.lr[0]:g}..{self.lr[1]:g}, "
-                f"aug {self.aug_strength[0]:g}..{self.aug_strength[1]:g} ({self.purpose})")  # fmt: skip
+        return (
+            f"{len(self.backbones)} backbone(s), {px} px, lr {self.lr[0]:g}..{self.lr[1]:g}, "
+            f"aug {self.aug_strength[0]:g}..{self.aug_strength[1]:g} ({self.purpose})"
+        )
 
     def space(self, trial: Any) -> dict[str, Any]:
         """Define-by-run sampling of one training configuration."""
@@ -46,7 +48,9 @@ class Space:
             "resolution": pick("resolution", self.resolutions),
             "lr": trial.suggest_float("lr", *self.lr, log=True),
             "aug_strength": trial.suggest_float("aug_strength", *self.aug_strength),
-            "weight_decay": wd if isinstance(wd, float) else trial.suggest_float("weight_decay", *wd, log=True),
+            "weight_decay": wd
+            if isinstance(wd, float)
+            else trial.suggest_float("weight_decay", *wd, log=True),
             "batch_size": pick("batch_size", self.batch_sizes),
             "channels": pick("channels", self.channels),
         }
@@ -68,8 +72,11 @@ class Space:
         }
         if not isinstance(self.weight_decay, float):
             shared["weight_decay"] = clip(d.weight_decay, self.weight_decay)
-        for name, options in (("resolution", self.resolutions), ("batch_size", self.batch_sizes),
-                              ("channels", self.channels)):  # fmt: skip
+        for name, options in (
+            ("resolution", self.resolutions),
+            ("batch_size", self.batch_sizes),
+            ("channels", self.channels),
+        ):
             if len(options) > 1:
                 shared[name] = options[0]
         if len(self.backbones) == 1:
@@ -79,16 +86,22 @@ class Space:
     def narrowed(self, backbones: list[str] | None = None, resolutions: list[int] | None = None) -> Space:
         """The same space over a subset of its backbones and resolutions; ValueError naming the flag otherwise."""
         problems = []
-        for flag, given, own in (("--backbones", backbones, self.backbones),
-                                 ("--resolutions", resolutions, self.resolutions)):  # fmt: skip
+        for flag, given, own in (
+            ("--backbones", backbones, self.backbones),
+            ("--resolutions", resolutions, self.resolutions),
+        ):
             outside = [str(v) for v in given or [] if v not in own]
             if outside:
-                problems.append(f"{flag}: {', '.join(outside)} not in space {self.name!r} "
-                                f"(its choices: {', '.join(str(v) for v in own)})")  # fmt: skip
+                problems.append(
+                    f"{flag}: {', '.join(outside)} not in space {self.name!r} "
+                    f"(its choices: {', '.join(str(v) for v in own)})"
+                )
         if problems:
             raise ValueError("; ".join(problems))
         return dataclasses.replace(
-            self, backbones=tuple(backbones or self.backbones), resolutions=tuple(resolutions or self.resolutions)
+            self,
+            backbones=tuple(backbones or self.backbones),
+            resolutions=tuple(resolutions or self.resolutions),
         )
 
 
@@ -96,8 +109,11 @@ def space_problems(space: Space) -> list[str]:
     """Every way `space` disagrees with the backbone registry or is empty (no list means a valid space)."""
     from trainers.backbones import check_resolution, get_spec
 
-    problems = [f"space {space.name!r}: no {what}" for what in ("backbones", "resolutions", "batch_sizes", "channels")
-                if not getattr(space, what)]  # fmt: skip
+    problems = [
+        f"space {space.name!r}: no {what}"
+        for what in ("backbones", "resolutions", "batch_sizes", "channels")
+        if not getattr(space, what)
+    ]
     for name in space.backbones:
         try:
             get_spec(name)

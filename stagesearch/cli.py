@@ -29,7 +29,7 @@ COMMANDS: dict[str, Command] = {
     "report": Command("dashboards.report", "write a study's self-contained HTML report"),
     "dashboard": Command("dashboards.optuna_dashboard", "open optuna-dashboard on a study (127.0.0.1)"),
     "mlflow-ui": Command("dashboards.mlflow_ui", "open the MLflow UI on the tracking store (127.0.0.1)"),
-    "check-manifest": Command("trainers.manifest", "validate a cohort manifest without training"),
+    "check-manifest": Command("trainers.check_manifest", "validate a cohort manifest without training"),
 }
 
 

@@ -52,8 +52,13 @@ def test_space_samples_run_forward(name: str) -> None:
 
 
 def test_size_rules_come_from_each_backbone_entry() -> None:
-    bad = Space("bad", "test", backbones=("hrnet_w18_small_v2", "vit_tiny_patch16_224", "nonesuch"),
-                resolutions=(48, 64), max_epochs=1)  # fmt: skip
+    bad = Space(
+        "bad",
+        "test",
+        backbones=("hrnet_w18_small_v2", "vit_tiny_patch16_224", "nonesuch"),
+        resolutions=(48, 64),
+        max_epochs=1,
+    )
     problems = space_problems(bad)
     assert len(problems) == 2, problems  # HRNet at 48 px, and the unknown name; 64 px and the ViT are fine
     assert "hrnet_w18_small_v2" in problems[0] and "divisible by 32; got 48" in problems[0]
@@ -98,6 +103,14 @@ def test_study_points_are_each_backbone_at_the_trainer_defaults(name: str) -> No
 
 
 def test_study_points_clip_into_the_space_and_leave_fixed_choices_out() -> None:
-    space = Space(name="narrow", purpose="test", backbones=("resnet10t",), resolutions=(32, 64), max_epochs=1,
-                  lr=(1e-3, 1e-2), aug_strength=(0.5, 1.0), weight_decay=0.0)  # fmt: skip
+    space = Space(
+        name="narrow",
+        purpose="test",
+        backbones=("resnet10t",),
+        resolutions=(32, 64),
+        max_epochs=1,
+        lr=(1e-3, 1e-2),
+        aug_strength=(0.5, 1.0),
+        weight_decay=0.0,
+    )
     assert space.study_points() == [{"lr": 1e-3, "aug_strength": 0.5, "resolution": 32}]

@@ -118,7 +118,9 @@ def loopback_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
         return lookup(host, *args, **kwargs)
 
     def guarded_connect(sock: socket.socket, address: Any) -> Any:
-        stream = sock.type == socket.SOCK_STREAM  # (a UDP "connect", as Ray does to learn its IP, sends nothing)
+        stream = (
+            sock.type == socket.SOCK_STREAM
+        )  # (a UDP "connect", as Ray does to learn its IP, sends nothing)
         if stream and sock.family in (socket.AF_INET, socket.AF_INET6) and address[0] not in LOOPBACK:
             tried.append(f"connect {address}")
             raise OSError(f"test guard: no connection to {address} (127.0.0.1 only)")

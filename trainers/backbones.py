@@ -39,7 +39,9 @@ class BackboneSpec:
     min_resolution: int = 32
     size_multiple: int | None = None
     locate_weights: Locator | None = None
-    weights_url: Callable[[], str] | None = None  # torch hub URL of weights timm does not know (trainers.pretrained)
+    weights_url: Callable[[], str] | None = (
+        None  # torch hub URL of weights timm does not know (trainers.pretrained)
+    )
 
     @property
     def resolution_multiple(self) -> int | None:
@@ -302,7 +304,9 @@ def _build_shufflenet(
     return model
 
 
-def _build_densenet_small(in_chans: int, num_classes: int, img_size: int | None, weights: Path | None) -> nn.Module:
+def _build_densenet_small(
+    in_chans: int, num_classes: int, img_size: int | None, weights: Path | None
+) -> nn.Module:
     """A DenseNet a quarter of DenseNet-121's depth and half its growth (0.6 M parameters; no ImageNet weights):
     growth 16, dense blocks of 3-6-12-8 layers, 32 stem features (twice the growth). timm's DenseNet class."""
     from timm.models.densenet import DenseNet
@@ -310,7 +314,9 @@ def _build_densenet_small(in_chans: int, num_classes: int, img_size: int | None,
     return DenseNet(growth_rate=16, block_config=(3, 6, 12, 8), in_chans=in_chans, num_classes=num_classes)
 
 
-def _build_fbnetc_050(in_chans: int, num_classes: int, img_size: int | None, weights: Path | None) -> nn.Module:
+def _build_fbnetc_050(
+    in_chans: int, num_classes: int, img_size: int | None, weights: Path | None
+) -> nn.Module:
     """FBNet-C at half width (channel multiplier 0.5, 1.2 M parameters; no ImageNet weights), timm's generator."""
     from timm.models.efficientnet import _gen_fbnetc
 
@@ -375,8 +381,13 @@ _register_timm("regnety_008", "RegNet")
 _register_timm("regnety_004", "RegNet")
 _register_timm("resnet50", "ResNet50")
 register_backbone(
-    BackboneSpec("shufflenet_v2_x1_0", "ShuffleNet", _build_shufflenet, locate_weights=torch_hub_locator(_shufflenet_url),
-                 weights_url=_shufflenet_url)  # fmt: skip
+    BackboneSpec(
+        "shufflenet_v2_x1_0",
+        "ShuffleNet",
+        _build_shufflenet,
+        locate_weights=torch_hub_locator(_shufflenet_url),
+        weights_url=_shufflenet_url,
+    )
 )
 _register_timm("vit_small_patch16_224", "ViT", patch_size=16)
 _register_timm("vit_tiny_patch16_224", "ViT", patch_size=16)

@@ -150,17 +150,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--resolution", type=int, default=d.resolution, help="input size in pixels")
     p.add_argument("--channels", type=int, choices=(1, 3), default=d.channels, help="1 slice, or 3 (2.5D)")
-    p.add_argument("--pretrained", action="store_true",
-                   help="ImageNet weights: from the local caches, else downloaded first (not with HF_HUB_OFFLINE=1)")  # fmt: skip
+    p.add_argument(
+        "--pretrained",
+        action="store_true",
+        help="ImageNet weights: from the local caches, else downloaded first (not with HF_HUB_OFFLINE=1)",
+    )
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--cv-group", choices=("patient", "site"), default="patient", help="what folds keep apart")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:1 ...")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     p.add_argument(
-        "--precision", choices=("auto", "fp32"), default=d.precision,
+        "--precision",
+        choices=("auto", "fp32"),
+        default=d.precision,
         help="auto: bf16 autocast + channels_last on CUDA, fp32 on the CPU",
-    )  # fmt: skip
+    )
     p.add_argument("--json", type=Path, help="write the summary (metrics, folds, out-of-fold table) here")
     return p
 

@@ -65,8 +65,16 @@ def build_slice_data(rois: Sequence[ScanROI], resolution: int, channels: int = 1
         blocks.append(slabs)
         owners.extend([patients.index(roi.patient_id)] * len(slabs))
     x = torch.cat(blocks).contiguous()
-    if not bool(torch.isfinite(x).all()):  # one pass over the resized slices; names the patients only on failure
-        bad = sorted({patients[o] for o, ok in zip(owners, torch.isfinite(x).flatten(1).all(1).tolist(), strict=True) if not ok})
+    if not bool(
+        torch.isfinite(x).all()
+    ):  # one pass over the resized slices; names the patients only on failure
+        bad = sorted(
+            {
+                patients[o]
+                for o, ok in zip(owners, torch.isfinite(x).flatten(1).all(1).tolist(), strict=True)
+                if not ok
+            }
+        )
         raise UnreadableDataError(
             f"cached ROI arrays with non-finite values for patient(s) {', '.join(bad)}; "
             "delete the preprocessing cache to rebuild them"

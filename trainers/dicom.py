@@ -130,7 +130,11 @@ def write_dicom(volume: Volume, stem: Path) -> Path:
         meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = MRImageStorage, generate_uid()
         meta.TransferSyntaxUID = ExplicitVRLittleEndian
         ds = Dataset()
-        ds.file_meta, ds.SOPClassUID, ds.SOPInstanceUID = meta, MRImageStorage, meta.MediaStorageSOPInstanceUID
+        ds.file_meta, ds.SOPClassUID, ds.SOPInstanceUID = (
+            meta,
+            MRImageStorage,
+            meta.MediaStorageSOPInstanceUID,
+        )
         ds.Modality, ds.SeriesInstanceUID, ds.InstanceNumber = "MR", series, k + 1
         ds.Rows, ds.Columns = int(volume.array.shape[1]), int(volume.array.shape[0])
         ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"

@@ -50,7 +50,9 @@ def _shrink(plane: np.ndarray, n: int) -> np.ndarray:
             continue
         starts = -(-np.arange(n) * size // n)  # the first position of each cell: ceil(cell * size / n)
         counts = np.diff(np.append(starts, size)).astype(np.float64)
-        plane = np.add.reduceat(plane, starts, axis=axis) / (counts[:, None] if axis == 0 else counts[None, :])
+        plane = np.add.reduceat(plane, starts, axis=axis) / (
+            counts[:, None] if axis == 0 else counts[None, :]
+        )
     return plane
 
 
@@ -81,8 +83,11 @@ def find_duplicates(cohort: Cohort, prints: dict[Path, Fingerprint]) -> Duplicat
     owners: dict[str, dict[Path, str]] = {}
     for scan in cohort.scans:
         owners.setdefault(prints[scan.image].digest, {})[scan.image] = scan.patient_id
-    exact = [sorted((pid, path) for path, pid in group.items()) for group in owners.values()
-             if len(set(group.values())) > 1]  # fmt: skip
+    exact = [
+        sorted((pid, path) for path, pid in group.items())
+        for group in owners.values()
+        if len(set(group.values())) > 1
+    ]
     firsts = [(pid, path) for group in owners.values() for path, pid in list(group.items())[:1]]
     near = []
     if len(firsts) > 1:
@@ -119,8 +124,11 @@ def duplicate_problems(found: DuplicateScans, base: Path, flag: str = "--allow-d
     """One message per group of patient ids sharing a scan, then what to do; [] when there is none."""
     if not found.exact:
         return []
-    problems = [f"one scan (identical voxel data) under {len({p for p, _ in g})} patient ids: "
-                + ", ".join(_named(s, base) for s in g) for g in found.exact]  # fmt: skip
+    problems = [
+        f"one scan (identical voxel data) under {len({p for p, _ in g})} patient ids: "
+        + ", ".join(_named(s, base) for s in g)
+        for g in found.exact
+    ]
     n = len(found.exact)
     problems.append(
         f"{n} scan{'s are' if n > 1 else ' is'} shared by several patient ids: such copies land in different "
@@ -134,18 +142,24 @@ def duplicate_warnings(found: DuplicateScans, base: Path, allowed: bool) -> list
     lines = []
     if allowed and found.exact:
         groups = "; ".join(", ".join(_named(s, base) for s in g) for g in found.exact)
-        lines.append(f"warning: searching with scans shared by several patient ids (--allow-duplicate-scans): "
-                     f"{groups}; cv_auc is optimistic by however much these copies leak across folds")  # fmt: skip
+        lines.append(
+            f"warning: searching with scans shared by several patient ids (--allow-duplicate-scans): "
+            f"{groups}; cv_auc is optimistic by however much these copies leak across folds"
+        )
     if found.near:
         pairs = "; ".join(f"{_named(a, base)} and {_named(b, base)} (r = {r:.3f})" for a, b, r in found.near)
-        lines.append(f"warning: {len(found.near)} pair(s) of scans of different patients look nearly identical "
-                     f"({THUMBNAIL_PX} x {THUMBNAIL_PX} thumbnail correlation >= {NEAR_CORRELATION}; a re-encoded "
-                     f"or rescaled copy?): {pairs}. If one is a copy of the other, keep it under one patient "
-                     "id: a copy in another fold inflates cv_auc")  # fmt: skip
+        lines.append(
+            f"warning: {len(found.near)} pair(s) of scans of different patients look nearly identical "
+            f"({THUMBNAIL_PX} x {THUMBNAIL_PX} thumbnail correlation >= {NEAR_CORRELATION}; a re-encoded "
+            f"or rescaled copy?): {pairs}. If one is a copy of the other, keep it under one patient "
+            "id: a copy in another fold inflates cv_auc"
+        )
     return lines
 
 
-def checked_manifest(manifest: str | Path, folds: int = 5, cv_group: str = "patient", allow: bool = False) -> Cohort:
+def checked_manifest(
+    manifest: str | Path, folds: int = 5, cv_group: str = "patient", allow: bool = False
+) -> Cohort:
     """`load_manifest` plus the duplicate check: one ManifestError listing every shared scan (with the other
     problems' format) unless `allow`; the warnings printed once on stderr."""
     cohort, found = load_checked(manifest, folds=folds, cv_group=cv_group)

@@ -30,16 +30,27 @@ GLCM_ANGLES = (0.0, math.pi / 4, math.pi / 2, 3 * math.pi / 4)  # averaged: rota
 GLCM_PROPS = ("contrast", "homogeneity", "energy", "correlation")
 
 SIZE = ("lesion_volume_mm3", "lesion_area_mm2")
-SHAPE = ("shape_eccentricity", "shape_solidity", "shape_extent", "shape_perimeter_ratio", "shape_major_axis_mm",
-         "shape_minor_axis_mm")  # fmt: skip
+SHAPE = (
+    "shape_eccentricity",
+    "shape_solidity",
+    "shape_extent",
+    "shape_perimeter_ratio",
+    "shape_major_axis_mm",
+    "shape_minor_axis_mm",
+)
 STATS = ("mean", "sd", "p10", "p50", "p90", "skewness", "kurtosis")
 
 
 def feature_names(masks: bool) -> list[str]:
     """Names of the features, in column order: lesion features with masks, ROI features without."""
     if masks:
-        return [*SIZE, *SHAPE, *(f"lesion_{s}" for s in STATS), "lesion_minus_surround",
-                *(f"lesion_glcm_{p}" for p in GLCM_PROPS)]  # fmt: skip
+        return [
+            *SIZE,
+            *SHAPE,
+            *(f"lesion_{s}" for s in STATS),
+            "lesion_minus_surround",
+            *(f"lesion_glcm_{p}" for p in GLCM_PROPS),
+        ]
     return [*(f"roi_{s}" for s in STATS), *(f"roi_glcm_{p}" for p in GLCM_PROPS)]
 
 
@@ -92,8 +103,14 @@ def shape_features(mask: np.ndarray, pixel_mm: float) -> list[float]:
         return [math.nan] * len(SHAPE)
     r = max(regions, key=lambda reg: reg.area)
     ratio = r.perimeter / (2 * math.sqrt(math.pi * r.area)) if r.area else math.nan
-    return [float(r.eccentricity), float(r.solidity), float(r.extent), float(ratio),
-            float(r.axis_major_length * pixel_mm), float(r.axis_minor_length * pixel_mm)]  # fmt: skip
+    return [
+        float(r.eccentricity),
+        float(r.solidity),
+        float(r.extent),
+        float(ratio),
+        float(r.axis_major_length * pixel_mm),
+        float(r.axis_minor_length * pixel_mm),
+    ]
 
 
 def scan_features(roi: ScanROI, lesion: LesionROI, masks: bool) -> list[float]:
@@ -108,8 +125,13 @@ def scan_features(roi: ScanROI, lesion: LesionROI, masks: bool) -> list[float]:
     inside, outside = planes[m], planes[~m]
     contrast = float(inside.mean() - outside.mean()) if inside.size and outside.size else math.nan
     size = [lesion.volume_mm3, float(areas.max() * lesion.pixel_mm**2)]
-    return (size + shape_features(largest, lesion.pixel_mm) + intensity_stats(inside) + [contrast]
-            + glcm_texture(planes, m, lesion.pixel_mm))  # fmt: skip
+    return (
+        size
+        + shape_features(largest, lesion.pixel_mm)
+        + intensity_stats(inside)
+        + [contrast]
+        + glcm_texture(planes, m, lesion.pixel_mm)
+    )
 
 
 def feature_table(
@@ -127,6 +149,17 @@ def feature_table(
         rows.setdefault(roi.patient_id, []).append(scan_features(roi, lesion, masks))
         labels[roi.patient_id] = roi.label
     patients = list(rows)
-    x = np.asarray([np.nanmean(np.asarray(rows[p], np.float64), axis=0) if len(rows[p]) > 1 else rows[p][0]
-                    for p in patients], np.float64)  # fmt: skip
-    return feature_names(masks), patients, x.reshape(len(patients), -1), np.asarray([labels[p] for p in patients]), masks
+    x = np.asarray(
+        [
+            np.nanmean(np.asarray(rows[p], np.float64), axis=0) if len(rows[p]) > 1 else rows[p][0]
+            for p in patients
+        ],
+        np.float64,
+    )
+    return (
+        feature_names(masks),
+        patients,
+        x.reshape(len(patients), -1),
+        np.asarray([labels[p] for p in patients]),
+        masks,
+    )

@@ -36,9 +36,12 @@ class HoldoutError(ValueError):
 
 
 def split_holdout(
-    labels: dict[str, int], fraction: float, seed: int = 0, groups: Mapping[str, str] | None = None,
+    labels: dict[str, int],
+    fraction: float,
+    seed: int = 0,
+    groups: Mapping[str, str] | None = None,
     min_groups_left: int = 1,
-) -> list[str]:  # fmt: skip
+) -> list[str]:
     """A stratified held-out test set (sorted patient ids), never seen by any trial.
 
     Without `groups` it is drawn patient by patient. With `groups` (patient id -> site) it takes whole sites
@@ -144,17 +147,28 @@ def _renamed(patients: list[str], rename: Mapping[str, str] | None) -> list[str]
 
 
 def load_or_make_holdout(
-    path: str | Path, labels: dict[str, int], fraction: float, seed: int = 0, cohort_hash: str = "",
-    rename: Mapping[str, str] | None = None, sites: Mapping[str, str] | None = None, min_sites_left: int = 1,
-) -> list[str]:  # fmt: skip
+    path: str | Path,
+    labels: dict[str, int],
+    fraction: float,
+    seed: int = 0,
+    cohort_hash: str = "",
+    rename: Mapping[str, str] | None = None,
+    sites: Mapping[str, str] | None = None,
+    min_sites_left: int = 1,
+) -> list[str]:
     """The held-out patients of a study, drawn once and reused.
 
     With `rename` (patient id -> pseudonym) the split is drawn on the real ids, so it is the same split as
     without, but written and returned as pseudonyms. With `sites` (patient id -> site, for a study grouped by
     site) it holds out whole sites (`split_holdout_sites`) and `holdout.json` names them under `sites`.
     """
-    meta = {"cohort_hash": cohort_hash, "fraction": fraction, "seed": seed, **_ids_meta(rename),
-            **({"group_by": "site"} if sites is not None else {})}  # fmt: skip
+    meta = {
+        "cohort_hash": cohort_hash,
+        "fraction": fraction,
+        "seed": seed,
+        **_ids_meta(rename),
+        **({"group_by": "site"} if sites is not None else {}),
+    }
 
     def make() -> dict[str, Any]:
         held = split_holdout(labels, fraction, seed, sites, min_sites_left)
@@ -183,8 +197,13 @@ def load_or_make_folds(
     With `rename` (patient id -> pseudonym) the folds are made on the real ids (the same folds as without) and
     written and returned as pseudonyms.
     """
-    meta: dict[str, Any] = {"cohort_hash": cohort_hash, "k": k, "seed": seed, "group_by": group_by,
-                            **_ids_meta(rename)}  # fmt: skip
+    meta: dict[str, Any] = {
+        "cohort_hash": cohort_hash,
+        "k": k,
+        "seed": seed,
+        "group_by": group_by,
+        **_ids_meta(rename),
+    }
 
     def make() -> dict[str, Any]:
         split = make_folds(labels, groups, k, seed)

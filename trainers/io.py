@@ -29,8 +29,19 @@ import numpy as np
 from trainers.dicom import dicom_header, load_dicom, write_dicom
 from trainers.volume import ImageReadError, Volume, shape_3d, short_reason, source_files
 
-__all__ = ["READERS", "ImageReadError", "ImageReader", "Volume", "check_scan_files", "image_kind", "load_header",
-           "load_image", "register_reader", "scan_problems", "source_files"]  # fmt: skip
+__all__ = [
+    "READERS",
+    "ImageReadError",
+    "ImageReader",
+    "Volume",
+    "check_scan_files",
+    "image_kind",
+    "load_header",
+    "load_image",
+    "register_reader",
+    "scan_problems",
+    "source_files",
+]
 
 _quiet = threading.local()
 
@@ -204,8 +215,9 @@ def register_reader(reader: ImageReader) -> ImageReader:
 
 register_reader(ImageReader("nifti", (".nii", ".nii.gz"), _load_nifti, _nifti_header, _write_nifti))
 register_reader(ImageReader("dicom", (".dcm",), load_dicom, dicom_header, write_dicom, folder=True))
-register_reader(ImageReader("bitmap", (".png", ".jpg", ".jpeg"), _load_bitmap, _bitmap_header, _write_bitmap,
-                            planar=True))  # fmt: skip
+register_reader(
+    ImageReader("bitmap", (".png", ".jpg", ".jpeg"), _load_bitmap, _bitmap_header, _write_bitmap, planar=True)
+)
 
 
 def image_kind(path: str | Path) -> str:
@@ -253,7 +265,11 @@ def check_scan_files(image: Path, mask: Path | None = None) -> list[str]:
 
 
 def scan_problems(
-    image: Path, image_raw: str, mask: Path | None, mask_raw: str, seen: Callable[[Path, np.ndarray], None] | None = None
+    image: Path,
+    image_raw: str,
+    mask: Path | None,
+    mask_raw: str,
+    seen: Callable[[Path, np.ndarray], None] | None = None,
 ) -> list[str]:
     """Read an image (and its mask) once and report unreadable/4D files, NaN/inf, mask mismatch or emptiness.
 

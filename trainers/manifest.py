@@ -5,18 +5,15 @@ ManifestError, so a user fixes the whole manifest in one pass.  Labels: ``T1``/`
 or ``0``/``1``; T2 = 1 is the positive class.  Relative paths resolve against the manifest's folder.
 Row numbers in messages are line numbers of the file (the header is row 1).
 
-Command line: ``python -m trainers.manifest CSV [--folds K] [--cv-group patient|site]`` prints a summary
-(exit 0) or the problems on stderr (exit 2).
+The command line (``stagesearch check-manifest``) is `trainers.check_manifest`.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
 import hashlib
 import os
-import sys
 from collections import Counter
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -178,7 +175,9 @@ def _column_problems(header: list[str], cv_group: str, labelled: bool = True) ->
     dupes = sorted(c for c, n in Counter(header).items() if n > 1 and c)
     if dupes:
         problems.append(f"duplicate column(s): {', '.join(dupes)}")
-    missing = [c for c in REQUIRED_COLUMNS if c not in header and (labelled or c not in ("label", "patient_id"))]
+    missing = [
+        c for c in REQUIRED_COLUMNS if c not in header and (labelled or c not in ("label", "patient_id"))
+    ]
     if missing:
         hint = ""
         if len(header) == 1 and any(sep in header[0] for sep in ";\t|"):
@@ -333,7 +332,8 @@ def load_manifest(
         workers = max(1, min(4, os.cpu_count() or 1))
         with ThreadPoolExecutor(max_workers=workers) as pool:
             futures = {
-                k: pool.submit(scan_problems, k[0], r.image_raw, k[1], r.mask_raw, on_image) for k, r in jobs.items()
+                k: pool.submit(scan_problems, k[0], r.image_raw, k[1], r.mask_raw, on_image)
+                for k, r in jobs.items()
             }
             for r, found in zip(rows, row_problems, strict=True):
                 if r.image is not None and jobs[(r.image, r.mask)] is r:
@@ -349,52 +349,3 @@ def load_manifest(
         for r in rows
     )
     return Cohort(manifest=manifest, scans=scans)
-
-
-def summary(cohort: Cohort) -> str:
-    """One-screen text summary of a validated cohort (patients, scans, classes, sites, masks, hash)."""
-    labels = cohort.patient_labels()
-    counts = Counter(labels.values())
-    n_scans = len(cohort.scans)
-    lines = [
-        f"manifest: {cohort.manifest}",
-        f"patients: {len(labels)} (T1: {counts[0]}, T2: {counts[1]})",
-        f"scans:    {n_scans}",
-    ]
-    site_counts = Counter(s.site for s in cohort.scans if s.site)
-    if site_counts:
-        listed = ", ".join(f"{site}: {n}" for site, n in sorted(site_counts.items()))
-        lines.append(f"sites:    {len(site_counts)} ({listed} scans)")
-    else:
-        lines.append("sites:    none given")
-    lines.append(f"masks:    {sum(s.mask is not None for s in cohort.scans)} of {n_scans} scans")
-    lines.append(f"hash:     {cohort.content_hash()}")
-    return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Command-line entry: validate a manifest, print a summary (exit 0) or its problems (exit 2)."""
-    parser = argparse.ArgumentParser(prog="stagesearch check-manifest", description=__doc__.splitlines()[0])
-    parser.add_argument("csv", help="manifest CSV (patient_id,image,mask,label[,site])")
-    parser.add_argument(
-        "--folds", type=int, default=5, help="number of CV folds to check class counts against"
-    )
-    parser.add_argument("--cv-group", choices=CV_GROUPS, default="patient", help="CV grouping unit")
-    args = parser.parse_args(argv)
-    if args.folds < 2:
-        parser.error("--folds must be at least 2")
-    # also one scan under two ids; its ManifestError, since this module may run as __main__ (python -m)
-    from trainers.duplicates import ManifestError, checked_manifest
-
-    try:
-        cohort = checked_manifest(args.csv, folds=args.folds, cv_group=args.cv_group)
-    except ManifestError as exc:
-        print(exc, file=sys.stderr)
-        return 2
-    print(summary(cohort))
-    print(f"OK for {args.folds}-fold CV grouped by {args.cv_group}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -19,6 +19,7 @@ import numpy as np
 
 from trainers.cache import cache_root
 from trainers.cli import HelpFormatter
+from trainers.phantom_geometry import Grid, Points, Shape, ell, frame, rotation, sd_capsule, shell, unit
 
 GENERATOR_VERSION = "1"
 DEFAULT_LABEL_NOISE = 0.7
@@ -27,13 +28,40 @@ INVASION_GAIN_MM = 4.0  # millimetres of breach beyond the outer stromal ring pe
 SUPERSAMPLE = 3  # sub-slices averaged per slice: through-plane partial volume
 _LATENT_STREAM = 0
 SITES: dict[str, dict] = {
-    "siteA": dict(p=0.45, gain=(900, 1100), offset=(0, 0), snr=(24, 32), slice=(3.5, 4.2), gamma=(0.95, 1.05),
-                  planes=("oblique", "axial"), p_perm=0.0, p_flip=0.2),
-    "siteB": dict(p=0.35, gain=(2000, 2600), offset=(30, 80), snr=(18, 26), slice=(4.5, 5.0),
-                  gamma=(0.8, 0.9), planes=("sagittal", "oblique"), p_perm=0.3, p_flip=0.5),
-    "siteC": dict(p=0.20, gain=(350, 500), offset=(5, 20), snr=(14, 20), slice=(3.8, 4.6), gamma=(1.1, 1.2),
-                  planes=("axial",), p_perm=0.6, p_flip=0.5),
-}  # fmt: skip
+    "siteA": dict(
+        p=0.45,
+        gain=(900, 1100),
+        offset=(0, 0),
+        snr=(24, 32),
+        slice=(3.5, 4.2),
+        gamma=(0.95, 1.05),
+        planes=("oblique", "axial"),
+        p_perm=0.0,
+        p_flip=0.2,
+    ),
+    "siteB": dict(
+        p=0.35,
+        gain=(2000, 2600),
+        offset=(30, 80),
+        snr=(18, 26),
+        slice=(4.5, 5.0),
+        gamma=(0.8, 0.9),
+        planes=("sagittal", "oblique"),
+        p_perm=0.3,
+        p_flip=0.5,
+    ),
+    "siteC": dict(
+        p=0.20,
+        gain=(350, 500),
+        offset=(5, 20),
+        snr=(14, 20),
+        slice=(3.8, 4.6),
+        gamma=(1.1, 1.2),
+        planes=("axial",),
+        p_perm=0.6,
+        p_flip=0.5,
+    ),
+}
 _X, _Y, _Z = np.eye(3)  # RAS+ world axes: right, anterior, superior
 
 
@@ -64,138 +92,48 @@ def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float(greater / (len(pos) * len(neg)))
 
 
-def _unit(v: np.ndarray) -> np.ndarray:
-    """Vector scaled to length one."""
-    v = np.asarray(v, float)
-    return v / np.linalg.norm(v)
-
-
-def _frame(w: np.ndarray, hint: np.ndarray) -> np.ndarray:
-    """Orthonormal right-handed frame (columns u, v, w) with w along `w` and u nearest to `hint`."""
-    w = _unit(w)
-    u = _unit(hint - (hint @ w) * w)
-    return np.stack([u, np.cross(w, u), w], axis=1)
-
-
-def _rotation(axis: np.ndarray, angle: float) -> np.ndarray:
-    """Rotation matrix about `axis` by `angle` radians (Rodrigues)."""
-    k = _unit(axis)
-    kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
-    return np.eye(3) + np.sin(angle) * kx + (1 - np.cos(angle)) * kx @ kx
-
-
-class _Grid:
-    """Voxel grid described by an affine; gives coordinates of sub-boxes so shapes are evaluated locally."""
-
-    def __init__(self, affine: np.ndarray, shape: tuple[int, ...]):
-        self.m, self.t, self.shape = affine[:3, :3], affine[:3, 3], tuple(shape)
-        self.inv = np.linalg.inv(self.m)
-
-    def box(self, centre: np.ndarray, radius: float) -> tuple[slice, ...] | None:
-        """Index box holding the world sphere (centre, radius), or None when it misses the grid."""
-        ijk = self.inv @ (np.asarray(centre) - self.t)
-        half = min(radius, 1e5) * np.linalg.norm(self.inv, axis=1)
-        lo = np.maximum(np.floor(ijk - half), 0).astype(int)
-        hi = np.minimum(np.ceil(ijk + half) + 1, self.shape).astype(int)
-        return None if np.any(lo >= hi) else tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
-
-    def coords(
-        self, box: tuple[slice, ...], mat: np.ndarray | None = None, off: np.ndarray | None = None
-    ) -> np.ndarray:
-        """Float32 coordinates (3, *box shape) of the voxel centres in `box`: world, or mat @ world + off."""
-        mat, off = (np.eye(3), np.zeros(3)) if mat is None else (mat, off)
-        lin, shift = mat @ self.m, mat @ self.t + off
-        i, j, k = (np.arange(s.start, s.stop, dtype=np.float32) for s in box)
-        p = np.empty((3, len(i), len(j), len(k)), np.float32)
-        for r in range(3):
-            m = lin[r].astype(np.float32)
-            p[r] = (m[0] * i + np.float32(shift[r]))[:, None, None] + (m[1] * j)[:, None] + m[2] * k
-        return p
-
-
-class _Points:
-    """Voxel centres of one box; world coordinates are computed once, on first use."""
-
-    def __init__(self, grid: _Grid, box: tuple[slice, ...]):
-        self.grid, self.box, self._p = grid, box, None
-
-    @property
-    def p(self) -> np.ndarray:
-        """World coordinates (3, *box shape)."""
-        if self._p is None:
-            self._p = self.grid.coords(self.box)
-        return self._p
-
-
-def _sd_ellipsoid(pts: _Points, c: np.ndarray, frame: np.ndarray, axes: tuple[float, ...]) -> np.ndarray:
-    """Approximate signed distance (mm) to an ellipsoid; a huge third axis gives an elliptic cylinder."""
-    ax = np.asarray(axes, float)
-    mat = frame.T / ax[:, None]
-    q = pts.grid.coords(pts.box, mat, -mat @ c)  # ellipsoid coordinates straight from voxel indices
-    rho = np.sqrt((q * q).sum(0))
-    q /= ax.astype(np.float32).reshape(3, 1, 1, 1)
-    return (rho - 1) * rho / np.maximum(np.sqrt((q * q).sum(0)), 1e-6)
-
-
-def _sd_capsule(p: np.ndarray, a: np.ndarray, b: np.ndarray, r: float) -> np.ndarray:
-    """Signed distance (mm) to the capsule of radius r around segment a-b."""
-    a32, ab = np.asarray(a, np.float32).reshape(3, 1, 1, 1), np.asarray(b - a, np.float32).reshape(3, 1, 1, 1)
-    t = np.clip(((p - a32) * ab).sum(0) / max(float((ab * ab).sum()), 1e-6), 0, 1)
-    return np.sqrt(((p - a32 - t * ab) ** 2).sum(0)) - r
-
-
-Shape = tuple[Callable[[_Points], np.ndarray], np.ndarray, float, object]  # sdf, centre, reach, signal
-
-
-def _ell(c: np.ndarray, frame: np.ndarray, axes: tuple[float, ...], value: float) -> Shape:
-    """Ellipsoid painted with a constant signal."""
-    return (lambda q: _sd_ellipsoid(q, c, frame, axes)), c, float(max(axes)), value
-
-
-def _shell(c: np.ndarray, frame: np.ndarray, axes: tuple, inner: tuple, wall: float, fill: float) -> list:
-    """Walled ellipsoid: outer wall signal then inner content signal."""
-    return [_ell(c, frame, axes, wall), _ell(c, frame, inner, fill)]
-
-
 def _anatomy(rng: np.random.Generator, latent: float) -> tuple[list[Shape], Shape, np.ndarray, np.ndarray]:
     """Pelvic structures in paint order, then the tumour, which breaches the stroma as `latent` grows."""
     u = rng.uniform
     cx = rng.normal(0, 3, 3)  # cervix centre
-    axis = _unit([u(-0.15, 0.15), np.sin(np.radians(u(15, 45))), 1.0])
-    fc = _frame(axis, _X)  # cervix frame: u ~ right, v ~ anterior, w along the canal
+    axis = unit([u(-0.15, 0.15), np.sin(np.radians(u(15, 45))), 1.0])
+    fc = frame(axis, _X)  # cervix frame: u ~ right, v ~ anterior, w along the canal
     lr, ap, eye = u(42, 47), u(34, 38), np.eye(3)
     bc = cx + np.array([u(-2, 2), u(-4, 0), 0.0])  # body centre
     cav = (lr - u(9, 12), ap - u(6, 8), 1e6)
     muscle, fat, stroma = u(0.26, 0.34), u(0.85, 0.95), u(0.1, 0.18)
-    shapes = [_ell(bc, eye, (lr, ap, 1e6), fat), _ell(bc, eye, (lr - u(4, 7), ap - u(4, 6), 1e6), muscle),
-              _ell(bc + [0, 1.5, 0], eye, cav, fat * u(0.9, 1.0))]  # fmt: skip
+    shapes = [
+        ell(bc, eye, (lr, ap, 1e6), fat),
+        ell(bc, eye, (lr - u(4, 7), ap - u(4, 6), 1e6), muscle),
+        ell(bc + [0, 1.5, 0], eye, cav, fat * u(0.9, 1.0)),
+    ]
     for side in (-1, 1):
         head = bc + [side * (lr - u(8, 10)), u(0, 4), u(-6, 6)]
-        shapes += _shell(head, eye, (6,) * 3, (4.8,) * 3, 0.06, u(0.5, 0.65))
-        shapes.append(_ell(bc + [side * (cav[0] - 2.5), 0, 0], eye, (u(2.5, 4), cav[1] * 0.6, 40), muscle))
+        shapes += shell(head, eye, (6,) * 3, (4.8,) * 3, 0.06, u(0.5, 0.65))
+        shapes.append(ell(bc + [side * (cav[0] - 2.5), 0, 0], eye, (u(2.5, 4), cav[1] * 0.6, 40), muscle))
     sac = bc + [0, -(ap - u(6, 8)), 0]
-    shapes += _shell(sac, eye, (12, 5, 40), (10.5, 3.5, 40), 0.06, u(0.45, 0.6))
+    shapes += shell(sac, eye, (12, 5, 40), (10.5, 3.5, 40), 0.06, u(0.45, 0.6))
     a, b, c, t = u(11, 14), u(10, 13), u(15, 19), u(3, 5)  # cervix semi-axes and stromal ring thickness
     r0 = u(4.5, 8.5)  # nominal tumour radius, drawn independently of the latent
     a, b, c = max(a, r0 + t + 1.5), max(b, r0 + t + 1.5), max(c, r0 + t + 3)
     rec = cx + fc @ [0, -(b + u(6, 9)), 0]
-    shapes += _shell(rec, _frame(_Z, _X), (7, 6, 45), (4.5, 3.5, 45), 0.22, u(0.05, 0.5))
-    shapes += _shell(cx + fc @ [0, b + u(7, 9), 10], eye, (15, 8, 12), (13.5, 6.5, 10.5), 0.22, 1.15)
+    shapes += shell(rec, frame(_Z, _X), (7, 6, 45), (4.5, 3.5, 45), 0.22, u(0.05, 0.5))
+    shapes += shell(cx + fc @ [0, b + u(7, 9), 10], eye, (15, 8, 12), (13.5, 6.5, 10.5), 0.22, 1.15)
     para = fc @ [0, 0, -0.2 * c]
-    shapes.append(_ell(cx + para, fc, (a + u(12, 16), b + 2, c * 0.9), u(0.78, 0.88)))
+    shapes.append(ell(cx + para, fc, (a + u(12, 16), b + 2, c * 0.9), u(0.78, 0.88)))
     for _ in range(rng.integers(3, 7)):  # parametrial vessels: flow voids
         start = cx + fc @ [rng.choice([-1, 1]) * (a + u(2, 12)), u(-6, 6), u(-c, c * 0.5)]
-        end = start + 22 * _unit(fc @ [u(-0.3, 0.3), u(-1, 1), u(-1, 1)])
+        end = start + 22 * unit(fc @ [u(-0.3, 0.3), u(-1, 1), u(-1, 1)])
         r = u(0.8, 1.6)
-        vessel = lambda q, s=start, e=end, r=r: _sd_capsule(q.p, s, e, r)  # noqa: E731
+        vessel = lambda q, s=start, e=end, r=r: sd_capsule(q.p, s, e, r)  # noqa: E731
         shapes.append((vessel, (start + end) / 2, 12 + r, 0.08))
-    fu = _frame(_rotation(fc[:, 0], -np.radians(u(10, 35))) @ axis, _X)  # anteflexed corpus
+    fu = frame(rotation(fc[:, 0], -np.radians(u(10, 35))) @ axis, _X)  # anteflexed corpus
     cu, lu = cx + axis * (c - 4) + fu[:, 2] * u(16, 20), u(18, 22)
-    shapes.append(_ell(cu, fu, (u(16, 19), u(12, 15), lu), u(0.42, 0.52)))
-    shapes += _shell(cu, fu, (6.5, 4, lu * 0.8), (4, 2, lu * 0.7), u(0.22, 0.3), u(0.9, 1.0))
-    shapes += _shell(cx - axis * (c + 9), fc, (a + 1.5, 6, 16), (a - 1, 2.2, 15), u(0.2, 0.28), u(0.45, 0.6))
-    shapes += _shell(cx, fc, (a, b, c), (a - t, b - t, c - t), stroma, u(0.36, 0.46))
-    shapes.append(_ell(cx, fc, (1.3, 1.0, c - t), u(0.8, 0.95)))  # endocervical canal
+    shapes.append(ell(cu, fu, (u(16, 19), u(12, 15), lu), u(0.42, 0.52)))
+    shapes += shell(cu, fu, (6.5, 4, lu * 0.8), (4, 2, lu * 0.7), u(0.22, 0.3), u(0.9, 1.0))
+    shapes += shell(cx - axis * (c + 9), fc, (a + 1.5, 6, 16), (a - 1, 2.2, 15), u(0.2, 0.28), u(0.45, 0.6))
+    shapes += shell(cx, fc, (a, b, c), (a - t, b - t, c - t), stroma, u(0.36, 0.46))
+    shapes.append(ell(cx, fc, (1.3, 1.0, c - t), u(0.8, 0.95)))  # endocervical canal
     return shapes, _tumour(rng, latent, cx, fc, (a, b, c, t), r0), cx, fc
 
 
@@ -205,11 +143,16 @@ def _tumour(
     """Lobulated tumour in the cervix; a tongue ends INVASION_GAIN_MM * latent past the ring."""
     u = rng.uniform
     a, b, c, t = cerv
-    ml = np.array([u(-0.6, 0.6) * max(0.0, a - t - r0 - 1), u(-0.6, 0.6) * max(0.0, b - t - r0 - 1),
-                   u(-0.6, 0.6) * max(0.0, c - t - r0 - 1)])  # fmt: skip
+    ml = np.array(
+        [
+            u(-0.6, 0.6) * max(0.0, a - t - r0 - 1),
+            u(-0.6, 0.6) * max(0.0, b - t - r0 - 1),
+            u(-0.6, 0.6) * max(0.0, c - t - r0 - 1),
+        ]
+    )
     route = rng.choice(["left", "right", "vagina"], p=[0.35, 0.35, 0.3])
     side = {"left": -1.0, "right": 1.0}.get(str(route), 0.0)
-    dl = _unit([side, u(-0.3, 0.3), u(-0.3, 0.3)] if side else [u(-0.25, 0.25), u(-0.25, 0.25), -1.0])
+    dl = unit([side, u(-0.3, 0.3), u(-0.3, 0.3)] if side else [u(-0.25, 0.25), u(-0.25, 0.25), -1.0])
     ax = np.array([a, b, c])
     qa, qb, qc = np.sum((dl / ax) ** 2), 2 * np.sum(ml * dl / ax**2), np.sum((ml / ax) ** 2) - 1
     s_out = (-qb + np.sqrt(qb * qb - 4 * qa * qc)) / (2 * qa)  # exit distance through the outer ring
@@ -220,19 +163,19 @@ def _tumour(
     v_tot = 4 / 3 * np.pi * r0**3  # lobes fill about half of the r0 ball: keep lobes + extension near that
     r_main = r0 * (max(v_tot - v_ext / 0.5, 0.3 * v_tot) / v_tot) ** (1 / 3)
     m, d = cx + fc @ ml, fc @ dl
-    parts: list[Callable[[_Points], np.ndarray]] = []
+    parts: list[Callable[[Points], np.ndarray]] = []
     for _ in range(rng.integers(3, 6)):
         rk = r_main * u(0.6, 0.85)
-        ck = m + _unit(rng.normal(size=3)) * u(0, r_main - rk)
-        parts.append(lambda q, ck=ck, rk=rk: _sd_capsule(q.p, ck, ck, rk))
+        ck = m + unit(rng.normal(size=3)) * u(0, r_main - rk)
+        parts.append(lambda q, ck=ck, rk=rk: sd_capsule(q.p, ck, ck, rk))
     if tip - rt > 0:
-        parts.append(lambda q, e=m + d * (tip - rt): _sd_capsule(q.p, m, e, rt))
+        parts.append(lambda q, e=m + d * (tip - rt): sd_capsule(q.p, m, e, rt))
     if rn > 0:
-        parts.append(lambda q, e=m + d * (tip - rn): _sd_capsule(q.p, e, e, rn))
+        parts.append(lambda q, e=m + d * (tip - rn): sd_capsule(q.p, e, e, rn))
     if rng.random() < 0.5:  # endocervical growth towards the corpus: shape variety that does not change stage
         rs = r_main * u(0.5, 0.8)
         length = max(0.0, min(u(4, 12), c - t - ml[2] - rs - 0.5))
-        parts.append(lambda q, e=m + fc[:, 2] * length: _sd_capsule(q.p, m, e, rs))
+        parts.append(lambda q, e=m + fc[:, 2] * length: sd_capsule(q.p, m, e, rs))
     base, het = u(0.5, 0.68), u(0.04, 0.14)
     waves = rng.normal(size=(5, 3))
     waves *= (2 * np.pi / u(3, 9, (5, 1))) / np.linalg.norm(waves, axis=1, keepdims=True)
@@ -240,12 +183,12 @@ def _tumour(
     necro = (m, r_main * u(0.3, 0.5)) if rng.random() < 0.3 else None
     u_necro = u(0.95, 1.1)
 
-    def value(q: _Points) -> np.ndarray:
+    def value(q: Points) -> np.ndarray:
         p = q.p
         tex = np.cos(np.tensordot(waves.astype(np.float32), p, axes=1) + phase.reshape(5, 1, 1, 1)).sum(0)
         val = base * (1 + het * tex / np.sqrt(2.5))
         if necro is not None:
-            dn = _sd_capsule(p, necro[0], necro[0], necro[1])
+            dn = sd_capsule(p, necro[0], necro[0], necro[1])
             val += np.clip(0.5 - dn, 0, 1) * (u_necro - val)
         return val
 
@@ -258,10 +201,15 @@ def _acquisition(rng: np.random.Generator, matrix: int, spec: dict, cx: np.ndarr
     plane = rng.choice(spec["planes"])
     frames = {"axial": np.stack([_X, _Y, _Z], 1), "sagittal": np.stack([_Y, _Z, _X], 1), "oblique": fc}
     frame = frames[str(plane)]
-    frame = _rotation(rng.normal(size=3), np.radians(rng.uniform(0, 8))) @ frame
+    frame = rotation(rng.normal(size=3), np.radians(rng.uniform(0, 8))) @ frame
     pix = rng.uniform(0.74, 0.88) * DEFAULT_MATRIX / matrix
-    dims = np.array([round(matrix * rng.uniform(0.88, 1.14)), round(matrix * rng.uniform(0.88, 1.14)),
-                     rng.integers(16, 29)])  # fmt: skip
+    dims = np.array(
+        [
+            round(matrix * rng.uniform(0.88, 1.14)),
+            round(matrix * rng.uniform(0.88, 1.14)),
+            rng.integers(16, 29),
+        ]
+    )
     zooms = np.array([pix, pix, rng.uniform(*spec["slice"])])
     perm = rng.permutation(3) if rng.random() < spec["p_perm"] else np.arange(3)
     signs = np.where(rng.random(3) < spec["p_flip"], -1.0, 1.0)
@@ -286,21 +234,21 @@ def render_patient(
     ga[:3, 3] += affine[:3, sa] * (0.5 / SUPERSAMPLE - 0.5)
     gshape = list(shape)
     gshape[sa] *= SUPERSAMPLE
-    grid = _Grid(ga, tuple(gshape))
+    grid = Grid(ga, tuple(gshape))
     width = 0.8 * float(np.linalg.norm(affine[:3, :3], axis=0).min())  # edge ramp about one in-plane pixel
     img, frac = np.zeros(gshape, np.float32), np.zeros(gshape, np.float32)
     for k, (fn, centre, radius, value) in enumerate([*shapes, tumour]):
         box = grid.box(centre, radius + 2 * width)
         if box is None:
             continue
-        p = _Points(grid, box)
+        p = Points(grid, box)
         mem = np.clip(0.5 - fn(p) / width, 0, 1)
         img[box] += mem * ((value(p) if callable(value) else value) - img[box])
         if k == len(shapes):
             frac[box] = mem
     split = (*shape[:sa], shape[sa], SUPERSAMPLE, *shape[sa + 1 :])
     img, frac = img.reshape(split).mean(sa + 1), frac.reshape(split).mean(sa + 1)
-    p = _Grid(affine, shape).coords(tuple(slice(0, n) for n in shape), np.eye(3), -cx)
+    p = Grid(affine, shape).coords(tuple(slice(0, n) for n in shape), np.eye(3), -cx)
     co, q = rng.normal(0, 0.12, 6), np.clip(p / 60, -1, 1)  # smooth field, +-25% over the pelvis
     log_bias = co[0] * q[0] + co[1] * q[1] + co[2] * q[2] + co[3] * q[0] * q[1] + co[4] * q[1] * q[2]
     log_bias += co[5] * q[0] ** 2
@@ -379,17 +327,23 @@ def default_cohort(patients: int = 112, seed: int = 0, matrix: int = DEFAULT_MAT
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: generate a phantom cohort and print its class counts and oracle AUC."""
-    ap = argparse.ArgumentParser(prog="python -m trainers.phantom", description=__doc__, formatter_class=HelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m trainers.phantom", description=__doc__, formatter_class=HelpFormatter
+    )
     ap.add_argument("--out", required=True, type=Path, help="output folder")
     ap.add_argument("--patients", type=int, default=112, help="number of patients")
     ap.add_argument("--seed", type=int, default=0, help="random seed")
-    ap.add_argument("--label-noise", type=float, default=DEFAULT_LABEL_NOISE, help="label noise SD; latent SD 1")
+    ap.add_argument(
+        "--label-noise", type=float, default=DEFAULT_LABEL_NOISE, help="label noise SD; latent SD 1"
+    )
     ap.add_argument("--matrix", type=int, default=DEFAULT_MATRIX, help="in-plane matrix (FOV is fixed)")
     args = ap.parse_args(argv)
     start = time.perf_counter()
     s = generate_cohort(args.out, args.patients, args.seed, args.label_noise, args.matrix, progress=True)
     took = time.perf_counter() - start
-    print(f"phantom cohort: {args.patients} patients, T1={s.n_t1}, T2={s.n_t2}, oracle AUC={s.oracle_auc:.3f}")
+    print(
+        f"phantom cohort: {args.patients} patients, T1={s.n_t1}, T2={s.n_t2}, oracle AUC={s.oracle_auc:.3f}"
+    )
     print(f"label noise {args.label_noise}, written in {took:.1f} s to {s.manifest}")
     return 0
 

@@ -31,7 +31,9 @@ from trainers.cache import cache_root
 from trainers.io import load_image
 from trainers.manifest import Cohort, Scan
 
-PREPROCESS_VERSION = 2  # 2: cache entries hold the mask's ROI too; a scan without a mask is cropped to its foreground
+PREPROCESS_VERSION = (
+    2  # 2: cache entries hold the mask's ROI too; a scan without a mask is cropped to its foreground
+)
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,9 @@ class PreprocessParams:
     spacing: tuple[float, float, float] = (0.8, 0.8, 4.0)
     clip_percentiles: tuple[float, float] = (0.5, 99.5)
     margin_mm: float = 15.0
-    no_mask_fov_mm: float = 80.0  # a scan without mask or foreground (a featureless image): this centred field
+    no_mask_fov_mm: float = (
+        80.0  # a scan without mask or foreground (a featureless image): this centred field
+    )
     slices: int = 3
     roi_px: int = 256
 
@@ -181,7 +185,9 @@ def preprocess_lesion(scan: Scan, params: PreprocessParams) -> tuple[ScanROI, Le
         chosen = sorted({min(max(z, 0), nz - 1) for z in chosen})
     region = mask.any(axis=2) if mask is not None and mask.any() else None
     if region is None:  # no tumour mask: the body outline in the slices cropped (a fixed field cut tumours)
-        region = foreground(image[:, :, sorted({min(max(zz, 0), nz - 1) for z in chosen for zz in (z - 1, z, z + 1)})])
+        region = foreground(
+            image[:, :, sorted({min(max(zz, 0), nz - 1) for z in chosen for zz in (z - 1, z, z + 1)})]
+        )
     box = _square_box(
         region,
         image.shape[:2],
@@ -196,7 +202,9 @@ def preprocess_lesion(scan: Scan, params: PreprocessParams) -> tuple[ScanROI, Le
     return roi, _lesion(scan, mask, chosen, box, params)
 
 
-def _lesion(scan: Scan, mask: np.ndarray | None, chosen: list[int], box, params: PreprocessParams) -> LesionROI:
+def _lesion(
+    scan: Scan, mask: np.ndarray | None, chosen: list[int], box, params: PreprocessParams
+) -> LesionROI:
     """The mask's ROI: each chosen slice cropped with the slabs' box and resized like them (then thresholded)."""
     pixel_mm = (box[1] - box[0]) * params.spacing[0] / params.roi_px
     if mask is None:
@@ -204,8 +212,9 @@ def _lesion(scan: Scan, mask: np.ndarray | None, chosen: list[int], box, params:
         return LesionROI(scan.patient_id, empty, pixel_mm, 0.0, False)
     planes = np.stack([_crop(mask[:, :, z].astype(np.float32), box, "constant") for z in chosen])
     voxel = params.spacing[0] * params.spacing[1] * (params.spacing[2] if mask.shape[2] > 1 else 1.0)
-    return LesionROI(scan.patient_id, _resize(planes, params.roi_px) > 0.5, pixel_mm,
-                     float(mask.sum() * voxel), True)  # fmt: skip
+    return LesionROI(
+        scan.patient_id, _resize(planes, params.roi_px) > 0.5, pixel_mm, float(mask.sum() * voxel), True
+    )
 
 
 def read_cached_roi(path: Path, scan: Scan) -> ScanROI | None:
@@ -242,9 +251,16 @@ def read_cached_lesion(path: Path, scan: Scan) -> LesionROI | None:
 def _store(path: Path, roi: ScanROI, lesion: LesionROI) -> None:
     """Write one scan's cache entry atomically (the mask packed to bits: an eighth of a byte per pixel)."""
     tmp = path.with_name(path.stem + f".{os.getpid()}.tmp.npz")
-    np.savez(tmp, slabs=roi.slabs, tumour_area=roi.tumour_area, lesion_mask=np.packbits(lesion.mask, axis=-1),
-             lesion_px=lesion.mask.shape[-1], pixel_mm=lesion.pixel_mm, volume_mm3=lesion.volume_mm3,
-             has_mask=lesion.has_mask)  # fmt: skip
+    np.savez(
+        tmp,
+        slabs=roi.slabs,
+        tumour_area=roi.tumour_area,
+        lesion_mask=np.packbits(lesion.mask, axis=-1),
+        lesion_px=lesion.mask.shape[-1],
+        pixel_mm=lesion.pixel_mm,
+        volume_mm3=lesion.volume_mm3,
+        has_mask=lesion.has_mask,
+    )
     tmp.replace(path)
 
 
@@ -269,8 +285,13 @@ def load_lesions(
     return _load(cohort, params, cache_dir, progress, lesions=True)
 
 
-def _load(cohort: Cohort, params: PreprocessParams | None, cache_dir: str | Path | None, progress: bool,
-          lesions: bool) -> list:  # fmt: skip
+def _load(
+    cohort: Cohort,
+    params: PreprocessParams | None,
+    cache_dir: str | Path | None,
+    progress: bool,
+    lesions: bool,
+) -> list:
     params = params or PreprocessParams()
     cache = Path(cache_dir) if cache_dir is not None else cache_root() / "preprocessed"
     cache.mkdir(parents=True, exist_ok=True)
@@ -284,8 +305,11 @@ def _load(cohort: Cohort, params: PreprocessParams | None, cache_dir: str | Path
             out.append(cached)
             continue
         if path.exists():
-            print(f"cache entry {path.name} of patient {scan.patient_id} is unreadable: preprocessing the scan again",
-                  file=sys.stderr, flush=True)  # fmt: skip
+            print(
+                f"cache entry {path.name} of patient {scan.patient_id} is unreadable: preprocessing the scan again",
+                file=sys.stderr,
+                flush=True,
+            )
         roi, lesion = preprocess_lesion(scan, params)
         _store(path, roi, lesion)
         out.append(lesion if lesions else roi)

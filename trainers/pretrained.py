@@ -122,7 +122,9 @@ def resolve_weights(
         else:
             try:
                 path = _download(source, log, timeout)
-                if locate is None or locate()[0] is None:  # trials would not find it: say so now, not per trial
+                if (
+                    locate is None or locate()[0] is None
+                ):  # trials would not find it: say so now, not per trial
                     raise FileNotFoundError(f"{path} is not where the trials look for it")
                 out.downloaded[name] = path
             except Unreachable as exc:
@@ -157,14 +159,24 @@ def _download_hf(source: Source, log: Callable[[str], None], timeout: float) -> 
             continue
         except (httpx2.ConnectError, httpx2.TimeoutException, OfflineModeIsEnabled) as exc:
             raise Unreachable(f"{type(exc).__name__}: {_first_line(exc)}") from None
-        log(f"weights: downloading {source.backbone}'s ImageNet weights, {repo} {filename} ({_size(size)}), "
-            f"from {endpoint}")  # fmt: skip
+        log(
+            f"weights: downloading {source.backbone}'s ImageNet weights, {repo} {filename} ({_size(size)}), "
+            f"from {endpoint}"
+        )
         start = time.monotonic()
         with disable_progress_bars():  # our own line instead of the hub's bar
-            path = hf_hub_download(repo, filename, revision=revision, cache_dir=hf_hub_cache(), endpoint=endpoint,
-                                   etag_timeout=timeout)  # fmt: skip
-        log(f"weights: {source.backbone}: {_size(os.path.getsize(path))} in {time.monotonic() - start:.1f} s, "
-            "into the Hugging Face cache")  # fmt: skip
+            path = hf_hub_download(
+                repo,
+                filename,
+                revision=revision,
+                cache_dir=hf_hub_cache(),
+                endpoint=endpoint,
+                etag_timeout=timeout,
+            )
+        log(
+            f"weights: {source.backbone}: {_size(os.path.getsize(path))} in {time.monotonic() - start:.1f} s, "
+            "into the Hugging Face cache"
+        )
         return Path(path)
     raise FileNotFoundError(f"{repo} holds none of {', '.join(source.filenames)}")
 
@@ -181,14 +193,18 @@ def _download_url(source: Source, log: Callable[[str], None], timeout: float) ->
     except (urllib.error.URLError, OSError) as exc:
         raise Unreachable(f"{type(exc).__name__}: {_first_line(exc)}") from None
     dest = torch_checkpoints() / os.path.basename(urlsplit(url).path)
-    log(f"weights: downloading {source.backbone}'s ImageNet weights, {dest.name} "
-        f"({_size(int(size) if size else None)}), from {source.server}")  # fmt: skip
+    log(
+        f"weights: downloading {source.backbone}'s ImageNet weights, {dest.name} "
+        f"({_size(int(size) if size else None)}), from {source.server}"
+    )
     match = torch.hub.HASH_REGEX.search(dest.name)
     dest.parent.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
     torch.hub.download_url_to_file(url, str(dest), match.group(1) if match else None, progress=False)
-    log(f"weights: {source.backbone}: {_size(dest.stat().st_size)} in {time.monotonic() - start:.1f} s, "
-        "into torch hub's checkpoints")  # fmt: skip
+    log(
+        f"weights: {source.backbone}: {_size(dest.stat().st_size)} in {time.monotonic() - start:.1f} s, "
+        "into torch hub's checkpoints"
+    )
     return dest
 
 

@@ -41,7 +41,9 @@ class EpochReport:
     ended_at: float = 0.0  # wall-clock time (epoch seconds) at which the epoch ended
     pretrained: bool = False
     pretrained_note: str = ""
-    batch_size: int = 0  # the batch size this epoch trained with (half the configured one after running out of memory)
+    batch_size: int = (
+        0  # the batch size this epoch trained with (half the configured one after running out of memory)
+    )
     #: the k fold models as they are after this epoch, only on a run's last epoch (`cfg.epochs`): a caller can
     #: keep them before it reports (search.trainable saves them so registration need not train them again)
     models: list[nn.Module] | None = field(default=None, repr=False, compare=False)
@@ -256,7 +258,9 @@ def train_folds(
     except Exception as exc:
         exc.batch_size = attempt.batch_size
         if is_out_of_memory(exc):
-            exc.add_note(f"out of memory at batch size {cfg.batch_size}, and again after retrying with {half}")
+            exc.add_note(
+                f"out of memory at batch size {cfg.batch_size}, and again after retrying with {half}"
+            )
         raise
 
 

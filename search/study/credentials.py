@@ -63,8 +63,9 @@ def _parts(url: str) -> tuple[str | None, str, str] | None:
         return None
 
     def render(secret: str | None) -> str:  # hide_password renders any password as ***
-        return URL.create(parsed.drivername, parsed.username, secret, parsed.host, parsed.port, parsed.database,
-                          query).render_as_string(hide_password=True)  # fmt: skip
+        return URL.create(
+            parsed.drivername, parsed.username, secret, parsed.host, parsed.port, parsed.database, query
+        ).render_as_string(hide_password=True)
 
     return (
         (None if password is None else str(password)),
@@ -117,8 +118,12 @@ def reveal(url: str, env: str = STORAGE_ENV) -> str:
 def warn_if_on_command_line(flag: str, url: str | None, env: str) -> None:
     """One line on stderr when a flag's URL holds a password: every user of the machine can read it in `ps`."""
     if has_password(url):
-        print(f"warning: the password in {flag} can be read by every user of this machine in the process list "
-              f"(ps); give it in the environment instead: {HOW_TO_GIVE[env]}", file=sys.stderr, flush=True)  # fmt: skip
+        print(
+            f"warning: the password in {flag} can be read by every user of this machine in the process list "
+            f"(ps); give it in the environment instead: {HOW_TO_GIVE[env]}",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def scrub(text: str, url: str, env: str = STORAGE_ENV) -> str:

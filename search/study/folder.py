@@ -35,10 +35,16 @@ LEADERBOARD_SCHEMA = 1
 INTERRUPTED_ATTR = "interrupted"
 FAMILY_ATTR = "family"
 MLFLOW_RUN_ATTR = "mlflow_run_id"
-CONFIG_ATTR = "config"  # the whole sampled configuration, fixed choices included (trial.params has only the sampled)
-FAIL_REASON_ATTR = "fail_reason"  # why a trial failed: nan_loss, out_of_memory, unreadable_data, exception, worker_error
+CONFIG_ATTR = (
+    "config"  # the whole sampled configuration, fixed choices included (trial.params has only the sampled)
+)
+FAIL_REASON_ATTR = (
+    "fail_reason"  # why a trial failed: nan_loss, out_of_memory, unreadable_data, exception, worker_error
+)
 ERROR_ATTR = "error"  # a failed trial's error, one short line
-BATCH_SIZE_ATTR = "batch_size"  # the batch size a trial trained with (half its sampled one after running out of memory)
+BATCH_SIZE_ATTR = (
+    "batch_size"  # the batch size a trial trained with (half its sampled one after running out of memory)
+)
 #: Key of a Tune trial's config holding its Optuna trial number.
 OPTUNA_NUMBER_KEY = "_optuna_trial"
 OOF_COLUMNS = ("patient_id", "label", "prob", "fold", "epoch")
@@ -159,8 +165,16 @@ def read_oof(path: Path) -> list[dict[str, Any]] | None:
     if not path.exists():
         return None
     with path.open(newline="") as fh:
-        return [{"patient_id": r["patient_id"], "label": int(r["label"]), "prob": float(r["prob"]),
-                 "fold": int(r["fold"]), "epoch": int(r["epoch"])} for r in csv.DictReader(fh)]  # fmt: skip
+        return [
+            {
+                "patient_id": r["patient_id"],
+                "label": int(r["label"]),
+                "prob": float(r["prob"]),
+                "fold": int(r["fold"]),
+                "epoch": int(r["epoch"]),
+            }
+            for r in csv.DictReader(fh)
+        ]
 
 
 def default_storage_url(paths: StudyPaths) -> str:
@@ -297,11 +311,17 @@ def add_location_flags(parser: argparse.ArgumentParser, study_required: bool) ->
     group.add_argument(
         "--study", default=None, help=f"study name; if omitted, the latest study in --runs-dir{scope}"
     )
-    group.add_argument("--storage", default=None,
-                       help="Optuna storage URL; if omitted, the study's (config.json, password hidden: give it in "
-                       f"PGPASSWORD, ~/.pgpass or {STORAGE_ENV})")  # fmt: skip
-    group.add_argument("--tracking-uri", default=None,
-                       help="MLflow tracking URI; if omitted, the study's, else sqlite <runs-dir>/mlflow.db")  # fmt: skip
+    group.add_argument(
+        "--storage",
+        default=None,
+        help="Optuna storage URL; if omitted, the study's (config.json, password hidden: give it in "
+        f"PGPASSWORD, ~/.pgpass or {STORAGE_ENV})",
+    )
+    group.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow tracking URI; if omitted, the study's, else sqlite <runs-dir>/mlflow.db",
+    )
     parser.set_defaults(_study_required=study_required)
 
 
@@ -322,3 +342,21 @@ def from_args(args: argparse.Namespace) -> Locations:
     except LocationError as exc:
         raise exit_error(str(exc)) from None
     return found
+
+
+def where_flags(locations: Any) -> str:
+    """The flags that point a later command at the same registry from any folder: `--runs-dir` (absolute), and
+    `--tracking-uri` when the registry is not the one `--runs-dir` alone would find (password shown as ***)."""
+    import shlex
+
+    runs = Path(locations.runs_dir).resolve()
+    flags = f"--runs-dir {shlex.quote(str(runs))}"
+    try:
+        found = resolve(runs).tracking_uri
+    except LocationError:
+        found = None
+    return (
+        flags
+        if found == locations.tracking_uri
+        else f"{flags} --tracking-uri {shlex.quote(locations.tracking_uri)}"
+    )

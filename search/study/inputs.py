@@ -65,11 +65,16 @@ class StudyInputs:
 def load_cohort(config: dict[str, Any]) -> Cohort:
     """The study's cohort from its stored manifest path (raises ManifestError)."""
     settings = config["settings"]
-    return load_manifest(config["manifest_path"], folds=int(settings["folds"]), cv_group=str(settings["cv_group"]))
+    return load_manifest(
+        config["manifest_path"], folds=int(settings["folds"]), cv_group=str(settings["cv_group"])
+    )
 
 
 def prepare_inputs(
-    config: dict[str, Any], paths: StudyPaths, cohort: Cohort | None = None, log: Callable[[str], None] | None = None
+    config: dict[str, Any],
+    paths: StudyPaths,
+    cohort: Cohort | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> StudyInputs:
     """Hold-out (written once), folds (written once) and cached ROI slices of the study's cohort.
 
@@ -89,19 +94,35 @@ def prepare_inputs(
     rename = study_pseudonyms(config, paths, cohort.patients)
     holdout: list[str] = []
     if settings.get("holdout"):
-        by_site = settings["cv_group"] == "site"  # whole sites held out, as the site-grouped folds claim to test
+        by_site = (
+            settings["cv_group"] == "site"
+        )  # whole sites held out, as the site-grouped folds claim to test
         holdout = load_or_make_holdout(
-            paths.holdout, cohort.patient_labels(), float(settings["holdout"]), int(settings["seed"]),
-            config["cohort_hash"], rename, cohort.patient_groups("site") if by_site else None, int(settings["folds"]),
-        )  # fmt: skip
+            paths.holdout,
+            cohort.patient_labels(),
+            float(settings["holdout"]),
+            int(settings["seed"]),
+            config["cohort_hash"],
+            rename,
+            cohort.patient_groups("site") if by_site else None,
+            int(settings["folds"]),
+        )
         if log:
             sites = f" of site(s) {', '.join(read_json(paths.holdout).get('sites', []))}" if by_site else ""
-            log(f"held out {len(holdout)} patients{sites} for the final test ({paths.holdout}); no trial sees them")
+            log(
+                f"held out {len(holdout)} patients{sites} for the final test ({paths.holdout}); no trial sees them"
+            )
     real_ids = {v: k for k, v in rename.items()} if rename is not None else {}
     prepared = prepare_cohort(
-        config["manifest_path"], int(settings["folds"]), int(settings["seed"]), str(settings["cv_group"]),
-        paths.folds, cohort=cohort, exclude=[real_ids.get(p, p) for p in holdout], rename=rename,
-    )  # fmt: skip
+        config["manifest_path"],
+        int(settings["folds"]),
+        int(settings["seed"]),
+        str(settings["cv_group"]),
+        paths.folds,
+        cohort=cohort,
+        exclude=[real_ids.get(p, p) for p in holdout],
+        rename=rename,
+    )
     if rename is not None:
         cohort = cohort.renamed(rename)
         if log:

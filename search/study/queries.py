@@ -86,7 +86,11 @@ def close_stale_trials(study: optuna.Study, storage: optuna.storages.BaseStorage
 def numeric_attrs(trial: FrozenTrial) -> dict[str, float]:
     """A trial's numeric user attributes (the final metrics the search stored), plus cv_auc when it is complete (a
     pruned trial's value is its last intermediate value, a mean_fold_auc: `search.tuning`)."""
-    out = {k: float(v) for k, v in trial.user_attrs.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    out = {
+        k: float(v)
+        for k, v in trial.user_attrs.items()
+        if isinstance(v, int | float) and not isinstance(v, bool)
+    }
     if trial.value is not None and trial.state == TrialState.COMPLETE:
         out["cv_auc"] = trial.value
     return out
@@ -161,7 +165,9 @@ class Leaderboard:
     #: The estimates beside the rows (each None until computed; JSON-ready values):
     corrected_auc: float | None = None  # the winner's selection-bias-corrected AUC (BBC-CV mean)
     corrected_auc_ci: list[float] | None = None  # its 95% interval [low, high]
-    corrected: dict[str, Any] | None = None  # how it was computed: resamples, configurations used, excluded trials
+    corrected: dict[str, Any] | None = (
+        None  # how it was computed: resamples, configurations used, excluded trials
+    )
     per_site: dict[str, Any] | None = None  # the winner's AUC, n and prevalence per site (OOF, and hold-out)
     baseline: dict[str, Any] | None = None  # the non-deep baseline scored on the study's folds
     site_shortcut: dict[str, Any] | None = None  # how well the site alone predicts the label
@@ -172,11 +178,18 @@ class Leaderboard:
         corrected_auc_ci: [low, high], corrected, per_site, baseline, site_shortcut}; NaN metrics are left out.
         Everything after `rows` was added later: readers treat those keys as optional (null when not computed)."""
         rows = [
-            {**r.__dict__, "metrics": {k: v for k, v in r.metrics.items() if math.isfinite(v)}} for r in self.rows
+            {**r.__dict__, "metrics": {k: v for k, v in r.metrics.items() if math.isfinite(v)}}
+            for r in self.rows
         ]
-        return {"schema": LEADERBOARD_SCHEMA, "study": self.study, "written": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                "counts": self.counts, "failures": self.failures, "rows": rows,
-                **{key: getattr(self, key) for key in ESTIMATE_KEYS}}  # fmt: skip
+        return {
+            "schema": LEADERBOARD_SCHEMA,
+            "study": self.study,
+            "written": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "counts": self.counts,
+            "failures": self.failures,
+            "rows": rows,
+            **{key: getattr(self, key) for key in ESTIMATE_KEYS},
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any], where: Path) -> Leaderboard:
@@ -205,11 +218,18 @@ def leaderboard(
     for fam, t in sorted(best.items(), key=lambda kv: -kv[1].value):
         oof = paths.oof(t.number)
         attrs = numeric_attrs(t)
-        rows.append(LeaderboardRow(
-            family=fam, backbone=backbone_of(t), trial=t.number, cv_auc=float(t.value), params=trial_config(t), metrics={k: attrs[k] for k in ROW_METRICS if k in attrs},
-            pretrained=t.user_attrs.get("pretrained"),
-            oof=str(oof.relative_to(paths.root)) if oof.exists() else None,
-        ))  # fmt: skip
+        rows.append(
+            LeaderboardRow(
+                family=fam,
+                backbone=backbone_of(t),
+                trial=t.number,
+                cv_auc=float(t.value),
+                params=trial_config(t),
+                metrics={k: attrs[k] for k in ROW_METRICS if k in attrs},
+                pretrained=t.user_attrs.get("pretrained"),
+                oof=str(oof.relative_to(paths.root)) if oof.exists() else None,
+            )
+        )
     return Leaderboard(study.study_name, count_trials(study), rows, failure_counts(study))
 
 

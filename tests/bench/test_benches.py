@@ -25,8 +25,18 @@ def test_table_lines_up_columns() -> None:
 
 
 def test_throughput_smoke(tmp_path: Path) -> None:
-    argv = ["--backbones", "tiny_cnn", "--resolutions", "32", "--patients", "10", "--epochs", "1",
-            "--out", str(tmp_path)]  # fmt: skip
+    argv = [
+        "--backbones",
+        "tiny_cnn",
+        "--resolutions",
+        "32",
+        "--patients",
+        "10",
+        "--epochs",
+        "1",
+        "--out",
+        str(tmp_path),
+    ]
     assert throughput.main(argv) == 0
     rows = json.loads((tmp_path / "throughput.json").read_text())["rows"]
     assert len(rows) == 1 and rows[0]["img_per_s"] > 0
@@ -34,8 +44,20 @@ def test_throughput_smoke(tmp_path: Path) -> None:
 
 
 def test_augment_smoke(tiny_cohort: Path, tmp_path: Path) -> None:
-    argv = ["--manifest", str(tiny_cohort), "--backbone", "tiny_cnn", "--resolution", "32", "--folds", "3",
-            "--runs", "1", "--out", str(tmp_path)]  # fmt: skip
+    argv = [
+        "--manifest",
+        str(tiny_cohort),
+        "--backbone",
+        "tiny_cnn",
+        "--resolution",
+        "32",
+        "--folds",
+        "3",
+        "--runs",
+        "1",
+        "--out",
+        str(tmp_path),
+    ]
     assert augment.main(argv) == 0
     result = json.loads((tmp_path / "augment.json").read_text())
     assert len(result["rows"]) == 2 and result["ratio"] > 0
@@ -71,8 +93,24 @@ def test_overhead_smoke(tiny_cohort: Path, tmp_path: Path) -> None:
     """The same configuration directly and as a 2-trial search: both run and the split is written."""
     from bench import overhead
 
-    argv = ["--manifest", str(tiny_cohort), "--space", "tiny", "--backbone", "tiny_cnn", "--resolution", "32",
-            "--epochs", "1", "--folds", "3", "--trials", "2", "--out", str(tmp_path)]  # fmt: skip
+    argv = [
+        "--manifest",
+        str(tiny_cohort),
+        "--space",
+        "tiny",
+        "--backbone",
+        "tiny_cnn",
+        "--resolution",
+        "32",
+        "--epochs",
+        "1",
+        "--folds",
+        "3",
+        "--trials",
+        "2",
+        "--out",
+        str(tmp_path),
+    ]
     assert overhead.main(argv) == 0
     result = json.loads((tmp_path / "overhead.json").read_text())
     assert result["search"]["trials"] == 2 and result["direct"]["epochs_sum_s"] > 0
@@ -94,10 +132,14 @@ def test_efficiency_curve_counts_only_complete_trials_and_finds_the_crossing() -
     from bench.efficiency import ARMS, summarise
 
     fixed = curve([(0.0, 30, 0.65), (1.0, 30, 0.68)])
-    rows, verdict = summarise({"tpe_asha": {0: c}, "random_fifo": {0: curve([(0.0, 30, 0.66)])}, "seven_fixed": {0: fixed}})
+    rows, verdict = summarise(
+        {"tpe_asha": {0: c}, "random_fifo": {0: curve([(0.0, 30, 0.66)])}, "seven_fixed": {0: fixed}}
+    )
     best = {r["arm"]: r["median best cv_auc"] for r in rows}
     assert best == {"tpe_asha": 0.7, "random_fifo": 0.66, "seven_fixed": 0.68} and set(best) == set(ARMS)
-    assert verdict["per_seed"]["tpe_asha"]["at_equal"] == [0.7]  # reached at 55 of the fixed arm's 60 fold-epochs
+    assert verdict["per_seed"]["tpe_asha"]["at_equal"] == [
+        0.7
+    ]  # reached at 55 of the fixed arm's 60 fold-epochs
 
 
 @pytest.mark.slow
@@ -105,8 +147,24 @@ def test_efficiency_smoke(tiny_cohort: Path, tmp_path: Path) -> None:
     """Three arms for one seed at toy size: each arm has a curve, the table and the plot are written."""
     from bench import efficiency
 
-    argv = ["--manifest", str(tiny_cohort), "--space", "tiny", "--seeds", "0", "--folds", "2", "--max-epochs", "1",
-            "--tpe-budget", "2", "--random-budget", "1", "--out", str(tmp_path)]  # fmt: skip
+    argv = [
+        "--manifest",
+        str(tiny_cohort),
+        "--space",
+        "tiny",
+        "--seeds",
+        "0",
+        "--folds",
+        "2",
+        "--max-epochs",
+        "1",
+        "--tpe-budget",
+        "2",
+        "--random-budget",
+        "1",
+        "--out",
+        str(tmp_path),
+    ]
     assert efficiency.main(argv) == 0
     result = json.loads((tmp_path / "efficiency.json").read_text())
     assert {r["arm"] for r in result["rows"]} == set(efficiency.ARMS)
@@ -123,17 +181,26 @@ def test_eta_bench_compares_estimates_with_what_remained(tmp_path) -> None:
     assert seconds("4m10s") == 250 and seconds("1h05m") == 3900
     old = "study s: 0 of 20 trials finished before this session\n[   5/20] complete 1 | best - | 9m00s ~1m00s left\n"
     lines = ["2026-01-01 INFO stagesearch.stdout: study s: 0 of 20 trials finished before this session"]
-    for n, elapsed, left in ((2, "0m30s", "4m30s"), (5, "1m00s", "3m00s"), (10, "2m00s", "2m00s"),
-                             (15, "3m30s", "1m10s"), (20, "5m00s", None)):  # fmt: skip
+    for n, elapsed, left in (
+        (2, "0m30s", "4m30s"),
+        (5, "1m00s", "3m00s"),
+        (10, "2m00s", "2m00s"),
+        (15, "3m30s", "1m10s"),
+        (20, "5m00s", None),
+    ):
         eta = f" ~{left} left" if left else ""
-        lines.append(f"2026-01-01 INFO stagesearch.stdout: [  {n:>2}/20] complete 1 pruned 0 failed 0 running 2 | "
-                     f"best cv_auc 0.700 (x, 32 px, lr 1.0e-03, aug 0.50) | {elapsed}{eta}")  # fmt: skip
+        lines.append(
+            f"2026-01-01 INFO stagesearch.stdout: [  {n:>2}/20] complete 1 pruned 0 failed 0 running 2 | "
+            f"best cv_auc 0.700 (x, 32 px, lr 1.0e-03, aug 0.50) | {elapsed}{eta}"
+        )
     log = tmp_path / "search.log"
     log.write_text(old + "\n".join(lines) + "\n")
     assert eta_main(["--log", str(log), "--out", str(tmp_path / "out")]) == 0
     result = json.loads((tmp_path / "out" / "eta.json").read_text())
     quarter = next(m for m in result["marks"] if m["share"] == "25%")
-    assert quarter["finished"] == 5 and quarter["remained_s"] == 240 and quarter["error"] == pytest.approx(-0.25)
+    assert (
+        quarter["finished"] == 5 and quarter["remained_s"] == 240 and quarter["error"] == pytest.approx(-0.25)
+    )
     assert result["verdict"]["met"] and result["verdict"]["total_s"] == 300
     log.write_text("\n".join(lines[:-1]) + "\n")  # the session never finished its budget
     assert eta_main(["--log", str(log), "--out", str(tmp_path / "out")]) == 2
@@ -143,4 +210,6 @@ def test_eta_bench_compares_estimates_with_what_remained(tmp_path) -> None:
     assert eta_main(["--log", str(log), "--replay", "--out", str(tmp_path / "out")]) == 0
     replayed = json.loads((tmp_path / "out" / "eta-replay.json").read_text())
     by_share = {m["share"]: m for m in replayed["marks"]}
-    assert by_share["25%"]["estimate_s"] == pytest.approx(180) and by_share["50%"]["estimate_s"] == pytest.approx(120)
+    assert by_share["25%"]["estimate_s"] == pytest.approx(180) and by_share["50%"][
+        "estimate_s"
+    ] == pytest.approx(120)

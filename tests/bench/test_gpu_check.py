@@ -30,8 +30,10 @@ def test_asha_mean_epochs_follows_the_rungs() -> None:
 
 def test_epochs_per_trial_comes_from_the_efficiency_bench_when_it_ran(tmp_path: Path) -> None:
     # two seeds, 5 folds, max 6 epochs: trials of 1, 1, 3 and 6 epochs, then 1 and 6 epochs
-    curves = {"0": [{"fold_epochs": 5}, {"fold_epochs": 10}, {"fold_epochs": 25}, {"fold_epochs": 55}],
-              "1": [{"fold_epochs": 5}, {"fold_epochs": 35}]}  # fmt: skip
+    curves = {
+        "0": [{"fold_epochs": 5}, {"fold_epochs": 10}, {"fold_epochs": 25}, {"fold_epochs": 55}],
+        "1": [{"fold_epochs": 5}, {"fold_epochs": 35}],
+    }
     data = {"settings": {"folds": 5, "max_epochs": 6}, "curves": {"tpe_asha": curves}}
     assert efficiency_epochs_per_trial(data) == (pytest.approx(18 / 6), 6)
     assert efficiency_epochs_per_trial({"settings": {"folds": 5, "max_epochs": 0}, "curves": {}}) is None
@@ -39,13 +41,17 @@ def test_epochs_per_trial_comes_from_the_efficiency_bench_when_it_ran(tmp_path: 
     assert epochs == asha_mean_epochs(30) and "arithmetic" in source
     (tmp_path / "efficiency.json").write_text(json.dumps(data))
     epochs, source = _epochs_per_trial(tmp_path, 30)
-    assert epochs == pytest.approx(3.0 * asha_mean_epochs(30) / asha_mean_epochs(6)) and "efficiency" in source
+    assert (
+        epochs == pytest.approx(3.0 * asha_mean_epochs(30) / asha_mean_epochs(6)) and "efficiency" in source
+    )
     elsewhere = tmp_path / "cpu" / "efficiency.json"  # --efficiency: a result of another machine
     elsewhere.parent.mkdir()
     data["curves"]["tpe_asha"] = {"0": [{"fold_epochs": 10 * i} for i in range(1, 7)]}  # 2 epochs a trial
     elsewhere.write_text(json.dumps(data))
     epochs, source = _epochs_per_trial(tmp_path, 30, elsewhere)
-    assert epochs == pytest.approx(2.0 * asha_mean_epochs(30) / asha_mean_epochs(6)) and "efficiency" in source
+    assert (
+        epochs == pytest.approx(2.0 * asha_mean_epochs(30) / asha_mean_epochs(6)) and "efficiency" in source
+    )
 
 
 def test_extrapolate_is_the_documented_arithmetic() -> None:
@@ -54,8 +60,9 @@ def test_extrapolate_is_the_documented_arithmetic() -> None:
         {"backbone": "b", "px": 128, "precision": "bf16+channels_last", "img_per_s": 500.0},
         {"backbone": "a", "px": 128, "precision": "fp32", "img_per_s": 10.0},  # ignored: not the trainer's
     ]
-    est = extrapolate(rows, budget=200, epochs_per_trial=3, folds=5, slices=300, setup_s=2.0,
-                      calibration=0.5, packing=2.0)  # fmt: skip
+    est = extrapolate(
+        rows, budget=200, epochs_per_trial=3, folds=5, slices=300, setup_s=2.0, calibration=0.5, packing=2.0
+    )
     images = 4 * 300 + 100
     trial_a = 3 * images / 500 + 2
     trial_b = 3 * images / 250 + 2
@@ -95,8 +102,14 @@ def test_gpu_check_script_runs_end_to_end_with_a_fake_nvidia_smi(tiny_cohort: Pa
         "GPU_CHECK_PROCS": "2",
         "GPU_CHECK_MANIFEST": str(tiny_cohort),
     }
-    proc = subprocess.run(["bash", str(ROOT / "bench" / "gpu_check.sh"), str(out)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    proc = subprocess.run(
+        ["bash", str(ROOT / "bench" / "gpu_check.sh"), str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "GPU 0: Fake" in proc.stdout and "--budget 200:" in proc.stdout
     verdict = json.loads((out / "gpu_check.json").read_text())
@@ -117,7 +130,12 @@ def test_report_recomputed_elsewhere_keeps_the_gpu_machine(tmp_path: Path) -> No
 
     results = ROOT / "bench" / "results"
     gpu = shutil.copytree(results / "Intel-R-Xeon-R-Processor__NVIDIA-H200", tmp_path / "gpu")
-    assert gpu_report.main(["--results", str(gpu), "--efficiency", str(results / "AMD-EPYC" / "efficiency.json")]) == 0
+    assert (
+        gpu_report.main(
+            ["--results", str(gpu), "--efficiency", str(results / "AMD-EPYC" / "efficiency.json")]
+        )
+        == 0
+    )
     verdict = json.loads((gpu / "gpu_check.json").read_text())
     assert verdict["machine"] == json.loads((gpu / "throughput.json").read_text())["machine"]
     assert verdict["machine"]["gpu"] == "NVIDIA H200" and "reported_on" in verdict

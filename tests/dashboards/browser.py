@@ -23,10 +23,23 @@ from pathlib import Path
 from typing import Any
 
 NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-QUIET = ["--headless", "--disable-gpu", "--no-first-run", "--no-default-browser-check", "--disable-extensions",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-default-apps",
-         "--no-pings", "--disable-domain-reliability", "--disable-client-side-phishing-detection",
-         "--host-resolver-rules=MAP * ~NOTFOUND", "--hide-scrollbars", "--mute-audio"]  # fmt: skip
+QUIET = [
+    "--headless",
+    "--disable-gpu",
+    "--no-first-run",
+    "--no-default-browser-check",
+    "--disable-extensions",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-default-apps",
+    "--no-pings",
+    "--disable-domain-reliability",
+    "--disable-client-side-phishing-detection",
+    "--host-resolver-rules=MAP * ~NOTFOUND",
+    "--hide-scrollbars",
+    "--mute-audio",
+]
 
 # What the test asks of the page, evaluated inside it once it has loaded (images are data: URLs, decoded by then).
 CHECKS = """(async () => {
@@ -61,8 +74,14 @@ class Browser:
         self._profile = tempfile.mkdtemp(prefix="report-browser-")
         to_chrome, self._out = os.pipe()
         self._in, from_chrome = os.pipe()
-        args = [executable, *QUIET, "--remote-debugging-pipe", f"--user-data-dir={self._profile}",
-                f"--window-size={width},{height}", "about:blank"]  # fmt: skip
+        args = [
+            executable,
+            *QUIET,
+            "--remote-debugging-pipe",
+            f"--user-data-dir={self._profile}",
+            f"--window-size={width},{height}",
+            "about:blank",
+        ]
         if os.geteuid() == 0:
             args.insert(1, "--no-sandbox")  # Chromium refuses to start its sandbox as root
 
@@ -81,8 +100,11 @@ class Browser:
         target = self.call("Target.createTarget", {"url": "about:blank"})["targetId"]
         self.session = self.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
         self.call("Page.enable", session=True)
-        self.call("Emulation.setDeviceMetricsOverride",
-                  {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False}, session=True)  # fmt: skip
+        self.call(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
+            session=True,
+        )
 
     def _message(self, deadline: float) -> dict[str, Any]:
         while b"\0" not in self._buffer:
@@ -121,8 +143,11 @@ class Browser:
 
     def evaluate(self, expression: str) -> Any:
         """The value of a JavaScript expression in the page (promises awaited)."""
-        result = self.call("Runtime.evaluate", {"expression": expression, "returnByValue": True,
-                                                "awaitPromise": True}, session=True)  # fmt: skip
+        result = self.call(
+            "Runtime.evaluate",
+            {"expression": expression, "returnByValue": True, "awaitPromise": True},
+            session=True,
+        )
         if "exceptionDetails" in result:
             raise RuntimeError(f"the page's script failed: {result['exceptionDetails']}")
         return result["result"].get("value")
@@ -132,8 +157,11 @@ class Browser:
         import base64
 
         clip = {"x": 0, "y": top, "width": width, "height": height, "scale": 1}
-        shot = self.call("Page.captureScreenshot", {"format": "png", "clip": clip, "captureBeyondViewport": True},
-                         session=True)  # fmt: skip
+        shot = self.call(
+            "Page.captureScreenshot",
+            {"format": "png", "clip": clip, "captureBeyondViewport": True},
+            session=True,
+        )
         path.write_bytes(base64.b64decode(shot["data"]))
         return path
 
@@ -176,8 +204,10 @@ def screenshots(page: Path, out: Path, executable: str, width: int = 1100) -> li
         first = min(where.get("Baseline on the same folds", 1416), 3616) - 16
         start = max(0, where.get("Figures", seen["height"] / 2) - 16)
         end = min(next(t for t in tops if t > where.get("Held-out test", seen["height"])) - 16, start + 3600)
-        return [browser.screenshot(out / "report-top.png", 0, first, width),
-                browser.screenshot(out / "report-figures.png", start, end - start, width)]  # fmt: skip
+        return [
+            browser.screenshot(out / "report-top.png", 0, first, width),
+            browser.screenshot(out / "report-figures.png", start, end - start, width),
+        ]
 
 
 if __name__ == "__main__":

@@ -23,8 +23,22 @@ def runs(tiny_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     folder = tmp_path_factory.mktemp("dashboards") / "runs"
     try:
-        args = search_args(tiny_cohort, folder, STUDY, "--budget", "4", "--scheduler", "fifo", "--max-epochs", "2",
-                           "--cpus-per-trial", "1", "--holdout", "0.25", "--force-small-holdout")  # fmt: skip
+        args = search_args(
+            tiny_cohort,
+            folder,
+            STUDY,
+            "--budget",
+            "4",
+            "--scheduler",
+            "fifo",
+            "--max-epochs",
+            "2",
+            "--cpus-per-trial",
+            "1",
+            "--holdout",
+            "0.25",
+            "--force-small-holdout",
+        )
         assert search_main(args) == 0
     finally:
         ray.shutdown()
@@ -39,5 +53,10 @@ def load_dash_study(runs: Path) -> optuna.Study:
 
 def run_script(name: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """`python dashboards/NAME ARGS...`, run to the end."""
-    return subprocess.run([sys.executable, str(ROOT / "dashboards" / name), *args], capture_output=True,
-                          text=True, timeout=120, cwd=cwd or ROOT)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, str(ROOT / "dashboards" / name), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=cwd or ROOT,
+    )

@@ -59,8 +59,12 @@ class Launched:
 
     def __init__(self, name: str, args: list[str], log: Path) -> None:
         self.log = log
-        self.proc = subprocess.Popen([sys.executable, str(ROOT / "dashboards" / name), *args],
-                                     stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=ROOT)  # fmt: skip
+        self.proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "dashboards" / name), *args],
+            stdout=log.open("w"),
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
 
     def url(self, timeout: float = 180) -> str:
         deadline = time.monotonic() + timeout
@@ -181,8 +185,11 @@ def test_optuna_dashboard_serves_the_study(runs: Path, tmp_path: Path) -> None:
 def mlflow_ui(runs: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Launched, int]]:
     """The MLflow UI launcher on the study, once for the module; stopped with SIGTERM (`kill PID`) at the end."""
     port = _free_port()
-    server = Launched("mlflow.py", ["--runs-dir", str(runs), "--study", STUDY, "--port", str(port)],
-                      tmp_path_factory.mktemp("mlflow-ui") / "mlflow.log")  # fmt: skip
+    server = Launched(
+        "mlflow.py",
+        ["--runs-dir", str(runs), "--study", STUDY, "--port", str(port)],
+        tmp_path_factory.mktemp("mlflow-ui") / "mlflow.log",
+    )
     try:
         yield server, port
     finally:
@@ -195,16 +202,27 @@ def mlflow_ui(runs: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
 
 @pytest.mark.slow
-def test_mlflow_ui_prints_the_runs_table_and_the_model_page(runs: Path, mlflow_ui: tuple[Launched, int]) -> None:
+def test_mlflow_ui_prints_the_runs_table_and_the_model_page(
+    runs: Path, mlflow_ui: tuple[Launched, int]
+) -> None:
     server, port = mlflow_ui
     url = server.url()
     api = f"http://127.0.0.1:{port}/api/2.0/mlflow"
     experiment = _get(f"{api}/experiments/get-by-name?experiment_name={STUDY}")["experiment"]
     assert experiment["name"] == STUDY
     # The runs table in the "Machine learning" view, not the GenAI overview that `#/experiments/<id>` opens.
-    assert url == f"http://127.0.0.1:{port}/#/experiments/{experiment['experiment_id']}/runs?workflowType=machine_learning"
-    found = _get(f"{api}/runs/search", {"experiment_ids": [experiment["experiment_id"]],
-                                        "filter": "tags.role = 'trial'", "max_results": 100})  # fmt: skip
+    assert (
+        url
+        == f"http://127.0.0.1:{port}/#/experiments/{experiment['experiment_id']}/runs?workflowType=machine_learning"
+    )
+    found = _get(
+        f"{api}/runs/search",
+        {
+            "experiment_ids": [experiment["experiment_id"]],
+            "filter": "tags.role = 'trial'",
+            "max_results": 100,
+        },
+    )
     numbers = sorted(int(_tags(r)["optuna_trial"]) for r in found["runs"])
     assert numbers == [0, 1, 2, 3]
     winner = json.loads((runs / STUDY / "winner.json").read_text())
@@ -212,7 +230,10 @@ def test_mlflow_ui_prints_the_runs_table_and_the_model_page(runs: Path, mlflow_u
     _get(f"{api}/registered-models/get?name={name}")
     log = server.log.read_text()
     assert f"registered model {name}: http://127.0.0.1:{port}/#/models/{name}\n" in log
-    assert f"version {version} (this study's winner): http://127.0.0.1:{port}/#/models/{name}/versions/{version}" in log
+    assert (
+        f"version {version} (this study's winner): http://127.0.0.1:{port}/#/models/{name}/versions/{version}"
+        in log
+    )
     assert "/api/2.0/mlflow" not in log and "GET /" not in log, log  # no line per HTTP request
 
 
@@ -238,7 +259,9 @@ def test_mlflow_ui_trials_link_shows_every_trial_in_a_browser(mlflow_ui: tuple[L
     assert "Runs" in dom, dom[-2000:]
     for number in range(4):
         assert f"trial-{number:04d}" in dom, dom[-2000:]
-    version = re.search(r"^version (\d+) \(this study's winner\): (http://\S+)$", server.log.read_text(), re.M)
+    version = re.search(
+        r"^version (\d+) \(this study's winner\): (http://\S+)$", server.log.read_text(), re.M
+    )
     assert version, server.log.read_text()
     page = _render(browser, version.group(2))  # the version's page, with the description the registry gave it
     assert f"Version {version.group(1)}" in page and f"from study {STUDY}" in page, page[-2000:]
@@ -246,9 +269,21 @@ def test_mlflow_ui_trials_link_shows_every_trial_in_a_browser(mlflow_ui: tuple[L
 
 def _render(browser: str, url: str) -> str:
     """The DOM of `url` once a headless Chromium has run its scripts."""
-    return subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=20000",
-                           "--window-size=1600,1000", "--dump-dom", url],
-                          capture_output=True, text=True, timeout=180).stdout  # fmt: skip
+    return subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--virtual-time-budget=20000",
+            "--window-size=1600,1000",
+            "--dump-dom",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    ).stdout
 
 
 @pytest.mark.slow

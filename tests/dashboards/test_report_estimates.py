@@ -10,11 +10,29 @@ from search.study import Leaderboard, LeaderboardRow, StudyPaths, write_json, wr
 
 def _write(paths: StudyPaths, ci: list[float] | None, **about: object) -> None:
     row = LeaderboardRow("Tiny", "tiny_cnn", 3, 0.81, {}, {}, False, "trials/3/oof.csv")
-    corrected = {"method": "BBC-CV (Tsamardinos et al. 2018)", "n_resamples": 1000, "used": 990, "skipped": 10,
-                 "unit": "patient", "seed": 0, "configurations": 24, "best_cv_auc": 0.81,
-                 "excluded": [{"trial": 7, "why": "no out-of-fold table"}], **about}  # fmt: skip
-    write_leaderboard(paths, Leaderboard("s", {}, [row], corrected_auc=sum(ci) / 2 if ci else None,
-                                         corrected_auc_ci=ci, corrected=corrected))  # fmt: skip
+    corrected = {
+        "method": "BBC-CV (Tsamardinos et al. 2018)",
+        "n_resamples": 1000,
+        "used": 990,
+        "skipped": 10,
+        "unit": "patient",
+        "seed": 0,
+        "configurations": 24,
+        "best_cv_auc": 0.81,
+        "excluded": [{"trial": 7, "why": "no out-of-fold table"}],
+        **about,
+    }
+    write_leaderboard(
+        paths,
+        Leaderboard(
+            "s",
+            {},
+            [row],
+            corrected_auc=sum(ci) / 2 if ci else None,
+            corrected_auc_ci=ci,
+            corrected=corrected,
+        ),
+    )
 
 
 def test_section_names_the_honest_number(tmp_path: Path) -> None:
@@ -33,7 +51,9 @@ def test_section_warns_when_chance_is_not_ruled_out(tmp_path: Path) -> None:
     _write(paths, [0.63, 0.80], beats_chance=True)
     write_json(paths.winner, {"holdout": {"auc": 0.6, "ci_low": 0.31, "ci_high": 0.9}})
     page = estimates_section(paths)
-    assert "could not show that the winner beats chance" in page and "held-out 95% CI (0.310 to 0.900)" in page
+    assert (
+        "could not show that the winner beats chance" in page and "held-out 95% CI (0.310 to 0.900)" in page
+    )
 
 
 def test_section_without_an_estimate(tmp_path: Path) -> None:

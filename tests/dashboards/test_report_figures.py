@@ -30,8 +30,9 @@ DISTRIBUTIONS = {"backbone": CategoricalDistribution(["a", "b"]), "lr": FloatDis
 
 
 def _trial(number: int, state: TrialState, value: float | None = None, backbone: str = "a", **kw: object):
-    trial = create_trial(state=state, value=value, params={"backbone": backbone, "lr": 1e-3},
-                         distributions=DISTRIBUTIONS, **kw)  # fmt: skip
+    trial = create_trial(
+        state=state, value=value, params={"backbone": backbone, "lr": 1e-3}, distributions=DISTRIBUTIONS, **kw
+    )
     trial.number = number
     return trial
 
@@ -67,13 +68,17 @@ def test_history_shows_pruned_trials_at_their_last_mean_fold_auc_with_their_own_
 
 def test_fold_spread_is_the_range_of_the_fold_aucs_and_stays_within_0_and_1() -> None:
     def fold(number: int, labels: list[int], probs: list[float]) -> list[dict]:
-        return [{"patient_id": f"p{number}{i}", "label": y, "prob": p, "fold": number, "epoch": 2}
-                for i, (y, p) in enumerate(zip(labels, probs, strict=True))]  # fmt: skip
+        return [
+            {"patient_id": f"p{number}{i}", "label": y, "prob": p, "fold": number, "epoch": 2}
+            for i, (y, p) in enumerate(zip(labels, probs, strict=True))
+        ]
 
-    rows = (fold(0, [0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9])  # AUC 1
-            + fold(1, [0, 0, 1, 1], [0.9, 0.8, 0.2, 0.1])  # AUC 0
-            + fold(2, [1, 1, 1], [0.5, 0.6, 0.7])  # one class: no AUC
-            + fold(3, [0, 1, 0, 1], [0.2, 0.6, 0.7, 0.1]))  # AUC 0.25  # fmt: skip
+    rows = (
+        fold(0, [0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9])  # AUC 1
+        + fold(1, [0, 0, 1, 1], [0.9, 0.8, 0.2, 0.1])  # AUC 0
+        + fold(2, [1, 1, 1], [0.5, 0.6, 0.7])  # one class: no AUC
+        + fold(3, [0, 1, 0, 1], [0.2, 0.6, 0.7, 0.1])
+    )  # AUC 0.25
     rows += [{**r, "epoch": 1, "prob": 0.5} for r in rows]  # an older epoch's rows are ignored
     aucs = fold_aucs(rows)
     assert aucs == [1.0, 0.0, 0.25]
@@ -81,8 +86,10 @@ def test_fold_spread_is_the_range_of_the_fold_aucs_and_stays_within_0_and_1() ->
     assert mean - sd < 0  # where a mean ± sd bar would have reached (as 0.40 ± 0.44 did)
     assert fold_summary(aucs) == "0.417 (0.000 to 1.000, 3 folds)" and fold_summary([]) == "-"
 
-    best = {"a": _trial(0, TrialState.COMPLETE, 0.5, "a"),
-            "b": _trial(1, TrialState.COMPLETE, 0.6, "b", user_attrs={"fold_auc_mean": 0.58})}  # fmt: skip
+    best = {
+        "a": _trial(0, TrialState.COMPLETE, 0.5, "a"),
+        "b": _trial(1, TrialState.COMPLETE, 0.6, "b", user_attrs={"fold_auc_mean": 0.58}),
+    }
     fig = draw_folds(best, {"a": aucs}, palette(["a", "b"]), {"a": "A", "b": "B"})
     try:
         ax = fig.axes[0]

@@ -28,7 +28,9 @@ def test_every_trial_wrote_its_out_of_fold_table_into_the_study_folder(runs: Pat
     for trial in study.get_trials():
         rows, source = load_oof(trial, paths)
         assert source == f"trials/{trial.number}/oof.csv" and rows
-        assert {r["epoch"] for r in rows} == {2}  # the last epoch's table, written once per epoch over the last
+        assert {r["epoch"] for r in rows} == {
+            2
+        }  # the last epoch's table, written once per epoch over the last
         assert roc_points(rows)[2] == pytest.approx(trial.value, abs=1e-6)  # the table behind cv_auc
         aucs = fold_aucs(rows)  # the report's fold spread: the same folds the trainer averaged
         mean = sum(aucs) / len(aucs) if aucs else 0.5
@@ -54,7 +56,9 @@ def test_report_is_self_contained_and_complete(runs: Path) -> None:
         with Image.open(png) as image:
             assert image.format == "PNG" and min(image.size) >= 300
     assert page.count("data:image/png;base64,") == len(pngs)
-    values, note = param_importances(load_dash_study(runs))  # the page shows the figure exactly when there are values
+    values, note = param_importances(
+        load_dash_study(runs)
+    )  # the page shows the figure exactly when there are values
     assert html.escape(note) in page and ("importance.png" in page) == (values is not None)
 
     study = load_dash_study(runs)
@@ -110,7 +114,9 @@ def _chromium() -> str:
 def test_report_renders_in_a_headless_browser(runs: Path, tmp_path: Path) -> None:
     page = build_report(resolve(runs), tmp_path / "report")
     text = page.read_text()
-    broken = page.with_name("broken.html")  # one image's data damaged, one empty section: the check must see both
+    broken = page.with_name(
+        "broken.html"
+    )  # one image's data damaged, one empty section: the check must see both
     broken.write_text(text.replace("base64,", "base64,AAAA", 1).replace("</body>", "<h2>Empty</h2></body>"))
     with Browser(_chromium()) as browser:
         browser.open(page)
@@ -125,7 +131,9 @@ def test_report_renders_in_a_headless_browser(runs: Path, tmp_path: Path) -> Non
     assert [i["alt"] for i in images if not (i["complete"] and i["width"] >= 300 and i["shown"] > 0)] == []
     titles = [s["title"] for s in seen["sections"]]
     assert {"Trials", "Backbones", "Figures", "Held-out test"} <= set(titles)
-    assert [s["title"] for s in seen["sections"] if not s["text"] and not s["images"]] == []  # no section empty
+    assert [
+        s["title"] for s in seen["sections"] if not s["text"] and not s["images"]
+    ] == []  # no section empty
 
     assert [i["width"] for i in damaged["images"]].count(0) == 1
     assert [s["title"] for s in damaged["sections"] if not s["text"] and not s["images"]] == ["Empty"]

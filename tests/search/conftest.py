@@ -24,9 +24,19 @@ ROOT = Path(__file__).resolve().parents[2]
 def search_args(tiny_cohort: Path, runs: Path, study: str, *extra: str) -> list[str]:
     """Flags for a tiny CPU search on the tiny phantom cohort."""
     return [
-        "--manifest", str(tiny_cohort), "--space", "tiny", "--folds", "3", "--runs-dir", str(runs),
-        "--study", study, "--no-pretrained", *extra,
-    ]  # fmt: skip
+        "--manifest",
+        str(tiny_cohort),
+        "--space",
+        "tiny",
+        "--folds",
+        "3",
+        "--runs-dir",
+        str(runs),
+        "--study",
+        study,
+        "--no-pretrained",
+        *extra,
+    ]
 
 
 def load_study(runs: Path, study: str) -> optuna.Study:
@@ -62,11 +72,25 @@ def free_port() -> int:
 
 
 @contextmanager
-def mlflow_server(folder: Path, store_args: list[str], env: dict[str, str] | None = None,
-                  timeout: float = 180) -> Iterator[str]:  # fmt: skip
+def mlflow_server(
+    folder: Path, store_args: list[str], env: dict[str, str] | None = None, timeout: float = 180
+) -> Iterator[str]:
     """An MLflow tracking server on 127.0.0.1 (log in `folder/server.log`), stopped by its process group's id."""
-    cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port := free_port()),
-           *store_args, "--artifacts-destination", str(folder / "artifacts"), "--workers", "1"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port := free_port()),
+        *store_args,
+        "--artifacts-destination",
+        str(folder / "artifacts"),
+        "--workers",
+        "1",
+    ]
     log = (folder / "server.log").open("w")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     url = f"http://127.0.0.1:{port}"

@@ -11,8 +11,11 @@ from ray.tune.search.optuna import OptunaSearch
 from search import adapters
 from search.tuning import StageSearch, trial_outcome
 
-COMPLETE, PRUNED, FAIL = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED,
-                          optuna.trial.TrialState.FAIL)  # fmt: skip
+COMPLETE, PRUNED, FAIL = (
+    optuna.trial.TrialState.COMPLETE,
+    optuna.trial.TrialState.PRUNED,
+    optuna.trial.TrialState.FAIL,
+)
 
 
 def _space(trial: optuna.Trial) -> dict:
@@ -60,9 +63,18 @@ def test_trial_outcome(result: dict | None, error: bool, expected: tuple) -> Non
 
 
 def _result(epoch: int, value: float, final: bool) -> dict:
-    return {"cv_auc": value, "mean_fold_auc": value, "training_iteration": epoch, "final": final, "epoch": epoch,
-              "fold_auc_sd": 0.1, "train_loss": 0.5, "metrics/accuracy": 0.6, "pretrained": False,
-              "pretrained_note": ""}  # fmt: skip
+    return {
+        "cv_auc": value,
+        "mean_fold_auc": value,
+        "training_iteration": epoch,
+        "final": final,
+        "epoch": epoch,
+        "fold_auc_sd": 0.1,
+        "train_loss": 0.5,
+        "metrics/accuracy": 0.6,
+        "pretrained": False,
+        "pretrained_note": "",
+    }
 
 
 def test_stage_search_tells_optuna_pruned_for_early_stops_and_complete_for_finished() -> None:

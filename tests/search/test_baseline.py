@@ -47,11 +47,25 @@ def test_vectorised_bootstrap_is_the_trainers_bootstrap() -> None:
     assert bootstrap_auc_ci(y, p, n=200, seed=3) == pytest.approx(loop_bootstrap_auc_ci(y, p, n=200, seed=3))
 
 
-def _board(best: float, base: float, ci: list[float], corrected: float | None = None,
-           corrected_ci: list[float] | None = None) -> Leaderboard:  # fmt: skip
+def _board(
+    best: float,
+    base: float,
+    ci: list[float],
+    corrected: float | None = None,
+    corrected_ci: list[float] | None = None,
+) -> Leaderboard:
     row = LeaderboardRow("Tiny", "tiny_cnn", 0, best, {}, {}, False, None)
-    baseline = {"cv_auc": base, "cv_auc_ci": ci, "metrics": {}, "features": ["a"], "mlflow_run_id": "r", "masks": True}
-    return Leaderboard("s", {}, [row], corrected_auc=corrected, corrected_auc_ci=corrected_ci, baseline=baseline)
+    baseline = {
+        "cv_auc": base,
+        "cv_auc_ci": ci,
+        "metrics": {},
+        "features": ["a"],
+        "mlflow_run_id": "r",
+        "masks": True,
+    }
+    return Leaderboard(
+        "s", {}, [row], corrected_auc=corrected, corrected_auc_ci=corrected_ci, baseline=baseline
+    )
 
 
 def test_verdict_prefers_the_corrected_estimate() -> None:
@@ -74,8 +88,20 @@ def ray_session():
 
 @pytest.mark.slow
 def test_a_search_writes_logs_prints_and_reports_its_baseline(ray_session, tiny_cohort, runs, capsys) -> None:
-    args = search_args(tiny_cohort, runs, "bl", "--budget", "1", "--scheduler", "fifo", "--max-epochs", "1",
-                       "--cpus-per-trial", "1", "--no-register")  # fmt: skip
+    args = search_args(
+        tiny_cohort,
+        runs,
+        "bl",
+        "--budget",
+        "1",
+        "--scheduler",
+        "fifo",
+        "--max-epochs",
+        "1",
+        "--cpus-per-trial",
+        "1",
+        "--no-register",
+    )
     assert main(args) == 0
     out = capsys.readouterr().out
     folder = runs / "bl"
@@ -87,8 +113,12 @@ def test_a_search_writes_logs_prints_and_reports_its_baseline(ray_session, tiny_
     assert board["counts"]["finished"] == 1  # the baseline is not a trial
     row = next(line for line in out.splitlines() if line.startswith("baseline "))
     assert f"{base['cv_auc']:.3f}" in row and "not a trial" in row
-    said = next(line for line in out.splitlines() if "beat the baseline" in line or "beats the baseline" in line)
-    if board["corrected_auc"] is not None:  # judged by the corrected estimate, else by the flagged best cv_auc
+    said = next(
+        line for line in out.splitlines() if "beat the baseline" in line or "beats the baseline" in line
+    )
+    if (
+        board["corrected_auc"] is not None
+    ):  # judged by the corrected estimate, else by the flagged best cv_auc
         assert f"corrected AUC {board['corrected_auc']:.3f}" in said
     else:
         assert "optimistic" in said

@@ -48,8 +48,20 @@ def permuted_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.slow
 def test_permuted_labels_give_an_interval_containing_chance(permuted_cohort, runs, capsys) -> None:
-    args = search_args(permuted_cohort, runs, "chance", "--budget", "4", "--scheduler", "fifo", "--max-epochs", "1",
-                       "--cpus-per-trial", "1", "--no-register")  # fmt: skip
+    args = search_args(
+        permuted_cohort,
+        runs,
+        "chance",
+        "--budget",
+        "4",
+        "--scheduler",
+        "fifo",
+        "--max-epochs",
+        "1",
+        "--cpus-per-trial",
+        "1",
+        "--no-register",
+    )
     assert main(args) == 0
     out = capsys.readouterr().out
     print(out)  # the summary, for the record (pytest -s)

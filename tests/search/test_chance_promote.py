@@ -30,8 +30,19 @@ def registered(permuted_cohort: Path, tmp_path_factory: pytest.TempPathFactory) 
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     runs = tmp_path_factory.mktemp("chance_promote") / "runs"
-    args = search_args(permuted_cohort, runs, "chance", "--budget", "2", "--scheduler", "fifo", "--max-epochs", "1",
-                       "--cpus-per-trial", "1")  # fmt: skip
+    args = search_args(
+        permuted_cohort,
+        runs,
+        "chance",
+        "--budget",
+        "2",
+        "--scheduler",
+        "fifo",
+        "--max-epochs",
+        "1",
+        "--cpus-per-trial",
+        "1",
+    )
     out = io.StringIO()
     try:
         with contextlib.redirect_stdout(out):
@@ -50,14 +61,21 @@ def test_chance_level_winner_is_tagged_and_best_refuses(registered: tuple[Path, 
     tags = MlflowClient(default_tracking_uri(runs)).get_model_version("cervical-staging", "1").tags
     assert tags["beats_chance"] == "false" and tags["estimate"] == "corrected_cv"
     assert (tags["corrected_auc_ci_low"], tags["corrected_auc_ci_high"]) == (f"{low:.4f}", f"{high:.4f}")
-    assert console.count("the search could not show that the winner beats chance") == 1  # said once, by the summary
+    assert (
+        console.count("the search could not show that the winner beats chance") == 1
+    )  # said once, by the summary
     assert "\npromote: best on corrected AUC among cohort " in console
     assert "--best would refuse it: v1 was not shown to beat chance" in console  # the hint ...
 
     assert promote_main(["--runs-dir", str(runs), "--best"]) == 2  # ... is true
     err = capsys.readouterr().err
     print(err)
-    assert (f"v1 was not shown to beat chance: its corrected AUC {float(tags['corrected_auc']):.3f} (95% interval "
-            f"{low:.3f}-{high:.3f}) includes 0.5") in err and "pass --force" in err  # fmt: skip
-    assert "champion" not in MlflowClient(default_tracking_uri(runs)).get_registered_model("cervical-staging").aliases
+    assert (
+        f"v1 was not shown to beat chance: its corrected AUC {float(tags['corrected_auc']):.3f} (95% interval "
+        f"{low:.3f}-{high:.3f}) includes 0.5"
+    ) in err and "pass --force" in err
+    assert (
+        "champion"
+        not in MlflowClient(default_tracking_uri(runs)).get_registered_model("cervical-staging").aliases
+    )
     assert promote_main(["--runs-dir", str(runs), "--best", "--force"]) == 0

@@ -37,7 +37,9 @@ pytestmark = pytest.mark.slow
 HEAD_IP, WORKER_IP, PORT = "10.231.0.1", "10.231.0.2", 6379
 STUDY, BUDGET, EPOCHS = "cluster", 6, 2
 RAY = Path(sys.executable).parent / "ray"
-TOKEN_FILE = Path.home() / ".ray" / "auth_token"  # the user's: the test brings its own token and must not touch it
+TOKEN_FILE = (
+    Path.home() / ".ray" / "auth_token"
+)  # the user's: the test brings its own token and must not touch it
 
 
 def _skip(reason: str) -> None:
@@ -98,17 +100,35 @@ class Cluster:
 
 def _cluster_env() -> dict[str, str]:
     """Every Ray process of the test: multi-node allowed, token auth with a token of the test's own."""
-    env = {k: v for k, v in os.environ.items() if k not in (LOOPBACK_VAR, "RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH")}
+    env = {
+        k: v for k, v in os.environ.items() if k not in (LOOPBACK_VAR, "RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH")
+    }
     path = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
-    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32), PYTHONPATH=path,
-               RAY_USAGE_STATS_ENABLED="0")  # fmt: skip
+    env.update(
+        RAY_AUTH_MODE="token",
+        RAY_AUTH_TOKEN=secrets.token_hex(32),
+        PYTHONPATH=path,
+        RAY_USAGE_STATS_ENABLED="0",
+    )
     return env
 
 
 def _ray_start(c: Cluster, ns: str, node_ip: str, temp: str, *role: str) -> None:
-    cmd = ["ip", "netns", "exec", ns, str(RAY), "start", *role, f"--node-ip-address={node_ip}", "--num-cpus=1",
-           "--num-gpus=0", f"--temp-dir={c.tmp / temp}", "--object-store-memory=100000000",
-           "--disable-usage-stats"]  # fmt: skip
+    cmd = [
+        "ip",
+        "netns",
+        "exec",
+        ns,
+        str(RAY),
+        "start",
+        *role,
+        f"--node-ip-address={node_ip}",
+        "--num-cpus=1",
+        "--num-gpus=0",
+        f"--temp-dir={c.tmp / temp}",
+        "--object-store-memory=100000000",
+        "--disable-usage-stats",
+    ]
     done = subprocess.run(cmd, env=c.env, capture_output=True, text=True, timeout=180)
     if done.returncode:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
@@ -132,8 +152,20 @@ def two_node_cluster(tag: str) -> Iterator[Cluster]:
                 _skip(f"cannot make a network namespace: {exc}")
             made.append(ns)
             _ip("-n", ns, "link", "set", "lo", "up")
-        _ip("link", "add", f"{c.link}h", "netns", c.head, "type", "veth", "peer", "name", f"{c.link}w",
-            "netns", c.worker)  # fmt: skip
+        _ip(
+            "link",
+            "add",
+            f"{c.link}h",
+            "netns",
+            c.head,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            f"{c.link}w",
+            "netns",
+            c.worker,
+        )
         for ns, dev, address in ((c.head, f"{c.link}h", HEAD_IP), (c.worker, f"{c.link}w", WORKER_IP)):
             _ip("-n", ns, "addr", "add", f"{address}/24", "dev", dev)
             _ip("-n", ns, "link", "set", dev, "up")
@@ -190,11 +222,34 @@ class Outcome:
     seconds: float
 
 
-def _search(c: Cluster, cohort: Path, runs: Path) -> tuple[int, str, int | None, dict[int, float], float | None, float | None]:
+def _search(
+    c: Cluster, cohort: Path, runs: Path
+) -> tuple[int, str, int | None, dict[int, float], float | None, float | None]:
     """Run the search in the head's namespace; kill the worker node once one of its trials is mid-way."""
-    cmd = ["ip", "netns", "exec", c.head, sys.executable, str(ROOT / "search" / "run.py"),
-           *search_args(cohort, runs, STUDY, "--budget", str(BUDGET), "--scheduler", "fifo", "--max-epochs",
-                        str(EPOCHS), "--cpus-per-trial", "1", "--no-register", "--address", f"{HEAD_IP}:{PORT}")]  # fmt: skip
+    cmd = [
+        "ip",
+        "netns",
+        "exec",
+        c.head,
+        sys.executable,
+        str(ROOT / "search" / "run.py"),
+        *search_args(
+            cohort,
+            runs,
+            STUDY,
+            "--budget",
+            str(BUDGET),
+            "--scheduler",
+            "fifo",
+            "--max-epochs",
+            str(EPOCHS),
+            "--cpus-per-trial",
+            "1",
+            "--no-register",
+            "--address",
+            f"{HEAD_IP}:{PORT}",
+        ),
+    ]
     log_path = runs.parent / "search.log"
     victim = kill_at = seen_at = None
     killed: dict[int, float] = {}
@@ -232,9 +287,12 @@ def _leftovers(c: Cluster) -> dict[str, object]:
     names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
     alive = [p for p, started in c.pids.items() if _alive(p, started)]
-    return {"namespaces": [ns for ns in (c.head, c.worker) if re.search(rf"^{ns}\b", names, re.M)],
-            "links": [ln for ln in links.splitlines() if c.link in ln], "processes": alive,
-            "tmp": c.tmp.exists()}  # fmt: skip
+    return {
+        "namespaces": [ns for ns in (c.head, c.worker) if re.search(rf"^{ns}\b", names, re.M)],
+        "links": [ln for ln in links.splitlines() if c.link in ln],
+        "processes": alive,
+        "tmp": c.tmp.exists(),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -256,9 +314,13 @@ def outcome(tiny_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> Outc
         if victim is not None or rc != 0:
             break
         print(f"\ncluster test: attempt {attempt} saw no trial mid-way on the worker node")
-    leftovers["user_token_touched"] = (TOKEN_FILE.stat().st_mtime_ns if TOKEN_FILE.exists() else None) != token_before
+    leftovers["user_token_touched"] = (
+        TOKEN_FILE.stat().st_mtime_ns if TOKEN_FILE.exists() else None
+    ) != token_before
     rows = _rows(list(runs.glob(f"{STUDY}/ray/*/*/result.json")))
-    out = Outcome(rc, log, runs, victim, killed, kill_at, seen_at, rows, leftovers, time.monotonic() - started)
+    out = Outcome(
+        rc, log, runs, victim, killed, kill_at, seen_at, rows, leftovers, time.monotonic() - started
+    )
     print(f"\ncluster test: {json.dumps(_measure(out))}")
     return out
 
@@ -268,17 +330,28 @@ def _measure(o: Outcome) -> dict[str, object]:
     per_node: dict[str, set[int]] = {}
     for row in o.rows:
         per_node.setdefault(row["node"], set()).add(_number(row))
-    restarts = [r["started_at"] for r in o.rows if o.victim is not None and _number(r) == o.victim
-                and r["node"] == HEAD_IP]  # fmt: skip
-    states = [t.state for t in load_study(o.runs, STUDY).trials] if (o.runs / STUDY / "config.json").exists() else []
+    restarts = [
+        r["started_at"]
+        for r in o.rows
+        if o.victim is not None and _number(r) == o.victim and r["node"] == HEAD_IP
+    ]
+    states = (
+        [t.state for t in load_study(o.runs, STUDY).trials]
+        if (o.runs / STUDY / "config.json").exists()
+        else []
+    )
     return {
         "trials_per_node": {node: len(numbers) for node, numbers in sorted(per_node.items())},
         "trials_lost": sum(s != TrialState.COMPLETE and s != TrialState.PRUNED for s in states),
         "killed_pids": len(o.killed),
-        "retry_noticed_s": round(o.restart_seen_at - o.kill_at, 1) if o.restart_seen_at and o.kill_at else None,
+        "retry_noticed_s": round(o.restart_seen_at - o.kill_at, 1)
+        if o.restart_seen_at and o.kill_at
+        else None,
         "retry_started_s": round(min(restarts) - o.kill_at, 1) if restarts and o.kill_at else None,
         # epochs the head reported meanwhile: the search did not wait for the lost trial
-        "epochs_before_retry": sum(o.kill_at < r["reported_at"] < min(restarts) for r in o.rows) if restarts else None,
+        "epochs_before_retry": sum(o.kill_at < r["reported_at"] < min(restarts) for r in o.rows)
+        if restarts
+        else None,
         "total_s": round(o.seconds, 1),
     }
 
@@ -288,8 +361,11 @@ def test_search_used_both_nodes_and_restarted_the_lost_trial(outcome: Outcome) -
     assert outcome.victim is not None and outcome.killed, "no trial was ever seen running on the worker node"
     nodes = {row["node"] for row in outcome.rows}
     assert nodes == {HEAD_IP, WORKER_IP}, nodes
-    lost = sorted((r["started_at"], r["node"], r["training_iteration"]) for r in outcome.rows
-                  if _number(r) == outcome.victim)  # fmt: skip
+    lost = sorted(
+        (r["started_at"], r["node"], r["training_iteration"])
+        for r in outcome.rows
+        if _number(r) == outcome.victim
+    )
     assert lost[0][1] == WORKER_IP and lost[-1][1] == HEAD_IP and lost[-1][2] == EPOCHS, lost
     assert f"trial {outcome.victim} failed on node {WORKER_IP}: " in outcome.log, outcome.log
     assert "restarting it from scratch (retry 1 of 1)" in outcome.log, outcome.log

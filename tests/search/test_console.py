@@ -40,11 +40,29 @@ THIRD_PARTY = re.compile(
 def search(tiny_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     """`stagesearch run` in a fresh folder: 2 trials of 1 epoch, trial 1 made to fail; registers the winner."""
     cwd = tmp_path_factory.mktemp("fresh")
-    args = search_args(tiny_cohort, Path("runs"), "quiet", "--budget", "2", "--max-epochs", "1", "--scheduler",
-                       "fifo", "--num-cpus", "2", "--pretrained")  # fmt: skip
+    args = search_args(
+        tiny_cohort,
+        Path("runs"),
+        "quiet",
+        "--budget",
+        "2",
+        "--max-epochs",
+        "1",
+        "--scheduler",
+        "fifo",
+        "--num-cpus",
+        "2",
+        "--pretrained",
+    )
     env = {**os.environ, FAULTS_ENV: json.dumps({"1": {"kind": "exception"}}), "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-m", "stagesearch", "run", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "stagesearch", "run", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     print(f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}")  # for the record (pytest -s)
     assert done.returncode == 0
     log = log_file(cwd / "runs" / "quiet").read_text()
@@ -56,11 +74,18 @@ def test_a_fresh_search_prints_only_our_lines(search: SimpleNamespace) -> None:
     assert len(search.err) == len(ours), search.err  # stderr: nothing from Ray, MLflow or warnings
     assert not [line for line in search.out if THIRD_PARTY.search(line)]
     # ... because it went to the log file: Ray's, MLflow's and the warnings module's records, and our lines
-    for said in ("INFO mlflow.store.db.utils: Creating initial MLflow database tables",
-                 "Started a local Ray instance", "Validating input example", "WARNING py.warnings:",
-                 "stagesearch.stdout: trial 1 failed (exception)"):  # fmt: skip
+    for said in (
+        "INFO mlflow.store.db.utils: Creating initial MLflow database tables",
+        "Started a local Ray instance",
+        "Validating input example",
+        "WARNING py.warnings:",
+        "stagesearch.stdout: trial 1 failed (exception)",
+    ):
         assert said in search.log, said
-    assert sum(line.startswith("log: ") and line.endswith("--verbose shows it here too)") for line in search.out) == 1
+    assert (
+        sum(line.startswith("log: ") and line.endswith("--verbose shows it here too)") for line in search.out)
+        == 1
+    )
 
 
 def test_our_lines_once_each(search: SimpleNamespace) -> None:
@@ -73,11 +98,15 @@ def test_our_lines_once_each(search: SimpleNamespace) -> None:
 
 def test_plain_lines_off_a_terminal(search: SimpleNamespace) -> None:
     """Each finished trial and the status line after it, in the two metrics' names; a failure with its reason."""
-    assert any(re.fullmatch(r"trial 0 complete: cv_auc 0\.\d{3} after 1 epoch \(.+ px, lr .+, aug .+\)", line)
-               for line in search.out)  # fmt: skip
+    assert any(
+        re.fullmatch(r"trial 0 complete: cv_auc 0\.\d{3} after 1 epoch \(.+ px, lr .+, aug .+\)", line)
+        for line in search.out
+    )
     assert "trial 1 failed (exception): RuntimeError: fault injected by a test at step 1" in search.out
     status = [line for line in search.out if line.startswith("[")]
-    assert status[-1].startswith("[   2/2] complete 1 pruned 0 failed 1 (exception 1) running 0 | best cv_auc 0.")
+    assert status[-1].startswith(
+        "[   2/2] complete 1 pruned 0 failed 1 (exception 1) running 0 | best cv_auc 0."
+    )
     assert "mean fold AUC" not in "\n".join(search.out)
 
 
@@ -105,10 +134,15 @@ def test_quiet_keeps_warnings_errors_failures_and_the_summary(tmp_path: Path, ca
         session.open_summary()
         print("winner: trial 2")
     out, err = capsys.readouterr()
-    assert out.splitlines() == ["trial 4 failed (nan_loss): ValueError: NaN loss", "warning: a hold-out of 4 patients",
-                                "winner: trial 2"]  # fmt: skip
-    assert err.splitlines() == [f"error: alembic.runtime: the database is locked (the full record is in "
-                                 f"{tmp_path / 'logs' / 'search.log'})"]  # fmt: skip
+    assert out.splitlines() == [
+        "trial 4 failed (nan_loss): ValueError: NaN loss",
+        "warning: a hold-out of 4 patients",
+        "winner: trial 2",
+    ]
+    assert err.splitlines() == [
+        f"error: alembic.runtime: the database is locked (the full record is in "
+        f"{tmp_path / 'logs' / 'search.log'})"
+    ]
     log = (tmp_path / "logs" / "search.log").read_text()
     assert "stagesearch.stdout: study x: 0 of 3 trials finished" in log  # held until the file was named
     assert "Creating initial MLflow database tables" in log and "UserWarning: weights missing" in log
@@ -129,8 +163,15 @@ def test_a_crash_reaches_the_terminal_and_the_log(tmp_path: Path, capsys) -> Non
 def test_live_table_on_a_terminal(tmp_path: Path, capsys) -> None:
     screen = io.StringIO()
     fake = Console(file=screen, force_terminal=True, width=160, color_system=None)
-    trial = SimpleNamespace(config={"_optuna_trial": 3, "backbone": "resnet10t", "resolution": 48, "lr": 1e-3,
-                                    "aug_strength": 0.5})  # fmt: skip
+    trial = SimpleNamespace(
+        config={
+            "_optuna_trial": 3,
+            "backbone": "resnet10t",
+            "resolution": 48,
+            "lr": 1e-3,
+            "aug_strength": 0.5,
+        }
+    )
     with ConsoleSession() as session:
         session.attach(tmp_path / "search.log")
         p = Progress(5, {}, None, max_epochs=4, view="table", console=fake)
@@ -140,8 +181,17 @@ def test_live_table_on_a_terminal(tmp_path: Path, capsys) -> None:
         pickle.dumps(p)  # Tune pickles its callbacks: the live table is left out
         p._live.refresh()
         drawn = screen.getvalue()
-        final = TrialEpoch(epoch=4, final=True, cv_auc=0.8, mean_fold_auc=0.7, fold_auc_sd=0.1, train_loss=0.5,
-                           metrics={}, pretrained=False, pretrained_note="")  # fmt: skip
+        final = TrialEpoch(
+            epoch=4,
+            final=True,
+            cv_auc=0.8,
+            mean_fold_auc=0.7,
+            fold_auc_sd=0.1,
+            train_loss=0.5,
+            metrics={},
+            pretrained=False,
+            pretrained_note="",
+        )
         p.trial_finished(trial, "complete", final)
         p.close()
     header = next(line for line in drawn.splitlines() if "mean_fold_auc" in line)
@@ -153,6 +203,12 @@ def test_live_table_on_a_terminal(tmp_path: Path, capsys) -> None:
     assert "trial 3 complete: cv_auc 0.800 after 4 epochs (resnet10t, 48 px, lr 1.0e-03, aug 0.50)" in after
     # the legend before the table; once the table is gone, the status line once in its place
     legend, status = capsys.readouterr().out.splitlines()
-    assert legend == LEGEND and status.startswith("[   1/5] complete 1 pruned 0 failed 0 running 0 | best cv_auc 0.800")
+    assert legend == LEGEND and status.startswith(
+        "[   1/5] complete 1 pruned 0 failed 0 running 0 | best cv_auc 0.800"
+    )
     log = (tmp_path / "search.log").read_text()
-    assert LEGEND in log and "trial 3 complete: cv_auc 0.800" in log and "mean_fold_auc" not in log.split(LEGEND)[1]
+    assert (
+        LEGEND in log
+        and "trial 3 complete: cv_auc 0.800" in log
+        and "mean_fold_auc" not in log.split(LEGEND)[1]
+    )

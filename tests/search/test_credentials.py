@@ -37,8 +37,14 @@ def _forget(monkeypatch: pytest.MonkeyPatch) -> None:
     ("url", "shown"),
     [
         ("postgresql://stage:s3cret@db.lab:5432/optuna", "postgresql://stage:***@db.lab:5432/optuna"),
-        ("postgresql+psycopg://stage:p%40ss@db/optuna?sslmode=require", "postgresql+psycopg://stage:***@db/optuna?sslmode=require"),
-        ("postgresql://stage@db/optuna?password=s3cret&sslmode=require", "postgresql://stage:***@db/optuna?sslmode=require"),
+        (
+            "postgresql+psycopg://stage:p%40ss@db/optuna?sslmode=require",
+            "postgresql+psycopg://stage:***@db/optuna?sslmode=require",
+        ),
+        (
+            "postgresql://stage@db/optuna?password=s3cret&sslmode=require",
+            "postgresql://stage:***@db/optuna?sslmode=require",
+        ),
         ("mysql+pymysql://stage:s3cret@db/optuna", "mysql+pymysql://stage:***@db/optuna"),
         ("http://user:s3cret@mlflow.lab:5000", "http://user:***@mlflow.lab:5000"),
         ("postgresql://stage@db/optuna", "postgresql://stage@db/optuna"),
@@ -46,7 +52,7 @@ def _forget(monkeypatch: pytest.MonkeyPatch) -> None:
         ("http://mlflow.lab:5000", "http://mlflow.lab:5000"),
         ("databricks", "databricks"),
     ],
-)  # fmt: skip
+)
 def test_public_hides_only_the_password(url: str, shown: str) -> None:
     assert public(url) == shown
     assert public(shown) == shown  # already public
@@ -72,9 +78,20 @@ def test_the_environment_gives_the_password_of_the_same_url(monkeypatch: pytest.
 
 
 def test_a_recorded_command_line_hides_passwords() -> None:
-    argv = ["--storage", "postgresql://stage:s3cret@db/optuna", "--tracking-uri=http://u:s3cret@h:5000", "--budget", "3"]
-    assert public_argv(argv) == ["--storage", "postgresql://stage:***@db/optuna", "--tracking-uri=http://u:***@h:5000",
-                                 "--budget", "3"]  # fmt: skip
+    argv = [
+        "--storage",
+        "postgresql://stage:s3cret@db/optuna",
+        "--tracking-uri=http://u:s3cret@h:5000",
+        "--budget",
+        "3",
+    ]
+    assert public_argv(argv) == [
+        "--storage",
+        "postgresql://stage:***@db/optuna",
+        "--tracking-uri=http://u:***@h:5000",
+        "--budget",
+        "3",
+    ]
 
 
 def test_a_password_on_the_command_line_is_warned_about(capsys: pytest.CaptureFixture) -> None:
@@ -83,7 +100,12 @@ def test_a_password_on_the_command_line_is_warned_about(capsys: pytest.CaptureFi
     warn_if_on_command_line("--storage", None, STORAGE_ENV)
     out = capsys.readouterr()
     assert out.out == "" and len(out.err.splitlines()) == 1
-    assert "--storage" in out.err and "PGPASSWORD" in out.err and STORAGE_ENV in out.err and "s3cret" not in out.err
+    assert (
+        "--storage" in out.err
+        and "PGPASSWORD" in out.err
+        and STORAGE_ENV in out.err
+        and "s3cret" not in out.err
+    )
 
 
 def test_a_refused_connection_names_the_store_without_its_password() -> None:
@@ -105,9 +127,10 @@ def _racing_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, losses: int) 
         if calls[0] <= losses:
             optuna.storages.RDBStorage(url_)  # the other process, first to write its version row
             raise sqlalchemy.exc.IntegrityError(
-                "INSERT INTO alembic_version (version_num) VALUES (?)", ("v3.2.0.a",),
+                "INSERT INTO alembic_version (version_num) VALUES (?)",
+                ("v3.2.0.a",),
                 sqlite3.IntegrityError("UNIQUE constraint failed: alembic_version.version_num"),
-            )  # fmt: skip
+            )
         return RDBStore(url_, **kwargs)
 
     monkeypatch.setattr(credentials, "RDBStore", store)
@@ -125,7 +148,9 @@ def test_a_storage_whose_schema_another_process_just_made_opens_on_retry(
     assert len(optuna.load_study(study_name="s", storage=url).trials) == 1
 
 
-def test_a_storage_that_keeps_failing_its_schema_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_storage_that_keeps_failing_its_schema_is_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     url, calls = _racing_store(tmp_path, monkeypatch, losses=10)
     with pytest.raises(StorageError, match="UNIQUE constraint failed: alembic_version.version_num"):
         open_storage(url)

@@ -146,8 +146,15 @@ def test_sites_come_from_the_study_manifest(tiny_cohort, tmp_path) -> None:
         out = csv.writer(fh)
         out.writerow(["patient_id", "image", "mask", "label", "site"])
         for i, r in enumerate(rows):
-            out.writerow([r["patient_id"], tiny_cohort.parent / r["image"], "", "T2" if (i // 4) % 2 else "T1",
-                          f"s{i % 4}"])  # fmt: skip
+            out.writerow(
+                [
+                    r["patient_id"],
+                    tiny_cohort.parent / r["image"],
+                    "",
+                    "T2" if (i // 4) % 2 else "T1",
+                    f"s{i % 4}",
+                ]
+            )
     paths = StudyPaths(tmp_path / "study")
     rng = np.random.default_rng(0)
     for n in range(3):
@@ -163,22 +170,40 @@ def test_sites_come_from_the_study_manifest(tiny_cohort, tmp_path) -> None:
     write_salt(paths, salt)
     names = pseudonyms(salt, [r["patient_id"] for r in rows])
     for n in range(3):
-        _write(paths, n, {names[r["patient_id"]]: ((i // 4) % 2, float(rng.random())) for i, r in enumerate(rows)})
+        _write(
+            paths,
+            n,
+            {names[r["patient_id"]]: ((i // 4) % 2, float(rng.random())) for i, r in enumerate(rows)},
+        )
     config["settings"][SETTING] = True
     fields = corrected_fields(paths, config, [0, 1, 2], best_cv_auc=None)
     assert fields["corrected"]["units"] == 4 and fields["corrected_auc"] is not None
 
-    (tmp_path / "sites.csv").unlink()  # the manifest gone: the estimate says why instead of failing the search
+    (
+        tmp_path / "sites.csv"
+    ).unlink()  # the manifest gone: the estimate says why instead of failing the search
     fields = corrected_fields(paths, config, [0, 1, 2], best_cv_auc=None)
     assert fields["corrected_auc"] is None and "manifest" in fields["corrected"]["error"]
 
 
 def _board(ci: list[float] | None, beats: bool = False) -> Leaderboard:
     row = LeaderboardRow("Tiny", "tiny_cnn", 3, 0.81, {}, {}, False, "trials/3/oof.csv")
-    about = {"configurations": 24, "best_cv_auc": 0.81, "used": 998, "unit": "patient", "excluded": [],
-             "beats_chance": beats}  # fmt: skip
-    return Leaderboard("s", {}, [row], corrected_auc=sum(ci) / 2 if ci else None, corrected_auc_ci=ci,
-                       corrected=about if ci else None)  # fmt: skip
+    about = {
+        "configurations": 24,
+        "best_cv_auc": 0.81,
+        "used": 998,
+        "unit": "patient",
+        "excluded": [],
+        "beats_chance": beats,
+    }
+    return Leaderboard(
+        "s",
+        {},
+        [row],
+        corrected_auc=sum(ci) / 2 if ci else None,
+        corrected_auc_ci=ci,
+        corrected=about if ci else None,
+    )
 
 
 def test_summary_says_which_number_to_quote_and_when_chance_is_not_excluded() -> None:
@@ -187,7 +212,8 @@ def test_summary_says_which_number_to_quote_and_when_chance_is_not_excluded() ->
     assert "corrected estimate 0.715 (95% CI 0.630-0.800" in good and "<- quote this" in good
     assert "beats chance" not in good
     assert parent_metrics(_board([0.63, 0.80], True)) == pytest.approx(
-        {"corrected_auc": 0.715, "corrected_auc_ci_low": 0.63, "corrected_auc_ci_high": 0.80})  # fmt: skip
+        {"corrected_auc": 0.715, "corrected_auc_ci_low": 0.63, "corrected_auc_ci_high": 0.80}
+    )
 
     chance = "\n".join(summary_lines(_board([0.38, 0.66]), {"model_uri": "m"}))
     assert "could not show that the winner beats chance" in chance and "(0.380-0.660) includes 0.5" in chance
@@ -201,5 +227,7 @@ def test_summary_says_which_number_to_quote_and_when_chance_is_not_excluded() ->
     board = _board([0.63, 0.80], beats=True)
     board.corrected["excluded"] = [{"trial": n, "why": "no out-of-fold table"} for n in range(7)]
     left_out = summary_lines(board, None)[2]
-    assert left_out.startswith("  (left out of it: trial 0: no out-of-fold table;") and "trial 5" not in left_out
+    assert (
+        left_out.startswith("  (left out of it: trial 0: no out-of-fold table;") and "trial 5" not in left_out
+    )
     assert left_out.endswith("; 2 more in leaderboard.json)")

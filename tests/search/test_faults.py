@@ -49,8 +49,22 @@ def ray_session():
 def faulty(tiny_cohort, tmp_path_factory):
     """One search of 6 trials, 4 of them failing, each for another reason; (runs folder, exit code, output)."""
     runs = tmp_path_factory.mktemp("faults") / "runs"
-    args = search_args(tiny_cohort, runs, "faults", "--budget", "6", "--scheduler", "fifo", "--max-epochs", "1",
-                       "--max-concurrent", "1", "--cpus-per-trial", "2", "--no-register")  # fmt: skip
+    args = search_args(
+        tiny_cohort,
+        runs,
+        "faults",
+        "--budget",
+        "6",
+        "--scheduler",
+        "fifo",
+        "--max-epochs",
+        "1",
+        "--max-concurrent",
+        "1",
+        "--cpus-per-trial",
+        "2",
+        "--no-register",
+    )
     out, err = io.StringIO(), io.StringIO()
     with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         mp.setenv(FAULTS_ENV, json.dumps(FAULTS))
@@ -88,8 +102,10 @@ def test_each_failure_ends_its_trial_only(faulty) -> None:
 
 def test_the_summary_counts_failures_by_reason(faulty) -> None:
     runs, _, out, _ = faulty
-    assert ("study faults: 2 complete, 0 pruned (stopped early), 4 failed "
-            "(exception 1, nan_loss 1, out_of_memory 1, unreadable_data 1)") in out  # fmt: skip
+    assert (
+        "study faults: 2 complete, 0 pruned (stopped early), 4 failed "
+        "(exception 1, nan_loss 1, out_of_memory 1, unreadable_data 1)"
+    ) in out
     assert "failed 4 (exception 1, nan_loss 1, out_of_memory 1, unreadable_data 1)" in out  # the status line
     board = json.loads((runs / "faults" / "leaderboard.json").read_text())
     assert board["counts"]["failed"] == 4
@@ -120,11 +136,27 @@ def test_out_of_memory_retried_at_half_batch_and_the_refit_uses_it(faulty) -> No
 
 def test_failures_that_point_at_the_setup_stop_the_search(tiny_cohort, runs, monkeypatch, capsys) -> None:
     monkeypatch.setenv(FAULTS_ENV, json.dumps({"*": {"kind": "exception"}}))
-    args = search_args(tiny_cohort, runs, "stop", "--budget", "10", "--scheduler", "fifo", "--max-epochs", "1",
-                       "--max-concurrent", "1", "--cpus-per-trial", "2")  # fmt: skip
+    args = search_args(
+        tiny_cohort,
+        runs,
+        "stop",
+        "--budget",
+        "10",
+        "--scheduler",
+        "fifo",
+        "--max-epochs",
+        "1",
+        "--max-concurrent",
+        "1",
+        "--cpus-per-trial",
+        "2",
+    )
     assert main(args) == 1
     err = capsys.readouterr().err
-    assert "error: search stopped: the first 3 trials all failed (exception 3); last error: RuntimeError: fault" in err
+    assert (
+        "error: search stopped: the first 3 trials all failed (exception 3); last error: RuntimeError: fault"
+        in err
+    )
     assert "--study stop --resume" in err
     trials = load_study(runs, "stop").get_trials()
     assert [t.state for t in trials] == [FAIL, FAIL, FAIL]  # 7 of the budget of 10 not spent

@@ -20,14 +20,33 @@ def ray_with_two_gpus():
 
 
 def test_four_trials_two_per_gpu(tiny_cohort, runs) -> None:
-    args = search_args(tiny_cohort, runs, "gpu", "--budget", "4", "--scheduler", "fifo", "--max-epochs", "4",
-                       "--gpus-per-trial", "0.5", "--cpus-per-trial", "0.5")  # fmt: skip
+    args = search_args(
+        tiny_cohort,
+        runs,
+        "gpu",
+        "--budget",
+        "4",
+        "--scheduler",
+        "fifo",
+        "--max-epochs",
+        "4",
+        "--gpus-per-trial",
+        "0.5",
+        "--cpus-per-trial",
+        "0.5",
+    )
     assert main(args) == 0
     results = []
     for path in (runs / "gpu" / "ray").rglob("result.json"):
         lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        results.append({"gpu": lines[0]["gpu_ids"], "cvd": lines[0]["cuda_visible_devices"],
-                        "start": lines[0]["started_at"], "end": lines[-1]["reported_at"]})  # fmt: skip
+        results.append(
+            {
+                "gpu": lines[0]["gpu_ids"],
+                "cvd": lines[0]["cuda_visible_devices"],
+                "start": lines[0]["started_at"],
+                "end": lines[-1]["reported_at"],
+            }
+        )
     assert len(results) == 4
     assert Counter(r["gpu"] for r in results) == {"0": 2, "1": 2}
     for r in results:

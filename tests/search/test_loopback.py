@@ -43,9 +43,26 @@ def _listening(root: psutil.Process) -> dict[tuple[str, int], str]:
 def local_search(tiny_cohort, tmp_path_factory) -> tuple[int, str, dict[tuple[str, int], str], int]:
     """Run a 2-trial search as a user would, sampling the sockets of its process tree until it ends."""
     tmp = tmp_path_factory.mktemp("loopback")
-    cmd = [sys.executable, str(ROOT / "search" / "run.py"),
-           *search_args(tiny_cohort, tmp / "runs", "lo", "--budget", "2", "--scheduler", "fifo",
-                        "--max-epochs", "1", "--num-cpus", "2", "--cpus-per-trial", "1", "--no-register")]  # fmt: skip
+    cmd = [
+        sys.executable,
+        str(ROOT / "search" / "run.py"),
+        *search_args(
+            tiny_cohort,
+            tmp / "runs",
+            "lo",
+            "--budget",
+            "2",
+            "--scheduler",
+            "fifo",
+            "--max-epochs",
+            "1",
+            "--num-cpus",
+            "2",
+            "--cpus-per-trial",
+            "1",
+            "--no-register",
+        ),
+    ]
     # A user's shell: none of the Ray settings the tests' own in-process Ray sessions get from conftest.
     env = {k: v for k, v in os.environ.items() if k not in (LOOPBACK_VAR, AUTH_VAR, "RAY_ADDRESS")}
     log_path = tmp / "search.log"

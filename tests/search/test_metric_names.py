@@ -29,9 +29,19 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
 
 
 def _result(epoch: int, mean_fold_auc: float, cv_auc: float, final: bool) -> dict:
-    return {"cv_auc": cv_auc, "mean_fold_auc": mean_fold_auc, "training_iteration": epoch, "final": final,
-            "epoch": epoch, "fold_auc_sd": 0.1, "train_loss": 0.5, "metrics/accuracy": 0.6,
-            "metrics/precision": 0.7, "pretrained": False, "pretrained_note": ""}  # fmt: skip
+    return {
+        "cv_auc": cv_auc,
+        "mean_fold_auc": mean_fold_auc,
+        "training_iteration": epoch,
+        "final": final,
+        "epoch": epoch,
+        "fold_auc_sd": 0.1,
+        "train_loss": 0.5,
+        "metrics/accuracy": 0.6,
+        "metrics/precision": 0.7,
+        "pretrained": False,
+        "pretrained_note": "",
+    }
 
 
 def test_optuna_names_cv_auc_and_records_mean_fold_auc_per_epoch() -> None:
@@ -39,8 +49,13 @@ def test_optuna_names_cv_auc_and_records_mean_fold_auc_per_epoch() -> None:
     study = optuna.create_study(study_name="s", direction="maximize")
     name_metrics(study)
     assert study.metric_names == ["cv_auc"] and study.user_attrs[OPTUNA_NOTE[0]] == OPTUNA_NOTE[1]
-    searcher = StageSearch(space=lambda t: {"x": t.suggest_float("x", 0, 1)}, metric="cv_auc", mode="max",
-                           study_name="s", sampler=optuna.samplers.RandomSampler(seed=0))  # fmt: skip
+    searcher = StageSearch(
+        space=lambda t: {"x": t.suggest_float("x", 0, 1)},
+        metric="cv_auc",
+        mode="max",
+        study_name="s",
+        sampler=optuna.samplers.RandomSampler(seed=0),
+    )
     for tid in ("pruned", "complete"):
         searcher.suggest(tid)
     searcher.on_trial_result("pruned", _result(1, 0.61, 0.55, final=False))
@@ -56,9 +71,16 @@ def test_optuna_names_cv_auc_and_records_mean_fold_auc_per_epoch() -> None:
 
 
 def test_aucs_are_rounded_where_they_are_made() -> None:
-    report = SimpleNamespace(epoch=1, train_loss=0.4, fold_auc=[0.4, 0.5], mean_fold_auc=0.45000000000000007,
-                             cv_auc=0.1 + 0.2, metrics={"accuracy": 0.30000000000000004}, pretrained=False,
-                             pretrained_note="")  # fmt: skip
+    report = SimpleNamespace(
+        epoch=1,
+        train_loss=0.4,
+        fold_auc=[0.4, 0.5],
+        mean_fold_auc=0.45000000000000007,
+        cv_auc=0.1 + 0.2,
+        metrics={"accuracy": 0.30000000000000004},
+        pretrained=False,
+        pretrained_note="",
+    )
     epoch = TrialEpoch.from_epoch(report, epochs=2)
     assert (epoch.mean_fold_auc, epoch.cv_auc, epoch.metrics["accuracy"]) == (0.45, 0.3, 0.3)
     assert exact(401 / 1000) != exact(400 / 1000)  # different AUCs stay different
@@ -72,7 +94,9 @@ def _epoch(epoch: int, mean: float, cv: float, final: bool) -> TrialEpoch:
 def test_tracking_steps_final_metrics_notes_and_pruned_runs(store: tuple[str, Path]) -> None:
     assert NOTE_TAG == MLFLOW_RUN_NOTE  # the tag MLflow's UI shows as a description
     tracker = StudyTracker(store[0], "s", store[1])
-    tracker.open_parent(None, {"budget": 2, "space": "tiny", "max_epochs": 3, "scheduler": "asha"}, {"study": "s"})
+    tracker.open_parent(
+        None, {"budget": 2, "space": "tiny", "max_epochs": 3, "scheduler": "asha"}, {"study": "s"}
+    )
     client: MlflowClient = tracker.client
     assert client.get_experiment(tracker.experiment_id).tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND
     for number in (0, 1):
@@ -88,7 +112,10 @@ def test_tracking_steps_final_metrics_notes_and_pruned_runs(store: tuple[str, Pa
     for run, last in ((complete, 3), (pruned, 1)):
         for key in run.data.metrics:
             steps = [m.step for m in client.get_metric_history(run.info.run_id, key)]
-            assert steps == sorted(set(steps)) and steps[-1] == last, (key, steps)  # final metrics at the last epoch
+            assert steps == sorted(set(steps)) and steps[-1] == last, (
+                key,
+                steps,
+            )  # final metrics at the last epoch
     history = {m.step: m.value for m in client.get_metric_history(complete.info.run_id, "mean_fold_auc")}
     assert history == {1: 0.6, 2: 0.65, 3: 0.7}
     assert "fold_auc_mean" not in complete.data.metrics  # one name per value: mean_fold_auc
@@ -106,7 +133,9 @@ def test_tracking_steps_final_metrics_notes_and_pruned_runs(store: tuple[str, Pa
     assert [(m.step, m.value) for m in summary] == [(1, 0.72), (2, 0.74)]
 
 
-def test_runs_a_stopped_search_left_open_get_final_metrics_at_their_last_epoch(store: tuple[str, Path]) -> None:
+def test_runs_a_stopped_search_left_open_get_final_metrics_at_their_last_epoch(
+    store: tuple[str, Path],
+) -> None:
     tracker = StudyTracker(store[0], "stopped", store[1])
     tracker.open_parent(None, {"budget": 1}, {"study": "stopped"})
     run_id = tracker.start_trial(0, {"lr": 1e-3}, {"backbone": "tiny_cnn"})
@@ -118,4 +147,6 @@ def test_runs_a_stopped_search_left_open_get_final_metrics_at_their_last_epoch(s
     assert run.info.run_name.endswith(PRUNED_SUFFIX) and run.info.status == "FINISHED"
     steps = {k: [m.step for m in tracker.client.get_metric_history(run_id, k)] for k in run.data.metrics}
     assert steps == {"mean_fold_auc": [1, 2], "cv_auc": [1, 2], "accuracy": [2], "epochs_completed": [2]}
-    assert tracker.client.get_metric_history(run_id, "mean_fold_auc")[-1].value == 0.64  # Optuna's fold_auc_mean
+    assert (
+        tracker.client.get_metric_history(run_id, "mean_fold_auc")[-1].value == 0.64
+    )  # Optuna's fold_auc_mean

@@ -95,16 +95,54 @@ def postgres() -> Iterator[Postgres]:
 
     started = False
     try:
-        run(str(bindir / "initdb"), "-D", str(data), "-U", "admin", "--auth-local=trust",
-            "--auth-host=scram-sha-256", "-E", "UTF8", "--no-instructions")  # fmt: skip
-        run(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60", "start",
-            "-o", f"-k {base} -h 127.0.0.1 -p {port}")  # fmt: skip
+        run(
+            str(bindir / "initdb"),
+            "-D",
+            str(data),
+            "-U",
+            "admin",
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+            "-E",
+            "UTF8",
+            "--no-instructions",
+        )
+        run(
+            str(bindir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-l",
+            str(log),
+            "-w",
+            "-t",
+            "60",
+            "start",
+            "-o",
+            f"-k {base} -h 127.0.0.1 -p {port}",
+        )
         started = True
         # The role's password goes in on stdin, so no command line ever holds it.
-        sql = (f"CREATE ROLE {ROLE} LOGIN PASSWORD '{pg.password}';\n"
-               f"CREATE DATABASE optuna OWNER {ROLE};\nCREATE DATABASE mlflow OWNER {ROLE};\n")  # fmt: skip
-        run(str(bindir / "psql"), "-h", str(base), "-p", str(port), "-U", "admin", "-d", "postgres",
-            "-v", "ON_ERROR_STOP=1", "-q", "-f", "-", input=sql)  # fmt: skip
+        sql = (
+            f"CREATE ROLE {ROLE} LOGIN PASSWORD '{pg.password}';\n"
+            f"CREATE DATABASE optuna OWNER {ROLE};\nCREATE DATABASE mlflow OWNER {ROLE};\n"
+        )
+        run(
+            str(bindir / "psql"),
+            "-h",
+            str(base),
+            "-p",
+            str(port),
+            "-U",
+            "admin",
+            "-d",
+            "postgres",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-q",
+            "-f",
+            "-",
+            input=sql,
+        )
         yield pg
     except subprocess.CalledProcessError as exc:
         logged = log.read_text() if log.exists() else ""
@@ -119,8 +157,11 @@ def _stop_postgres(as_user: list[str], bindir: Path, data: Path) -> None:
     """pg_ctl stop on our data folder; the server's pid (postmaster.pid) killed if it is still there."""
     pidfile = data / "postmaster.pid"
     pid = int(pidfile.read_text().split()[0]) if pidfile.exists() else None
-    subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
-                   capture_output=True, timeout=60)  # fmt: skip
+    subprocess.run(
+        [*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
+        capture_output=True,
+        timeout=60,
+    )
     if pid is not None and psutil.pid_exists(pid) and pidfile.exists():
         os.kill(pid, signal.SIGKILL)
 
@@ -174,8 +215,15 @@ def _env(ray_tmp: Path | None = None, **extra: str) -> dict[str, str]:
 
 
 def _stagesearch(*args: str, env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "stagesearch", *args], cwd=ROOT, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "stagesearch", *args],
+        cwd=ROOT,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def _finish(proc: subprocess.Popen, timeout: float = 900) -> tuple[int, str]:
@@ -191,7 +239,9 @@ def _finish(proc: subprocess.Popen, timeout: float = 900) -> tuple[int, str]:
 
 
 @pytest.fixture(scope="module")
-def tracking_server(postgres: Postgres, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+def tracking_server(
+    postgres: Postgres, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, Path]]:
     """An MLflow tracking server on the same PostgreSQL (database `mlflow`), its store URI in its environment."""
     folder = tmp_path_factory.mktemp("mlflow_server")
     env = _env(MLFLOW_BACKEND_STORE_URI=postgres.url("mlflow"), MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
@@ -206,27 +256,55 @@ def shared(postgres: Postgres, tracking_server, tiny_cohort: Path, tmp_path_fact
     user runs it, with Ray's session folders (its logs) in a folder of the test's own."""
     tracking, server_folder = tracking_server
     runs = tmp_path_factory.mktemp("pg") / "runs"
-    s = Shared(postgres, tracking, runs, server_folder, Path(tempfile.mkdtemp(prefix="ssray-")))  # short: sockets
+    s = Shared(
+        postgres, tracking, runs, server_folder, Path(tempfile.mkdtemp(prefix="ssray-"))
+    )  # short: sockets
     s.watcher.start()
     try:
         common = ["--scheduler", "fifo", "--max-epochs", "1", "--cpus-per-trial", "1", "--num-cpus", "2"]
-        first = _stagesearch("run", *search_args(tiny_cohort, runs, STUDY, "--budget", "2", *common,
-                             "--storage", postgres.url("optuna"), "--tracking-uri", tracking, "--no-register"),
-                             env=_env(s.ray_tmp))  # fmt: skip
+        first = _stagesearch(
+            "run",
+            *search_args(
+                tiny_cohort,
+                runs,
+                STUDY,
+                "--budget",
+                "2",
+                *common,
+                "--storage",
+                postgres.url("optuna"),
+                "--tracking-uri",
+                tracking,
+                "--no-register",
+            ),
+            env=_env(s.ray_tmp),
+        )
         s.careless = " ".join(first.args)
         code, s.outputs["run"] = _finish(first)
         assert code == 0, s.outputs["run"]
-        resume = _stagesearch("run", "--runs-dir", str(runs), "--study", STUDY, "--resume", "--budget", "4",
-                              *common, env=_env(s.ray_tmp, **{STORAGE_ENV: postgres.url("optuna")}))  # fmt: skip
+        resume = _stagesearch(
+            "run",
+            "--runs-dir",
+            str(runs),
+            "--study",
+            STUDY,
+            "--resume",
+            "--budget",
+            "4",
+            *common,
+            env=_env(s.ray_tmp, **{STORAGE_ENV: postgres.url("optuna")}),
+        )
         code, s.outputs["resume"] = _finish(resume)
         assert code == 0, s.outputs["resume"]
         s.outputs["dashboard"] = _browse(s)
-        report = _stagesearch("report", "--runs-dir", str(runs), "--study", STUDY,
-                              env=_env(PGPASSWORD=postgres.password))  # fmt: skip
+        report = _stagesearch(
+            "report", "--runs-dir", str(runs), "--study", STUDY, env=_env(PGPASSWORD=postgres.password)
+        )
         code, s.outputs["report"] = _finish(report, 300)
         assert code == 0, s.outputs["report"]
-        bare = _stagesearch("report", "--runs-dir", str(runs), "--study", STUDY, "--out", str(runs.parent / "r2"),
-                            env=_env())  # fmt: skip
+        bare = _stagesearch(
+            "report", "--runs-dir", str(runs), "--study", STUDY, "--out", str(runs.parent / "r2"), env=_env()
+        )
         s.outputs["report without password"] = f"{_finish(bare, 300)[1]}\nexit code {bare.returncode}"
         yield s
     finally:
@@ -239,11 +317,27 @@ def _browse(s: Shared) -> str:
     """`stagesearch dashboard` on the study; its API must list the study's 4 trials. Returns its output."""
     port = free_port()
     log = s.runs.parent / "dashboard.log"
-    cmd = [sys.executable, "-m", "stagesearch", "dashboard", "--runs-dir", str(s.runs), "--study", STUDY,
-           "--port", str(port)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "stagesearch",
+        "dashboard",
+        "--runs-dir",
+        str(s.runs),
+        "--study",
+        STUDY,
+        "--port",
+        str(port),
+    ]
     with log.open("w") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(**{STORAGE_ENV: s.pg.url("optuna")}), stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        proc = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            env=_env(**{STORAGE_ENV: s.pg.url("optuna")}),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         deadline = time.monotonic() + 180
         while not URL_LINE.search(log.read_text()):
@@ -333,20 +427,31 @@ def test_mlflow_holds_no_password(shared: Shared) -> None:
         text = json.dumps([run.data.params, run.data.tags, run.info.run_name])
         assert shared.pg.password not in text, f"run {run.info.run_id} holds the password"
     stored = [p for p in shared.server.rglob("*") if p.is_file()]
-    assert "server.log" in {p.name for p in stored} and len(stored) > 1, "no artifact reached the MLflow server"
+    assert "server.log" in {p.name for p in stored} and len(stored) > 1, (
+        "no artifact reached the MLflow server"
+    )
     assert not [str(p) for p in stored if shared.pg.password.encode() in p.read_bytes()]
 
 
 def test_no_file_ray_wrote_holds_the_password(shared: Shared) -> None:
     files = [p for p in shared.ray_tmp.rglob("*") if p.is_file()]
-    assert any(p.suffix == ".log" for p in files) and any(p.suffix == ".pkl" for p in files), "no Ray session seen"
+    assert any(p.suffix == ".log" for p in files) and any(p.suffix == ".pkl" for p in files), (
+        "no Ray session seen"
+    )
     leaking = [str(p) for p in files if shared.pg.password.encode() in p.read_bytes()]
     assert not leaking, f"files holding the password: {leaking}"
 
 
 def test_no_command_line_holds_the_password(shared: Shared) -> None:
     lines = {cmd for _, cmd in shared.watcher.seen}
-    for name in ("raylet", "gcs_server", "default_worker", "optuna_server.py", "mlflow server", "stagesearch dashboard"):
+    for name in (
+        "raylet",
+        "gcs_server",
+        "default_worker",
+        "optuna_server.py",
+        "mlflow server",
+        "stagesearch dashboard",
+    ):
         assert any(name in cmd for cmd in lines), f"{name} was never seen running: {sorted(lines)}"
     # The first run was given the password on its own command line (the user's choice, warned about); nothing
     # started after or by it may repeat it.

@@ -37,7 +37,11 @@ def test_scans_to_predict_need_no_ids_and_keep_labels_where_given(tiny_cohort: P
     images = [base / "images" / f"P00{i}_t2.nii.gz" for i in (1, 2, 3)]
     manifest = _write(tmp_path, "image,label", [f"{images[0]},T2", f"{images[1]},", f"{images[2]},0"])
     cohort = load_manifest(manifest, folds=2, labelled=False)
-    assert [(s.patient_id, s.label) for s in cohort.scans] == [("P001_t2", 1), ("P002_t2", -1), ("P003_t2", 0)]
+    assert [(s.patient_id, s.label) for s in cohort.scans] == [
+        ("P001_t2", 1),
+        ("P002_t2", -1),
+        ("P003_t2", 0),
+    ]
     bad = _write(tmp_path, "image,label", [f"{images[0]},T3"])
     with pytest.raises(ManifestError, match="unknown label 'T3'"):
         load_manifest(bad, folds=2, labelled=False)
@@ -80,4 +84,7 @@ def test_served_model_rejects_bad_rows_with_a_readable_parameter_error(tmp_path:
         StagingModel._scans(rows)
     assert exc.value.error_code == ErrorCode.Name(INVALID_PARAMETER_VALUE)
     assert exc.value.get_http_status_code() == 400
-    assert exc.value.message == f"cannot predict: P404_t2: image {missing}: file not found; P5: no image path given"
+    assert (
+        exc.value.message
+        == f"cannot predict: P404_t2: image {missing}: file not found; P5: no image path given"
+    )

@@ -66,8 +66,21 @@ def _real_ids(manifest: Path) -> list[str]:
 
 
 def _args(cohort: Path, runs: Path, *extra: str) -> list[str]:
-    return search_args(cohort, runs, STUDY, "--holdout", "0.25", "--force-small-holdout", "--scheduler", "fifo",
-                       "--max-epochs", "1", "--cpus-per-trial", "1", *extra)  # fmt: skip
+    return search_args(
+        cohort,
+        runs,
+        STUDY,
+        "--holdout",
+        "0.25",
+        "--force-small-holdout",
+        "--scheduler",
+        "fifo",
+        "--max-epochs",
+        "1",
+        "--cpus-per-trial",
+        "1",
+        *extra,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -121,13 +134,20 @@ def test_the_search_finds_a_planted_id(tmp_path, cohort) -> None:
 def test_no_real_id_in_any_file(search, cohort) -> None:
     ids = _real_ids(cohort)
     runs, folder = search["runs"], search["folder"]
-    assert (runs / "mlflow.db").exists() and (folder / "ray").is_dir() and (folder / "mlflow-artifacts").is_dir()
+    assert (
+        (runs / "mlflow.db").exists() and (folder / "ray").is_dir() and (folder / "mlflow-artifacts").is_dir()
+    )
     assert list((folder / "ray").rglob("result.json")), "no Ray results to search"
-    assert search["report"].is_relative_to(folder) and "patient ids pseudonymised" in search["report"].read_text()
+    assert (
+        search["report"].is_relative_to(folder)
+        and "patient ids pseudonymised" in search["report"].read_text()
+    )
     assert find_in_files(runs, ids) == {}
     assert find_in_files(search["report"].parent, ids) == {}
     assert list(search["ray_session"].rglob("*.log")), "no Ray session logs to search"
-    assert find_in_files(search["ray_session"], ids) == {}  # Ray's own logs (and spilled objects) of the session
+    assert (
+        find_in_files(search["ray_session"], ids) == {}
+    )  # Ray's own logs (and spilled objects) of the session
 
 
 def test_no_real_id_through_mlflow(search, cohort, tmp_path) -> None:
@@ -196,7 +216,9 @@ def test_salt_stays_in_the_study_folder(search, tmp_path) -> None:
     assert len(salt) == 32
     config = json.loads((folder / "config.json").read_text())
     assert config["settings"]["pseudonymise"] is True and config[CHECK_KEY] and salt not in json.dumps(config)
-    assert [p for p in runs.rglob("*") if p.is_file() and p.read_bytes().find(salt.encode()) >= 0] == [salt_file]
+    assert [p for p in runs.rglob("*") if p.is_file() and p.read_bytes().find(salt.encode()) >= 0] == [
+        salt_file
+    ]
 
 
 def test_resume_refuses_to_change_the_setting_or_a_lost_salt(search, cohort, capsys) -> None:

@@ -37,8 +37,22 @@ def study(tiny_cohort, tmp_path_factory):
     """One tiny search with --holdout 0.25 that registers its winner at the end."""
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     runs = tmp_path_factory.mktemp("reg") / "runs"
-    args = search_args(tiny_cohort, runs, "reg", "--budget", "2", "--holdout", "0.25", "--force-small-holdout", "--scheduler", "fifo",
-                       "--max-epochs", "2", "--cpus-per-trial", "1")  # fmt: skip
+    args = search_args(
+        tiny_cohort,
+        runs,
+        "reg",
+        "--budget",
+        "2",
+        "--holdout",
+        "0.25",
+        "--force-small-holdout",
+        "--scheduler",
+        "fifo",
+        "--max-epochs",
+        "2",
+        "--cpus-per-trial",
+        "1",
+    )
     try:
         assert run_main(args) == 0
     finally:
@@ -71,9 +85,21 @@ def test_registered_version_tags(study) -> None:
     versions = client.search_model_versions("name='cervical-staging'")
     assert len(versions) == 1
     tags = versions[0].tags
-    for key in ("study", "trial", "backbone", "cv_auc", "holdout_auc", "holdout_auc_ci_low",
-                "holdout_auc_ci_high", "cohort_hash", "pretrained", "beats_chance", "estimate", "threshold",
-                "threshold_rule"):  # fmt: skip
+    for key in (
+        "study",
+        "trial",
+        "backbone",
+        "cv_auc",
+        "holdout_auc",
+        "holdout_auc_ci_low",
+        "holdout_auc_ci_high",
+        "cohort_hash",
+        "pretrained",
+        "beats_chance",
+        "estimate",
+        "threshold",
+        "threshold_rule",
+    ):
         assert key in tags, key
     assert tags["study"] == "reg" and tags["pretrained"] == "false" and tags["estimate"] == "holdout"
     config = json.loads((study / "reg" / "config.json").read_text())
@@ -132,7 +158,10 @@ def test_promote_predict_round_trip(study, tiny_cohort, tmp_path, capsys) -> Non
     # before any promotion, predict says so and names the command that promotes; the hint is followed
     assert predict_main(["--runs-dir", str(study), *scan]) == 2
     err = capsys.readouterr().err
-    assert "no version of 'cervical-staging' holds @champion yet" in err and "stagesearch promote --runs-dir" in err
+    assert (
+        "no version of 'cervical-staging' holds @champion yet" in err
+        and "stagesearch promote --runs-dir" in err
+    )
     assert winner["next"] in err  # what the registration said to do is still what is to be done
     if follow_hint(study, err, capsys) == 2:  # the hold-out CI of 3 patients includes 0.5
         assert winner["beats_chance"] == "false"
@@ -143,21 +172,32 @@ def test_promote_predict_round_trip(study, tiny_cohort, tmp_path, capsys) -> Non
     model = mlflow.pyfunc.load_model("models:/cervical-staging@champion")
     threshold = model.unwrap_python_model().threshold
     assert threshold == pytest.approx(winner["threshold"]) and winner["threshold_rule"]
-    table = pd.DataFrame({"patient_id": [r["patient_id"] for r in rows],
-                          "image": [str(base / r["image"]) for r in rows],
-                          "mask": [str(base / r["mask"]) for r in rows]})  # fmt: skip
+    table = pd.DataFrame(
+        {
+            "patient_id": [r["patient_id"] for r in rows],
+            "image": [str(base / r["image"]) for r in rows],
+            "mask": [str(base / r["mask"]) for r in rows],
+        }
+    )
     out = model.predict(table)
     for pid, p in zip(out["patient_id"], out["p_t2"], strict=True):
         assert p == pytest.approx(expected[pid], abs=1e-5)  # registry == trainer's own prediction
     assert set(out["stage"]) <= {"T1", "T2"}
-    assert list(out["stage"]) == ["T2" if p >= threshold else "T1" for p in out["p_t2"]]  # the recorded threshold
+    assert list(out["stage"]) == [
+        "T2" if p >= threshold else "T1" for p in out["p_t2"]
+    ]  # the recorded threshold
 
     assert predict_main(["--runs-dir", str(study), *scan]) == 0  # no --patient-id: named by the file
     printed = capsys.readouterr().out.splitlines()
-    assert printed[0] == ("model: models:/cervical-staging@champion -> cervical-staging version 1 (@challenger "
-                          f"@champion); study reg, trial {winner['trial']}, {winner['backbone']}")  # fmt: skip
-    shown = re.match(r"threshold: stage T2 when P\(T2\) >= (0\.(\d+)) \(the operating threshold recorded at "
-                     r"registration: (youden_oof|0\.5)", printed[1])  # fmt: skip
+    assert printed[0] == (
+        "model: models:/cervical-staging@champion -> cervical-staging version 1 (@challenger "
+        f"@champion); study reg, trial {winner['trial']}, {winner['backbone']}"
+    )
+    shown = re.match(
+        r"threshold: stage T2 when P\(T2\) >= (0\.(\d+)) \(the operating threshold recorded at "
+        r"registration: (youden_oof|0\.5)",
+        printed[1],
+    )
     assert shown and float(shown[1]) == pytest.approx(threshold, abs=10 ** -len(shown[2]))
     stem = Path(r["image"]).name.removesuffix(".nii.gz")
     line = next(line for line in printed if line.startswith(stem + " "))
@@ -171,28 +211,45 @@ def test_batch_predict_scores_a_label_column(study, tiny_cohort, tmp_path, capsy
     rows, expected = _holdout_rows(study, tiny_cohort)
     base = tiny_cohort.parent
     labelled = tmp_path / "labelled.csv"
-    labelled.write_text("image,mask,label\n" + "".join(f"{base / r['image']},{base / r['mask']},{r['label']}\n"
-                                                       for r in rows))  # fmt: skip
+    labelled.write_text(
+        "image,mask,label\n" + "".join(f"{base / r['image']},{base / r['mask']},{r['label']}\n" for r in rows)
+    )
     preds = tmp_path / "preds.csv"
     model = "models:/cervical-staging/1"
-    assert predict_main(["--runs-dir", str(study), "--manifest", str(labelled), "--out", str(preds), "--model", model]) == 0
+    assert (
+        predict_main(
+            ["--runs-dir", str(study), "--manifest", str(labelled), "--out", str(preds), "--model", model]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     y = np.asarray([int(r["label"] == "T2") for r in rows])
     p = np.asarray([expected[r["patient_id"]] for r in rows])
     from search.stats import bootstrap_auc_ci
 
     lo, hi = bootstrap_auc_ci(y, p)
-    assert f"scored against the label column: {len(y)} patients ({len(y) - y.sum()} T1, {y.sum()} T2)" in printed
+    assert (
+        f"scored against the label column: {len(y)} patients ({len(y) - y.sum()} T1, {y.sum()} T2)" in printed
+    )
     assert f"AUC {winner['holdout']['auc']:.3f} (95% CI {lo:.3f}-{hi:.3f}; percentile bootstrap" in printed
     pred = p >= winner["threshold"]
-    matrix = [int(np.sum(~pred & (y == 0))), int(np.sum(pred & (y == 0))), int(np.sum(~pred & (y == 1))),
-              int(np.sum(pred & (y == 1)))]  # fmt: skip
+    matrix = [
+        int(np.sum(~pred & (y == 0))),
+        int(np.sum(pred & (y == 0))),
+        int(np.sum(~pred & (y == 1))),
+        int(np.sum(pred & (y == 1))),
+    ]
     lines = printed.splitlines()
     at = lines.index("confusion matrix (rows: label, columns: predicted stage):")
     assert [int(v) for v in lines[at + 2].split()[2:] + lines[at + 3].split()[2:]] == matrix
     written = pd.read_csv(preds)
     stems = sorted(Path(r["image"]).name.removesuffix(".nii.gz") for r in rows)
-    assert sorted(written["patient_id"]) == stems and list(written.columns) == ["patient_id", "label", "p_t2", "stage"]
+    assert sorted(written["patient_id"]) == stems and list(written.columns) == [
+        "patient_id",
+        "label",
+        "p_t2",
+        "stage",
+    ]
 
 
 def test_model_card_describes_each_version(study, tiny_cohort) -> None:
@@ -202,8 +259,13 @@ def test_model_card_describes_each_version(study, tiny_cohort) -> None:
     version = client.get_model_version("cervical-staging", "1")
     card, tags = version.description, version.tags
     assert card.startswith("# cervical-staging version 1\n")
-    for text in ("**Research use only. Not a medical device.**", "## Cohort", "## Estimates (patient-level AUC)",
-                 "## Operating threshold", f"P(T2) >= **{tags['threshold']}** (rule: `{tags['threshold_rule']}`)"):  # fmt: skip
+    for text in (
+        "**Research use only. Not a medical device.**",
+        "## Cohort",
+        "## Estimates (patient-level AUC)",
+        "## Operating threshold",
+        f"P(T2) >= **{tags['threshold']}** (rule: `{tags['threshold_rule']}`)",
+    ):
         assert text in card, text
     auc, lo, hi = (float(tags[k]) for k in ("holdout_auc", "holdout_auc_ci_low", "holdout_auc_ci_high"))
     assert f"| hold-out AUC | {auc:.3f} | {lo:.3f}-{hi:.3f} | 3 patients no trial saw;" in card
@@ -228,10 +290,26 @@ def test_served_model_predicts_and_names_a_missing_file(study, tiny_cohort, tmp_
     rows, expected = _holdout_rows(study, tiny_cohort)
     base, r = tiny_cohort.parent, rows[0]
     port = free_port()
-    env = {**os.environ, "MLFLOW_TRACKING_URI": default_tracking_uri(study),
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}  # its uvicorn
-    cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/cervical-staging/1", "--env-manager",
-           "local", "-h", "127.0.0.1", "-p", str(port)]  # fmt: skip
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": default_tracking_uri(study),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }  # its uvicorn
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "models",
+        "serve",
+        "-m",
+        "models:/cervical-staging/1",
+        "--env-manager",
+        "local",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(port),
+    ]
     log_path = tmp_path / "serve.log"
     with log_path.open("w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
@@ -242,18 +320,25 @@ def test_served_model_predicts_and_names_a_missing_file(study, tiny_cohort, tmp_
             assert proc.poll() is None, log_path.read_text()[-3000:]
             assert time.time() < deadline, "the model server did not start: " + log_path.read_text()[-3000:]
             time.sleep(1)
-        status, body = _post(f"{url}/invocations", [{"image": str(base / r["image"]), "mask": str(base / r["mask"])}])
+        status, body = _post(
+            f"{url}/invocations", [{"image": str(base / r["image"]), "mask": str(base / r["mask"])}]
+        )
         assert status == 200, body
         (pred,) = body["predictions"]
         assert pred["patient_id"] == Path(r["image"]).name.removesuffix(".nii.gz")
-        assert pred["p_t2"] == pytest.approx(expected[r["patient_id"]], abs=1e-5) and pred["stage"] in ("T1", "T2")
+        assert pred["p_t2"] == pytest.approx(expected[r["patient_id"]], abs=1e-5) and pred["stage"] in (
+            "T1",
+            "T2",
+        )
         missing = tmp_path / "P404_t2.nii.gz"
         status, body = _post(f"{url}/invocations", [{"image": str(missing), "patient_id": "P404"}])
         assert status == 400 and body["error_code"] == "INVALID_PARAMETER_VALUE", body
         assert f"cannot predict: P404: image {missing}: file not found" in body["message"], body
         assert "Traceback" not in json.dumps(body)
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # the server and its uvicorn worker, by the id of the process we started
+        os.killpg(
+            proc.pid, signal.SIGTERM
+        )  # the server and its uvicorn worker, by the id of the process we started
         try:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
@@ -292,10 +377,18 @@ def test_model_carries_no_patient_ids(study, tiny_cohort, tmp_path) -> None:
 
 def test_predict_bad_input_exit_2(study, tmp_path) -> None:
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "search" / "predict.py"), "--runs-dir", str(study), "--image",
-         str(tmp_path / "missing.nii.gz")],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(ROOT / "search" / "predict.py"),
+            "--runs-dir",
+            str(study),
+            "--image",
+            str(tmp_path / "missing.nii.gz"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and "missing.nii.gz" in proc.stderr
 
 
@@ -323,7 +416,9 @@ def test_registration_uses_the_models_the_trial_kept(study, tmp_path) -> None:
         retrained = _refit(locations, None, lines.append)
     finally:
         shutil.move(tmp_path / "models", folder / "trials" / str(winner["trial"]) / "models")
-    assert "its fold models were not kept" in lines[-1] and "training its 3 fold models again" in lines[-1], lines
+    assert "its fold models were not kept" in lines[-1] and "training its 3 fold models again" in lines[-1], (
+        lines
+    )
     assert retrained.result.cv_auc == loaded.result.cv_auc == winner["cv_auc"]
     # the trial trained on 1 thread, the refit on all cores: the same models up to float rounding
     assert loaded.ensemble.threshold == pytest.approx(retrained.ensemble.threshold, abs=1e-6)
@@ -337,16 +432,25 @@ def test_chance_level_winner_is_registered_but_not_promoted(study, capsys) -> No
     """The corrected interval includes 0.5 (written into leaderboard.json as the BBC-CV part does): the winner is
     registered again, tagged beats_chance=false, gets @challenger, and promote refuses it without --force."""
     board = json.loads((study / "reg" / "leaderboard.json").read_text())
-    board.update(corrected_auc=0.52, corrected_auc_ci=[0.38, 0.66],
-                 corrected={"n_resamples": 1000, "unit": "patient", "beats_chance": False})  # fmt: skip
+    board.update(
+        corrected_auc=0.52,
+        corrected_auc_ci=[0.38, 0.66],
+        corrected={"n_resamples": 1000, "unit": "patient", "beats_chance": False},
+    )
     (study / "reg" / "leaderboard.json").write_text(json.dumps(board))
     assert register_main(["--runs-dir", str(study), "--study", "reg"]) == 0
     out = capsys.readouterr().out
-    assert ("warning: the search could not show that this model beats chance (corrected AUC 0.5200 [0.3800, 0.6600] "
-            "includes 0.5") in out  # fmt: skip
+    assert (
+        "warning: the search could not show that this model beats chance (corrected AUC 0.5200 [0.3800, 0.6600] "
+        "includes 0.5"
+    ) in out
     client = MlflowClient(default_tracking_uri(study))
     tags = client.get_model_version("cervical-staging", "2").tags
-    assert tags["beats_chance"] == "false" and tags["corrected_auc"] == "0.5200" and tags["estimate"] == "holdout"
+    assert (
+        tags["beats_chance"] == "false"
+        and tags["corrected_auc"] == "0.5200"
+        and tags["estimate"] == "holdout"
+    )
     assert int(client.get_registered_model("cervical-staging").aliases["challenger"]) == 2
     hint = json.loads((study / "reg" / "winner.json").read_text())["next"]
     assert f"promote: {hint}" in out
@@ -355,7 +459,10 @@ def test_chance_level_winner_is_registered_but_not_promoted(study, capsys) -> No
     follow_hint(study, hint, capsys)
     assert promote_main(["--runs-dir", str(study), "--version", "2"]) == 2
     err = capsys.readouterr().err
-    assert "v2 was not shown to beat chance: its corrected AUC 0.520 (95% interval 0.380-0.660) includes 0.5" in err
+    assert (
+        "v2 was not shown to beat chance: its corrected AUC 0.520 (95% interval 0.380-0.660) includes 0.5"
+        in err
+    )
     assert client.get_registered_model("cervical-staging").aliases["champion"] == champion
 
 
@@ -364,12 +471,18 @@ def test_generalise_bench_scores_the_registered_model(study, tmp_path) -> None:
     from bench.generalise import main as generalise_main
 
     out = tmp_path / "results"
-    assert generalise_main(["--runs-dir", str(study), "--patients", "16", "--seed", "5", "--matrix", "48",
-                            "--out", str(out)]) == 0  # fmt: skip
+    assert (
+        generalise_main(
+            ["--runs-dir", str(study), "--patients", "16", "--seed", "5", "--matrix", "48", "--out", str(out)]
+        )
+        == 0
+    )
     result = json.loads((out / "generalise.json").read_text())
     client = MlflowClient(default_tracking_uri(study))
     alias = result["model"].rsplit("@", 1)[1]
     assert result["version"] == str(client.get_model_version_by_alias("cervical-staging", alias).version)
     assert 0.0 <= result["auc_ci_low"] <= result["auc"] <= result["auc_ci_high"] <= 1.0
-    assert 0.5 < result["oracle_auc"] <= 1.0 and result["target_auc"] == pytest.approx(0.85 * result["oracle_auc"])
+    assert 0.5 < result["oracle_auc"] <= 1.0 and result["target_auc"] == pytest.approx(
+        0.85 * result["oracle_auc"]
+    )
     assert result["met"] == (result["auc"] >= result["target_auc"]) and result["patients"] == 16

@@ -22,8 +22,22 @@ def server(tmp_path_factory):
 def test_nested_runs_on_tracking_server(server, tiny_cohort, runs) -> None:
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        args = search_args(tiny_cohort, runs, "remote", "--budget", "2", "--scheduler", "fifo", "--max-epochs",
-                           "1", "--cpus-per-trial", "1", "--tracking-uri", server, "--no-register")  # fmt: skip
+        args = search_args(
+            tiny_cohort,
+            runs,
+            "remote",
+            "--budget",
+            "2",
+            "--scheduler",
+            "fifo",
+            "--max-epochs",
+            "1",
+            "--cpus-per-trial",
+            "1",
+            "--tracking-uri",
+            server,
+            "--no-register",
+        )
         assert main(args) == 0
     finally:
         ray.shutdown()

@@ -14,9 +14,18 @@ from search.tracking import tracking_uri
 
 
 def _epoch_report(**changes: object) -> SimpleNamespace:
-    report = dict(epoch=3, train_loss=0.4, fold_auc=[0.6, 0.8, math.nan], mean_fold_auc=0.7, cv_auc=0.72,
-                  metrics={"auc": 0.72, "accuracy": 0.65, "f1": 0.6, "youden_threshold": math.nan},
-                  oof=[{"patient_id": "P1"}], seconds=1.0, pretrained=True, pretrained_note="timm cache")  # fmt: skip
+    report = dict(
+        epoch=3,
+        train_loss=0.4,
+        fold_auc=[0.6, 0.8, math.nan],
+        mean_fold_auc=0.7,
+        cv_auc=0.72,
+        metrics={"auc": 0.72, "accuracy": 0.65, "f1": 0.6, "youden_threshold": math.nan},
+        oof=[{"patient_id": "P1"}],
+        seconds=1.0,
+        pretrained=True,
+        pretrained_note="timm cache",
+    )
     return SimpleNamespace(**{**report, **changes})
 
 
@@ -24,7 +33,9 @@ def test_report_is_flat_scalars_and_reads_back_the_same() -> None:
     epoch = TrialEpoch.from_epoch(_epoch_report(), epochs=3)
     result = epoch.to_result()
     assert all(isinstance(v, int | float | str | bool) for v in result.values()), result
-    assert "oof" not in result and "auc" not in epoch.metrics  # the table goes to the study folder; no duplicate
+    assert (
+        "oof" not in result and "auc" not in epoch.metrics
+    )  # the table goes to the study folder; no duplicate
     assert epoch.final and result["metrics/accuracy"] == 0.65 and "metrics/youden_threshold" not in result
     assert epoch.fold_auc_sd == pytest.approx(0.1414, abs=1e-4)  # over the folds that have an AUC
     back = TrialEpoch.from_result({**result, "training_iteration": 3, "trial_id": "x"})  # Tune adds its keys
@@ -38,8 +49,13 @@ def test_final_metrics_and_optuna_attributes() -> None:
     final = epoch.final_metrics()
     assert final["cv_auc"] == 0.72 and final["fold_auc_mean"] == 0.7 and final["epochs_completed"] == 2
     assert set(epoch.trial_attrs()) == {"accuracy", "f1", "fold_auc_mean", "fold_auc_sd", "epochs_completed"}
-    assert epoch.epoch_metrics() == {"mean_fold_auc": 0.7, "cv_auc": 0.72, "train_loss": 0.4, "accuracy": 0.65,
-                                     "f1": 0.6}  # fmt: skip
+    assert epoch.epoch_metrics() == {
+        "mean_fold_auc": 0.7,
+        "cv_auc": 0.72,
+        "train_loss": 0.4,
+        "accuracy": 0.65,
+        "f1": 0.6,
+    }
 
 
 def test_a_fold_without_an_auc_gives_asha_a_neutral_value() -> None:

@@ -33,9 +33,25 @@ def _finished(runs, study: str) -> int:
 
 
 def test_kill_then_resume_gives_exactly_the_budget(tiny_cohort, runs, tmp_path) -> None:
-    cmd = [sys.executable, str(ROOT / "search" / "run.py"),
-           *search_args(tiny_cohort, runs, "res", "--budget", "5", "--scheduler", "fifo", "--max-epochs", "2",
-                        "--max-concurrent", "1", "--num-cpus", "2")]  # fmt: skip
+    cmd = [
+        sys.executable,
+        str(ROOT / "search" / "run.py"),
+        *search_args(
+            tiny_cohort,
+            runs,
+            "res",
+            "--budget",
+            "5",
+            "--scheduler",
+            "fifo",
+            "--max-epochs",
+            "2",
+            "--max-concurrent",
+            "1",
+            "--num-cpus",
+            "2",
+        ),
+    ]
     log = (tmp_path / "first.log").open("w")
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)

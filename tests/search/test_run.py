@@ -26,8 +26,19 @@ def ray_session():
 
 
 def test_budget_4_end_to_end(tiny_cohort, runs, capsys) -> None:
-    args = search_args(tiny_cohort, runs, "e2e", "--budget", "4", "--scheduler", "fifo", "--max-epochs", "2",
-                       "--cpus-per-trial", "1")  # fmt: skip
+    args = search_args(
+        tiny_cohort,
+        runs,
+        "e2e",
+        "--budget",
+        "4",
+        "--scheduler",
+        "fifo",
+        "--max-epochs",
+        "2",
+        "--cpus-per-trial",
+        "1",
+    )
     assert main(args) == 0
     out = capsys.readouterr().out
     assert out.splitlines()[0].startswith("search space: tiny")
@@ -68,7 +79,9 @@ def test_budget_4_end_to_end(tiny_cohort, runs, capsys) -> None:
     assert board["schema"] == LEADERBOARD_SCHEMA and board["counts"]["complete"] == 4 and board["rows"]
     best = board["rows"][0]
     assert best["trial"] == study.best_trial.number and best["oof"] == f"trials/{best['trial']}/oof.csv"
-    assert best["family"] == family_of(best["backbone"]) and {"accuracy", "fold_auc_sd"} <= set(best["metrics"])
+    assert best["family"] == family_of(best["backbone"]) and {"accuracy", "fold_auc_sd"} <= set(
+        best["metrics"]
+    )
     for t in trials:  # every trial wrote its out-of-fold table once per epoch; the file holds the last one
         rows = read_oof(StudyPaths(folder).oof(t.number))
         assert rows and {r["epoch"] for r in rows} == {2} and len(rows) == 12  # every patient once
@@ -80,8 +93,21 @@ def test_random_sampler(tiny_cohort, runs, monkeypatch) -> None:
     made = []
     real = search.tuning.make_sampler
     monkeypatch.setattr(search.tuning, "make_sampler", lambda *a: made.append(real(*a)) or made[-1])
-    args = search_args(tiny_cohort, runs, "rnd", "--budget", "2", "--sampler", "random", "--scheduler", "fifo",
-                       "--max-epochs", "1", "--cpus-per-trial", "1")  # fmt: skip
+    args = search_args(
+        tiny_cohort,
+        runs,
+        "rnd",
+        "--budget",
+        "2",
+        "--sampler",
+        "random",
+        "--scheduler",
+        "fifo",
+        "--max-epochs",
+        "1",
+        "--cpus-per-trial",
+        "1",
+    )
     assert main(args) == 0
     assert [type(s).__name__ for s in made] == ["RandomSampler"]  # what the searcher was given
     study = load_study(runs, "rnd")
@@ -95,8 +121,19 @@ def test_warm_start_queues_the_study_points_once(tiny_cohort, runs) -> None:
     again (the sampler goes on)."""
     from spaces import get_space
 
-    args = search_args(tiny_cohort, runs, "warm", "--warm-start", "--scheduler", "fifo", "--max-epochs", "1",
-                       "--cpus-per-trial", "2", "--no-register")  # fmt: skip
+    args = search_args(
+        tiny_cohort,
+        runs,
+        "warm",
+        "--warm-start",
+        "--scheduler",
+        "fifo",
+        "--max-epochs",
+        "1",
+        "--cpus-per-trial",
+        "2",
+        "--no-register",
+    )
     points = get_space("tiny").study_points()
     assert len(points) == 2
     assert main([*args, "--budget", "2"]) == 0
@@ -110,8 +147,23 @@ def test_warm_start_queues_the_study_points_once(tiny_cohort, runs) -> None:
 
 
 def test_asha_stops_trials_early(tiny_cohort, runs) -> None:
-    args = search_args(tiny_cohort, runs, "asha", "--budget", "8", "--max-epochs", "4", "--grace-epochs", "1",
-                       "--reduction-factor", "2", "--max-concurrent", "1", "--cpus-per-trial", "2")  # fmt: skip
+    args = search_args(
+        tiny_cohort,
+        runs,
+        "asha",
+        "--budget",
+        "8",
+        "--max-epochs",
+        "4",
+        "--grace-epochs",
+        "1",
+        "--reduction-factor",
+        "2",
+        "--max-concurrent",
+        "1",
+        "--cpus-per-trial",
+        "2",
+    )
     assert main(args) == 0
     trials = load_study(runs, "asha").get_trials()
     assert len(trials) == 8
@@ -140,8 +192,18 @@ def test_a_format_1_folder_resumes_and_reports(tiny_cohort, runs) -> None:
     from dashboards.report import build_report, load_oof
     from search.study import resolve
 
-    args = search_args(tiny_cohort, runs, "old", "--scheduler", "fifo", "--max-epochs", "1", "--cpus-per-trial",
-                       "2", "--no-register")  # fmt: skip
+    args = search_args(
+        tiny_cohort,
+        runs,
+        "old",
+        "--scheduler",
+        "fifo",
+        "--max-epochs",
+        "1",
+        "--cpus-per-trial",
+        "2",
+        "--no-register",
+    )
     assert main([*args, "--budget", "1"]) == 0
     folder = runs / "old"
     config = json.loads((folder / "config.json").read_text())
@@ -157,9 +219,13 @@ def test_a_format_1_folder_resumes_and_reports(tiny_cohort, runs) -> None:
     assert not StudyPaths(folder).oof(0).exists() and read_oof(StudyPaths(folder).oof(1))
     board = json.loads((folder / "leaderboard.json").read_text())
     assert board["schema"] == LEADERBOARD_SCHEMA and board["counts"]["complete"] == 2
-    assert board["rows"] and all(r["family"] == family_of(r["backbone"]) for r in board["rows"])  # from the registry
+    assert board["rows"] and all(
+        r["family"] == family_of(r["backbone"]) for r in board["rows"]
+    )  # from the registry
     old_trial, new_trial = load_study(runs, "old").get_trials()
-    assert load_oof(old_trial, StudyPaths(folder))[1].startswith("no oof.csv (trial from before study-folder format 2")
+    assert load_oof(old_trial, StudyPaths(folder))[1].startswith(
+        "no oof.csv (trial from before study-folder format 2"
+    )
     assert load_oof(new_trial, StudyPaths(folder))[1] == "trials/1/oof.csv"
     assert "<h1>Study old</h1>" in build_report(resolve(runs, "old")).read_text()
 

@@ -108,8 +108,19 @@ def test_prepared_study_holds_out_whole_sites(site_cohort: Path, tmp_path: Path)
     import csv
 
     runs = tmp_path / "runs"
-    argv = search_args(site_cohort, runs, "bysite", "--cv-group", "site", "--folds", "2", "--holdout", "0.2",
-                       "--force-small-holdout", "--pseudonymise")  # fmt: skip
+    argv = search_args(
+        site_cohort,
+        runs,
+        "bysite",
+        "--cv-group",
+        "site",
+        "--folds",
+        "2",
+        "--holdout",
+        "0.2",
+        "--force-small-holdout",
+        "--pseudonymise",
+    )
     config, paths, cohort = configure(build_parser().parse_args(argv), argv)
     inputs = prepare_inputs(config, paths, cohort)
     stored = json.loads(paths.holdout.read_text())
@@ -132,8 +143,18 @@ def test_patient_level_holdout_of_an_earlier_version_is_refused(
     from trainers.manifest import load_manifest
 
     runs = tmp_path / "runs"
-    argv = search_args(site_cohort, runs, "old", "--cv-group", "site", "--folds", "2", "--holdout", "0.2",
-                       "--force-small-holdout")  # fmt: skip
+    argv = search_args(
+        site_cohort,
+        runs,
+        "old",
+        "--cv-group",
+        "site",
+        "--folds",
+        "2",
+        "--holdout",
+        "0.2",
+        "--force-small-holdout",
+    )
     cohort = load_manifest(site_cohort, folds=2, cv_group="site")
     load_or_make_holdout(
         runs / "old" / "holdout.json", cohort.patient_labels(), 0.2, 0, cohort.content_hash()
@@ -150,8 +171,22 @@ def search(tiny_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     runs = tmp_path_factory.mktemp("sitesearch") / "runs"
-    args = search_args(tiny_cohort, runs, "sites", "--budget", "1", "--holdout", "0.25", "--force-small-holdout",
-                       "--scheduler", "fifo", "--max-epochs", "1", "--cpus-per-trial", "1")  # fmt: skip
+    args = search_args(
+        tiny_cohort,
+        runs,
+        "sites",
+        "--budget",
+        "1",
+        "--holdout",
+        "0.25",
+        "--force-small-holdout",
+        "--scheduler",
+        "fifo",
+        "--max-epochs",
+        "1",
+        "--cpus-per-trial",
+        "1",
+    )
     out = io.StringIO()
     try:
         with contextlib.redirect_stdout(out):

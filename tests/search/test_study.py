@@ -27,9 +27,21 @@ from search.study import (
 )
 from tests.search.conftest import search_args
 
-STORED = {"settings": {"space": "tiny", "manifest": None, "phantom_patients": 112, "folds": 3, "cv_group": "patient",
-                       "max_epochs": 2, "holdout": 0.0, "seed": 0, "pretrained": False},
-          "manifest_path": "cohort.csv", "cohort_hash": "0" * 16}  # fmt: skip
+STORED = {
+    "settings": {
+        "space": "tiny",
+        "manifest": None,
+        "phantom_patients": 112,
+        "folds": 3,
+        "cv_group": "patient",
+        "max_epochs": 2,
+        "holdout": 0.0,
+        "seed": 0,
+        "pretrained": False,
+    },
+    "manifest_path": "cohort.csv",
+    "cohort_hash": "0" * 16,
+}
 
 
 def _stored_study(runs: Path, name: str, manifest: Path, **changes: object) -> Path:
@@ -37,9 +49,14 @@ def _stored_study(runs: Path, name: str, manifest: Path, **changes: object) -> P
     from trainers.manifest import load_manifest
     from trainers.preprocess import PREPROCESS_VERSION
 
-    config = {**STORED, "study": name, "manifest_path": str(manifest.resolve()),
-              "cohort_hash": load_manifest(manifest, folds=3).content_hash(), "format": FORMAT_VERSION,
-              "preprocess_version": PREPROCESS_VERSION}  # fmt: skip
+    config = {
+        **STORED,
+        "study": name,
+        "manifest_path": str(manifest.resolve()),
+        "cohort_hash": load_manifest(manifest, folds=3).content_hash(),
+        "format": FORMAT_VERSION,
+        "preprocess_version": PREPROCESS_VERSION,
+    }
     config["settings"] = {**STORED["settings"], "manifest": str(manifest)}
     config.update(changes)
     config = {k: v for k, v in config.items() if v is not None}
@@ -96,12 +113,16 @@ def test_parallel_slots() -> None:
 
 def test_oof_table_round_trip(tmp_path: Path) -> None:
     path = StudyPaths(tmp_path).oof(7)
-    rows = [{"patient_id": "P1", "label": 1, "prob": 0.75, "fold": 0, "extra": "x"},
-            {"patient_id": "P2", "label": 0, "prob": 0.25, "fold": 1}]  # fmt: skip
+    rows = [
+        {"patient_id": "P1", "label": 1, "prob": 0.75, "fold": 0, "extra": "x"},
+        {"patient_id": "P2", "label": 0, "prob": 0.25, "fold": 1},
+    ]
     write_oof(path, rows, epoch=3)
     assert path == tmp_path / "trials" / "7" / "oof.csv"
-    assert read_oof(path) == [{"patient_id": "P1", "label": 1, "prob": 0.75, "fold": 0, "epoch": 3},
-                              {"patient_id": "P2", "label": 0, "prob": 0.25, "fold": 1, "epoch": 3}]  # fmt: skip
+    assert read_oof(path) == [
+        {"patient_id": "P1", "label": 1, "prob": 0.75, "fold": 0, "epoch": 3},
+        {"patient_id": "P2", "label": 0, "prob": 0.25, "fold": 1, "epoch": 3},
+    ]
     assert read_oof(tmp_path / "none.csv") is None
     assert not list(path.parent.glob("*.tmp"))
 
@@ -110,17 +131,28 @@ def test_leaderboard_best_per_family_and_its_schema(tmp_path: Path) -> None:
     paths = StudyPaths(tmp_path / "s")
     study = optuna.create_study(study_name="s", direction="maximize")
     dist = {"backbone": optuna.distributions.CategoricalDistribution(["a", "b", "c"])}
-    for backbone, family, value, state in [("a", "F1", 0.6, "COMPLETE"), ("b", "F1", 0.7, "COMPLETE"),
-                                           ("c", "F2", 0.65, "COMPLETE"), ("c", "F2", 0.9, "PRUNED")]:  # fmt: skip
-        study.add_trial(optuna.trial.create_trial(
-            params={"backbone": backbone}, distributions=dist, value=value if state == "COMPLETE" else None,
-            state=optuna.trial.TrialState[state], intermediate_values={1: value},
-            user_attrs={"family": family, "accuracy": 0.5, "fold_auc_sd": math.nan},
-        ))  # fmt: skip
+    for backbone, family, value, state in [
+        ("a", "F1", 0.6, "COMPLETE"),
+        ("b", "F1", 0.7, "COMPLETE"),
+        ("c", "F2", 0.65, "COMPLETE"),
+        ("c", "F2", 0.9, "PRUNED"),
+    ]:
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={"backbone": backbone},
+                distributions=dist,
+                value=value if state == "COMPLETE" else None,
+                state=optuna.trial.TrialState[state],
+                intermediate_values={1: value},
+                user_attrs={"family": family, "accuracy": 0.5, "fold_auc_sd": math.nan},
+            )
+        )
     write_oof(paths.oof(1), [{"patient_id": "P", "label": 1, "prob": 0.5, "fold": 0}], 1)
     board = leaderboard(study, paths)
-    assert [(r.family, r.backbone, r.trial, r.cv_auc) for r in board.rows] == [("F1", "b", 1, 0.7),
-                                                                              ("F2", "c", 2, 0.65)]  # fmt: skip
+    assert [(r.family, r.backbone, r.trial, r.cv_auc) for r in board.rows] == [
+        ("F1", "b", 1, 0.7),
+        ("F2", "c", 2, 0.65),
+    ]
     assert board.rows[0].oof == "trials/1/oof.csv" and board.rows[1].oof is None
     assert board.counts["complete"] == 3 and board.counts["pruned"] == 1
     write_leaderboard(paths, board)
@@ -133,7 +165,9 @@ def test_leaderboard_best_per_family_and_its_schema(tmp_path: Path) -> None:
     assert isinstance(Leaderboard.from_json(data, paths.leaderboard), Leaderboard)
 
 
-def test_narrowing_from_the_command_line_is_checked_and_recorded(tiny_cohort: Path, runs: Path, capsys) -> None:
+def test_narrowing_from_the_command_line_is_checked_and_recorded(
+    tiny_cohort: Path, runs: Path, capsys
+) -> None:
     from search.configure import configure
     from search.options import build_parser
     from search.study.inputs import study_space

@@ -36,18 +36,33 @@ def test_bad_manifest_exit_2_nothing_written(tmp_path) -> None:
     manifest.write_text("patient_id,image,mask,label\nP001,missing.nii.gz,,T1\nP002,missing2.nii.gz,,T3\n")
     runs = tmp_path / "runs"
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "search" / "run.py"), "--manifest", str(manifest), "--runs-dir", str(runs),
-         "--space", "tiny"],
-        capture_output=True, text=True, timeout=120, cwd=tmp_path,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(ROOT / "search" / "run.py"),
+            "--manifest",
+            str(manifest),
+            "--runs-dir",
+            str(runs),
+            "--space",
+            "tiny",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 2, proc.stderr
     assert "P001" in proc.stderr and "P002" in proc.stderr
     assert not runs.exists() and not (tmp_path / "mlflow.db").exists() and not (tmp_path / "mlruns").exists()
 
 
 def test_help_explains() -> None:
-    proc = subprocess.run([sys.executable, str(ROOT / "search" / "run.py"), "--help"], capture_output=True,
-                          text=True, timeout=60)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "search" / "run.py"), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0
     for flag in (
         "--budget",

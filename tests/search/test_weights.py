@@ -47,8 +47,24 @@ def online_driver(hf_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[P
 
 
 def _args(tiny_cohort: Path, runs: Path, study: str, budget: int) -> list[str]:
-    args = search_args(tiny_cohort, runs, study, "--backbones", "resnet10t", "--resolutions", "32",
-                       "--budget", str(budget), "--max-epochs", "1", "--scheduler", "fifo", "--cpus-per-trial", "1", "--no-register")  # fmt: skip
+    args = search_args(
+        tiny_cohort,
+        runs,
+        study,
+        "--backbones",
+        "resnet10t",
+        "--resolutions",
+        "32",
+        "--budget",
+        str(budget),
+        "--max-epochs",
+        "1",
+        "--scheduler",
+        "fifo",
+        "--cpus-per-trial",
+        "1",
+        "--no-register",
+    )
     return [a for a in args if a != "--no-pretrained"]  # the default, --pretrained
 
 
@@ -62,7 +78,9 @@ def test_weights_downloaded_once_before_the_trials_and_used_by_them(
         requests = list(hub.requests)
     out = capsys.readouterr().out
     lines = [line for line in out.splitlines() if line.startswith("weights:")]
-    assert len(lines) == 2 and lines[0].startswith(f"weights: downloading resnet10t's ImageNet weights, {REPO}")
+    assert len(lines) == 2 and lines[0].startswith(
+        f"weights: downloading resnet10t's ImageNet weights, {REPO}"
+    )
     assert out.index("weights: downloading") < out.index("ray:")  # before any trial
     assert "note: no ImageNet weights" not in out
     assert [r.split()[0] for r in requests] == ["HEAD", "HEAD", "GET"]  # one download for two trials

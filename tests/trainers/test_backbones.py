@@ -271,7 +271,9 @@ def test_register_rejects_duplicates_and_nameless_families() -> None:
 
 def test_a_new_family_is_one_registration() -> None:
     """Families come from the registrations: registering a backbone of a new family makes the family known."""
-    spec = BackboneSpec("tiny_cnn_copy", "AlexNet", BACKBONES["tiny_cnn"].builder, tiny=True, min_resolution=8)
+    spec = BackboneSpec(
+        "tiny_cnn_copy", "AlexNet", BACKBONES["tiny_cnn"].builder, tiny=True, min_resolution=8
+    )
     register_backbone(spec)
     try:
         assert families()[-1] == "AlexNet" and list_backbones(family="AlexNet") == ["tiny_cnn_copy"]

@@ -45,10 +45,29 @@ def test_on_epoch_can_stop_early(tiny_cohort, tmp_path) -> None:
 def test_cli_writes_summary(tiny_cohort, tmp_path) -> None:
     out = tmp_path / "cv.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "trainers.cv", "--manifest", str(tiny_cohort), "--backbone", "tiny_cnn",
-         "--epochs", "1", "--resolution", "32", "--folds", "3", "--json", str(out), "--device", "cpu"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "trainers.cv",
+            "--manifest",
+            str(tiny_cohort),
+            "--backbone",
+            "tiny_cnn",
+            "--epochs",
+            "1",
+            "--resolution",
+            "32",
+            "--folds",
+            "3",
+            "--json",
+            str(out),
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "cv_auc" in proc.stdout and "fold" in proc.stdout
     summary = json.loads(out.read_text())
@@ -59,8 +78,10 @@ def test_cli_writes_summary(tiny_cohort, tmp_path) -> None:
 def test_cli_bad_flag_exits_2(tiny_cohort) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "trainers.cv", "--manifest", str(tiny_cohort), "--backbone", "nonesuch"],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert "nonesuch" in proc.stderr
 

@@ -62,7 +62,9 @@ def bitmap_cohort(tiny_cohort: Path, folder: Path) -> tuple[Path, str]:
         plane = volume[:, :, volume.shape[2] // 2]
         pixels = (255 * (plane - plane.min()) / (np.ptp(plane) or 1)).astype(np.uint8).T
         Image.fromarray(pixels).save(folder / f"{row['patient_id']}.png")
-        rows.append({"patient_id": row["patient_id"], "image": f"{row['patient_id']}.png", "label": row["label"]})
+        rows.append(
+            {"patient_id": row["patient_id"], "image": f"{row['patient_id']}.png", "label": row["label"]}
+        )
     first = rows[0]
     Image.open(folder / first["image"]).save(folder / "reencoded.jpg", quality=75)
     rows.append({**first, "patient_id": "JPEG", "image": "reencoded.jpg"})
@@ -77,11 +79,13 @@ def test_an_exact_copy_under_another_id_is_one_group(tiny_cohort: Path, tmp_path
     problems = duplicate_problems(found, manifest.parent)
     assert f"{copy} (copy.nii)" in problems[0] and "under 2 patient ids" in problems[0]
     assert "--allow-duplicate-scans" in problems[-1]
-    assert "warning: searching with scans shared" in duplicate_warnings(found, manifest.parent, allowed=True)[0]
+    assert (
+        "warning: searching with scans shared" in duplicate_warnings(found, manifest.parent, allowed=True)[0]
+    )
 
 
 def test_check_manifest_lists_a_copied_scan(tiny_cohort: Path, tmp_path: Path, capsys) -> None:
-    from trainers.manifest import main
+    from trainers.check_manifest import main
 
     manifest, original, copy = copied_cohort(tiny_cohort, tmp_path / "c")
     assert main([str(manifest), "--folds", "3"]) == 2

@@ -33,7 +33,9 @@ def prepared(tiny_cohort, tmp_path_factory):
 
 def _run(prepared, cfg=CFG, **kw):
     reports = []
-    result = cross_validate(prepared.slice_data(32), prepared.folds, cfg, on_epoch=reports.append, log=None, **kw)
+    result = cross_validate(
+        prepared.slice_data(32), prepared.folds, cfg, on_epoch=reports.append, log=None, **kw
+    )
     return result, reports
 
 
@@ -41,8 +43,14 @@ def _run(prepared, cfg=CFG, **kw):
 def test_a_nan_loss_stops_the_run_at_its_step(prepared, step, fold, epoch, reported) -> None:
     reports = []
     with pytest.raises(NonFiniteLossError) as caught:
-        cross_validate(prepared.slice_data(32), prepared.folds, CFG, on_epoch=reports.append, log=None,
-                       fault=Fault("nan_loss", step=step))  # fmt: skip
+        cross_validate(
+            prepared.slice_data(32),
+            prepared.folds,
+            CFG,
+            on_epoch=reports.append,
+            log=None,
+            fault=Fault("nan_loss", step=step),
+        )
     err = caught.value
     # On the CPU the check reads every step's loss: no step runs after the bad one (the fold epoch had more).
     assert (err.step, err.steps_run, err.fold, err.epoch) == (step, step, fold, epoch)
@@ -56,8 +64,15 @@ def test_out_of_memory_is_retried_once_with_half_the_batch(prepared) -> None:
     the result is exactly what batch 4 trains (so a refit at the recorded batch size reproduces it)."""
     logs: list[str] = []
     reports = []
-    result = cross_validate(prepared.slice_data(32), prepared.folds, CFG, on_epoch=reports.append, log=logs.append,
-                            oom_retry=True, fault=Fault("out_of_memory", step=12, above_batch=4))  # fmt: skip
+    result = cross_validate(
+        prepared.slice_data(32),
+        prepared.folds,
+        CFG,
+        on_epoch=reports.append,
+        log=logs.append,
+        oom_retry=True,
+        fault=Fault("out_of_memory", step=12, above_batch=4),
+    )
     assert [(r.epoch, r.batch_size) for r in reports] == [(1, 8), (2, 4)]
     assert result.config["batch_size"] == 4 and result.epochs_completed == 2
     assert any("out of memory at batch size 8" in line and "batch size 4" in line for line in logs)
@@ -84,11 +99,16 @@ def test_other_errors_are_not_retried(prepared) -> None:
 
 def test_reasons() -> None:
     assert failure_reason(RuntimeError("CUDA error: out of memory")) == "out_of_memory"
-    assert failure_reason(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")) == "out_of_memory"
+    assert (
+        failure_reason(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB"))
+        == "out_of_memory"
+    )
     assert failure_reason(UnreadableDataError("x")) == "unreadable_data"
     assert failure_reason(ValueError("x")) == "exception"
     assert describe(ValueError("first line\nsecond")) == "ValueError: first line"
-    faults = parse_faults('{"1": {"kind": "nan_loss", "step": 2}, "*": {"kind": "out_of_memory", "above_batch": 8}}')
+    faults = parse_faults(
+        '{"1": {"kind": "nan_loss", "step": 2}, "*": {"kind": "out_of_memory", "above_batch": 8}}'
+    )
     assert faults == {"1": Fault("nan_loss", 2), "*": Fault("out_of_memory", 1, 8)}
     assert parse_faults("") == {}
     with pytest.raises(ValueError, match="fault kind"):

@@ -63,7 +63,9 @@ def test_texture_tells_a_smooth_lesion_from_a_noisy_one() -> None:
     assert b["lesion_glcm_homogeneity"] < a["lesion_glcm_homogeneity"] - 0.3
     assert b["lesion_glcm_energy"] < a["lesion_glcm_energy"]
     assert a["lesion_glcm_correlation"] > 0.9 > 0.3 > b["lesion_glcm_correlation"]
-    assert b["lesion_sd"] > 5 * a["lesion_sd"] and a["lesion_mean"] == pytest.approx(b["lesion_mean"], abs=0.1)
+    assert b["lesion_sd"] > 5 * a["lesion_sd"] and a["lesion_mean"] == pytest.approx(
+        b["lesion_mean"], abs=0.1
+    )
 
 
 def test_texture_ignores_what_lies_outside_the_mask() -> None:

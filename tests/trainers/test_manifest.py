@@ -14,7 +14,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from trainers.manifest import Cohort, ManifestError, load_manifest, main
+from trainers.check_manifest import main
+from trainers.manifest import Cohort, ManifestError, load_manifest
 
 COLUMNS = ["patient_id", "image", "mask", "label", "site"]
 SHAPE = (16, 16, 4)
@@ -242,7 +243,7 @@ def test_several_problems_come_back_in_one_error_and_cli_exits_2(tmp_path: Path)
     assert "patient P005" in err.problems[1] and "unknown label 't2x'" in err.problems[1]
     assert "2 problems" in str(err)
     proc = subprocess.run(
-        [sys.executable, "-m", "trainers.manifest", str(manifest), "--folds", "5"],
+        [sys.executable, "-m", "trainers.check_manifest", str(manifest), "--folds", "5"],
         capture_output=True,
         text=True,
         cwd=REPO_ROOT,

@@ -52,13 +52,20 @@ def test_downloads_once_and_the_model_uses_the_served_weights(hub: Served, cache
     state = _resnet10t(hub)
     lines: list[str] = []
     first = resolve_weights(["tiny_cnn", "resnet10t"], lines.append)
-    assert list(first.downloaded) == ["resnet10t"] and first.missing == {"tiny_cnn": "none exist for this model"}
+    assert list(first.downloaded) == ["resnet10t"] and first.missing == {
+        "tiny_cnn": "none exist for this model"
+    }
     assert first.downloaded["resnet10t"].is_relative_to(caches / "hf" / "hub")
     size = f"{len(hub.files[f'/{REPO}/resolve/main/model.safetensors']) / 1e6:.1f} MB"
-    assert lines == [
-        f"weights: downloading resnet10t's ImageNet weights, {REPO} model.safetensors ({size}), from {hub.url}",
-        lines[1],
-    ] and lines[1].startswith(f"weights: resnet10t: {size} in ") and lines[1].endswith("into the Hugging Face cache")
+    assert (
+        lines
+        == [
+            f"weights: downloading resnet10t's ImageNet weights, {REPO} model.safetensors ({size}), from {hub.url}",
+            lines[1],
+        ]
+        and lines[1].startswith(f"weights: resnet10t: {size} in ")
+        and lines[1].endswith("into the Hugging Face cache")
+    )
     assert [r.split()[0] for r in hub.requests] == ["HEAD", "HEAD", "GET"]
 
     seen = len(hub.requests)
@@ -73,7 +80,9 @@ def test_downloads_once_and_the_model_uses_the_served_weights(hub: Served, cache
     body = [k for k in state if not k.startswith("fc.")]
     assert body and all(torch.equal(got[k], state[k]) for k in body)
     one = create_backbone("resnet10t", in_chans=1, num_classes=2, pretrained=True).model.state_dict()
-    stem = "conv1.0.weight"  # resnet10t's deep stem: its first conv takes the summed RGB kernels for 1 channel
+    stem = (
+        "conv1.0.weight"  # resnet10t's deep stem: its first conv takes the summed RGB kernels for 1 channel
+    )
     assert torch.allclose(one[stem], state[stem].sum(dim=1, keepdim=True))
     assert len(hub.requests) == seen  # building the models did not ask either
 
@@ -91,9 +100,16 @@ def test_unreachable_hub_is_said_once_and_models_start_random(caches: Path, monk
     point_hub_client_at(monkeypatch, closed_port())
     lines: list[str] = []
     result = resolve_weights(["tiny_cnn", "resnet10t", "regnety_004"], lines.append, timeout=3)
-    assert not lines and not result.downloaded and set(result.missing) == {"tiny_cnn", "resnet10t", "regnety_004"}
+    assert (
+        not lines
+        and not result.downloaded
+        and set(result.missing) == {"tiny_cnn", "resnet10t", "regnety_004"}
+    )
     assert result.missing["resnet10t"] == result.missing["regnety_004"]
-    assert "is unreachable from here" in result.missing["resnet10t"] and "Connection refused" in result.missing["resnet10t"]
+    assert (
+        "is unreachable from here" in result.missing["resnet10t"]
+        and "Connection refused" in result.missing["resnet10t"]
+    )
     notes = result.notes()
     assert len(notes) == 1 and notes[0].count("unreachable") == 1 and "resnet10t, regnety_004 (" in notes[0]
     with pytest.warns(UserWarning, match="not available locally"):
@@ -119,16 +135,22 @@ def test_torch_hub_url_downloaded_into_checkpoints_once(caches: Path, monkeypatc
         buffer = __import__("io").BytesIO()
         torch.save(state, buffer)
         data = buffer.getvalue()
-        name = f"shufflenetv2_x1-{hashlib.sha256(data).hexdigest()[:10]}.pth"  # torch hub's hash-prefix naming
+        name = (
+            f"shufflenetv2_x1-{hashlib.sha256(data).hexdigest()[:10]}.pth"  # torch hub's hash-prefix naming
+        )
         served.files[f"/models/{name}"] = data
         url = lambda: f"{served.url}/models/{name}"  # noqa: E731
-        spec = dataclasses.replace(BACKBONES["shufflenet_v2_x1_0"], weights_url=url, locate_weights=torch_hub_locator(url))
+        spec = dataclasses.replace(
+            BACKBONES["shufflenet_v2_x1_0"], weights_url=url, locate_weights=torch_hub_locator(url)
+        )
         monkeypatch.setitem(BACKBONES, "shufflenet_v2_x1_0", spec)
         lines: list[str] = []
         result = resolve_weights(["shufflenet_v2_x1_0"], lines.append)
         assert result.downloaded["shufflenet_v2_x1_0"] == caches / "torch" / "hub" / "checkpoints" / name
-        assert lines[0] == (f"weights: downloading shufflenet_v2_x1_0's ImageNet weights, {name} "
-                            f"({len(data) / 1e6:.1f} MB), from {served.url}")  # fmt: skip
+        assert lines[0] == (
+            f"weights: downloading shufflenet_v2_x1_0's ImageNet weights, {name} "
+            f"({len(data) / 1e6:.1f} MB), from {served.url}"
+        )
         assert [r.split()[0] for r in served.requests] == ["HEAD", "GET"]
         assert resolve_weights(["shufflenet_v2_x1_0"], lines.append).cached == ["shufflenet_v2_x1_0"]
         assert len(served.requests) == 2
@@ -140,10 +162,14 @@ def test_a_file_that_fails_its_hash_is_not_kept(caches: Path, monkeypatch) -> No
     with weights_server() as served:
         served.files["/models/shufflenetv2_x1-0123456789.pth"] = b"not the weights"
         url = lambda: f"{served.url}/models/shufflenetv2_x1-0123456789.pth"  # noqa: E731
-        spec = dataclasses.replace(BACKBONES["shufflenet_v2_x1_0"], weights_url=url, locate_weights=torch_hub_locator(url))
+        spec = dataclasses.replace(
+            BACKBONES["shufflenet_v2_x1_0"], weights_url=url, locate_weights=torch_hub_locator(url)
+        )
         monkeypatch.setitem(BACKBONES, "shufflenet_v2_x1_0", spec)
         result = resolve_weights(["shufflenet_v2_x1_0"], lambda line: None)
-    assert result.missing["shufflenet_v2_x1_0"].startswith("download failed: RuntimeError: invalid hash value")
+    assert result.missing["shufflenet_v2_x1_0"].startswith(
+        "download failed: RuntimeError: invalid hash value"
+    )
     assert not list((caches / "torch" / "hub" / "checkpoints").glob("*.pth"))
 
 
@@ -167,8 +193,28 @@ def test_one_configuration_cli_fetches_before_training(hub: Served, tiny_cohort:
     from trainers.cv import main
 
     _resnet10t(hub)
-    assert main(["--manifest", str(tiny_cohort), "--backbone", "resnet10t", "--pretrained", "--epochs", "1",
-                 "--resolution", "32", "--folds", "3", "--device", "cpu"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "--manifest",
+                str(tiny_cohort),
+                "--backbone",
+                "resnet10t",
+                "--pretrained",
+                "--epochs",
+                "1",
+                "--resolution",
+                "32",
+                "--folds",
+                "3",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
-    assert out.index("weights: downloading resnet10t's") < out.index("ImageNet-pretrained: ImageNet weights loaded")
+    assert out.index("weights: downloading resnet10t's") < out.index(
+        "ImageNet-pretrained: ImageNet weights loaded"
+    )
     assert [r.split()[0] for r in hub.requests] == ["HEAD", "HEAD", "GET"]

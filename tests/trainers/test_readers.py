@@ -60,10 +60,13 @@ def test_every_reader_claims_its_suffixes(kind: str, tmp_path: Path) -> None:
 def test_a_new_format_is_one_entry(tmp_path: Path) -> None:
     """A registered reader is found by suffix and named in the error for unknown types."""
     npy = ImageReader(
-        "numpy", (".npy",), load=lambda p: Volume(np.load(p).astype(np.float32), np.eye(4)),
+        "numpy",
+        (".npy",),
+        load=lambda p: Volume(np.load(p).astype(np.float32), np.eye(4)),
         header=lambda p: (np.load(p, mmap_mode="r").shape, np.eye(4)),
-        write=lambda v, stem: (np.save(f"{stem}.npy", v.array), Path(f"{stem}.npy"))[1], planar=True,
-    )  # fmt: skip
+        write=lambda v, stem: (np.save(f"{stem}.npy", v.array), Path(f"{stem}.npy"))[1],
+        planar=True,
+    )
     register_reader(npy)
     try:
         test_every_reader_round_trips("numpy", tmp_path)
