@@ -47,6 +47,9 @@ class EpochReport:
     #: the k fold models as they are after this epoch, only on a run's last epoch (`cfg.epochs`): a caller can
     #: keep them before it reports (search.trainable saves them so registration need not train them again)
     models: list[nn.Module] | None = field(default=None, repr=False, compare=False)
+    #: the k fold models at every epoch (the same objects training goes on with: read, never keep or change them);
+    #: a benchmark scores them on other patients between epochs (bench.table)
+    fold_models: list[nn.Module] = field(default_factory=list, repr=False, compare=False)
 
 
 @dataclass
@@ -322,6 +325,7 @@ def _train_attempt(
             pretrained_note=fold_states[0].built.note,
             batch_size=cfg.batch_size,
             models=[f.model for f in fold_states] if epoch == cfg.epochs else None,
+            fold_models=[f.model for f in fold_states],
         )
         history.append(report)
         if log:
