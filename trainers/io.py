@@ -95,12 +95,53 @@ def _gzip_problem(path: Path) -> str | None:
     return None
 
 
-def _open_nifti_verified(path: Path):  # -> in-memory nibabel image
-    """Decompress a .nii.gz fully (so gzip's CRC/length trailer is checked) and parse it from memory."""
+#: The most voxels a scan may have (2^28: 1 GiB as float32; a 512 x 512 x 300 MRI volume has 79 M). A header
+#: promising more is refused before any voxel is read, so a bad file cannot make validation take the memory.
+MAX_VOXELS = 2**28
+_MAX_NIFTI_BYTES = MAX_VOXELS * 8 + 2**20  # the widest voxel type (float64), plus header and extensions
+
+
+def _check_promise(path: Path, img, held: int) -> None:
+    """Refuse a NIfTI whose header promises more voxels than a scan may have, or more voxel bytes than the file
+    (`held` bytes, decompressed) holds: nothing is allocated for what is not there."""
+    header = img.header
+    voxels = int(np.prod([int(n) for n in img.shape], dtype=np.int64)) if img.shape else 0
+    if voxels > MAX_VOXELS:
+        shape = " x ".join(str(int(n)) for n in img.shape)
+        raise ImageReadError(
+            path, f"header promises {voxels:,} voxels ({shape}), more than a scan may have ({MAX_VOXELS:,})"
+        )
+    offset = int(
+        getattr(img.dataobj, "offset", None) or header.get_data_offset()
+    )  # the header's reads 0 once loaded
+    needed = offset + voxels * header.get_data_dtype().itemsize
+    if held < needed:
+        raise ImageReadError(
+            path,
+            f"header promises {needed - offset:,} bytes of voxel data but the file holds {max(held - offset, 0):,}: "
+            "truncated, or its header is wrong",
+        )
+
+
+def _gunzip(path: Path, limit: int) -> bytes:
+    """The decompressed bytes of a gzip file, read a megabyte at a time, refused past `limit` bytes."""
+    chunks, total = [], 0
+    with gzip.open(path, "rb") as fh:
+        while chunk := fh.read(2**20):
+            total += len(chunk)
+            if total > limit:
+                raise ImageReadError(path, f"decompresses to more than a scan may hold ({limit:,} bytes)")
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _open_nifti_verified(path: Path):  # -> (in-memory nibabel image, decompressed bytes)
+    """Decompress a .nii.gz fully (so gzip's CRC/length trailer is checked) and parse it from memory; no more
+    than a scan may hold is decompressed (a small file can promise gigabytes)."""
     import nibabel as nib
 
     try:
-        raw = gzip.decompress(path.read_bytes())
+        raw = _gunzip(path, _MAX_NIFTI_BYTES)
     except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
         raise ImageReadError(path, f"truncated or corrupt gzip data ({short_reason(exc)})") from None
     except OSError as exc:
@@ -111,14 +152,18 @@ def _open_nifti_verified(path: Path):  # -> in-memory nibabel image
     klass = nib.Nifti2Image if sizeof_hdr == 540 else nib.Nifti1Image
     try:
         with _quiet_nibabel():
-            return klass.from_bytes(raw)
+            return klass.from_bytes(raw), len(raw)
     except Exception as exc:  # bad header fields, short data, ...
         raise ImageReadError(path, f"not a valid NIfTI file ({short_reason(exc)})") from None
 
 
 def _load_nifti(path: Path) -> Volume:
     """Read a .nii/.nii.gz file (scaled voxels) as a float32 3D Volume."""
-    img = _open_nifti_verified(path) if path.name.lower().endswith(".gz") else _open_nifti(path)
+    if path.name.lower().endswith(".gz"):
+        img, held = _open_nifti_verified(path)
+    else:
+        img, held = _open_nifti(path), path.stat().st_size
+    _check_promise(path, img, held)
     shape = shape_3d(path, tuple(int(n) for n in img.shape))
     try:
         data = np.asarray(img.dataobj, dtype=np.float32)
@@ -247,8 +292,14 @@ def patient_id_from_path(path: str | Path) -> str:
 
 
 def load_image(path: str | Path) -> Volume:
-    """Read any supported image into a float32 3D Volume, raising ImageReadError with a short reason."""
-    return READERS[image_kind(path)].load(Path(path))
+    """Read any supported image into a float32 3D Volume, raising ImageReadError with a short reason (also when
+    the machine cannot hold it: the patient is refused, not the whole run)."""
+    try:
+        return READERS[image_kind(path)].load(Path(path))
+    except MemoryError:
+        raise ImageReadError(
+            Path(path), "not enough memory to read its voxels (is its header right?)"
+        ) from None
 
 
 def load_header(path: str | Path) -> tuple[tuple[int, ...], np.ndarray]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import gzip
 import os
 import random
 import shutil
@@ -111,6 +113,61 @@ def test_truncated_uncompressed_nifti_raises(tmp_path: Path) -> None:
     (tmp_path / "bad.nii").write_bytes(good.read_bytes()[:1000])
     with pytest.raises(ImageReadError, match="truncated"):
         load_image(tmp_path / "bad.nii")
+
+
+def _promising(tmp_path: Path, shape: tuple[int, ...], gz: bool) -> Path:
+    """A NIfTI whose header claims `shape` float32 voxels but which holds the voxels of a 4 x 4 x 4 volume."""
+    small = nib.Nifti1Image(np.ones((4, 4, 4), np.float32), np.eye(4))
+    small.header.set_data_shape(shape)
+    small.header.set_data_offset(352)
+    raw = small.header.binaryblock + b"\0" * 4 + np.ones(64, np.float32).tobytes()
+    path = tmp_path / ("big.nii.gz" if gz else "big.nii")
+    path.write_bytes(gzip.compress(raw) if gz else raw)
+    return path
+
+
+@pytest.mark.parametrize("gz", [False, True], ids=["nii", "nii.gz"])
+def test_a_header_promising_more_than_the_file_holds_is_refused_before_reading(
+    tmp_path: Path, gz: bool
+) -> None:
+    import tracemalloc
+
+    path = _promising(tmp_path, (512, 512, 512), gz)  # 128 M voxels: 512 MiB as float32, within the limit
+    tracemalloc.start()
+    try:
+        expected = "header promises 536,870,912 bytes of voxel data but the file holds 256"
+        with pytest.raises(ImageReadError, match=expected) as info:
+            load_image(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert info.value.path == path and peak < 16 * 2**20  # nothing the size of the promise was allocated
+
+
+@pytest.mark.parametrize("gz", [False, True], ids=["nii", "nii.gz"])
+def test_a_header_promising_more_voxels_than_a_scan_may_have_is_refused(tmp_path: Path, gz: bool) -> None:
+    from trainers.io import MAX_VOXELS
+
+    with pytest.raises(ImageReadError, match="more than a scan may have") as info:
+        load_image(_promising(tmp_path, (4096, 4096, 4096), gz))
+    assert f"{4096**3:,} voxels" in str(info.value) and 4096**3 > MAX_VOXELS
+
+
+def test_running_out_of_memory_while_reading_names_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from trainers import io
+
+    good = tmp_path / "good.nii"
+    nib.save(nib.Nifti1Image(np.ones((4, 4, 4), np.float32), np.eye(4)), good)
+
+    def no_memory(path: Path) -> Volume:
+        raise MemoryError
+
+    monkeypatch.setitem(io.READERS, "nifti", dataclasses.replace(io.READERS["nifti"], load=no_memory))
+    with pytest.raises(ImageReadError, match="not enough memory to read its voxels") as info:
+        load_image(good)
+    assert info.value.path == good
 
 
 def test_garbage_nifti_header_raises_short_reason(tmp_path: Path) -> None:

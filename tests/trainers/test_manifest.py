@@ -100,6 +100,15 @@ def _truncated_image(root, rows):
     return None, {}
 
 
+def _header_promises_more(root, rows):
+    path = root / "images" / "P003.nii.gz"
+    img = nib.load(path)
+    img.header.set_data_shape((4096, 4096, 64))  # 1 G voxels promised, 1 K held
+    raw = img.header.binaryblock + b"\0" * 4 + np.asarray(img.dataobj, np.float32).tobytes()
+    path.write_bytes(gzip.compress(raw))
+    return None, {}
+
+
 def _missing_mask(root, rows):
     (root / "masks" / "P003.nii.gz").unlink()
     return None, {}
@@ -160,6 +169,7 @@ BAD_CASES = {
     "missing image": (_missing_image, "patient P003", "image file not found: images/P003.nii.gz"),
     "unreadable image": (_garbage_image, "patient P003", "not a valid NIfTI"),
     "truncated archive": (_truncated_image, "patient P003", "truncated or corrupt gzip"),
+    "header promises more": (_header_promises_more, "patient P003", "header promises"),
     "missing mask": (_missing_mask, "patient P003", "mask file not found: masks/P003.nii.gz"),
     "mask shape": (_mask_shape, "patient P003", "shape (16, 16, 3) does not match image shape (16, 16, 4)"),
     "mask geometry": (_mask_geometry, "patient P003", "geometry (affine) does not match image"),
