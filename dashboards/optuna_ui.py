@@ -16,7 +16,6 @@ import argparse  # noqa: E402
 import os  # noqa: E402
 
 from dashboards.serve import http_url, serve  # noqa: E402
-from search.run_notes import MIN_TRIALS_FOR_IMPORTANCE, SCHEDULER_METRIC, SEARCH_METRIC  # noqa: E402
 from search.study import (  # noqa: E402
     STORAGE_ENV,
     Locations,
@@ -26,6 +25,7 @@ from search.study import (  # noqa: E402
     from_args,
     reveal,
 )
+from search.tracking.run_notes import MIN_TRIALS_FOR_IMPORTANCE, SCHEDULER_METRIC, SEARCH_METRIC  # noqa: E402
 
 #: What the dashboard's values are (also the study's user attribute "metrics").
 VALUES = (

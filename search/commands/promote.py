@@ -5,16 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
 
 if __package__ in (None, ""):  # run as a script: make the project importable without installing it
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
+    sys.path[0] = str(Path(__file__).resolve().parents[2])
 
 from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from search.gate import CORRECTED, CV, HOLDOUT, beats_chance, estimate_kind, tag_float  # noqa: E402
-from search.registry import (  # noqa: E402
+from search.registry.table import format_table  # noqa: E402
+from search.registry.versions import (  # noqa: E402
     DEFAULT_ALIAS,
     DEFAULT_MODEL_NAME,
     PromotionRefused,
@@ -79,64 +78,6 @@ def _missing_sqlite(uri: str) -> Path | None:
     """The database file of a sqlite URI when it does not exist (so listing never creates an empty store)."""
     path = sqlite_path(uri)
     return path if path is not None and not path.exists() else None
-
-
-def _num(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"
-
-
-def _interval(tags: dict[str, str], metric: str) -> str:
-    auc = tag_float(tags, metric)
-    if auc is None:
-        return "-"
-    low, high = tag_float(tags, f"{metric}_ci_low"), tag_float(tags, f"{metric}_ci_high")
-    return f"{auc:.3f}" + ("" if low is None or high is None else f" [{low:.3f}, {high:.3f}]")
-
-
-def format_table(rows: list[dict[str, Any]]) -> str:
-    """The versions as an aligned text table, one line per version."""
-    head = [
-        "version",
-        "aliases",
-        "study",
-        "trial",
-        "backbone",
-        "cv_auc",
-        "corrected AUC [95%]",
-        "holdout AUC [95% CI]",
-        "estimate",
-        "cohort",
-        "beats chance",
-        "threshold",
-        "pretrained",
-        "created (UTC)",
-    ]
-    body = []
-    for r in rows:
-        t = r["tags"]
-        body.append(
-            [
-                f"v{r['version']}",
-                ",".join(f"@{a}" for a in r["aliases"]) or "-",
-                t.get("study", "-"),
-                t.get("trial", "-"),
-                t.get("backbone", "-"),
-                _num(tag_float(t, CV)),
-                _interval(t, CORRECTED),
-                _interval(t, HOLDOUT),
-                estimate_kind(t) or "-",
-                t.get("cohort_hash", "-"),
-                beats_chance(t),
-                _num(tag_float(t, "threshold")),
-                t.get("pretrained", "-"),
-                (r["created"] or "-").replace("T", " ").removesuffix("Z"),
-            ]
-        )
-    widths = [max(len(str(line[i])) for line in [head, *body]) for i in range(len(head))]
-    return "\n".join(
-        "  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
-        for line in [head, *body]
-    )
 
 
 def _list(client: MlflowClient, name: str, alias: str, where: str) -> int:

@@ -3,7 +3,7 @@
 The card is what a reader of the registry needs before using a version: what it is for (research only, not a
 medical device), what it was made from (the cohort, in counts: never a patient id), how good it is (every
 estimate with its 95% interval, and which one to quote), and how it decides (the threshold and its rule).
-`search.register` writes it as the version's description (the MLflow UI renders it as markdown), as
+`search.models.register` writes it as the version's description (the MLflow UI renders it as markdown), as
 `model_card.md` among the model run's artifacts, and beside the study's `winner.json`.
 """
 

@@ -1,49 +1,13 @@
-"""`stagesearch predict`: P(T2) and stage for new patients, from a model in the MLflow Model Registry."""
+"""P(T2) and stage for new patients from a model in the MLflow Model Registry (`stagesearch predict`): the
+scans read and checked, the model resolved and loaded, the lines printed."""
 
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as a script: make the project importable without installing it
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-
-def build_parser() -> argparse.ArgumentParser:
-    """Flags: the model, the scans, where the registry is."""
-    from search.study import add_location_flags
-    from trainers.cli import HelpFormatter
-
-    p = argparse.ArgumentParser(
-        prog="stagesearch predict",
-        description="Predict T-stage (P(T2)) for new scans with a registered model. Inputs are validated like "
-        "training inputs before the model is loaded. Prints the model version the URI resolves to and the "
-        "threshold it stages at; with a label column in --manifest, also the AUC (95%% CI) and the confusion "
-        "matrix.",
-        formatter_class=HelpFormatter,
-    )
-    p.add_argument(
-        "--model",
-        default="models:/cervical-staging@champion",
-        help="registry model URI: models:/NAME@ALIAS or models:/NAME/VERSION",
-    )
-    p.add_argument("--image", type=Path, help="one scan: NIfTI file, DICOM series folder or PNG/JPEG")
-    p.add_argument("--mask", type=Path, help="its tumour mask (optional)")
-    p.add_argument("--patient-id", default=None, help="name printed for --image (default: its file name)")
-    p.add_argument(
-        "--manifest",
-        type=Path,
-        help="CSV with image[,mask][,patient_id][,label]: patient_id defaults "
-        "to the image's file name; with labels (T1/T2 or 0/1) the predictions are also scored",
-    )
-    p.add_argument("--out", type=Path, help="write the predictions as CSV here")
-    add_location_flags(p, study_required=False)
-    return p
-
-
-def _inputs(args: argparse.Namespace) -> tuple[list[dict[str, str]], dict[str, int]] | str:
+def scan_inputs(args: argparse.Namespace) -> tuple[list[dict[str, str]], dict[str, int]] | str:
     """(rows for the model, labels by patient) from --manifest or --image; an error message when unusable."""
     from trainers.io import patient_id_from_path
     from trainers.manifest import ManifestError, check_scan_files, load_manifest
@@ -86,55 +50,16 @@ def _inputs(args: argparse.Namespace) -> tuple[list[dict[str, str]], dict[str, i
     return rows, {}
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Validate inputs (exit 2 on problems), resolve and load the model, print one line per patient."""
-    args = build_parser().parse_args(argv)
-    if (args.image is None) == (args.manifest is None):
-        print("error: give either --image (with optional --mask) or --manifest", file=sys.stderr)
-        return 2
-    if not args.model.startswith("models:/"):
-        print(
-            f"error: --model {args.model!r}: expected a registry URI such as models:/name@alias",
-            file=sys.stderr,
-        )
-        return 2
-    found = _inputs(args)
-    if isinstance(found, str):
-        print(f"error: {found}", file=sys.stderr)
-        return 2
-    rows, labels = found
-    loaded = _load(args)
-    if isinstance(loaded, str):
-        print(f"error: {loaded}", file=sys.stderr)
-        return 2
-    model, version = loaded
-    import pandas as pd
-
-    threshold = float(model.unwrap_python_model().threshold)
-    out = model.predict(pd.DataFrame(rows))  # one row per patient, staged at the model's own threshold
-    digits = shown_digits(list(out["p_t2"]), threshold)
-    for line in _model_lines(args.model, version, threshold, digits):
-        print(line)
-    _print_predictions(out, labels, threshold, digits)
-    if args.out:
-        if labels:
-            out.insert(1, "label", [{0: "T1", 1: "T2"}.get(labels.get(p, -1), "") for p in out["patient_id"]])
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        out.to_csv(args.out, index=False)
-        print(f"written to {args.out}")
-    return 0
-
-
-def _load(args: argparse.Namespace) -> tuple[Any, Any] | str:
+def load_model(args: argparse.Namespace) -> tuple[Any, Any] | str:
     """(the pyfunc model, the registered version it is) for --model; a message with the command that helps
     when the URI resolves to nothing (e.g. no version promoted to the alias yet)."""
     import mlflow
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    from search.registry import RegistryError, resolve_uri
+    from search.registry.versions import RegistryError, resolve_uri
     from search.study import from_args, where_flags
-    from search.tracking import tracking_uri
+    from search.tracking.tracker import tracking_uri
 
     where = from_args(args)
     client = MlflowClient(where.tracking_url(), where.tracking_url())
@@ -160,9 +85,9 @@ def shown_digits(probs: list[float], threshold: float) -> int:
     return 9
 
 
-def _model_lines(uri: str, version: Any, threshold: float, digits: int = 4) -> list[str]:
+def model_lines(uri: str, version: Any, threshold: float, digits: int = 4) -> list[str]:
     """Which registered version `uri` resolved to, its aliases and provenance, and the threshold it stages at."""
-    from search.version_tags import chance_note
+    from search.registry.version_tags import chance_note
 
     tags = dict(version.tags or {})
     aliases = " ".join(f"@{a}" for a in sorted(version.aliases or [])) or "no alias"
@@ -190,9 +115,9 @@ def _model_lines(uri: str, version: Any, threshold: float, digits: int = 4) -> l
     return lines
 
 
-def _print_predictions(out: Any, labels: dict[str, int], threshold: float, digits: int = 4) -> None:
+def print_predictions(out: Any, labels: dict[str, int], threshold: float, digits: int = 4) -> None:
     """One line per patient (with its label when given), then the score against the labels."""
-    from search.predict_scores import label_score
+    from search.stats.predict_scores import label_score
 
     width = max([20, *(len(str(p)) for p in out["patient_id"])])
     given = any(v in (0, 1) for v in labels.values())
@@ -217,7 +142,3 @@ def _print_predictions(out: Any, labels: dict[str, int], threshold: float, digit
             [f"({missing} patient(s) without a label not scored)"] if missing else []
         ):
             print(line)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

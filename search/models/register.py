@@ -1,6 +1,6 @@
-"""`stagesearch register --study NAME`: turn a study's winner into a registered MLflow model.
+"""Turn a study's winner into a registered MLflow model (`stagesearch register --study NAME`).
 
-The winning trial's k fold models, as the trial kept them (`search.trial_models`; else trained again on the
+The winning trial's k fold models, as the trial kept them (`search.study.trial_models`; else trained again on the
 study's folds with the same seeds: on the CPU the models the trial scored, up to float rounding), are evaluated once on the held-out patients when the study has them (AUC with a
 bootstrap 95% CI), and registered as an ensemble: the average of the fold models, exactly how the
 out-of-fold predictions behind `cv_auc` were made.
@@ -8,26 +8,19 @@ out-of-fold predictions behind `cv_auc` were made.
 
 from __future__ import annotations
 
-import argparse
 import logging
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as a script: make the project importable without installing it
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
+from search.models.model_card import cohort_facts, describe_version
+from search.models.model_spec import requirements, signature
+from search.registry.gate import CHALLENGER
+from search.registry.version_tags import chance_note, estimate_tags, operating_threshold
+from search.study import read_json, trial_config, write_json
 
-from search.console import add_console_flags, quiet_console  # noqa: E402
-from search.gate import CHALLENGER  # noqa: E402
-from search.model_card import cohort_facts, describe_version  # noqa: E402
-from search.model_spec import requirements, signature  # noqa: E402
-from search.study import add_location_flags, from_args, read_json, trial_config, write_json  # noqa: E402
-from search.version_tags import chance_note, estimate_tags, operating_threshold  # noqa: E402
-from trainers.cli import HelpFormatter  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class RegisterError(Exception):
@@ -52,7 +45,7 @@ def evaluate_holdout(ensemble: Any, cohort: Any, patients: list[str], seed: int 
 
     import numpy as np
 
-    from search.sites import site_metrics
+    from search.stats.sites import site_metrics
     from trainers.metrics import auc, bootstrap_auc_ci, patient_means, threshold_metrics
     from trainers.preprocess import load_rois
 
@@ -82,7 +75,7 @@ def register_study(
     locations: Any, model_name: str, trial_number: int | None = None, log: Any = print
 ) -> dict[str, Any]:
     """The winner's fold models (kept or retrained), evaluated on the holdout, registered; returns winner.json."""
-    from search.tracking import tracking_uri
+    from search.tracking.tracker import tracking_uri
 
     with tracking_uri(locations.tracking_url()):  # leaves the caller's MLflow URI as it was
         return _register_study(locations, model_name, trial_number, log)
@@ -100,7 +93,7 @@ class Refit:
     ensemble: Any
     holdout: dict[str, Any] | None
     threshold_rule: str = "0.5"
-    cohort: dict[str, Any] | None = None  # counts for the model card (search.model_card.cohort_facts)
+    cohort: dict[str, Any] | None = None  # counts for the model card (search.models.model_card.cohort_facts)
 
 
 def _register_study(locations: Any, model_name: str, trial_number: int | None, log: Any) -> dict[str, Any]:
@@ -155,8 +148,7 @@ def _refit(locations: Any, trial_number: int | None, log: Any) -> Refit:
     the hold-out evaluated once."""
     import optuna
 
-    from search import trial_models
-    from search.study import StorageError, StudyFormatError, check_format
+    from search.study import StorageError, StudyFormatError, check_format, trial_models
     from search.study.inputs import CohortChangedError, prepare_inputs, train_config
     from trainers.ensemble import Ensemble
     from trainers.preprocess import PreprocessParams
@@ -187,7 +179,7 @@ def _refit(locations: Any, trial_number: int | None, log: Any) -> Refit:
         )
         data = inputs.prepared.slice_data(cfg.resolution, cfg.channels)
         result, models = train_folds(data, inputs.prepared.folds, cfg, log=None)
-    threshold, rule = operating_threshold(result.oof)  # why Youden's J: see search.version_tags
+    threshold, rule = operating_threshold(result.oof)  # why Youden's J: see search.registry.version_tags
     ensemble = Ensemble(models, cfg, PreprocessParams(), threshold)
     held = (
         evaluate_holdout(ensemble, inputs.cohort, inputs.holdout, settings["seed"])
@@ -214,7 +206,7 @@ def make_challenger(uri: str, model_name: str, version: str, where: str = "") ->
     with the command to run (`where`: the location flags it carries, see `search.study.where_flags`)."""
     from mlflow.tracking import MlflowClient
 
-    from search.registry import RegistryError, next_step
+    from search.registry.versions import RegistryError, next_step
 
     client = MlflowClient(uri, uri)
     client.set_registered_model_alias(model_name, CHALLENGER, version)
@@ -265,7 +257,7 @@ def _log_model(locations: Any, refit: Refit, model_name: str) -> tuple[str, str]
             try:
                 info = mlflow.pyfunc.log_model(
                     name="model",
-                    python_model=str(ROOT / "search" / "staging_model.py"),
+                    python_model=str(ROOT / "search" / "models" / "staging_model.py"),
                     artifacts={"ensemble": str(refit.ensemble.save(Path(tmp) / "ensemble"))},
                     code_paths=[str(ROOT / "trainers")],
                     signature=signature(),
@@ -330,39 +322,3 @@ def _tag_version(
         + f"; compared on {tags['estimate']}; beats chance: {tags['beats_chance']}"
     )
     return summary, tags
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """Flags: where the study is, which model name, which trial."""
-    from search.registry import DEFAULT_MODEL_NAME
-
-    p = argparse.ArgumentParser(
-        prog="stagesearch register",
-        description="Register a study's winning configuration (ensemble of its fold models) in the MLflow "
-        "Model Registry, with its cv_auc and held-out AUC (95%% CI) as tags.",
-        formatter_class=HelpFormatter,
-    )
-    add_location_flags(p, study_required=True)
-    p.add_argument("--model-name", default=DEFAULT_MODEL_NAME, help="registered model name")
-    p.add_argument("--trial", type=int, default=None, help="register this trial instead of the best one")
-    add_console_flags(p)
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; user errors exit with code 2."""
-    from trainers.manifest import ManifestError
-
-    args = build_parser().parse_args(argv)
-    locations = from_args(args)
-    with quiet_console(args.verbosity, locations.study_dir, "register"):
-        try:
-            register_study(locations, args.model_name, args.trial)
-        except (RegisterError, ManifestError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -5,7 +5,7 @@ A user with about 100 patients will ask whether the deep search beats a simple m
 same patients and folds, in seconds. It runs once per study after the search (a later session reuses it while
 the folds and the features are the same), is logged to MLflow as its own run under the study's parent run,
 and is written to `leaderboard.json` as `baseline`. It is not a trial: it does not count against the budget
-and never becomes the winner. How it reads beside the winner is `search.baseline_text`.
+and never becomes the winner. How it reads beside the winner is `search.stats.baseline_text`.
 """
 
 from __future__ import annotations
@@ -29,9 +29,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from search.stats import bootstrap_auc_ci  # re-exported: where the search and the dashboards share it
+from search.stats.bootstrap import (
+    bootstrap_auc_ci,  # re-exported: where the search and the dashboards share it
+)
 from search.study import Leaderboard, StudyFormatError, StudyPaths, read_leaderboard, write_oof
-from search.tracking import StudyTracker, write_trial_artifacts
+from search.tracking.tracker import StudyTracker, write_trial_artifacts
 from trainers.cv import PreparedCohort
 from trainers.features import feature_table
 from trainers.metrics import auc as roc_auc

@@ -13,8 +13,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from search.options import resolve_settings, validate
-from search.session_record import search_settings, software_versions
+from search.session.options import resolve_settings, validate
 from search.study import (
     FORMAT_VERSION,
     STORAGE_ENV,
@@ -45,6 +44,7 @@ from search.study.pseudonyms import (
     salt_check,
     write_salt,
 )
+from search.study.session_record import search_settings, software_versions
 from spaces.base import Space
 
 
@@ -252,8 +252,8 @@ def study_config(
     cohort: Any,
 ) -> tuple[dict[str, Any], StudyPaths]:
     """The study's `config.json` (this session appended to its sessions) and its folder."""
-    # search.tuning imports Ray: here, once search.local_ray has set it up, not when this module is imported
-    from search.tuning import startup_trials
+    # search.tune.tuning imports Ray: here, once search.tune.local_ray has set it up, not when this module is imported
+    from search.tune.tuning import startup_trials
     from trainers.preprocess import PREPROCESS_VERSION
 
     name = args.study or f"{settings['space']}-{time.strftime('%Y%m%d-%H%M%S')}"

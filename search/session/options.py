@@ -6,7 +6,7 @@ import argparse
 import re
 from pathlib import Path
 
-from search.console import add_console_flags
+from search.console.routing import add_console_flags
 from spaces import list_spaces
 from trainers.cli import HelpFormatter
 

@@ -5,24 +5,28 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import optuna
 
-from search.baseline_text import baseline_row, parent_fields, print_baseline
-from search.console import OUT_LOGGER, reroute
-from search.estimates import parent_metrics, summary_lines, with_estimate
-from search.sites import outcome_lines as site_lines
-from search.sites import parent_metrics as site_metrics
-from search.sites import record_holdout, site_estimates
+from search.console.routing import OUT_LOGGER, reroute
+from search.stats.baseline_text import baseline_row, parent_fields, print_baseline
+from search.stats.estimates import parent_metrics, summary_lines, with_estimate
+from search.stats.sites import holdout_per_site, site_estimates
+from search.stats.sites import outcome_lines as site_lines
+from search.stats.sites import parent_metrics as site_metrics
 from search.study import (
     HIDDEN,
     STORAGE_ENV,
+    Leaderboard,
     StudyPaths,
     backbone_of,
     format_failures,
     format_leaderboard,
     leaderboard,
+    read_json,
+    read_leaderboard,
     write_leaderboard,
 )
 
@@ -46,9 +50,9 @@ def summarise(
     inputs: Any = None,
 ) -> Any:
     """leaderboard.json and the parent run's summary (failures by reason, why the search stopped) for a session
-    (`search.cli.Session`), with the non-deep baseline on the folds of `inputs` (`StudyInputs`); returns the
+    (`search.session.runner.Session`), with the non-deep baseline on the folds of `inputs` (`StudyInputs`); returns the
     leaderboard."""
-    from search.baseline import attach_baseline
+    from search.session.baseline import attach_baseline
 
     board = with_estimate(leaderboard(session.study, paths, family=family), session.study, paths, config)
     board = dataclasses.replace(board, **site_estimates(config, paths, board))
@@ -80,7 +84,7 @@ def summarise(
 
 def register(args: Any, paths: StudyPaths, config: dict) -> dict | None:
     """Register the winner (retrains its fold models; evaluates the held-out patients once)."""
-    from search.register import RegisterError, register_study
+    from search.models.register import RegisterError, register_study
     from search.study import resolve
 
     print()
@@ -93,6 +97,28 @@ def register(args: Any, paths: StudyPaths, config: dict) -> dict | None:
     except RegisterError as exc:
         print(f"not registered: {exc}", flush=True)
         return None
+
+
+def record_holdout(
+    paths: StudyPaths, winner: Mapping[str, Any] | None, tracking_uri: str
+) -> Leaderboard | None:
+    """After registration: the winner's per-site hold-out results into `leaderboard.json` and the parent run
+    (the leaderboard is written before the winner is registered)."""
+    board = read_leaderboard(paths)
+    held = holdout_per_site(winner, board) if board else None
+    if board is None or held is None or board.per_site is None:
+        return board
+    board = dataclasses.replace(board, per_site={**board.per_site, "holdout": held})
+    write_leaderboard(paths, board)
+    parent = read_json(paths.state).get("parent_run_id")
+    metrics = {k: v for k, v in site_metrics(board).items() if k.startswith("holdout_site_")}
+    if parent and metrics:
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri)
+        for key, value in metrics.items():
+            client.log_metric(parent, key, value)
+    return board
 
 
 def _register_line(line: str) -> None:

@@ -273,7 +273,7 @@ def with_estimate(
     board: Leaderboard, study: optuna.Study, paths: StudyPaths, config: dict[str, Any]
 ) -> Leaderboard:
     """`board` with the corrected estimate over the study's complete and pruned trials (for
-    `search.outcome.summarise`, before the leaderboard is written and the winner registered)."""
+    `search.session.outcome.summarise`, before the leaderboard is written and the winner registered)."""
     best = board.rows[0].cv_auc if board.rows else None
     numbers = list(finished_trials(study))
     return dataclasses.replace(board, **corrected_fields(paths, config, numbers, best))

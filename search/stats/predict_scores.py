@@ -1,7 +1,7 @@
 """How a registered model did on labelled scans given to `stagesearch predict`: AUC with a bootstrap 95% CI and
 the confusion matrix at the version's own threshold (the one it stages patients at).
 
-Pure numpy on the per-patient predictions; the CI uses the vectorised bootstrap of `search.stats` (2,000
+Pure numpy on the per-patient predictions; the CI uses the vectorised bootstrap of `search.stats.bootstrap` (2,000
 resamples of patients in milliseconds), the same percentile method as the hold-out's CI at registration.
 """
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from search.stats import CI_RESAMPLES, bootstrap_auc_ci
+from search.stats.bootstrap import CI_RESAMPLES, bootstrap_auc_ci
 
 
 @dataclass(frozen=True)

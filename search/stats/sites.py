@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from search.study import Leaderboard, StudyFormatError, StudyPaths, read_json, read_oof, write_leaderboard
+from search.study import Leaderboard, StudyFormatError, StudyPaths, read_json, read_oof
 
 #: The site-only model's CV AUC from which the summary warns that site is a shortcut.
 SHORTCUT_WARN_AUC = 0.6
@@ -163,32 +163,6 @@ def holdout_per_site(winner: Mapping[str, Any] | None, board: Leaderboard) -> di
     if not board.rows or (winner or {}).get("trial") != board.rows[0].trial:
         return None
     return held.get("per_site")
-
-
-def record_holdout(
-    paths: StudyPaths, winner: Mapping[str, Any] | None, tracking_uri: str
-) -> Leaderboard | None:
-    """After registration: the winner's per-site hold-out results into `leaderboard.json` and the parent run
-    (the leaderboard is written before the winner is registered)."""
-    import dataclasses
-
-    from search.study import read_leaderboard
-
-    board = read_leaderboard(paths)
-    held = holdout_per_site(winner, board) if board else None
-    if board is None or held is None or board.per_site is None:
-        return board
-    board = dataclasses.replace(board, per_site={**board.per_site, "holdout": held})
-    write_leaderboard(paths, board)
-    parent = read_json(paths.state).get("parent_run_id")
-    metrics = {k: v for k, v in parent_metrics(board).items() if k.startswith("holdout_site_")}
-    if parent and metrics:
-        from mlflow.tracking import MlflowClient
-
-        client = MlflowClient(tracking_uri)
-        for key, value in metrics.items():
-            client.log_metric(parent, key, value)
-    return board
 
 
 def _table(part: Mapping[str, Mapping[str, Any]]) -> str:

@@ -21,9 +21,10 @@ import mlflow
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 
-from search.figures import figure_roc, roc_points
-from search.results import SAME_AS_EPOCH, TrialEpoch
-from search.run_notes import (
+from search.study import TRACKING_ENV, public, read_oof, reveal
+from search.study.results import SAME_AS_EPOCH, TrialEpoch
+from search.tracking.figures import figure_roc, roc_points
+from search.tracking.run_notes import (
     EXPERIMENT_KIND,
     EXPERIMENT_KIND_TAG,
     NOTE_TAG,
@@ -33,7 +34,6 @@ from search.run_notes import (
     parent_note,
     trial_note,
 )
-from search.study import TRACKING_ENV, public, read_oof, reveal
 
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 SUMMARY_STEP_TAG = "summary_step"

@@ -1,6 +1,6 @@
 """Trials that fail alone, and when failures mean the whole search should stop.
 
-A trial catches its own errors (`search.trainable`), writes why to `trials/<n>/failure.json` and ends
+A trial catches its own errors (`search.tune.trainable`), writes why to `trials/<n>/failure.json` and ends
 normally, so Tune's retries (`FailureConfig`) are left for what they are good at: a worker process or node
 that dies. The driver reads the record and tells Optuna FAIL (user attributes `fail_reason`, `error`) and
 MLflow FAILED (tags `fail_reason`, `error`). A failure that escapes a trial anyway reaches Tune as an error

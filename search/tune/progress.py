@@ -19,8 +19,8 @@ import optuna
 from ray.tune import Callback
 from ray.tune.progress_reporter import TrialProgressCallback
 
-from search.results import TrialEpoch
 from search.study import OPTUNA_NUMBER_KEY, best_trial, trial_config
+from search.study.results import TrialEpoch
 
 LEGEND = (
     "metrics: mean_fold_auc = mean of the fold AUCs after each epoch of a running trial (what ASHA compares "
@@ -81,7 +81,7 @@ class Progress(Callback):
     """Counts trials by outcome (failures by reason); prints a line per finished trial and shows the running ones.
 
     `view`: "table" (a live rich table, for a terminal) or "lines" (the status line after every finished trial
-    and every `every` seconds). `--quiet` is the console's (search.console): it still gets every line, for the log
+    and every `every` seconds). `--quiet` is the console's (search.console.routing): it still gets every line, for the log
     file. Tune pickles its callbacks: the live table is made in the driver when the search starts, never pickled."""
 
     def __init__(
@@ -131,7 +131,7 @@ class Progress(Callback):
         """Say what the two metrics are; on a terminal, show the table of running trials."""
         self._say(LEGEND)
         if self.view == TABLE and self._live is None:
-            from search.console import LiveTrials
+            from search.console.live import LiveTrials
 
             self._live = LiveTrials(self.table, self._console).start()
 
@@ -183,7 +183,7 @@ class Progress(Callback):
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         """Tune restarts a failed trial (e.g. its node died): say so and why (it counts once, when it ends)."""
-        from search.tuning import trial_error
+        from search.tune.tuning import trial_error
 
         number = _number(trial)
         self.trials.pop(number, None)
@@ -267,13 +267,13 @@ class Progress(Callback):
 
     def table(self) -> Any:
         """The live table: the running trials and the status line (rendered anew on every refresh)."""
-        from search.console import trials_table
+        from search.console.live import trials_table
 
         return trials_table(COLUMNS, self.rows(), self.status_line())
 
     def _say(self, line: str) -> None:
         """A line for the user (above the live table while it is shown). Failed trials are worded to pass
-        `--quiet`'s filter (search.console.ALERT)."""
+        `--quiet`'s filter (search.console.routing.ALERT)."""
         print(line, file=self.out or sys.stdout, flush=True)
 
 
@@ -294,6 +294,7 @@ def best_complete(study: optuna.Study) -> tuple[float, dict] | None:
 def progress_view(verbosity: str | None) -> str:
     """The live table on an interactive terminal, plain lines elsewhere (CI, pipes) and with --quiet (which shows
     only the failed trials of them)."""
-    from search.console import QUIET, interactive
+    from search.console.live import interactive
+    from search.console.routing import QUIET
 
     return TABLE if verbosity != QUIET and interactive() else LINES

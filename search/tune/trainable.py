@@ -2,15 +2,15 @@
 
 Runs in a Ray worker; it receives the cached ROI slices and the folds through Ray's object store (once per
 search, not re-read per trial) and never talks to MLflow: the driver logs what it reports. Each report holds
-scalars only (`search.results.TrialEpoch`); the out-of-fold table goes to `trials/<number>/oof.csv` in the
+scalars only (`search.study.results.TrialEpoch`); the out-of-fold table goes to `trials/<number>/oof.csv` in the
 study folder, replaced at every reported epoch (Tune's function trainables report synchronously, so the file
 always belongs to the last reported epoch, also when the scheduler stops the trial there); a trial that
-reaches its last epoch also keeps its fold models there (`search.trial_models`). On a multi-node
+reaches its last epoch also keeps its fold models there (`search.study.trial_models`). On a multi-node
 cluster the study folder must be on storage every node sees, like Tune's own results folder.
 
 A trial that fails on its own (NaN loss, out of memory after one retry with half the batch size, unusable
 cached data, any other exception) does not raise: it writes `trials/<number>/failure.json` with the reason
-and ends, so that Tune's retries stay for workers and nodes that die (`search.failures`).
+and ends, so that Tune's retries stay for workers and nodes that die (`search.tune.failures`).
 """
 
 from __future__ import annotations
@@ -24,9 +24,8 @@ from typing import Any
 import ray
 from ray import tune
 
-from search import trial_models
-from search.results import TrialEpoch
-from search.study import OPTUNA_NUMBER_KEY, StudyPaths, write_json, write_oof
+from search.study import OPTUNA_NUMBER_KEY, StudyPaths, trial_models, write_json, write_oof
+from search.study.results import TrialEpoch
 from trainers.config import TrainConfig
 from trainers.data import build_slice_data
 from trainers.failures import Fault, describe, failure_reason
@@ -67,7 +66,7 @@ def run_trial(
             write_oof(paths.oof(int(number)), rep.oof, rep.epoch)
             if (
                 rep.models is not None
-            ):  # the last epoch: keep the models for registration (search.trial_models)
+            ):  # the last epoch: keep the models for registration (search.study.trial_models)
                 trial_models.save(paths, int(number), rep, cfg)
         tune.report(
             {**TrialEpoch.from_epoch(rep, cfg.epochs).to_result(), "reported_at": time.time(), **placement}

@@ -17,10 +17,6 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from search import adapters, trial_models
-from search.failures import WORKER_ERROR, stop_message
-from search.results import TrialEpoch
-from search.run_notes import OPTUNA_NOTE, SCHEDULER_METRIC, SEARCH_METRIC
 from search.study import (
     BATCH_SIZE_ATTR,
     CONFIG_ATTR,
@@ -31,8 +27,13 @@ from search.study import (
     OPTUNA_NUMBER_KEY,
     StudyPaths,
     read_failure,
+    trial_models,
 )
-from search.tracking import StudyTracker
+from search.study.results import TrialEpoch
+from search.tracking.run_notes import OPTUNA_NOTE, SCHEDULER_METRIC, SEARCH_METRIC
+from search.tracking.tracker import StudyTracker
+from search.tune import adapters
+from search.tune.failures import WORKER_ERROR, stop_message
 
 #: Optuna's intermediate value of a trial at step = epoch: the metric early stopping compares, so that the
 #: dashboard's intermediate-values plot shows what ASHA saw (and tracking logs at the same steps).
@@ -66,7 +67,7 @@ def trial_outcome(result: dict | None, error: bool) -> tuple[TrialState, float |
 class StageSearch(OptunaSearch):
     """OptunaSearch that tags each config with its Optuna trial number, records early-stopped trials as PRUNED
     and trials that failed on their own as FAIL with the reason, and stops suggesting when failures say the
-    setup is broken (`search.failures`).
+    setup is broken (`search.tune.failures`).
 
     Ray's OptunaSearch tells Optuna COMPLETE for a trial the scheduler stopped, with its low-fidelity value;
     here a trial counts as complete only if its last report was its final epoch (`trial_outcome`). Its
@@ -309,7 +310,7 @@ def build_tuner(
     A trial whose worker or node dies is restarted from scratch up to `max_retries` times (it keeps its Tune
     trial, so its Optuna trial and MLflow run); after that it ends FAIL with the reason. Tune retries every
     failure of a trial alike, which is why the trainable catches its own errors (NaN loss, out of memory, ...)
-    and ends without raising (`search.failures`): those are not retried.
+    and ends without raising (`search.tune.failures`): those are not retried.
     """
     return tune.Tuner(
         tune.with_resources(trainable, resources),
