@@ -10,7 +10,8 @@ lines nearest to 10 %, 25 %, 50 % and 75 % of the budget; the target is within +
     python -m bench.eta --log OLD.log --replay    # today's estimator on an older run's timeline
 
 `--replay` recomputes every line's estimate with the status line's current estimator
-(`search.tune.progress.estimate_left`) from the times the log's lines show each trial finishing (to the second),
+(`search.tune.progress.estimate_left`) from the times the log's lines show each trial finishing (to the
+second),
 instead of reading the estimate the line printed: how a changed estimator would have done on a real run.
 """
 

@@ -2,8 +2,8 @@
 from it, so that a reader can run the same study again (or describe it in a paper).
 
 Read from the study itself: `config.json` (settings, each session's command line, and, from sessions that
-recorded them, the sampler, the early stopping and the software versions: `search.study.session_record`), the search
-space as Optuna recorded its distributions (the space's own ranges, narrowing included; the dashboards may not
+recorded them, the sampler, the early stopping and the software versions:
+`search.study.session_record`), the search space as Optuna recorded its distributions (the space's own ranges, narrowing included; the dashboards may not
 import `spaces/`, which needs the trainers), `folds.json` and `holdout.json`.
 """
 

@@ -1,4 +1,5 @@
-"""stagesearch: search. The Ray Tune + Optuna search, in rooms (top to bottom; a room imports only rooms below it):
+"""stagesearch: search. The Ray Tune + Optuna search, in rooms, top to bottom (a room imports only the rooms
+below it):
 
 `commands`: thin `main`s of `stagesearch run|register|promote|predict`.
 `session`: configure one search, run it, summarise it.

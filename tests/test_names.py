@@ -1,9 +1,10 @@
-"""No module or package of the project has the name of a standard-library module or of a top-level module of an
-installed distribution.
+"""No module or package of the project has the name of a standard-library module or of a top-level module
+of an installed distribution.
 
 A script's folder is first on `sys.path` while it starts: `python search/run.py` has `search/` there until it
-puts the project root in its place, and a script run from `dashboards/` has `dashboards/`. A `search/statistics.py`,
-`search/optuna/` or `dashboards/mlflow.py` would then be imported instead of the library of that name.
+puts the project root in its place, and a script run from `dashboards/` has `dashboards/`. A
+`search/statistics.py`, `search/optuna/` or `dashboards/mlflow.py` would then be imported instead of the
+library of that name.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ PROJECT = "stagesearch"
 #: Names kept although they are taken, each with why it cannot shadow: modules the interpreter has imported
 #: before it reads `sys.path` are never looked up there again (`test_kept_names_cannot_shadow` checks it).
 KEPT = {
-    "trainers/io.py": "io is imported by the interpreter itself (its standard streams) before sys.path is read; "
-    "renaming it would break predicting with models registered before, whose bundled code imports trainers.io",
+    "trainers/io.py": "io is imported by the interpreter itself (its standard streams) before sys.path is "
+    "read; renamed, models registered before would not predict (their bundled code imports trainers.io)",
 }
 
 

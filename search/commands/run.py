@@ -1,4 +1,5 @@
-"""`stagesearch run`: validate, prepare the cohort once, run the Ray Tune + Optuna search, report the outcome."""
+"""`stagesearch run`: validate, prepare the cohort once, run the Ray Tune + Optuna search, report the outcome
+(`search.session`)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """The live table of running trials: redrawn in place on a terminal (rich `Live`) while what our code prints
-goes above it, through the console session's streams (`search.console.routing`), so it also reaches the log file.
+goes above it, through the console session's streams (`search.console.routing`), so it also reaches the log
+file.
 """
 
 from __future__ import annotations

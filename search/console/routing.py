@@ -1,5 +1,6 @@
-"""What a command shows on the terminal: our own lines (and a live table of running trials, `search.console.live`),
-while the libraries' logging (Ray, MLflow, Optuna, alembic, warnings, ...) goes to a log file in the study folder.
+"""What a command shows on the terminal: our own lines (and a live table of running trials:
+`search.console.live`), while the libraries' logging (Ray, MLflow, Optuna, alembic, warnings, ...) goes to a
+log file in the study folder.
 
 Why: a search runs for hours, and the lines that matter (the status, failed trials with their reason, warnings
 in our words) were buried under the libraries' INFO lines, a repeated `UserWarning` and progress bars. Nothing

@@ -1,7 +1,7 @@
 """Turn a study's winner into a registered MLflow model (`stagesearch register --study NAME`).
 
-The winning trial's k fold models, as the trial kept them (`search.study.trial_models`; else trained again on the
-study's folds with the same seeds: on the CPU the models the trial scored, up to float rounding), are evaluated once on the held-out patients when the study has them (AUC with a
+The winning trial's k fold models, as the trial kept them (`search.study.trial_models`; else trained again on
+the study's folds with the same seeds: on the CPU the models the trial scored, up to float rounding), are evaluated once on the held-out patients when the study has them (AUC with a
 bootstrap 95% CI), and registered as an ensemble: the average of the fold models, exactly how the
 out-of-fold predictions behind `cv_auc` were made.
 """

@@ -2,8 +2,8 @@
 estimate, whether the winner was shown to beat chance, which kind of estimate the gate compares, and the
 operating threshold the model stages patients at.
 
-Pure functions of the leaderboard, the hold-out result and the out-of-fold table; `search.models.register` writes
-their output as version tags and `search.registry.gate` reads them back.
+Pure functions of the leaderboard, the hold-out result and the out-of-fold table; `search.models.register`
+writes their output as version tags and `search.registry.gate` reads them back.
 """
 
 from __future__ import annotations

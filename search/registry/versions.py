@@ -1,7 +1,7 @@
 """The MLflow Model Registry of staging models: score, list and rank versions, and move aliases behind a gate.
 
-Scores come from the version tags the registration writes (see `search.registry.gate`): each version is scored on one
-kind of estimate (`estimate`: holdout, corrected_cv or cv) and made on one cohort (`cohort_hash`). The gate
+Scores come from the version tags the registration writes (see `search.registry.gate`): each version is scored on
+one kind of estimate (`estimate`: holdout, corrected_cv or cv) and made on one cohort (`cohort_hash`). The gate
 compares a candidate with the current alias holder only when both match (like with like), refuses a lower
 score (unless the candidate was shown to beat chance and the holder was not), and refuses a version tagged
 `beats_chance=false`; `--force` overrides each refusal, on the record.

@@ -29,9 +29,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from search.stats.bootstrap import (
-    bootstrap_auc_ci,  # re-exported: where the search and the dashboards share it
-)
+from search.stats.bootstrap import bootstrap_auc_ci  # re-exported: the search and the dashboards share it
 from search.study import Leaderboard, StudyFormatError, StudyPaths, read_leaderboard, write_oof
 from search.tracking.tracker import StudyTracker, write_trial_artifacts
 from trainers.cv import PreparedCohort

@@ -252,7 +252,8 @@ def study_config(
     cohort: Any,
 ) -> tuple[dict[str, Any], StudyPaths]:
     """The study's `config.json` (this session appended to its sessions) and its folder."""
-    # search.tune.tuning imports Ray: here, once search.tune.local_ray has set it up, not when this module is imported
+    # search.tune.tuning imports Ray: here, once search.tune.local_ray has set it up, not when this module is
+    # imported
     from search.tune.tuning import startup_trials
     from trainers.preprocess import PREPROCESS_VERSION
 

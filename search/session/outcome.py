@@ -50,8 +50,8 @@ def summarise(
     inputs: Any = None,
 ) -> Any:
     """leaderboard.json and the parent run's summary (failures by reason, why the search stopped) for a session
-    (`search.session.runner.Session`), with the non-deep baseline on the folds of `inputs` (`StudyInputs`); returns the
-    leaderboard."""
+    (`search.session.runner.Session`), with the non-deep baseline on the folds of `inputs` (`StudyInputs`);
+    returns the leaderboard."""
     from search.session.baseline import attach_baseline
 
     board = with_estimate(leaderboard(session.study, paths, family=family), session.study, paths, config)

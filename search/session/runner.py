@@ -49,7 +49,8 @@ class Session:
 
 
 def run(args: Any, config: dict, paths: StudyPaths, cohort: Any) -> int:
-    """Prepare the inputs, open the session, tune what is left of the budget, summarise, register the winner."""
+    """Prepare the inputs, open the session, tune what is left of the budget, summarise, register the winner;
+    returns the exit code."""
     try:
         inputs = prepare_inputs(config, paths, cohort, log=lambda line: print(line, flush=True))
     except (
@@ -79,7 +80,8 @@ def run(args: Any, config: dict, paths: StudyPaths, cohort: Any) -> int:
 
 
 def _stopped(session: Session, name: str) -> str | None:
-    """The stop rule's message when this session's failures stopped the search (`search.tune.failures`), else None."""
+    """The stop rule's message when this session's failures stopped the search (`search.tune.failures`),
+    else None."""
     from search.tune.failures import stop_message
 
     outcomes = session_outcomes(session.study, session.first_number)

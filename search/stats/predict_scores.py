@@ -1,8 +1,8 @@
 """How a registered model did on labelled scans given to `stagesearch predict`: AUC with a bootstrap 95% CI and
 the confusion matrix at the version's own threshold (the one it stages patients at).
 
-Pure numpy on the per-patient predictions; the CI uses the vectorised bootstrap of `search.stats.bootstrap` (2,000
-resamples of patients in milliseconds), the same percentile method as the hold-out's CI at registration.
+Pure numpy on the per-patient predictions; the CI uses the vectorised bootstrap of `search.stats.bootstrap`
+(2,000 resamples of patients in milliseconds), the same percentile method as the hold-out's CI at registration.
 """
 
 from __future__ import annotations

@@ -35,8 +35,9 @@ def software_versions() -> dict[str, str]:
 
 
 def search_settings(args: Any, max_epochs: int, startup_trials: int) -> dict[str, Any]:
-    """The session's sampler and scheduler as `search.tune.tuning` builds them from these flags (the per-session
-    flags that `config.json`'s settings do not hold); `startup_trials` is `search.tune.tuning.startup_trials` of the
+    """The session's sampler and scheduler as `search.tune.tuning` builds them from these flags (the
+    per-session flags that `config.json`'s settings do not hold); `startup_trials` is
+    `search.tune.tuning.startup_trials` of the
     budget, passed in so that this module, which the report imports, does not import Ray."""
     record: dict[str, Any] = {"budget": args.budget, "sampler": args.sampler, "scheduler": args.scheduler}
     if getattr(args, "warm_start", False):

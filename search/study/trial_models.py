@@ -4,8 +4,8 @@ A trial that reaches its last epoch saves its k fold models (`trainers.ensemble.
 `trials/<number>/models/` before it reports that epoch, then `trial.json` (its cv_auc and settings) last, so a
 folder with `trial.json` is whole. The driver keeps only the best complete trial's folder (`keep_best`; a
 search of 200 trials would otherwise keep tens of them, 100 MB each for a small ViT). Registration
-(`search.models.register`) uses the folder when it belongs to the trial it registers and was trained with the same
-settings, else it trains the fold models again, as before; either way the registered models are the ones
+(`search.models.register`) uses the folder when it belongs to the trial it registers and was trained with
+the same settings, else it trains the fold models again, as before; either way the registered models are the ones
 whose out-of-fold predictions gave the trial's cv_auc (a CPU refit gives the same models up to float
 rounding: it trains on every core where the trial had one, and reductions add up in another order).
 """

@@ -81,8 +81,8 @@ class Progress(Callback):
     """Counts trials by outcome (failures by reason); prints a line per finished trial and shows the running ones.
 
     `view`: "table" (a live rich table, for a terminal) or "lines" (the status line after every finished trial
-    and every `every` seconds). `--quiet` is the console's (search.console.routing): it still gets every line, for the log
-    file. Tune pickles its callbacks: the live table is made in the driver when the search starts, never pickled."""
+    and every `every` seconds). `--quiet` is the console's (search.console.routing): it still gets every line, for
+    the log file. Tune pickles its callbacks: the live table is made in the driver when the search starts, never pickled."""
 
     def __init__(
         self,

@@ -2,8 +2,8 @@
 
 Runs in a Ray worker; it receives the cached ROI slices and the folds through Ray's object store (once per
 search, not re-read per trial) and never talks to MLflow: the driver logs what it reports. Each report holds
-scalars only (`search.study.results.TrialEpoch`); the out-of-fold table goes to `trials/<number>/oof.csv` in the
-study folder, replaced at every reported epoch (Tune's function trainables report synchronously, so the file
+scalars only (`search.study.results.TrialEpoch`); the out-of-fold table goes to `trials/<number>/oof.csv` in
+the study folder, replaced at every reported epoch (Tune's function trainables report synchronously, so the file
 always belongs to the last reported epoch, also when the scheduler stops the trial there); a trial that
 reaches its last epoch also keeps its fold models there (`search.study.trial_models`). On a multi-node
 cluster the study folder must be on storage every node sees, like Tune's own results folder.
