@@ -379,7 +379,7 @@ def test_predict_bad_input_exit_2(study, tmp_path) -> None:
     proc = subprocess.run(
         [
             sys.executable,
-            str(ROOT / "search" / "predict.py"),
+            str(ROOT / "search" / "commands" / "predict.py"),
             "--runs-dir",
             str(study),
             "--image",
