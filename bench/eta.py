@@ -10,7 +10,8 @@ lines nearest to 10 %, 25 %, 50 % and 75 % of the budget; the target is within +
     python -m bench.eta --log OLD.log --replay    # today's estimator on an older run's timeline
 
 `--replay` recomputes every line's estimate with the status line's current estimator
-(`search.progress.estimate_left`) from the times the log's lines show each trial finishing (to the second),
+(`search.tune.progress.estimate_left`) from the times the log's lines show each trial finishing (to the
+second),
 instead of reading the estimate the line printed: how a changed estimator would have done on a real run.
 """
 
@@ -62,7 +63,7 @@ def status_lines(text: str) -> tuple[int, list[dict[str, Any]]]:
 def replay(first: int, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The rows with each estimate recomputed by today's `estimate_left` from the finish times the lines show
     (a line is printed as trials finish; a count that rose by 2 between lines finished 2 trials then)."""
-    from search.progress import estimate_left
+    from search.tune.progress import estimate_left
 
     finish_times: list[float] = []
     seen, out = first, []

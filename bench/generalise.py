@@ -75,7 +75,7 @@ def score(labels: list[int], probs: list[float], threshold: float) -> dict[str, 
     import numpy as np
     from sklearn.metrics import roc_auc_score
 
-    from search.baseline import bootstrap_auc_ci
+    from search.session.baseline import bootstrap_auc_ci
 
     y, p = np.asarray(labels, int), np.asarray(probs, float)
     called = p >= threshold
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     import pandas as pd
 
     from search.study import from_args
-    from search.tracking import tracking_uri
+    from search.tracking.tracker import tracking_uri
     from trainers.phantom import default_cohort, roc_auc
     from trainers.privacy import no_telemetry
 

@@ -129,7 +129,7 @@ def search(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
 def import_cost(args: argparse.Namespace) -> float:
     """Seconds a fresh process spends importing what a trial runs (median of 2)."""
-    code = "import search.trainable, trainers.train, trainers.backbones"
+    code = "import search.tune.trainable, trainers.train, trainers.backbones"
     return median([_run([sys.executable, "-c", code], args.timeout)[0] for _ in range(2)])
 
 

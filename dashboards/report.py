@@ -32,7 +32,6 @@ from dashboards.report_html import STYLE, figure, fmt, table  # noqa: E402
 from dashboards.report_methods import methods_section  # noqa: E402
 from dashboards.report_sites import sites_section  # noqa: E402
 from dashboards.report_winner import winner_section  # noqa: E402
-from search.figures import figure_roc, palette, roc_points  # noqa: E402
 from search.study import (  # noqa: E402
     FORMAT_VERSION,
     Locations,
@@ -50,6 +49,7 @@ from search.study import (  # noqa: E402
     read_json,
     read_oof,
 )
+from search.tracking.figures import figure_roc, palette, roc_points  # noqa: E402
 
 
 def best_per_backbone(study: optuna.Study) -> dict[str, FrozenTrial]:

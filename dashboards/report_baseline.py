@@ -1,5 +1,5 @@
 """The report's baseline section: the non-deep baseline scored on the study's folds, from `leaderboard.json`,
-beside the winner, and whether the winner beats it (`search.baseline_text`)."""
+beside the winner, and whether the winner beats it (`search.stats.baseline_text`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import html
 import math
 from typing import Any
 
-from search.baseline_text import verdict
+from search.stats.baseline_text import verdict
 from search.study import StudyFormatError, StudyPaths, read_leaderboard
 
 

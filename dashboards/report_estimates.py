@@ -1,5 +1,5 @@
-"""The report's section on the winner's selection-bias-corrected AUC (BBC-CV, `search.estimates`), read from
-`leaderboard.json`, so a reader sees which number is the honest one and whether chance was ruled out."""
+"""The report's section on the winner's selection-bias-corrected AUC (BBC-CV, `search.stats.estimates`), read
+from `leaderboard.json`, so a reader sees which number is the honest one and whether chance was ruled out."""
 
 from __future__ import annotations
 

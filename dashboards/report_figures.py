@@ -21,9 +21,9 @@ from matplotlib.lines import Line2D
 from optuna.trial import FrozenTrial, TrialState
 from sklearn.metrics import roc_auc_score
 
-from search.figures import save
-from search.run_notes import MIN_TRIALS_FOR_IMPORTANCE
 from search.study import backbone_of, family_attr
+from search.tracking.figures import save
+from search.tracking.run_notes import MIN_TRIALS_FOR_IMPORTANCE
 
 COMPLETE_LABEL = "complete: cv_auc (pooled out-of-fold AUC)"
 PRUNED_LABEL = "pruned: mean_fold_auc at its last epoch"

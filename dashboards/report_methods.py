@@ -2,8 +2,8 @@
 from it, so that a reader can run the same study again (or describe it in a paper).
 
 Read from the study itself: `config.json` (settings, each session's command line, and, from sessions that
-recorded them, the sampler, the early stopping and the software versions: `search.session_record`), the search
-space as Optuna recorded its distributions (the space's own ranges, narrowing included; the dashboards may not
+recorded them, the sampler, the early stopping and the software versions:
+`search.study.session_record`), the search space as Optuna recorded its distributions (the space's own ranges, narrowing included; the dashboards may not
 import `spaces/`, which needs the trainers), `folds.json` and `holdout.json`.
 """
 
@@ -17,8 +17,8 @@ import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from dashboards.report_tables import export_table
-from search.session_record import SOFTWARE, software_versions
 from search.study import CONFIG_ATTR, StudyPaths, read_json
+from search.study.session_record import SOFTWARE, software_versions
 
 #: Order of the hyperparameters in the table (others follow alphabetically).
 PARAMS = ("backbone", "resolution", "lr", "aug_strength", "weight_decay", "batch_size", "channels")

@@ -9,7 +9,7 @@ from typing import Any
 
 from search.study import StudyFormatError, StudyPaths, read_json, read_leaderboard
 
-SHORTCUT_WARN_AUC = 0.6  # as the console summary (search.sites), which the dashboards may not import
+SHORTCUT_WARN_AUC = 0.6  # as the console summary (search.stats.sites), which the dashboards may not import
 
 
 def _auc(value: Any) -> str:

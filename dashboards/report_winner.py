@@ -21,9 +21,9 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from dashboards.report_tables import export_table
-from search.figures import save
-from search.stats import bootstrap_auc_ci, confusion, rates, youden_threshold
+from search.stats.bootstrap import bootstrap_auc_ci, confusion, rates, youden_threshold
 from search.study import StudyPaths, backbone_of, read_json, read_oof
+from search.tracking.figures import save
 
 RATES = (
     ("sensitivity", "sensitivity"),

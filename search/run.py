@@ -8,7 +8,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the project importable without installing it
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from search.cli import main  # noqa: E402
+from search.commands.run import main  # noqa: E402
 
 if __name__ == "__main__":
     import faulthandler

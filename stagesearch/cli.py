@@ -22,12 +22,18 @@ class Command:
 
 
 COMMANDS: dict[str, Command] = {
-    "run": Command("search.cli", "search backbones with Ray Tune + Optuna (TPE, ASHA), scored by CV AUC"),
-    "register": Command("search.register", "register a study's winner (fold-model ensemble) in MLflow"),
-    "promote": Command("search.promote", "list registered versions, or move the @champion alias, gated"),
-    "predict": Command("search.predict", "P(T2) and stage for new scans from a registered model"),
+    "run": Command(
+        "search.commands.run", "search backbones with Ray Tune + Optuna (TPE, ASHA), scored by CV AUC"
+    ),
+    "register": Command(
+        "search.commands.register", "register a study's winner (fold-model ensemble) in MLflow"
+    ),
+    "promote": Command(
+        "search.commands.promote", "list registered versions, or move the @champion alias, gated"
+    ),
+    "predict": Command("search.commands.predict", "P(T2) and stage for new scans from a registered model"),
     "report": Command("dashboards.report", "write a study's self-contained HTML report"),
-    "dashboard": Command("dashboards.optuna_dashboard", "open optuna-dashboard on a study (127.0.0.1)"),
+    "dashboard": Command("dashboards.optuna_ui", "open optuna-dashboard on a study (127.0.0.1)"),
     "mlflow-ui": Command("dashboards.mlflow_ui", "open the MLflow UI on the tracking store (127.0.0.1)"),
     "check-manifest": Command("trainers.check_manifest", "validate a cohort manifest without training"),
 }

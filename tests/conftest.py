@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from search.local_ray import prepare_local_ray
+from search.tune.local_ray import prepare_local_ray
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never download anything
 # ... nor send usage telemetry: MLflow looks up config.mlflow-telemetry.io (outside CI), and huggingface_hub

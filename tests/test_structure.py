@@ -1,4 +1,5 @@
-"""Size limits that keep each module one idea: no file over 400 lines, no function over 60 in search/ and dashboards/."""
+"""Size limits that keep each module one idea: no file over 400 lines, no function over 60 in search/ and
+dashboards/; and search/ in rooms (sub-packages) of 2-8 modules, with few modules of its own."""
 
 from __future__ import annotations
 
@@ -46,3 +47,20 @@ def test_no_file_over_400_lines() -> None:
         for p in _files("search", "spaces", "trainers", "dashboards", "stagesearch")
     }
     assert {k: v for k, v in sizes.items() if v > MAX_FILE_LINES} == {}
+
+
+MAX_TOP_LEVEL_MODULES = 10
+ROOM_SIZES = range(2, 9)  # modules per room of search/, its __init__ not counted
+
+
+def test_search_is_rooms_of_a_few_modules() -> None:
+    """search/ keeps a handful of top-level modules; the rest lives in rooms (sub-packages) of 2-8 modules."""
+    search = ROOT / "search"
+    assert len(list(search.glob("*.py"))) <= MAX_TOP_LEVEL_MODULES
+    rooms = {p.parent.name: p.parent for p in search.glob("*/__init__.py")}
+    assert len(rooms) >= 4, sorted(rooms)
+    sizes = {
+        name: len([p for p in room.glob("*.py") if p.name != "__init__.py"]) for name, room in rooms.items()
+    }
+    assert {name: n for name, n in sizes.items() if n not in ROOM_SIZES} == {}
+    assert not [p for p in search.glob("*/*/__init__.py")], "rooms hold modules, not rooms"

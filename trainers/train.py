@@ -45,7 +45,7 @@ class EpochReport:
         0  # the batch size this epoch trained with (half the configured one after running out of memory)
     )
     #: the k fold models as they are after this epoch, only on a run's last epoch (`cfg.epochs`): a caller can
-    #: keep them before it reports (search.trainable saves them so registration need not train them again)
+    #: keep them before it reports (search.tune.trainable saves them: registration need not train them again)
     models: list[nn.Module] | None = field(default=None, repr=False, compare=False)
     #: the k fold models at every epoch (the same objects training goes on with: read, never keep or change them);
     #: a benchmark scores them on other patients between epochs (bench.table)

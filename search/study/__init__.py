@@ -3,9 +3,13 @@
 `folder`: paths, the folder's format version, resolving `--runs-dir/--study/--storage/--tracking-uri`.
 `credentials`: store URLs shown and written with `***` for their password, which is put back only to connect.
 `queries`: trial counts, the best trial, closing stale trials, the leaderboard and `leaderboard.json`.
-Both import optuna only (no Ray, no torch), so the dashboards read a study through this package.
-`search.study.inputs` turns a study's stored config into prepared training inputs for the search and the refit;
-it needs the trainers, so it is not imported here.
+These three import optuna only (no Ray, no torch), so the dashboards read a study through this package.
+`results`: what a trial reports to Tune after each epoch, and how the driver reads it back.
+`session_record`: the sampler, early-stopping settings and software versions `config.json` records.
+`pseudonyms`: pseudonymised studies: patient ids as stable salted hashes.
+`trial_models`: the fold models a complete trial kept, so registering the winner need not train them again.
+`inputs`: a study's stored config turned into prepared training inputs for the search and the refit; it
+needs the trainers, so neither it nor the three above are imported here.
 """
 
 from __future__ import annotations

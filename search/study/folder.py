@@ -122,7 +122,8 @@ class StudyPaths:
         return self.trials / str(number) / "oof.csv"
 
     def models(self, number: int) -> Path:
-        """Fold models of complete trial `number` as an ensemble folder (`search.trial_models`; the best only)."""
+        """Fold models of complete trial `number` as an ensemble folder (`search.study.trial_models`; the best
+        only)."""
         return self.trials / str(number) / "models"
 
     def failure(self, number: int) -> Path:

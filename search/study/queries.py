@@ -85,7 +85,7 @@ def close_stale_trials(study: optuna.Study, storage: optuna.storages.BaseStorage
 
 def numeric_attrs(trial: FrozenTrial) -> dict[str, float]:
     """A trial's numeric user attributes (the final metrics the search stored), plus cv_auc when it is complete (a
-    pruned trial's value is its last intermediate value, a mean_fold_auc: `search.tuning`)."""
+    pruned trial's value is its last intermediate value, a mean_fold_auc: `search.tune.tuning`)."""
     out = {
         k: float(v)
         for k, v in trial.user_attrs.items()

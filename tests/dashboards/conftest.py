@@ -11,7 +11,7 @@ import optuna
 import pytest
 import ray
 
-from search.cli import main as search_main
+from search.commands.run import main as search_main
 from tests.search.conftest import ROOT, search_args
 
 STUDY = "dash"

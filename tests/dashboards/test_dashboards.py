@@ -130,14 +130,14 @@ def test_resolve_without_config_uses_the_search_defaults(tmp_path: Path) -> None
 # --- launchers: help and clear errors -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["optuna.py", "mlflow.py", "report.py"])
+@pytest.mark.parametrize("name", ["optuna_ui.py", "mlflow_ui.py", "report.py"])
 def test_launcher_help_runs_as_arun_script(name: str) -> None:
     done = run_script(name, "--help")
     assert done.returncode == 0, done.stderr
     assert "--runs-dir" in done.stdout and "--study" in done.stdout
 
 
-@pytest.mark.parametrize("name", ["optuna.py", "mlflow.py", "report.py"])
+@pytest.mark.parametrize("name", ["optuna_ui.py", "mlflow_ui.py", "report.py"])
 def test_launchers_exit_2_without_a_study(name: str, tmp_path: Path) -> None:
     done = run_script(name, "--runs-dir", str(tmp_path / "runs"))
     assert done.returncode == 2, done.stdout + done.stderr
@@ -146,7 +146,7 @@ def test_launchers_exit_2_without_a_study(name: str, tmp_path: Path) -> None:
 
 
 def test_mlflow_launcher_refuses_a_remote_tracking_server(tmp_path: Path) -> None:
-    done = run_script("mlflow.py", "--runs-dir", str(tmp_path), "--tracking-uri", "http://127.0.0.1:9")
+    done = run_script("mlflow_ui.py", "--runs-dir", str(tmp_path), "--tracking-uri", "http://127.0.0.1:9")
     assert done.returncode == 2
     assert "http://127.0.0.1:9" in done.stdout and "nothing to launch" in done.stderr
 
@@ -157,7 +157,7 @@ def test_mlflow_launcher_refuses_a_remote_tracking_server(tmp_path: Path) -> Non
 @pytest.mark.slow
 def test_optuna_dashboard_serves_the_study(runs: Path, tmp_path: Path) -> None:
     port = _free_port()
-    server = Launched("optuna.py", ["--runs-dir", str(runs), "--port", str(port)], tmp_path / "optuna.log")
+    server = Launched("optuna_ui.py", ["--runs-dir", str(runs), "--port", str(port)], tmp_path / "optuna.log")
     try:
         url = server.url()
         listed = _get(f"http://127.0.0.1:{port}/api/studies")["study_summaries"]
@@ -186,7 +186,7 @@ def mlflow_ui(runs: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     """The MLflow UI launcher on the study, once for the module; stopped with SIGTERM (`kill PID`) at the end."""
     port = _free_port()
     server = Launched(
-        "mlflow.py",
+        "mlflow_ui.py",
         ["--runs-dir", str(runs), "--study", STUDY, "--port", str(port)],
         tmp_path_factory.mktemp("mlflow-ui") / "mlflow.log",
     )

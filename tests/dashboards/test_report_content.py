@@ -16,10 +16,10 @@ import pytest
 import ray
 
 from dashboards.report import build_report
-from search.cli import main as search_main
-from search.stats import confusion, rates, youden_threshold
+from search.commands.run import main as search_main
+from search.stats.bootstrap import confusion, rates, youden_threshold
 from search.study import StudyPaths, read_oof, resolve
-from search.tuning import startup_trials
+from search.tune.tuning import startup_trials
 from tests.search.conftest import load_study, search_args
 from trainers.metrics import threshold_metrics
 from trainers.metrics import youden_threshold as loop_youden

@@ -24,7 +24,7 @@ from dashboards.report_figures import (
     history_points,
     param_importances,
 )
-from search.figures import palette
+from search.tracking.figures import palette
 
 DISTRIBUTIONS = {"backbone": CategoricalDistribution(["a", "b"]), "lr": FloatDistribution(1e-4, 1e-2)}
 
@@ -129,7 +129,7 @@ def test_importances_need_ten_complete_trials_with_different_values() -> None:
 
 
 def test_dashboard_launcher_warns_about_importances_below_ten_complete_trials() -> None:
-    from dashboards.optuna_dashboard import importance_note
+    from dashboards.optuna_ui import importance_note
 
     assert importance_note(10) == []
     (line,) = importance_note(2)

@@ -15,8 +15,8 @@ from PIL import Image
 
 from dashboards.report import build_report, load_oof, param_importances
 from dashboards.report_figures import fold_aucs
-from search.figures import roc_points
 from search.study import StudyPaths, default_storage_url, resolve
+from search.tracking.figures import roc_points
 from tests.dashboards.browser import CHECKS, Browser, find_chromium
 from tests.dashboards.conftest import STUDY, load_dash_study, run_script
 

@@ -1,5 +1,5 @@
 """A real sqlite MLflow registry holding a tiny pyfunc model, with versions tagged as a search tags them: for the
-tests of search/promote.py and search/registry.py."""
+tests of search/commands/promote.py and search/registry/versions.py."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import mlflow.pyfunc
 from mlflow.tracking import MlflowClient
 
-from search.registry import DEFAULT_MODEL_NAME, HOLDOUT
+from search.registry.versions import DEFAULT_MODEL_NAME, HOLDOUT
 from search.study import default_tracking_uri
 
 NAME = DEFAULT_MODEL_NAME

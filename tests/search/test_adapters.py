@@ -1,4 +1,4 @@
-"""The private attributes of Ray's OptunaSearch that search/adapters.py relies on, and StageSearch's verdicts."""
+"""The private attributes of Ray's OptunaSearch that search/tune/adapters.py relies on, and StageSearch's verdicts."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import optuna
 import pytest
 from ray.tune.search.optuna import OptunaSearch
 
-from search import adapters
-from search.tuning import StageSearch, trial_outcome
+from search.tune import adapters
+from search.tune.tuning import StageSearch, trial_outcome
 
 COMPLETE, PRUNED, FAIL = (
     optuna.trial.TrialState.COMPLETE,
@@ -29,7 +29,7 @@ def _searcher(cls: type = OptunaSearch) -> OptunaSearch:
 
 def test_optuna_search_still_has_the_private_attributes_we_use() -> None:
     searcher = _searcher()
-    assert adapters.missing(searcher) == [], "Ray's OptunaSearch changed: update search/adapters.py"
+    assert adapters.missing(searcher) == [], "Ray's OptunaSearch changed: update search/tune/adapters.py"
     config = searcher.suggest("t1")
     trial = adapters.optuna_trial(searcher, "t1")
     assert isinstance(trial, optuna.Trial) and trial.params == config

@@ -13,9 +13,9 @@ import ray
 from mlflow.tracking import MlflowClient
 
 from dashboards.report import build_report
-from search.baseline import bootstrap_auc_ci, score_baseline
-from search.baseline_text import verdict
-from search.cli import main
+from search.commands.run import main
+from search.session.baseline import bootstrap_auc_ci, score_baseline
+from search.stats.baseline_text import verdict
 from search.study import Leaderboard, LeaderboardRow, default_tracking_uri, resolve
 from tests.search.conftest import mlflow_runs, search_args
 from trainers.cv import prepare_cohort

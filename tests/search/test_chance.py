@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import ray
 
-from search.cli import main
+from search.commands.run import main
 from search.study import default_tracking_uri
 from tests.search.conftest import mlflow_runs, search_args
 

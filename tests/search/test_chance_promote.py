@@ -13,8 +13,8 @@ import pytest
 import ray
 from mlflow.tracking import MlflowClient
 
-from search.cli import main
-from search.promote import main as promote_main
+from search.commands.promote import main as promote_main
+from search.commands.run import main
 from search.study import default_tracking_uri
 from tests.search.conftest import search_args
 from tests.search.test_chance import permuted_cohort  # noqa: F401 (a fixture)

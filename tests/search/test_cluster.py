@@ -29,7 +29,7 @@ import psutil
 import pytest
 from optuna.trial import TrialState
 
-from search.local_ray import LOOPBACK_VAR
+from search.tune.local_ray import LOOPBACK_VAR
 from tests.search.conftest import ROOT, load_study, mlflow_runs, search_args
 
 pytestmark = pytest.mark.slow

@@ -22,10 +22,11 @@ from types import SimpleNamespace
 import pytest
 from rich.console import Console
 
-from search.cli import FAULTS_ENV, main
-from search.console import ConsoleSession, log_file
-from search.progress import LEGEND, Progress
-from search.results import TrialEpoch
+from search.commands.run import main
+from search.console.routing import ConsoleSession, log_file
+from search.study.results import TrialEpoch
+from search.tune.driver import FAULTS_ENV
+from search.tune.progress import LEGEND, Progress
 from tests.search.conftest import ROOT, search_args
 
 #: What the libraries print when nothing routes them (seen on a plain run before this module existed).

@@ -1,4 +1,4 @@
-"""BBC-CV (`search.estimates`) on synthetic out-of-fold tables: no training, seconds."""
+"""BBC-CV (`search.stats.estimates`) on synthetic out-of-fold tables: no training, seconds."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
-from search.estimates import (
+from search.stats.estimates import (
     bbc_cv,
     bootstrap_counts,
     corrected_fields,

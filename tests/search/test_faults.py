@@ -13,9 +13,10 @@ import optuna
 import pytest
 import ray
 
-from search.cli import FAULTS_ENV, main
-from search.failures import stop_message
+from search.commands.run import main
 from search.study import CONFIG_ATTR, default_tracking_uri, read_failure, resolve, trial_config
+from search.tune.driver import FAULTS_ENV
+from search.tune.failures import stop_message
 from tests.search.conftest import load_study, mlflow_runs, search_args
 
 COMPLETE, FAIL = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL
@@ -118,7 +119,7 @@ def test_the_summary_counts_failures_by_reason(faulty) -> None:
 
 
 def test_out_of_memory_retried_at_half_batch_and_the_refit_uses_it(faulty) -> None:
-    from search.register import _refit
+    from search.models.register import _refit
 
     runs, _, _, _ = faulty
     study = load_study(runs, "faults")

@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 import ray
 
-from search.cli import main
+from search.commands.run import main
 from tests.search.conftest import search_args
 
 

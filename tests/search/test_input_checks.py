@@ -8,9 +8,9 @@ from pathlib import Path
 
 import optuna
 
-from search.cli import main
-from search.configure import configure
-from search.options import build_parser
+from search.commands.run import main
+from search.session.configure import configure
+from search.session.options import build_parser
 from search.study import StudyPaths, default_storage_url
 from tests.search.conftest import search_args
 from tests.search.test_study import _stored_study
@@ -67,7 +67,7 @@ def test_a_study_of_another_preprocessing_version_is_not_resumed(
 def test_the_winner_of_another_preprocessing_version_is_not_refitted(
     tiny_cohort: Path, runs: Path, capsys
 ) -> None:
-    from search.register import main as register
+    from search.commands.register import main as register
 
     folder = _stored_study(runs, "old", tiny_cohort, preprocess_version=1)
     study = optuna.create_study(

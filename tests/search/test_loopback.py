@@ -12,7 +12,7 @@ import time
 import psutil
 import pytest
 
-from search.local_ray import AUTH_VAR, LOOPBACK_VAR, describe_local_ray, prepare_local_ray
+from search.tune.local_ray import AUTH_VAR, LOOPBACK_VAR, describe_local_ray, prepare_local_ray
 from tests.search.conftest import ROOT, search_args
 
 

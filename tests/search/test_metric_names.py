@@ -12,11 +12,17 @@ import pytest
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
 
-from search import adapters
-from search.results import TrialEpoch, exact
-from search.run_notes import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, NOTE_TAG, OPTUNA_NOTE, PRUNED_SUFFIX
-from search.tracking import StudyTracker
-from search.tuning import StageSearch, name_metrics
+from search.study.results import TrialEpoch, exact
+from search.tracking.run_notes import (
+    EXPERIMENT_KIND,
+    EXPERIMENT_KIND_TAG,
+    NOTE_TAG,
+    OPTUNA_NOTE,
+    PRUNED_SUFFIX,
+)
+from search.tracking.tracker import StudyTracker
+from search.tune import adapters
+from search.tune.tuning import StageSearch, name_metrics
 
 COMPLETE, PRUNED = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED
 

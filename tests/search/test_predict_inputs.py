@@ -12,8 +12,8 @@ import pytest
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, ErrorCode
 
-from search.predict import shown_digits
-from search.predict_scores import label_score
+from search.models.predict import shown_digits
+from search.stats.predict_scores import label_score
 from trainers.io import patient_id_from_path
 from trainers.manifest import ManifestError, load_manifest
 
@@ -76,7 +76,7 @@ def test_printed_decimals_tell_each_patient_from_the_threshold() -> None:
 def test_served_model_rejects_bad_rows_with_a_readable_parameter_error(tmp_path: Path) -> None:
     """MLflow's scoring server answers an MlflowException with its own message and status (400 for
     INVALID_PARAMETER_VALUE); the model must raise that, naming each file, not a bare exception."""
-    from search.staging_model import StagingModel
+    from search.models.staging_model import StagingModel
 
     missing = tmp_path / "P404_t2.nii.gz"
     rows = pd.DataFrame({"image": [str(missing), np.nan], "patient_id": [np.nan, "P5"]})

@@ -5,8 +5,8 @@ from __future__ import annotations
 import io
 from types import SimpleNamespace
 
-from search.progress import Progress
-from search.results import TrialEpoch
+from search.study.results import TrialEpoch
+from search.tune.progress import Progress
 
 
 def test_status_line_on_step_and_trial_end() -> None:
@@ -40,7 +40,7 @@ def test_status_line_on_step_and_trial_end() -> None:
 
 def test_time_left_follows_the_later_half_of_the_trials() -> None:
     """Trials that speed up (ASHA prunes more as its rungs fill): the estimate uses the later half's rate."""
-    from search.progress import estimate_left
+    from search.tune.progress import estimate_left
 
     assert estimate_left([], 5.0, 10) is None and estimate_left([1.0], 1.0, 0) is None
     assert estimate_left([10.0, 20.0], 20.0, 8) == 80.0  # few trials: the rate since the start

@@ -1,4 +1,4 @@
-"""search/promote.py and search/registry.py on a real sqlite MLflow registry holding a tiny pyfunc model:
+"""search/commands/promote.py and search/registry/versions.py on a real sqlite MLflow registry holding a tiny pyfunc model:
 promoting, refusing, forcing, listing (the chance guard and the hints `--list` prints: test_promote_hints.py)."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from pathlib import Path
 import mlflow.pyfunc
 import pytest
 
-from search.gate import CORRECTED, estimate_kind, like_with_like
-from search.promote import main
-from search.registry import CV, HOLDOUT, best_version, list_versions, promote, version_score
+from search.commands.promote import main
+from search.registry.gate import CORRECTED, estimate_kind, like_with_like
+from search.registry.versions import CV, HOLDOUT, best_version, list_versions, promote, version_score
 from search.study import default_tracking_uri
 from tests.search.registry_helpers import (
     CV_ONLY,
@@ -181,7 +181,7 @@ def test_user_errors_exit_2_with_a_message(
 def test_runs_as_a_script(tmp_path: Path, template: tuple[Path, Path]) -> None:
     runs = tmp_path / "runs"
     client = make_registry(runs, template, WITH_HOLDOUT)
-    cmd = [sys.executable, "search/promote.py", "--runs-dir", str(runs)]
+    cmd = [sys.executable, "search/commands/promote.py", "--runs-dir", str(runs)]
     done = subprocess.run([*cmd, "--best"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "@champion -> cervical-staging v2" in done.stdout and holder(client) == 2

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from search.promote import main
-from search.register import make_challenger
+from search.commands.promote import main
+from search.models.register import make_challenger
 from search.study import default_tracking_uri
 from tests.search.registry_helpers import (
     GOOD,

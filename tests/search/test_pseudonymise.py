@@ -20,8 +20,8 @@ import pytest
 import ray
 from mlflow.tracking import MlflowClient
 
-from search.cli import main
-from search.options import build_parser
+from search.commands.run import main
+from search.session.options import build_parser
 from search.study import default_tracking_uri, read_oof, resolve
 from search.study.pseudonyms import CHECK_KEY, pseudonym
 from tests.search.conftest import search_args
@@ -243,7 +243,7 @@ def test_resume_refuses_to_change_the_setting_or_a_lost_salt(search, cohort, cap
 
 def test_a_plain_study_cannot_be_pseudonymised_later(cohort, tmp_path, capsys) -> None:
     """Creating a study (config.json only: no search needed), then --pseudonymise on it is refused."""
-    from search.configure import configure
+    from search.session.configure import configure
 
     runs = tmp_path / "runs"
     args = build_parser().parse_args(_args(cohort, runs, "--budget", "1"))

@@ -22,10 +22,10 @@ import pytest
 import ray
 from mlflow.tracking import MlflowClient
 
-from search.cli import main as run_main
-from search.predict import main as predict_main
-from search.promote import main as promote_main
-from search.register import main as register_main
+from search.commands.predict import main as predict_main
+from search.commands.promote import main as promote_main
+from search.commands.register import main as register_main
+from search.commands.run import main as run_main
 from search.study import default_tracking_uri
 from tests.search.conftest import DIRECT, ROOT, free_port, search_args
 
@@ -225,7 +225,7 @@ def test_batch_predict_scores_a_label_column(study, tiny_cohort, tmp_path, capsy
     printed = capsys.readouterr().out
     y = np.asarray([int(r["label"] == "T2") for r in rows])
     p = np.asarray([expected[r["patient_id"]] for r in rows])
-    from search.stats import bootstrap_auc_ci
+    from search.stats.bootstrap import bootstrap_auc_ci
 
     lo, hi = bootstrap_auc_ci(y, p)
     assert (
@@ -379,7 +379,7 @@ def test_predict_bad_input_exit_2(study, tmp_path) -> None:
     proc = subprocess.run(
         [
             sys.executable,
-            str(ROOT / "search" / "predict.py"),
+            str(ROOT / "search" / "commands" / "predict.py"),
             "--runs-dir",
             str(study),
             "--image",
@@ -400,7 +400,7 @@ def test_registration_uses_the_models_the_trial_kept(study, tmp_path) -> None:
 
     import torch
 
-    from search.register import _refit
+    from search.models.register import _refit
     from search.study import from_args
 
     folder = study / "reg"

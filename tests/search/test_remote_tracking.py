@@ -6,7 +6,7 @@ import pytest
 import ray
 from mlflow.tracking import MlflowClient
 
-from search.cli import main
+from search.commands.run import main
 from tests.search.conftest import mlflow_runs, mlflow_server, search_args
 
 pytestmark = pytest.mark.slow

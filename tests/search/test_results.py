@@ -9,8 +9,8 @@ from types import SimpleNamespace
 import mlflow
 import pytest
 
-from search.results import TrialEpoch
-from search.tracking import tracking_uri
+from search.study.results import TrialEpoch
+from search.tracking.tracker import tracking_uri
 
 
 def _epoch_report(**changes: object) -> SimpleNamespace:

@@ -10,7 +10,7 @@ import pytest
 import ray
 from mlflow.tracking import MlflowClient
 
-from search.cli import main
+from search.commands.run import main
 from search.study import FORMAT_VERSION, LEADERBOARD_SCHEMA, StudyPaths, default_tracking_uri, read_oof
 from tests.search.conftest import load_study, mlflow_runs, search_args
 from trainers.backbones import family_of
@@ -88,11 +88,11 @@ def test_budget_4_end_to_end(tiny_cohort, runs, capsys) -> None:
 
 
 def test_random_sampler(tiny_cohort, runs, monkeypatch) -> None:
-    import search.tuning
+    import search.tune.tuning
 
     made = []
-    real = search.tuning.make_sampler
-    monkeypatch.setattr(search.tuning, "make_sampler", lambda *a: made.append(real(*a)) or made[-1])
+    real = search.tune.tuning.make_sampler
+    monkeypatch.setattr(search.tune.tuning, "make_sampler", lambda *a: made.append(real(*a)) or made[-1])
     args = search_args(
         tiny_cohort,
         runs,
@@ -232,7 +232,7 @@ def test_a_format_1_folder_resumes_and_reports(tiny_cohort, runs) -> None:
 
 def test_tpe_start_up_is_sized_to_the_budget() -> None:
     """A small budget still reaches TPE's model-guided phase; a large one keeps Optuna's default start-up."""
-    from search.tuning import make_sampler, startup_trials
+    from search.tune.tuning import make_sampler, startup_trials
 
     assert [startup_trials(b) for b in (6, 20, 35, 200)] == [4, 4, 7, 10]
     assert make_sampler("tpe", 0, 20)._n_startup_trials == 4

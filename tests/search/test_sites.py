@@ -12,10 +12,10 @@ import ray
 from mlflow.tracking import MlflowClient
 from sklearn.metrics import roc_auc_score
 
-from search.cli import main as run_main
-from search.configure import configure
-from search.options import build_parser
-from search.sites import CohortSites, metric_name, outcome_lines, site_metrics, site_shortcut
+from search.commands.run import main as run_main
+from search.session.configure import configure
+from search.session.options import build_parser
+from search.stats.sites import CohortSites, metric_name, outcome_lines, site_metrics, site_shortcut
 from search.study import Leaderboard, StudyPaths, default_tracking_uri, read_leaderboard
 from search.study.inputs import prepare_inputs
 from tests.search.conftest import mlflow_runs, search_args

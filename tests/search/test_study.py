@@ -11,7 +11,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from search.cli import _parallel_slots, main
+from search.commands.run import main
 from search.study import (
     FORMAT_VERSION,
     LEADERBOARD_SCHEMA,
@@ -25,6 +25,7 @@ from search.study import (
     write_leaderboard,
     write_oof,
 )
+from search.tune.driver import _parallel_slots
 from tests.search.conftest import search_args
 
 STORED = {
@@ -168,8 +169,8 @@ def test_leaderboard_best_per_family_and_its_schema(tmp_path: Path) -> None:
 def test_narrowing_from_the_command_line_is_checked_and_recorded(
     tiny_cohort: Path, runs: Path, capsys
 ) -> None:
-    from search.configure import configure
-    from search.options import build_parser
+    from search.session.configure import configure
+    from search.session.options import build_parser
     from search.study.inputs import study_space
 
     assert main(search_args(tiny_cohort, runs, "n", "--backbones", "densenet121,resnet10t")) == 2

@@ -3,7 +3,7 @@ that Tune restarts keeps its one run."""
 
 from __future__ import annotations
 
-from search.tracking import StudyTracker
+from search.tracking.tracker import StudyTracker
 
 
 def test_close_stale_children_reconciles_with_optuna(tmp_path) -> None:

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from search.cli import main
+from search.commands.run import main
 from tests.search.conftest import ROOT
 
 

@@ -1,5 +1,5 @@
-"""What registration records for the gate (search/version_tags.py), read from a real leaderboard.json, and the
-parse-time refusal of hold-outs too small to test anything (search/configure.py)."""
+"""What registration records for the gate (search/registry/version_tags.py), read from a real leaderboard.json, and the
+parse-time refusal of hold-outs too small to test anything (search/session/configure.py)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from search.configure import hanley_mcneil_half_width, holdout_problems
+from search.registry.version_tags import beats_chance, chance_note, estimate_tags, operating_threshold
+from search.session.configure import hanley_mcneil_half_width, holdout_problems
 from search.study import Leaderboard, LeaderboardRow, StudyPaths, read_leaderboard, write_leaderboard
-from search.version_tags import beats_chance, chance_note, estimate_tags, operating_threshold
 from tests.search.conftest import search_args
 
 
@@ -130,7 +130,7 @@ def test_hanley_mcneil_half_width() -> None:
 def test_small_holdout_refused_at_parse_time(
     tiny_cohort: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from search.cli import main
+    from search.commands.run import main
     from trainers.manifest import load_manifest
 
     runs = tmp_path / "runs"

@@ -13,7 +13,7 @@ import pytest
 import ray
 import timm
 
-from search.cli import main
+from search.commands.run import main
 from search.study import default_tracking_uri
 from tests.search.conftest import mlflow_runs, search_args
 from tests.weights_server import closed_port, loopback_only, point_hub_client_at, weights_server

@@ -1,0 +1,29 @@
+"""`stagesearch run`: validate, prepare the cohort once, run the Ray Tune + Optuna search, report the outcome
+(`search.session`)."""
+
+from __future__ import annotations
+
+from search.console.routing import ConsoleSession, log_file
+from search.session.configure import UserError, configure
+from search.session.options import build_parser
+from search.session.runner import fail, run
+from search.tune.local_ray import prepare_local_ray
+from trainers.privacy import no_telemetry
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run `stagesearch run`; returns the process exit code: 2 for user errors (before anything is written),
+    1 when the search stopped because its trials kept failing (`search.tune.failures`), else 0."""
+    args = build_parser().parse_args(argv)
+    no_telemetry()  # before MLflow, huggingface_hub or Ray are imported
+    prepare_local_ray(args.address)  # before anything imports Ray
+    with ConsoleSession(args.verbosity) as console:
+        try:
+            config, paths, cohort = configure(args, argv)
+        except UserError as exc:
+            return fail(exc.problems)
+        log = console.attach(log_file(paths.root), preload=("ray", "mlflow"))
+        print(
+            f"log: {log.resolve()} (what Ray, MLflow and Optuna say; --verbose shows it here too)", flush=True
+        )
+        return run(args, config, paths, cohort)

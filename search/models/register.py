@@ -1,0 +1,324 @@
+"""Turn a study's winner into a registered MLflow model (`stagesearch register --study NAME`).
+
+The winning trial's k fold models, as the trial kept them (`search.study.trial_models`; else trained again on
+the study's folds with the same seeds: on the CPU the models the trial scored, up to float rounding), are evaluated once on the held-out patients when the study has them (AUC with a
+bootstrap 95% CI), and registered as an ensemble: the average of the fold models, exactly how the
+out-of-fold predictions behind `cv_auc` were made.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from search.models.model_card import cohort_facts, describe_version
+from search.models.model_spec import requirements, signature
+from search.registry.gate import CHALLENGER
+from search.registry.version_tags import chance_note, estimate_tags, operating_threshold
+from search.study import read_json, trial_config, write_json
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class RegisterError(Exception):
+    """A study that cannot be registered (no complete trial, changed cohort, ...)."""
+
+
+def chosen_trial(study: Any, number: int | None = None) -> Any:
+    """The trial to register: `number`, else the complete trial with the highest cv_auc."""
+    from search.study import best_trial
+
+    trial = best_trial(study, number)
+    if trial is None and number is not None:
+        raise RegisterError(f"trial {number} is not a complete trial of study {study.study_name}")
+    if trial is None:
+        raise RegisterError(f"study {study.study_name} has no complete trial yet")
+    return trial
+
+
+def evaluate_holdout(ensemble: Any, cohort: Any, patients: list[str], seed: int = 0) -> dict[str, Any]:
+    """Winner's AUC on held-out patients with a bootstrap 95% CI, and its metrics at the ensemble's threshold."""
+    import dataclasses
+
+    import numpy as np
+
+    from search.stats.sites import site_metrics
+    from trainers.metrics import auc, bootstrap_auc_ci, patient_means, threshold_metrics
+    from trainers.preprocess import load_rois
+
+    wanted = set(patients)
+    held = dataclasses.replace(cohort, scans=tuple(s for s in cohort.scans if s.patient_id in wanted))
+    rois = load_rois(held, ensemble.params, progress=False)
+    ids, prob = patient_means([r.patient_id for r in rois], ensemble.predict_rois(rois))
+    labels = held.patient_labels()
+    y = np.asarray([labels[p] for p in ids])
+    lo, hi = bootstrap_auc_ci(y, prob, seed=seed)
+    sites = {s.patient_id: s.site for s in held.scans if s.site}
+    return {
+        "auc": auc(y, prob),
+        "ci_low": lo,
+        "ci_high": hi,
+        "n_patients": len(ids),
+        **({"per_site": site_metrics(ids, y, prob, sites)} if sites else {}),
+        **threshold_metrics(y, prob, ensemble.threshold),
+        "predictions": [
+            {"patient_id": p, "label": int(lab), "prob": float(pr)}
+            for p, lab, pr in zip(ids, y, prob, strict=True)
+        ],
+    }
+
+
+def register_study(
+    locations: Any, model_name: str, trial_number: int | None = None, log: Any = print
+) -> dict[str, Any]:
+    """The winner's fold models (kept or retrained), evaluated on the holdout, registered; returns winner.json."""
+    from search.tracking.tracker import tracking_uri
+
+    with tracking_uri(locations.tracking_url()):  # leaves the caller's MLflow URI as it was
+        return _register_study(locations, model_name, trial_number, log)
+
+
+@dataclass
+class Refit:
+    """The chosen trial's fold models (kept by the trial, or trained again) and how they did."""
+
+    name: str
+    trial: Any
+    config: dict[str, Any]
+    cfg: Any
+    result: Any
+    ensemble: Any
+    holdout: dict[str, Any] | None
+    threshold_rule: str = "0.5"
+    cohort: dict[str, Any] | None = None  # counts for the model card (search.models.model_card.cohort_facts)
+
+
+def _register_study(locations: Any, model_name: str, trial_number: int | None, log: Any) -> dict[str, Any]:
+    from search.study import where_flags
+
+    refit = _refit(locations, trial_number, log)
+    board = _leaderboard(locations.paths)
+    run_id, version = _log_model(locations, refit, model_name)
+    summary, tags = _tag_version(locations.tracking_url(), model_name, version, refit, board, log)
+    describe_version(locations, model_name, version, run_id, refit, board, summary, tags)
+    hint = make_challenger(locations.tracking_url(), model_name, version, where_flags(locations))
+    winner = {
+        "trial": refit.trial.number,
+        "backbone": refit.cfg.backbone,
+        "family": refit.result.family,
+        "cv_auc": refit.trial.value,
+        "refit_cv_auc": refit.result.cv_auc,
+        "holdout": refit.holdout,
+        "model_name": model_name,
+        "model_version": int(version),
+        "model_uri": f"models:/{model_name}/{version}",
+        "run_id": run_id,
+        "params": trial_config(refit.trial),
+        "pretrained": refit.result.pretrained,
+        "beats_chance": tags["beats_chance"],
+        "estimate": tags["estimate"],
+        "threshold": refit.ensemble.threshold,
+        "threshold_rule": refit.threshold_rule,
+        "next": hint,
+    }
+    write_json(locations.paths.winner, winner)
+    log(f"registered {model_name} version {version} (@{CHALLENGER}): {summary}")
+    log(f"operating threshold: P(T2) >= {refit.ensemble.threshold:.3f} is staged T2 ({refit.threshold_rule})")
+    if chance_note(tags):
+        log(f"warning: {chance_note(tags)}")
+    log(f"promote: {hint}")
+    if not refit.holdout:
+        honest = (
+            "the corrected AUC is the honest estimate"
+            if "corrected_auc" in tags
+            else "there is no honest estimate"
+        )
+        log(
+            f"note: no held-out patients in this study: cv_auc of the best trial is optimistic (selected on the same "
+            f"folds), {honest}; use --holdout on the next search to test the winner on unseen patients"
+        )
+    return winner
+
+
+def _refit(locations: Any, trial_number: int | None, log: Any) -> Refit:
+    """The chosen trial's k fold models (the trial's own when kept, else trained again on the study's inputs);
+    the hold-out evaluated once."""
+    import optuna
+
+    from search.study import StorageError, StudyFormatError, check_format, trial_models
+    from search.study.inputs import CohortChangedError, prepare_inputs, train_config
+    from trainers.ensemble import Ensemble
+    from trainers.preprocess import PreprocessParams
+    from trainers.train import train_folds
+
+    name, paths = locations.require_study(), locations.paths
+    config = read_json(paths.config)
+    try:
+        check_format(config, paths.root)
+        study = optuna.load_study(study_name=name, storage=locations.open_storage())
+        trial = chosen_trial(study, trial_number)
+        inputs = prepare_inputs(config, paths)
+    except (StudyFormatError, CohortChangedError, StorageError) as exc:
+        raise RegisterError(f"cannot refit study {name}: {exc}") from None
+    settings = config["settings"]
+    cfg = train_config(settings, trial_config(trial))
+    kept, result, why_not = trial_models.load(paths, trial.number, cfg, trial.value)
+    if kept is not None:
+        log(
+            f"registering trial {trial.number} of study {name}: {cfg.backbone}, cv_auc {trial.value:.3f}, with the "
+            f"{len(kept.models)} fold models the trial trained (kept in {paths.models(trial.number)})"
+        )
+        models = kept.models
+    else:
+        log(
+            f"registering trial {trial.number} of study {name}: {cfg.backbone}, cv_auc {trial.value:.3f}; "
+            f"{why_not}: training its {len(inputs.prepared.folds)} fold models again ..."
+        )
+        data = inputs.prepared.slice_data(cfg.resolution, cfg.channels)
+        result, models = train_folds(data, inputs.prepared.folds, cfg, log=None)
+    threshold, rule = operating_threshold(result.oof)  # why Youden's J: see search.registry.version_tags
+    ensemble = Ensemble(models, cfg, PreprocessParams(), threshold)
+    held = (
+        evaluate_holdout(ensemble, inputs.cohort, inputs.holdout, settings["seed"])
+        if inputs.holdout
+        else None
+    )
+    return Refit(
+        name, trial, config, cfg, result, ensemble, held, rule, cohort_facts(inputs.cohort, inputs.holdout)
+    )
+
+
+def _leaderboard(paths: Any) -> Any:
+    """The study's leaderboard.json with its estimates (None when there is none or it cannot be read)."""
+    from search.study import StudyFormatError, read_leaderboard
+
+    try:
+        return read_leaderboard(paths)
+    except (StudyFormatError, KeyError, TypeError, ValueError):
+        return None
+
+
+def make_challenger(uri: str, model_name: str, version: str, where: str = "") -> str:
+    """Give the new version the @challenger alias (moved from the previous one); what `promote --best` would do,
+    with the command to run (`where`: the location flags it carries, see `search.study.where_flags`)."""
+    from mlflow.tracking import MlflowClient
+
+    from search.registry.versions import RegistryError, next_step
+
+    client = MlflowClient(uri, uri)
+    client.set_registered_model_alias(model_name, CHALLENGER, version)
+    try:
+        return next_step(client, model_name, where=where)
+    except RegistryError as exc:
+        return f"--best: {exc}"
+
+
+def _log_model(locations: Any, refit: Refit, model_name: str) -> tuple[str, str]:
+    """A `model` run nested under the search with the ensemble as a registered pyfunc; (run id, version)."""
+    import mlflow
+    import pandas as pd
+    from mlflow.tracking import MlflowClient
+
+    experiment = MlflowClient(locations.tracking_url()).get_experiment_by_name(refit.name)
+    parent = read_json(locations.paths.state).get("parent_run_id")
+    run_tags = {
+        "role": "model",
+        "optuna_trial": str(refit.trial.number),
+        **({"mlflow.parentRunId": parent} if parent else {}),
+    }
+    example = pd.DataFrame(
+        {"image": ["scan_t2.nii.gz"], "mask": ["scan_mask.nii.gz"], "patient_id": ["new-1"]}
+    )
+    with mlflow.start_run(
+        experiment_id=experiment.experiment_id if experiment else None,
+        run_name=f"model-trial-{refit.trial.number:04d}",
+        tags=run_tags,
+    ) as run:
+        mlflow.log_params(refit.cfg.to_dict())
+        metrics = {
+            "cv_auc": refit.trial.value,
+            "refit_cv_auc": refit.result.cv_auc,
+            "threshold": refit.ensemble.threshold,
+        }
+        if refit.holdout:
+            metrics.update(
+                {f"holdout_{k}": v for k, v in refit.holdout.items() if isinstance(v, float | int)}
+            )
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v == v})
+        # The input example names placeholder files, so MLflow's trial prediction on it can only fail: quiet
+        # that warning; the example is still stored with the model.
+        quiet = logging.getLogger("mlflow.models.model")
+        level = quiet.level
+        with tempfile.TemporaryDirectory() as tmp:
+            quiet.setLevel(logging.ERROR)
+            try:
+                info = mlflow.pyfunc.log_model(
+                    name="model",
+                    python_model=str(ROOT / "search" / "models" / "staging_model.py"),
+                    artifacts={"ensemble": str(refit.ensemble.save(Path(tmp) / "ensemble"))},
+                    code_paths=[str(ROOT / "trainers")],
+                    signature=signature(),
+                    input_example=example,
+                    pip_requirements=requirements(),
+                    registered_model_name=model_name,
+                )
+            finally:
+                quiet.setLevel(level)
+    return run.info.run_id, str(info.registered_model_version)
+
+
+def _tag_version(
+    uri: str, model_name: str, version: str, refit: Refit, board: Any, log: Any = print
+) -> tuple[str, dict[str, str]]:
+    """Scores, the honest estimate, the chance verdict, the threshold and provenance as version tags, and a
+    one-line description; returns (that line, the tags)."""
+    from mlflow.tracking import MlflowClient
+
+    cfg, trial, result, held = refit.cfg, refit.trial, refit.result, refit.holdout
+    tags = {
+        "study": refit.name,
+        "trial": str(trial.number),
+        "backbone": cfg.backbone,
+        "family": result.family,
+        "cv_auc": f"{trial.value:.4f}",
+        "refit_cv_auc": f"{result.cv_auc:.4f}",
+        "cohort_hash": refit.config["cohort_hash"],
+        "pretrained": str(result.pretrained).lower(),
+        "threshold": f"{refit.ensemble.threshold:.6g}",
+        "threshold_rule": refit.threshold_rule,
+    }
+    if held:
+        tags.update(
+            holdout_auc=f"{held['auc']:.4f}",
+            holdout_auc_ci_low=f"{held['ci_low']:.4f}",
+            holdout_auc_ci_high=f"{held['ci_high']:.4f}",
+            holdout_patients=str(held["n_patients"]),
+        )
+    estimates, notes = estimate_tags(board, trial.number, held)
+    tags.update(estimates)
+    for note in notes:
+        log(f"note: {note}")
+    client = MlflowClient(uri)
+    for key, value in tags.items():
+        client.set_model_version_tag(model_name, version, key, value)
+    corrected = (
+        f", corrected AUC {tags['corrected_auc']} [{tags['corrected_auc_ci_low']}, "
+        f"{tags['corrected_auc_ci_high']}]"
+        if "corrected_auc_ci_low" in tags
+        else ""
+    )
+    summary = (
+        f"{cfg.backbone} ensemble of {len(refit.ensemble.models)} fold models from study {refit.name}, "
+        f"trial {trial.number}; cv_auc {trial.value:.3f} (best of the search, optimistic){corrected}"
+        + (
+            f", holdout AUC {held['auc']:.3f} [{held['ci_low']:.3f}, {held['ci_high']:.3f}] on "
+            f"{held['n_patients']} patients"
+            if held
+            else ""
+        )
+        + f"; compared on {tags['estimate']}; beats chance: {tags['beats_chance']}"
+    )
+    return summary, tags

@@ -1,0 +1,194 @@
+"""The end of a search session: the leaderboard and its estimates, the parent run's summary, registering the
+winner, and what the console says about the outcome."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import optuna
+
+from search.console.routing import OUT_LOGGER, reroute
+from search.stats.baseline_text import baseline_row, parent_fields, print_baseline
+from search.stats.estimates import parent_metrics, summary_lines, with_estimate
+from search.stats.sites import holdout_per_site, site_estimates
+from search.stats.sites import outcome_lines as site_lines
+from search.stats.sites import parent_metrics as site_metrics
+from search.study import (
+    HIDDEN,
+    STORAGE_ENV,
+    Leaderboard,
+    StudyPaths,
+    backbone_of,
+    format_failures,
+    format_leaderboard,
+    leaderboard,
+    read_json,
+    read_leaderboard,
+    write_leaderboard,
+)
+
+
+def family(trial: optuna.trial.FrozenTrial) -> str:
+    from trainers.backbones import UnknownBackboneError, family_of
+
+    try:
+        return family_of(backbone_of(trial))
+    except UnknownBackboneError:
+        return "-"
+
+
+def summarise(
+    args: Any,
+    config: dict,
+    paths: StudyPaths,
+    session: Any,
+    status: str,
+    stopped: str | None = None,
+    inputs: Any = None,
+) -> Any:
+    """leaderboard.json and the parent run's summary (failures by reason, why the search stopped) for a session
+    (`search.session.runner.Session`), with the non-deep baseline on the folds of `inputs` (`StudyInputs`);
+    returns the leaderboard."""
+    from search.session.baseline import attach_baseline
+
+    board = with_estimate(leaderboard(session.study, paths, family=family), session.study, paths, config)
+    board = dataclasses.replace(board, **site_estimates(config, paths, board))
+    board = attach_baseline(
+        board, paths, inputs and inputs.prepared, session.tracker, int(config["settings"]["seed"])
+    )
+    counts = board.counts
+    best = board.rows[0] if board.rows else None
+    base_metrics, base_tags = parent_fields(board)
+    session.tracker.log_parent_summary(
+        {
+            "best_cv_auc": best.cv_auc if best else float("nan"),
+            **{f"trials_{k}": v for k, v in counts.items()},
+            **{f"trials_failed_{k}": v for k, v in board.failures.items()},
+            **parent_metrics(board),
+            **site_metrics(board),
+            **base_metrics,
+        },
+        {
+            "best_trial": str(best.trial) if best else "",
+            **({"stopped": stopped} if stopped else {}),
+            **base_tags,
+        },
+        status if counts["finished"] < args.budget or stopped else "FINISHED",
+    )
+    write_leaderboard(paths, board)
+    return board
+
+
+def register(args: Any, paths: StudyPaths, config: dict) -> dict | None:
+    """Register the winner (retrains its fold models; evaluates the held-out patients once)."""
+    from search.models.register import RegisterError, register_study
+    from search.study import resolve
+
+    print()
+    reroute()  # libraries imported since the search started (the model flavour's) log to the file too
+    try:
+        where = resolve(args.runs_dir, config["study"], config["storage"], config["tracking_uri"])
+        winner = register_study(where, args.model_name, log=_register_line)
+        record_holdout(paths, winner, where.tracking_url())  # per-site hold-out results, known only now
+        return winner
+    except RegisterError as exc:
+        print(f"not registered: {exc}", flush=True)
+        return None
+
+
+def record_holdout(
+    paths: StudyPaths, winner: Mapping[str, Any] | None, tracking_uri: str
+) -> Leaderboard | None:
+    """After registration: the winner's per-site hold-out results into `leaderboard.json` and the parent run
+    (the leaderboard is written before the winner is registered)."""
+    board = read_leaderboard(paths)
+    held = holdout_per_site(winner, board) if board else None
+    if board is None or held is None or board.per_site is None:
+        return board
+    board = dataclasses.replace(board, per_site={**board.per_site, "holdout": held})
+    write_leaderboard(paths, board)
+    parent = read_json(paths.state).get("parent_run_id")
+    metrics = {k: v for k, v in site_metrics(board).items() if k.startswith("holdout_site_")}
+    if parent and metrics:
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri)
+        for key, value in metrics.items():
+            client.log_metric(parent, key, value)
+    return board
+
+
+def _register_line(line: str) -> None:
+    """What registering says, at the end of a search: the line saying it starts (it retrains, which takes a
+    while) on the terminal; the rest only in the log file, since the summary below says it again (the version
+    and its threshold, the chance warning, the promote hint, the note on the hold-out)."""
+    if line.startswith("registering "):
+        print(line, flush=True)
+    else:
+        logging.getLogger(OUT_LOGGER).info(line)
+
+
+def print_outcome(board: Any, config: dict, paths: StudyPaths, winner: dict | None) -> None:
+    counts, rows = board.counts, board.rows
+    print()
+    why = format_failures(board.failures)
+    print(
+        f"study {config['study']}: {counts['complete']} complete, {counts['pruned']} pruned (stopped early), "
+        f"{counts['failed']} failed" + (f" ({why})" if why else "")
+    )
+    if rows:
+        print("\nbest trial per backbone family (cv_auc = pooled out-of-fold patient-level AUC):")
+        print(format_leaderboard(rows) + baseline_row(board))
+        _print_winner(board, winner)
+    print_baseline(board)
+    print(f"\nstudy folder: {paths.root}")
+    print("report:            stagesearch report" + _where_flags(paths, config))
+    print("optuna-dashboard:  stagesearch dashboard" + _where_flags(paths, config))
+    print("MLflow UI:         stagesearch mlflow-ui" + _where_flags(paths, config))
+    if HIDDEN in config["storage"] + config["tracking_uri"]:
+        print(
+            "the study records its stores without their passwords: give them to these commands in the "
+            f"environment (PGPASSWORD or ~/.pgpass for PostgreSQL, or {STORAGE_ENV} with the storage URL)"
+        )
+
+
+def _print_winner(board: Any, winner: dict | None) -> None:
+    """The winner, its estimates (each said once), and where it was registered with its threshold."""
+    w = board.rows[0]
+    line = f"\nwinner: trial {w.trial}, {w.backbone} ({w.family}), cv_auc {w.cv_auc:.3f}"
+    held = (winner or {}).get("holdout")
+    if held:
+        print(
+            f"{line} | held-out AUC {held['auc']:.3f} (95% CI {held['ci_low']:.3f}-{held['ci_high']:.3f}, "
+            f"{held['n_patients']} patients never seen by any trial)"
+        )
+    else:
+        print(line)
+    estimates = summary_lines(board, winner)
+    for text in estimates:
+        print(text)
+    if not held:
+        optimistic = (
+            ""
+            if any("optimistic" in text for text in estimates)
+            else ("the best of many trials' cv_auc is optimistic (it was selected on the same folds); ")
+        )
+        print(
+            f"note: no held-out patients in this study: {optimistic}run with --holdout 0.2 to test the winner on "
+            "patients no trial has seen"
+        )
+    for site_line in site_lines(board, winner):
+        print(site_line)
+    if winner:
+        threshold = winner.get("threshold")
+        at = f", stages T2 at P(T2) >= {threshold:.3f} ({winner.get('threshold_rule')})" if threshold else ""
+        print(f"registered: {winner['model_uri']} @challenger{at}")
+        print(f"promote: {winner.get('next', '--best')}")
+
+
+def _where_flags(paths: StudyPaths, config: dict) -> str:
+    """The flags that point a later command at this study from any folder."""
+    return f" --runs-dir {paths.root.parent.resolve()} --study {config['study']}"
