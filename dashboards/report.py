@@ -36,6 +36,7 @@ from search.study import (  # noqa: E402
     FORMAT_VERSION,
     Locations,
     StorageError,
+    StudyFormatError,
     StudyPaths,
     add_location_flags,
     backbone_of,
@@ -47,6 +48,7 @@ from search.study import (  # noqa: E402
     from_args,
     leaderboard,
     read_json,
+    read_leaderboard,
     read_oof,
 )
 from search.tracking.figures import figure_roc, palette, roc_points  # noqa: E402
@@ -128,7 +130,21 @@ def _leaderboard(study: optuna.Study, paths: StudyPaths) -> str:
         for r in leaderboard(study, paths).rows
     ]
     head = "family backbone trial cv_auc accuracy precision recall F1 config pretrained".split()
-    return table(head, rows) if rows else "<p>No complete trial yet.</p>"
+    return (table(head, rows) if rows else "<p>No complete trial yet.</p>") + _missing(paths)
+
+
+def _missing(paths: StudyPaths) -> str:
+    """A line for each family of the space without a complete trial, from `leaderboard.json` (saying why)."""
+    try:
+        board = read_leaderboard(paths)
+    except StudyFormatError:
+        return ""
+    items = [
+        f"<li><b>{html.escape(m['family'])}</b> ({html.escape(', '.join(m.get('backbones', [])))}): no complete "
+        f"trial, {html.escape(m['why'])}</li>"
+        for m in (board.missing if board else None) or []
+    ]
+    return f'<ul class="missing">{"".join(items)}</ul>' if items else ""
 
 
 def _backbones(

@@ -13,7 +13,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from search.session.options import resolve_settings, validate
+from search.session.options import comparison_problems, resolve_settings, validate
 from search.study import (
     FORMAT_VERSION,
     STORAGE_ENV,
@@ -318,6 +318,8 @@ def configure(args: argparse.Namespace, argv: list[str] | None) -> tuple[dict[st
     if problems:
         raise UserError(problems)
     space = choose_space(args, settings, bool(stored))
+    if not stored and (problems := comparison_problems(args, len(space.backbones), space.name)):
+        raise UserError(problems)  # a resumed study ran (or queued) its comparison when it was created
     manifest, cohort = load_cohort(settings, stored, args.study, args.force_small_holdout)
     config, paths = study_config(args, argv, settings, stored, manifest, cohort)
     if (

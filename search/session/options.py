@@ -119,12 +119,22 @@ def _policy_flags(g: argparse._ArgumentGroup) -> None:
         "--sampler", choices=("tpe", "random"), default="tpe", help="how Optuna proposes configurations"
     )
     g.add_argument(
+        "--study-first",
         "--warm-start",
+        dest="study_first",
         action=argparse.BooleanOptionalAction,
-        default=False,
-        help="a new study's first trials are the seed study's method: each backbone of the space once "
-        "at the trainer's default lr, augmentation and weight decay; the sampler goes on from "
-        "there [off]",
+        default=True,
+        help="a new study first runs the seed study's comparison: each backbone family of the space once at "
+        "the trainer's defaults, to its last epoch (never stopped early), counted in --budget; the sampler "
+        "goes on from those results. --warm-start is the same flag [on]",
+    )
+    g.add_argument(
+        "--per-family",
+        type=int,
+        default=0,
+        metavar="N",
+        help="a fair comparison: at least N complete trials of every family (the study point and N-1 sampled "
+        "ones, each run to its last epoch) before the search goes on freely [0: off]",
     )
     g.add_argument("--scheduler", choices=("asha", "fifo"), default="asha", help="early stopping, or none")
     g.add_argument("--grace-epochs", type=int, default=1, help="ASHA: epochs every trial gets")
@@ -201,6 +211,8 @@ def validate(args: argparse.Namespace) -> list[str]:
         problems.append(f"--phantom-patients must be at least 2 x --folds (got {args.phantom_patients})")
     if args.holdout is not None and not 0 <= args.holdout <= 0.5:
         problems.append(f"--holdout must be in [0, 0.5] (got {args.holdout})")
+    if args.per_family < 0:
+        problems.append(f"--per-family must be >= 0 (got {args.per_family})")
     if args.grace_epochs < 1:
         problems.append(f"--grace-epochs must be >= 1 (got {args.grace_epochs})")
     if args.reduction_factor <= 1:
@@ -276,3 +288,27 @@ def resolve_settings(
         else:
             settings[key] = given if given is not None else default
     return settings, problems
+
+
+def comparison_trials(args: argparse.Namespace, families: int) -> int:
+    """Trials a new study runs before the search goes on freely: N per family with --per-family N, else one per
+    family with --study-first, else none. Each runs to its last epoch."""
+    return families * max(args.per_family, 1 if args.study_first else 0)
+
+
+def comparison_problems(args: argparse.Namespace, families: int, space: str) -> list[str]:
+    """A budget too small for the comparison asked for, as a message naming the flags (exit 2 before anything)."""
+    needed = comparison_trials(args, families)
+    if needed <= args.budget:
+        return []
+    if args.per_family:
+        return [
+            f"--per-family {args.per_family} needs {needed} trials ({args.per_family} for each of the {families} "
+            f"backbone families of space {space!r}); --budget is {args.budget}: raise --budget to at least "
+            f"{needed}, or lower --per-family"
+        ]
+    return [
+        f"--budget {args.budget} cannot hold the study's comparison: each of the {families} backbone families of "
+        f"space {space!r} runs once first (--study-first, the default); raise --budget to at least {needed}, "
+        "narrow --backbones, or pass --no-study-first"
+    ]

@@ -24,7 +24,9 @@ from search.study import (
     backbone_of,
     format_failures,
     format_leaderboard,
+    format_missing,
     leaderboard,
+    missing_families,
     read_json,
     read_leaderboard,
     write_leaderboard,
@@ -55,6 +57,7 @@ def summarise(
     from search.session.baseline import attach_baseline
 
     board = with_estimate(leaderboard(session.study, paths, family=family), session.study, paths, config)
+    board = dataclasses.replace(board, missing=missing_families(session.study, space_families(config)))
     board = dataclasses.replace(board, **site_estimates(config, paths, board))
     board = attach_baseline(
         board, paths, inputs and inputs.prepared, session.tracker, int(config["settings"]["seed"])
@@ -80,6 +83,14 @@ def summarise(
     )
     write_leaderboard(paths, board)
     return board
+
+
+def space_families(config: dict) -> dict[str, str]:
+    """The study's space as backbone -> family (every family the leaderboard must account for)."""
+    from search.study.inputs import study_space
+    from trainers.backbones import family_of
+
+    return {b: family_of(b) for b in study_space(config["settings"]).backbones}
 
 
 def register(args: Any, paths: StudyPaths, config: dict) -> dict | None:
@@ -141,8 +152,10 @@ def print_outcome(board: Any, config: dict, paths: StudyPaths, winner: dict | No
     )
     if rows:
         print("\nbest trial per backbone family (cv_auc = pooled out-of-fold patient-level AUC):")
-        print(format_leaderboard(rows) + baseline_row(board))
+        print(format_leaderboard(rows) + baseline_row(board) + format_missing(board.missing))
         _print_winner(board, winner)
+    elif board.missing:
+        print("\nno backbone family has a complete trial:" + format_missing(board.missing))
     print_baseline(board)
     print(f"\nstudy folder: {paths.root}")
     print("report:            stagesearch report" + _where_flags(paths, config))

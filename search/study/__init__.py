@@ -28,6 +28,7 @@ from search.study.credentials import (
 )
 from search.study.folder import (
     BATCH_SIZE_ATTR,
+    COMPARISON_ATTR,
     CONFIG_ATTR,
     ERROR_ATTR,
     FAIL_REASON_ATTR,
@@ -73,7 +74,9 @@ from search.study.queries import (
     finished_trials,
     format_failures,
     format_leaderboard,
+    format_missing,
     leaderboard,
+    missing_families,
     numeric_attrs,
     read_leaderboard,
     session_outcomes,
@@ -84,6 +87,7 @@ from search.study.queries import (
 __all__ = [
     "ESTIMATE_KEYS",
     "BATCH_SIZE_ATTR",
+    "COMPARISON_ATTR",
     "ERROR_ATTR",
     "FAIL_REASON_ATTR",
     "failure_counts",
@@ -117,9 +121,11 @@ __all__ = [
     "finished_trials",
     "folder_format",
     "format_leaderboard",
+    "format_missing",
     "from_args",
     "latest_study",
     "leaderboard",
+    "missing_families",
     "numeric_attrs",
     "read_json",
     "read_leaderboard",

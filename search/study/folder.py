@@ -42,6 +42,8 @@ FAIL_REASON_ATTR = (
     "fail_reason"  # why a trial failed: nan_loss, out_of_memory, unreadable_data, exception, worker_error
 )
 ERROR_ATTR = "error"  # a failed trial's error, one short line
+#: a trial of the study's comparison (queued first, run to its last epoch): Optuna user attribute, and config key
+COMPARISON_ATTR = "comparison"
 BATCH_SIZE_ATTR = (
     "batch_size"  # the batch size a trial trained with (half its sampled one after running out of memory)
 )

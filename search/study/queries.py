@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -151,7 +152,15 @@ class LeaderboardRow:
 
 
 #: Optional estimates `leaderboard.json` holds beside its rows (see `Leaderboard`).
-ESTIMATE_KEYS = ("corrected_auc", "corrected_auc_ci", "corrected", "per_site", "baseline", "site_shortcut")
+ESTIMATE_KEYS = (
+    "corrected_auc",
+    "corrected_auc_ci",
+    "corrected",
+    "per_site",
+    "baseline",
+    "site_shortcut",
+    "missing",  # not an estimate: the space's families without a complete trial, and why (`missing_families`)
+)
 
 
 @dataclass(frozen=True)
@@ -171,6 +180,7 @@ class Leaderboard:
     per_site: dict[str, Any] | None = None  # the winner's AUC, n and prevalence per site (OOF, and hold-out)
     baseline: dict[str, Any] | None = None  # the non-deep baseline scored on the study's folds
     site_shortcut: dict[str, Any] | None = None  # how well the site alone predicts the label
+    missing: list[dict[str, Any]] | None = None  # families of the space with no complete trial: {family, why}
 
     def to_json(self) -> dict[str, Any]:
         """Schema 1: {schema, study, written, counts: {state: n}, failures: {reason: n}, rows: [{family, backbone,
@@ -231,6 +241,36 @@ def leaderboard(
             )
         )
     return Leaderboard(study.study_name, count_trials(study), rows, failure_counts(study))
+
+
+def missing_families(study: optuna.Study, families: dict[str, str]) -> list[dict[str, Any]]:
+    """Every family of the space (`families`: backbone -> family) without a complete trial, with why: how its
+    trials ended ("not tried" when it had none), so a leaderboard always accounts for every family."""
+    out = []
+    trials = study.get_trials(deepcopy=False)
+    for fam in dict.fromkeys(families.values()):
+        mine = [t for t in trials if families.get(backbone_of(t)) == fam]
+        if any(t.state == TrialState.COMPLETE for t in mine):
+            continue
+        ended = Counter(t.state for t in mine)
+        reasons = Counter(
+            str(t.user_attrs.get(FAIL_REASON_ATTR, "error")) for t in mine if t.state == TrialState.FAIL
+        )
+        parts = [f"{ended[TrialState.PRUNED]} stopped early"] if ended[TrialState.PRUNED] else []
+        if ended[TrialState.FAIL]:
+            parts.append(f"{ended[TrialState.FAIL]} failed ({format_failures(dict(reasons))})")
+        if ended[TrialState.RUNNING] + ended[TrialState.WAITING]:
+            parts.append(f"{ended[TrialState.RUNNING] + ended[TrialState.WAITING]} unfinished")
+        why = f"{len(mine)} trial(s): " + ", ".join(parts) if mine else "not tried"
+        out.append(
+            {"family": fam, "backbones": sorted(b for b, f in families.items() if f == fam), "why": why}
+        )
+    return out
+
+
+def format_missing(missing: list[dict[str, Any]] | None) -> str:
+    """One line per family without a complete trial ("" when every family has one)."""
+    return "".join(f"\n{m['family']:<11} no complete trial: {m['why']}" for m in missing or [])
 
 
 def write_leaderboard(paths: StudyPaths, board: Leaderboard) -> None:

@@ -40,8 +40,9 @@ def search_settings(args: Any, max_epochs: int, startup_trials: int) -> dict[str
     `search.tune.tuning.startup_trials` of the
     budget, passed in so that this module, which the report imports, does not import Ray."""
     record: dict[str, Any] = {"budget": args.budget, "sampler": args.sampler, "scheduler": args.scheduler}
-    if getattr(args, "warm_start", False):
-        record["warm_start"] = True
+    record["study_first"] = bool(getattr(args, "study_first", False))
+    if getattr(args, "per_family", 0):
+        record["per_family"] = int(args.per_family)
     if args.sampler == "tpe":
         record["startup_trials"] = startup_trials
     if args.scheduler == "asha":

@@ -12,7 +12,7 @@ import os
 from typing import Any
 
 from search.console.routing import reroute
-from search.study import StudyPaths, close_stale_trials, failure_counts, finished_trials
+from search.study import COMPARISON_ATTR, StudyPaths, close_stale_trials, failure_counts, finished_trials
 from search.study.inputs import StudyInputs, fixed_settings, study_space
 from search.tune.local_ray import describe_local_ray
 
@@ -130,13 +130,13 @@ def _trainable(settings: dict, inputs: StudyInputs, resources: dict, study_dir: 
 
 
 def _searcher(args: Any, settings: dict, name: str, session: Any, remaining: int, study_dir: str) -> Any:
-    """The Optuna searcher of this study; a new study with --warm-start queues the space's study points first."""
+    """The Optuna searcher of this study; a new study first queues its comparison trials (`comparison_points`)."""
     from search.tune.tuning import SEARCH_METRIC, StageSearch, make_sampler
 
     study = session.study
-    if getattr(args, "warm_start", False) and not study.trials:  # a resumed study has run (or queued) them
-        for point in study_space(settings).study_points()[:remaining]:
-            study.enqueue_trial(point, skip_if_exists=True)
+    if not study.trials:  # a resumed study has run (or queued) them
+        for point in comparison_points(study_space(settings), args.study_first, args.per_family)[:remaining]:
+            study.enqueue_trial(point, user_attrs={COMPARISON_ATTR: True})
     return StageSearch(
         space=study_space(settings).space,
         metric=SEARCH_METRIC,
@@ -147,6 +147,17 @@ def _searcher(args: Any, settings: dict, name: str, session: Any, remaining: int
         study_dir=study_dir,
         study_label=name,
     )
+
+
+def comparison_points(space: Any, study_first: bool, per_family: int) -> list[dict[str, Any]]:
+    """The trials a new study runs first, each to its last epoch: with `study_first` every family's study point;
+    with `per_family` N, N trials of every family in all (the study point first when `study_first`, the others
+    with only the backbone fixed, the sampler choosing the rest), family by family in turns."""
+    points = space.study_points() if study_first else []
+    families = list(space.backbones)
+    for _ in range(1 if study_first else 0, per_family):
+        points += [{"backbone": b} for b in families]
+    return points
 
 
 def _run_tuner(tuner: Any) -> None:

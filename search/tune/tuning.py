@@ -19,6 +19,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from search.study import (
     BATCH_SIZE_ATTR,
+    COMPARISON_ATTR,
     CONFIG_ATTR,
     ERROR_ATTR,
     FAIL_REASON_ATTR,
@@ -92,6 +93,8 @@ class StageSearch(OptunaSearch):
             trial = adapters.optuna_trial(self, trial_id)
             trial.set_user_attr(CONFIG_ATTR, dict(params))  # fixed choices too: the refit needs all of it
             params[OPTUNA_NUMBER_KEY] = trial.number
+            if trial.user_attrs.get(COMPARISON_ATTR):  # queued first: the scheduler lets it run to the end
+                params[COMPARISON_ATTR] = True
         return params
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
@@ -164,27 +167,52 @@ def startup_trials(budget: int) -> int:
     return max(4, min(10, budget // 5))
 
 
-def make_sampler(kind: str, seed: int, budget: int = 200) -> optuna.samplers.BaseSampler:
-    """TPE (default; start-up sized by `startup_trials`) or random sampling, seeded."""
+def make_sampler(
+    kind: str, seed: int, budget: int = 200, startup: int | None = None, constant_liar: bool = False
+) -> optuna.samplers.BaseSampler:
+    """TPE (default; start-up sized by `startup_trials` unless `startup` is given) or random sampling, seeded.
+    `constant_liar`: TPE counts running trials as bad ones (bench.simulate compares it)."""
     if kind == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     return optuna.samplers.TPESampler(
-        seed=seed, n_startup_trials=startup_trials(budget), multivariate=True, group=True
+        seed=seed,
+        n_startup_trials=startup_trials(budget) if startup is None else startup,
+        multivariate=True,
+        group=True,
+        constant_liar=constant_liar,
     )
 
 
-def make_scheduler(kind: str, max_epochs: int, grace: int = 1, reduction: float = 3):
-    """ASHA on the per-epoch mean fold AUC, or run every trial to the end (FIFO)."""
+def make_scheduler(kind: str, max_epochs: int, grace: int = 1, reduction: float = 3, brackets: int = 1):
+    """ASHA on the per-epoch mean fold AUC (the study's comparison trials exempt), or every trial to the end."""
     if kind == "fifo":
         return FIFOScheduler()
-    return ASHAScheduler(
+    return ComparisonASHA(
         time_attr="training_iteration",
         metric=SCHEDULER_METRIC,
         mode="max",
         max_t=max_epochs,
         grace_period=min(grace, max_epochs),
         reduction_factor=reduction,
+        brackets=brackets,
     )
+
+
+class ComparisonASHA(ASHAScheduler):
+    """Ray's ASHA, except that a trial of the study's comparison (config key `COMPARISON_ATTR`) is never stopped
+    before its last epoch. Its results still enter the rungs, so later trials are measured against the
+    study configurations as well as against each other."""
+
+    def __init__(self, *args: Any, max_t: int = 100, **kwargs: Any) -> None:
+        super().__init__(*args, max_t=max_t, **kwargs)
+        self.last_epoch = max_t
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        action = super().on_trial_result(tune_controller, trial, result)
+        exempt = bool((getattr(trial, "config", None) or {}).get(COMPARISON_ATTR))
+        if action == self.STOP and exempt and result.get("training_iteration", 0) < self.last_epoch:
+            return self.CONTINUE
+        return action
 
 
 def trial_number(trial: Trial) -> int:
