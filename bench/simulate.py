@@ -191,10 +191,13 @@ def seed_draw(seed: int, config_id: str, seeds: Sequence[int]) -> int:
 
 
 class _Trial:
-    """What Ray's scheduler reads of a trial: its id."""
+    """What Ray's scheduler reads of a trial: its id, and its config (whether it is a comparison trial)."""
 
-    def __init__(self, trial_id: str) -> None:
+    def __init__(self, trial_id: str, comparison: bool) -> None:
+        from search.study import COMPARISON_ATTR
+
         self.trial_id = trial_id
+        self.config = {COMPARISON_ATTR: True} if comparison else {}
 
 
 @dataclass
@@ -210,33 +213,17 @@ class Finished:
 
 
 def _scheduler(policy: Policy, max_epochs: int) -> Any:
-    from ray.tune.schedulers import AsyncHyperBandScheduler
+    """The scheduler `stagesearch run` builds for these flags (Ray's ASHA with the comparison exempt, or FIFO)."""
+    from search.tune.tuning import make_scheduler
 
-    if policy.scheduler == "fifo":
-        return None
-    return AsyncHyperBandScheduler(
-        time_attr="training_iteration",
-        metric="mean_fold_auc",
-        mode="max",
-        max_t=max_epochs,
-        grace_period=min(policy.grace, max_epochs),
-        reduction_factor=policy.reduction,
-        brackets=policy.brackets,
-    )
+    return make_scheduler(policy.scheduler, max_epochs, policy.grace, policy.reduction, policy.brackets)
 
 
 def _sampler(policy: Policy, seed: int) -> Any:
-    import optuna
+    """The sampler `stagesearch run` builds for these flags."""
+    from search.tune.tuning import make_sampler
 
-    if policy.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.TPESampler(
-        seed=seed,
-        n_startup_trials=policy.startup,
-        multivariate=True,
-        group=True,
-        constant_liar=policy.constant_liar,
-    )
+    return make_sampler(policy.sampler, seed, startup=policy.startup, constant_liar=policy.constant_liar)
 
 
 def simulate(
@@ -252,17 +239,20 @@ def simulate(
     """One simulated search of `budget_s` seconds (or `max_trials` trials); every trial it finished, in order."""
     import optuna
 
+    from search.study import COMPARISON_ATTR
+    from search.tracking.run_notes import SCHEDULER_METRIC
+    from search.tune.driver import comparison_points
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     np.random.seed(seed)  # ASHA draws a bracket per trial from numpy's global generator
     study = optuna.create_study(direction="maximize", sampler=_sampler(policy, seed))
-    points = t.space.study_points()
-    first = len(points) if policy.study_first or policy.only_study else 0
-    for p in points[:first]:
-        study.enqueue_trial(p)
+    first = comparison_points(t.space, policy.study_first or policy.only_study, 0)
+    for point in first:  # as the search's driver queues them
+        study.enqueue_trial(point, user_attrs={COMPARISON_ATTR: True})
     scheduler = _scheduler(policy, t.max_epochs)
     per_epoch = {b: t.family_seconds(b) for b in t.coords}
     events: list[tuple[float, int, int]] = []  # (time, trial number, epoch)
-    running: dict[int, tuple[Any, Row, bool]] = {}
+    running: dict[int, tuple[Any, Row, _Trial]] = {}
     finished: list[Finished] = []
     started = 0
 
@@ -270,18 +260,17 @@ def simulate(
         nonlocal started
         if now >= budget_s or (max_trials is not None and started >= max_trials):
             return
-        if policy.only_study and started >= first:
+        if policy.only_study and started >= len(first):
             return
         trial = study.ask()
         params = t.space.space(trial)
-        exempt = started < first
+        exempt = bool(trial.user_attrs.get(COMPARISON_ATTR))
         config_id = f"{params['backbone']}-study" if exempt else nearest(t, params)
         seeds = t.rows[config_id]
         row = seeds[seed_draw(seed, config_id, list(seeds))]
         started += 1
-        running[trial.number] = (trial, row, exempt)
-        if scheduler is not None:
-            scheduler.on_trial_add(None, _Trial(str(trial.number)))
+        running[trial.number] = (trial, row, _Trial(str(trial.number), exempt))
+        scheduler.on_trial_add(None, running[trial.number][2])
         at = now + overhead_s + row.setup_seconds
         for epoch in range(1, t.max_epochs + 1):
             at += per_epoch[row.backbone] if clock == "family" else row.seconds[epoch - 1]
@@ -294,25 +283,24 @@ def simulate(
         now, number, epoch = heapq.heappop(events)
         if number in stopped or now > budget_s:
             continue
-        trial, row, exempt = running[number]
+        trial, row, tune_trial = running[number]
         value = row.mean_fold_auc[epoch - 1]
-        trial.report(value, epoch)
+        trial.report(value, epoch)  # StageSearch reports the scheduler's metric at step = epoch
+        result = {"training_iteration": epoch, SCHEDULER_METRIC: value}
+        action = scheduler.on_trial_result(None, tune_trial, result)
         last = epoch == t.max_epochs
-        action = "CONTINUE"
-        if scheduler is not None:
-            result = {"training_iteration": epoch, "mean_fold_auc": value}
-            action = scheduler.on_trial_result(None, _Trial(str(number)), result)
-            if last or (action == "STOP" and not exempt):  # Tune tells the scheduler a running trial ended
-                scheduler.on_trial_complete(None, _Trial(str(number)), result)
+        if not last and action != "STOP":
+            continue
+        scheduler.on_trial_complete(
+            None, tune_trial, result
+        )  # what Tune tells it of a running trial that ended
         if last:
             study.tell(trial, row.cv_auc[-1])
-        elif action == "STOP" and not exempt:
+        else:
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
             stopped.add(number)
-        else:
-            continue
         del running[number]
-        finished.append(Finished(number, row, epoch, now, last, exempt))
+        finished.append(Finished(number, row, epoch, now, last, bool(tune_trial.config)))
         launch(now)
     return finished
 
