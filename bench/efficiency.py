@@ -96,9 +96,9 @@ def run_search(
 ) -> list[tuple[float, int, float | None]]:
     """One search arm for one seed through `search/run.py` (Ray Tune, Optuna, MLflow; no registration)."""
     budget, extra = (
-        (args.tpe_budget, ["--warm-start"] if args.warm_start else [])
+        (args.tpe_budget, ["--study-first" if args.warm_start else "--no-study-first"])
         if arm == "tpe_asha"
-        else (args.random_budget, ["--sampler", "random", "--scheduler", "fifo"])
+        else (args.random_budget, ["--sampler", "random", "--scheduler", "fifo", "--no-study-first"])
     )
     study = f"{arm}-s{seed}"
     cmd = [
@@ -281,7 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--warm-start",
         action="store_true",
-        help="the TPE + ASHA arm starts from the seven fixed configs (search/run.py --warm-start)",
+        help="the TPE + ASHA arm starts from the seven fixed configs (search/run.py --study-first; off here, "
+        "so that the arms are the ones the earlier results measured)",
     )
     p.add_argument(
         "--arms", default=",".join(ARMS), help="comma-separated arms to run (tuning; a report runs all)"

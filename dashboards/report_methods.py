@@ -109,6 +109,13 @@ def _sampler(search: dict[str, Any] | None, seed: Any) -> tuple[str, str]:
         )
     else:
         stopping = "none (every trial trains all its epochs)"
+    first = []
+    if search.get("study_first"):
+        first.append("each backbone family's study configuration (the trainer's defaults) first")
+    if search.get("per_family"):
+        first.append(f"{search['per_family']} trials of every family in turns")
+    if first:  # the comparison trials are queued first and never stopped early
+        sampler = f"{' and '.join(first)}, each run to its last epoch; then {sampler}"
     return sampler, stopping
 
 

@@ -154,6 +154,7 @@ def test_methods_name_what_reproduces_the_study(study: tuple[Path, StudyPaths, s
     assert session["search"] == {
         "budget": BUDGET,
         "sampler": "tpe",
+        "study_first": True,
         "startup_trials": startup_trials(BUDGET),
         "scheduler": "asha",
         "grace_epochs": 1,

@@ -94,6 +94,7 @@ def test_a_search_writes_logs_prints_and_reports_its_baseline(ray_session, tiny_
         "bl",
         "--budget",
         "1",
+        "--no-study-first",
         "--scheduler",
         "fifo",
         "--max-epochs",

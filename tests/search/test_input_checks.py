@@ -22,7 +22,7 @@ def test_a_copied_scan_is_refused_unless_allowed(
     tiny_cohort: Path, runs: Path, tmp_path: Path, capsys
 ) -> None:
     manifest, original, copy = copied_cohort(tiny_cohort, tmp_path / "c")
-    assert main(search_args(manifest, runs, "dup", "--budget", "1")) == 2  # 1: were it run
+    assert main(search_args(manifest, runs, "dup", "--budget", "2")) == 2  # 2: were it run
     err = capsys.readouterr().err
     assert f"one scan (identical voxel data) under 2 patient ids: {copy} (copy.nii), {original} (" in err
     assert "pass --allow-duplicate-scans to search anyway" in err

@@ -246,7 +246,7 @@ def test_a_plain_study_cannot_be_pseudonymised_later(cohort, tmp_path, capsys) -
     from search.session.configure import configure
 
     runs = tmp_path / "runs"
-    args = build_parser().parse_args(_args(cohort, runs, "--budget", "1"))
+    args = build_parser().parse_args(_args(cohort, runs, "--budget", "2"))
     configure(args, None)
     assert not (runs / STUDY / "pseudonym_salt").exists()
     assert main(_args(cohort, runs, "--budget", "1", "--resume", "--pseudonymise")) == 2

@@ -143,7 +143,7 @@ def test_warm_start_queues_the_study_points_once(tiny_cohort, runs) -> None:
     assert [t.params for t in trials[:2]] == points
     assert all(t.params != p for t in trials[2:] for p in points)  # sampled: TPE draws lr from a continuum
     sessions = json.loads((runs / "warm" / "config.json").read_text())["sessions"]
-    assert [s["search"].get("warm_start") for s in sessions] == [True, True]
+    assert [s["search"].get("study_first") for s in sessions] == [True, True]  # --warm-start: its alias
 
 
 def test_asha_stops_trials_early(tiny_cohort, runs) -> None:
@@ -204,7 +204,7 @@ def test_a_format_1_folder_resumes_and_reports(tiny_cohort, runs) -> None:
         "2",
         "--no-register",
     )
-    assert main([*args, "--budget", "1"]) == 0
+    assert main([*args, "--budget", "1", "--no-study-first"]) == 0
     folder = runs / "old"
     config = json.loads((folder / "config.json").read_text())
     del config["format"]

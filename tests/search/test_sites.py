@@ -177,6 +177,7 @@ def search(tiny_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple
         "sites",
         "--budget",
         "1",
+        "--no-study-first",
         "--holdout",
         "0.25",
         "--force-small-holdout",

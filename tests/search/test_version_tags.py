@@ -136,7 +136,7 @@ def test_small_holdout_refused_at_parse_time(
     runs = tmp_path / "runs"
     assert (
         main(
-            search_args(tiny_cohort, runs, "small", "--holdout", "0.25", "--budget", "1", "--max-epochs", "1")
+            search_args(tiny_cohort, runs, "small", "--holdout", "0.25", "--budget", "2", "--max-epochs", "1")
         )
         == 2
     )
