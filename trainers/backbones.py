@@ -10,8 +10,16 @@ from pathlib import Path
 
 import timm
 import torch
-from timm.models import adapt_input_conv
 from torch import nn
+
+from trainers.backbone_builders import (
+    build_densenet_small,
+    build_fbnetc_050,
+    build_shufflenet,
+    build_tiny_cnn,
+    fresh_classifier,
+    shufflenet_url,
+)
 
 #: builder(in_chans, num_classes, img_size, weights) -> nn.Module; ``weights`` is a local file or None.
 Builder = Callable[[int, int, "int | None", "Path | None"], nn.Module]
@@ -228,7 +236,7 @@ def _timm_locator(model_name: str) -> Locator:
 
 def _timm_builder(model_name: str, takes_img_size: bool = False, fresh_head: bool = False) -> Builder:
     """Builder for a timm model; local weights go through timm so first-conv/classifier adaptation applies.
-    ``fresh_head`` re-creates the classifier with PyTorch's default init (see `_fresh_classifier`)."""
+    ``fresh_head`` re-creates the classifier with PyTorch's default init (see `fresh_classifier`)."""
 
     def build(in_chans: int, num_classes: int, img_size: int | None, weights: Path | None) -> nn.Module:
         kwargs: dict[str, object] = {"in_chans": in_chans, "num_classes": num_classes}
@@ -240,29 +248,9 @@ def _timm_builder(model_name: str, takes_img_size: bool = False, fresh_head: boo
                 overlay["custom_load"] = False
             kwargs["pretrained_cfg_overlay"] = overlay
         model = timm.create_model(model_name, pretrained=weights is not None, **kwargs)
-        return _fresh_classifier(model, num_classes) if fresh_head else model
+        return fresh_classifier(model, num_classes) if fresh_head else model
 
     return build
-
-
-def _fresh_classifier(model: nn.Module, num_classes: int) -> nn.Module:
-    """Replace the classifier of a timm EfficientNet-style model (FBNet) by one with PyTorch's default init.
-
-    timm initialises those classifiers the TensorFlow way, uniform in +-1/sqrt(out_features): right for 1,000
-    ImageNet classes, but for 2 classes it is +-0.71 over ~2,000 features, so the first logits have a standard
-    deviation of about 12 and the loss starts near 8. FBNet learned nothing at the trainer's settings because
-    of it (cv_auc 0.50 after 8 epochs; docs/PERFORMANCE.md). The head is trained from scratch either way.
-    """
-    model.reset_classifier(num_classes)
-    return model
-
-
-def _shufflenet_url() -> str:
-    """Download URL of torchvision's ImageNet ShuffleNetV2 x1.0 weights (the driver downloads it; trials only
-    look for its file name in torch hub's checkpoints)."""
-    from torchvision.models import ShuffleNet_V2_X1_0_Weights
-
-    return ShuffleNet_V2_X1_0_Weights.IMAGENET1K_V1.url
 
 
 def torch_hub_locator(url: Callable[[], str]) -> Locator:
@@ -275,76 +263,6 @@ def torch_hub_locator(url: Callable[[], str]) -> Locator:
         return None, f"{candidate.name} not in {candidate.parent}"
 
     return locate
-
-
-def _build_shufflenet(
-    in_chans: int, num_classes: int, img_size: int | None, weights: Path | None
-) -> nn.Module:
-    """torchvision ShuffleNetV2 x1.0 with its stem adapted to ``in_chans`` and a new classifier."""
-    from torchvision.models import shufflenet_v2_x1_0
-
-    model = shufflenet_v2_x1_0(weights=None)
-    if weights is not None:
-        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-    stem = model.conv1[0]
-    if in_chans != stem.in_channels:
-        new_stem = nn.Conv2d(
-            in_chans,
-            stem.out_channels,
-            kernel_size=stem.kernel_size,
-            stride=stem.stride,
-            padding=stem.padding,
-            bias=False,
-        )
-        if weights is not None:  # in_chans=1: RGB kernels summed, as timm does for its models
-            with torch.no_grad():
-                new_stem.weight.copy_(adapt_input_conv(in_chans, stem.weight.detach()))
-        model.conv1[0] = new_stem
-    model.fc = nn.Linear(model.fc.in_features, num_classes)
-    return model
-
-
-def _build_densenet_small(
-    in_chans: int, num_classes: int, img_size: int | None, weights: Path | None
-) -> nn.Module:
-    """A DenseNet a quarter of DenseNet-121's depth and half its growth (0.6 M parameters; no ImageNet weights):
-    growth 16, dense blocks of 3-6-12-8 layers, 32 stem features (twice the growth). timm's DenseNet class."""
-    from timm.models.densenet import DenseNet
-
-    return DenseNet(growth_rate=16, block_config=(3, 6, 12, 8), in_chans=in_chans, num_classes=num_classes)
-
-
-def _build_fbnetc_050(
-    in_chans: int, num_classes: int, img_size: int | None, weights: Path | None
-) -> nn.Module:
-    """FBNet-C at half width (channel multiplier 0.5, 1.2 M parameters; no ImageNet weights), timm's generator."""
-    from timm.models.efficientnet import _gen_fbnetc
-
-    model = _gen_fbnetc("fbnetc_100", 0.5, pretrained=False, in_chans=in_chans, num_classes=num_classes)
-    return _fresh_classifier(model, num_classes)
-
-
-class TinyCNN(nn.Module):
-    """Three-conv CNN (about 6k parameters) so tests and smoke runs are fast on a CPU."""
-
-    def __init__(self, in_chans: int = 1, num_classes: int = 2, width: int = 8) -> None:
-        super().__init__()
-        layers: list[nn.Module] = []
-        channels = [in_chans, width, 2 * width, 4 * width]
-        for c_in, c_out in zip(channels[:-1], channels[1:], strict=True):
-            layers += [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
-            layers.append(nn.MaxPool2d(2))
-        self.features = nn.Sequential(*layers[:-1])  # no pooling after the last conv
-        self.head = nn.Linear(channels[-1], num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits of shape (batch, num_classes)."""
-        return self.head(self.features(x).mean(dim=(2, 3)))
-
-
-def _build_tiny_cnn(in_chans: int, num_classes: int, img_size: int | None, weights: Path | None) -> nn.Module:
-    """Builder for TinyCNN (never pretrained)."""
-    return TinyCNN(in_chans, num_classes)
 
 
 def _register_timm(
@@ -384,17 +302,17 @@ register_backbone(
     BackboneSpec(
         "shufflenet_v2_x1_0",
         "ShuffleNet",
-        _build_shufflenet,
-        locate_weights=torch_hub_locator(_shufflenet_url),
-        weights_url=_shufflenet_url,
+        build_shufflenet,
+        locate_weights=torch_hub_locator(shufflenet_url),
+        weights_url=shufflenet_url,
     )
 )
 _register_timm("vit_small_patch16_224", "ViT", patch_size=16)
 _register_timm("vit_tiny_patch16_224", "ViT", patch_size=16)
 # Smaller members of the same families, for CPU-only machines (the `cpu` space; measured in docs/PERFORMANCE.md).
-register_backbone(BackboneSpec("densenet_small", "DenseNet", _build_densenet_small))
-register_backbone(BackboneSpec("fbnetc_050", "FBNet", _build_fbnetc_050))
+register_backbone(BackboneSpec("densenet_small", "DenseNet", build_densenet_small))
+register_backbone(BackboneSpec("fbnetc_050", "FBNet", build_fbnetc_050))
 _register_timm("hrnet_w18_small", "HRNet", size_multiple=32)
 _register_timm("regnetx_002", "RegNet")
 _register_timm("resnet10t", "ResNet50")  # timm's ResNet-10-T: the smallest ResNet; also the tiny space's
-register_backbone(BackboneSpec("tiny_cnn", "Tiny", _build_tiny_cnn, tiny=True, min_resolution=8))
+register_backbone(BackboneSpec("tiny_cnn", "Tiny", build_tiny_cnn, tiny=True, min_resolution=8))
