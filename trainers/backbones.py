@@ -50,6 +50,9 @@ class BackboneSpec:
     weights_url: Callable[[], str] | None = (
         None  # torch hub URL of weights timm does not know (trainers.pretrained)
     )
+    #: how the random initialisation differs from the library's own (empty: as the library builds it); recorded
+    #: in every randomly initialised model's note, so a trial says which initialisation it trained from
+    init_change: str = ""
 
     @property
     def resolution_multiple(self) -> int | None:
@@ -149,7 +152,7 @@ def create_backbone(
         check_resolution(name, img_size)
     if not pretrained:
         model = spec.builder(in_chans, num_classes, img_size, None)
-        return BuiltModel(model, False, "random initialisation (pretrained weights not requested)")
+        return BuiltModel(model, False, _random_note(spec, "pretrained weights not requested"))
 
     if spec.locate_weights is None:
         weights, reason = None, "no ImageNet weights exist for this model"
@@ -163,7 +166,13 @@ def create_backbone(
             reason = f"loading {weights} failed: {type(exc).__name__}: {exc}"
     _warn_once(name, reason)
     model = spec.builder(in_chans, num_classes, img_size, None)
-    return BuiltModel(model, False, f"pretrained weights unavailable ({reason}); random init")
+    note = f"pretrained weights unavailable ({reason}); random init"
+    return BuiltModel(model, False, f"{note}; {spec.init_change}" if spec.init_change else note)
+
+
+def _random_note(spec: BackboneSpec, why: str) -> str:
+    """The note of a randomly initialised model: why random, and the registry's change to the init if any."""
+    return f"random initialisation ({why}{'; ' + spec.init_change if spec.init_change else ''})"
 
 
 def weights_available(name: str) -> tuple[bool, str]:
@@ -234,12 +243,18 @@ def _timm_locator(model_name: str) -> Locator:
     return locate
 
 
-def _timm_builder(model_name: str, takes_img_size: bool = False, fresh_head: bool = False) -> Builder:
+def _timm_builder(
+    model_name: str,
+    takes_img_size: bool = False,
+    fresh_head: bool = False,
+    model_kwargs: dict[str, object] | None = None,
+) -> Builder:
     """Builder for a timm model; local weights go through timm so first-conv/classifier adaptation applies.
-    ``fresh_head`` re-creates the classifier with PyTorch's default init (see `fresh_classifier`)."""
+    ``fresh_head`` re-creates the classifier with PyTorch's default init (see `fresh_classifier`);
+    ``model_kwargs`` go to the model's constructor (e.g. its initialisation options)."""
 
     def build(in_chans: int, num_classes: int, img_size: int | None, weights: Path | None) -> nn.Module:
-        kwargs: dict[str, object] = {"in_chans": in_chans, "num_classes": num_classes}
+        kwargs: dict[str, object] = {"in_chans": in_chans, "num_classes": num_classes, **(model_kwargs or {})}
         if takes_img_size and img_size is not None:
             kwargs["img_size"] = img_size
         if weights is not None:
@@ -274,25 +289,30 @@ def _register_timm(
     size_multiple: int | None = None,
     tiny: bool = False,
     fresh_head: bool = False,
+    model_kwargs: dict[str, object] | None = None,
+    init_change: str = "",
 ) -> None:
     """Register one timm model under its timm name."""
     register_backbone(
         BackboneSpec(
             name=name,
             family=family,
-            builder=_timm_builder(name, takes_img_size=patch_size is not None, fresh_head=fresh_head),
+            builder=_timm_builder(
+                name, takes_img_size=patch_size is not None, fresh_head=fresh_head, model_kwargs=model_kwargs
+            ),
             patch_size=patch_size,
             tiny=tiny,
             min_resolution=min_resolution,
             size_multiple=size_multiple,
             locate_weights=_timm_locator(name),
+            init_change=init_change,
         )
     )
 
 
 # The seven families of the reference study, mapped to concrete models, then the test-sized ones.
 _register_timm("densenet121", "DenseNet")  # four 2x2 pools after the stem: < 32 px collapses to 0
-_register_timm("fbnetc_100", "FBNet", fresh_head=True)
+_register_timm("fbnetc_100", "FBNet", fresh_head=True, init_change="classifier with PyTorch's default init")
 _register_timm("hrnet_w18_small_v2", "HRNet", size_multiple=32)  # fails at sizes not divisible by 32
 _register_timm("hrnet_w18", "HRNet", size_multiple=32)
 _register_timm("regnety_008", "RegNet")
@@ -311,8 +331,23 @@ _register_timm("vit_small_patch16_224", "ViT", patch_size=16)
 _register_timm("vit_tiny_patch16_224", "ViT", patch_size=16)
 # Smaller members of the same families, for CPU-only machines (the `cpu` space; measured in docs/PERFORMANCE.md).
 register_backbone(BackboneSpec("densenet_small", "DenseNet", build_densenet_small))
-register_backbone(BackboneSpec("fbnetc_050", "FBNet", build_fbnetc_050))
+register_backbone(
+    BackboneSpec(
+        "fbnetc_050",
+        "FBNet",
+        build_fbnetc_050,
+        init_change="classifier with PyTorch's default init; identity blocks' last BatchNorm scale zero",
+    )
+)
 _register_timm("hrnet_w18_small", "HRNet", size_multiple=32)
-_register_timm("regnetx_002", "RegNet")
+# timm zero-inits the last BatchNorm of every RegNet block, also the first of each stage, whose shortcut is a
+# strided 1x1 projection; at the trainer's lr those scales stayed below 0.02 in 8 epochs, so regnetx_002 trained
+# as its one-conv stem plus four strided projections (cv_auc 0.675; docs/PERFORMANCE.md)
+_register_timm(
+    "regnetx_002",
+    "RegNet",
+    model_kwargs={"zero_init_last": False},
+    init_change="residual branches' last BatchNorm scale one, not zero: timm's zero_init_last off",
+)
 _register_timm("resnet10t", "ResNet50")  # timm's ResNet-10-T: the smallest ResNet; also the tiny space's
 register_backbone(BackboneSpec("tiny_cnn", "Tiny", build_tiny_cnn, tiny=True, min_resolution=8))
