@@ -10,8 +10,16 @@ from pathlib import Path
 
 import timm
 import torch
-from timm.models import adapt_input_conv
 from torch import nn
+
+from trainers.backbone_builders import (
+    build_densenet_small,
+    build_fbnetc_050,
+    build_shufflenet,
+    build_tiny_cnn,
+    fresh_classifier,
+    shufflenet_url,
+)
 
 #: builder(in_chans, num_classes, img_size, weights) -> nn.Module; ``weights`` is a local file or None.
 Builder = Callable[[int, int, "int | None", "Path | None"], nn.Module]
@@ -42,6 +50,9 @@ class BackboneSpec:
     weights_url: Callable[[], str] | None = (
         None  # torch hub URL of weights timm does not know (trainers.pretrained)
     )
+    #: how the random initialisation differs from the library's own (empty: as the library builds it); recorded
+    #: in every randomly initialised model's note, so a trial says which initialisation it trained from
+    init_change: str = ""
 
     @property
     def resolution_multiple(self) -> int | None:
@@ -141,7 +152,7 @@ def create_backbone(
         check_resolution(name, img_size)
     if not pretrained:
         model = spec.builder(in_chans, num_classes, img_size, None)
-        return BuiltModel(model, False, "random initialisation (pretrained weights not requested)")
+        return BuiltModel(model, False, _random_note(spec, "pretrained weights not requested"))
 
     if spec.locate_weights is None:
         weights, reason = None, "no ImageNet weights exist for this model"
@@ -155,7 +166,13 @@ def create_backbone(
             reason = f"loading {weights} failed: {type(exc).__name__}: {exc}"
     _warn_once(name, reason)
     model = spec.builder(in_chans, num_classes, img_size, None)
-    return BuiltModel(model, False, f"pretrained weights unavailable ({reason}); random init")
+    note = f"pretrained weights unavailable ({reason}); random init"
+    return BuiltModel(model, False, f"{note}; {spec.init_change}" if spec.init_change else note)
+
+
+def _random_note(spec: BackboneSpec, why: str) -> str:
+    """The note of a randomly initialised model: why random, and the registry's change to the init if any."""
+    return f"random initialisation ({why}{'; ' + spec.init_change if spec.init_change else ''})"
 
 
 def weights_available(name: str) -> tuple[bool, str]:
@@ -226,12 +243,18 @@ def _timm_locator(model_name: str) -> Locator:
     return locate
 
 
-def _timm_builder(model_name: str, takes_img_size: bool = False, fresh_head: bool = False) -> Builder:
+def _timm_builder(
+    model_name: str,
+    takes_img_size: bool = False,
+    fresh_head: bool = False,
+    model_kwargs: dict[str, object] | None = None,
+) -> Builder:
     """Builder for a timm model; local weights go through timm so first-conv/classifier adaptation applies.
-    ``fresh_head`` re-creates the classifier with PyTorch's default init (see `_fresh_classifier`)."""
+    ``fresh_head`` re-creates the classifier with PyTorch's default init (see `fresh_classifier`);
+    ``model_kwargs`` go to the model's constructor (e.g. its initialisation options)."""
 
     def build(in_chans: int, num_classes: int, img_size: int | None, weights: Path | None) -> nn.Module:
-        kwargs: dict[str, object] = {"in_chans": in_chans, "num_classes": num_classes}
+        kwargs: dict[str, object] = {"in_chans": in_chans, "num_classes": num_classes, **(model_kwargs or {})}
         if takes_img_size and img_size is not None:
             kwargs["img_size"] = img_size
         if weights is not None:
@@ -240,29 +263,9 @@ def _timm_builder(model_name: str, takes_img_size: bool = False, fresh_head: boo
                 overlay["custom_load"] = False
             kwargs["pretrained_cfg_overlay"] = overlay
         model = timm.create_model(model_name, pretrained=weights is not None, **kwargs)
-        return _fresh_classifier(model, num_classes) if fresh_head else model
+        return fresh_classifier(model, num_classes) if fresh_head else model
 
     return build
-
-
-def _fresh_classifier(model: nn.Module, num_classes: int) -> nn.Module:
-    """Replace the classifier of a timm EfficientNet-style model (FBNet) by one with PyTorch's default init.
-
-    timm initialises those classifiers the TensorFlow way, uniform in +-1/sqrt(out_features): right for 1,000
-    ImageNet classes, but for 2 classes it is +-0.71 over ~2,000 features, so the first logits have a standard
-    deviation of about 12 and the loss starts near 8. FBNet learned nothing at the trainer's settings because
-    of it (cv_auc 0.50 after 8 epochs; docs/PERFORMANCE.md). The head is trained from scratch either way.
-    """
-    model.reset_classifier(num_classes)
-    return model
-
-
-def _shufflenet_url() -> str:
-    """Download URL of torchvision's ImageNet ShuffleNetV2 x1.0 weights (the driver downloads it; trials only
-    look for its file name in torch hub's checkpoints)."""
-    from torchvision.models import ShuffleNet_V2_X1_0_Weights
-
-    return ShuffleNet_V2_X1_0_Weights.IMAGENET1K_V1.url
 
 
 def torch_hub_locator(url: Callable[[], str]) -> Locator:
@@ -277,76 +280,6 @@ def torch_hub_locator(url: Callable[[], str]) -> Locator:
     return locate
 
 
-def _build_shufflenet(
-    in_chans: int, num_classes: int, img_size: int | None, weights: Path | None
-) -> nn.Module:
-    """torchvision ShuffleNetV2 x1.0 with its stem adapted to ``in_chans`` and a new classifier."""
-    from torchvision.models import shufflenet_v2_x1_0
-
-    model = shufflenet_v2_x1_0(weights=None)
-    if weights is not None:
-        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-    stem = model.conv1[0]
-    if in_chans != stem.in_channels:
-        new_stem = nn.Conv2d(
-            in_chans,
-            stem.out_channels,
-            kernel_size=stem.kernel_size,
-            stride=stem.stride,
-            padding=stem.padding,
-            bias=False,
-        )
-        if weights is not None:  # in_chans=1: RGB kernels summed, as timm does for its models
-            with torch.no_grad():
-                new_stem.weight.copy_(adapt_input_conv(in_chans, stem.weight.detach()))
-        model.conv1[0] = new_stem
-    model.fc = nn.Linear(model.fc.in_features, num_classes)
-    return model
-
-
-def _build_densenet_small(
-    in_chans: int, num_classes: int, img_size: int | None, weights: Path | None
-) -> nn.Module:
-    """A DenseNet a quarter of DenseNet-121's depth and half its growth (0.6 M parameters; no ImageNet weights):
-    growth 16, dense blocks of 3-6-12-8 layers, 32 stem features (twice the growth). timm's DenseNet class."""
-    from timm.models.densenet import DenseNet
-
-    return DenseNet(growth_rate=16, block_config=(3, 6, 12, 8), in_chans=in_chans, num_classes=num_classes)
-
-
-def _build_fbnetc_050(
-    in_chans: int, num_classes: int, img_size: int | None, weights: Path | None
-) -> nn.Module:
-    """FBNet-C at half width (channel multiplier 0.5, 1.2 M parameters; no ImageNet weights), timm's generator."""
-    from timm.models.efficientnet import _gen_fbnetc
-
-    model = _gen_fbnetc("fbnetc_100", 0.5, pretrained=False, in_chans=in_chans, num_classes=num_classes)
-    return _fresh_classifier(model, num_classes)
-
-
-class TinyCNN(nn.Module):
-    """Three-conv CNN (about 6k parameters) so tests and smoke runs are fast on a CPU."""
-
-    def __init__(self, in_chans: int = 1, num_classes: int = 2, width: int = 8) -> None:
-        super().__init__()
-        layers: list[nn.Module] = []
-        channels = [in_chans, width, 2 * width, 4 * width]
-        for c_in, c_out in zip(channels[:-1], channels[1:], strict=True):
-            layers += [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
-            layers.append(nn.MaxPool2d(2))
-        self.features = nn.Sequential(*layers[:-1])  # no pooling after the last conv
-        self.head = nn.Linear(channels[-1], num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits of shape (batch, num_classes)."""
-        return self.head(self.features(x).mean(dim=(2, 3)))
-
-
-def _build_tiny_cnn(in_chans: int, num_classes: int, img_size: int | None, weights: Path | None) -> nn.Module:
-    """Builder for TinyCNN (never pretrained)."""
-    return TinyCNN(in_chans, num_classes)
-
-
 def _register_timm(
     name: str,
     family: str,
@@ -356,25 +289,30 @@ def _register_timm(
     size_multiple: int | None = None,
     tiny: bool = False,
     fresh_head: bool = False,
+    model_kwargs: dict[str, object] | None = None,
+    init_change: str = "",
 ) -> None:
     """Register one timm model under its timm name."""
     register_backbone(
         BackboneSpec(
             name=name,
             family=family,
-            builder=_timm_builder(name, takes_img_size=patch_size is not None, fresh_head=fresh_head),
+            builder=_timm_builder(
+                name, takes_img_size=patch_size is not None, fresh_head=fresh_head, model_kwargs=model_kwargs
+            ),
             patch_size=patch_size,
             tiny=tiny,
             min_resolution=min_resolution,
             size_multiple=size_multiple,
             locate_weights=_timm_locator(name),
+            init_change=init_change,
         )
     )
 
 
 # The seven families of the reference study, mapped to concrete models, then the test-sized ones.
 _register_timm("densenet121", "DenseNet")  # four 2x2 pools after the stem: < 32 px collapses to 0
-_register_timm("fbnetc_100", "FBNet", fresh_head=True)
+_register_timm("fbnetc_100", "FBNet", fresh_head=True, init_change="classifier with PyTorch's default init")
 _register_timm("hrnet_w18_small_v2", "HRNet", size_multiple=32)  # fails at sizes not divisible by 32
 _register_timm("hrnet_w18", "HRNet", size_multiple=32)
 _register_timm("regnety_008", "RegNet")
@@ -384,17 +322,32 @@ register_backbone(
     BackboneSpec(
         "shufflenet_v2_x1_0",
         "ShuffleNet",
-        _build_shufflenet,
-        locate_weights=torch_hub_locator(_shufflenet_url),
-        weights_url=_shufflenet_url,
+        build_shufflenet,
+        locate_weights=torch_hub_locator(shufflenet_url),
+        weights_url=shufflenet_url,
     )
 )
 _register_timm("vit_small_patch16_224", "ViT", patch_size=16)
 _register_timm("vit_tiny_patch16_224", "ViT", patch_size=16)
 # Smaller members of the same families, for CPU-only machines (the `cpu` space; measured in docs/PERFORMANCE.md).
-register_backbone(BackboneSpec("densenet_small", "DenseNet", _build_densenet_small))
-register_backbone(BackboneSpec("fbnetc_050", "FBNet", _build_fbnetc_050))
+register_backbone(BackboneSpec("densenet_small", "DenseNet", build_densenet_small))
+register_backbone(
+    BackboneSpec(
+        "fbnetc_050",
+        "FBNet",
+        build_fbnetc_050,
+        init_change="classifier with PyTorch's default init; identity blocks' last BatchNorm scale zero",
+    )
+)
 _register_timm("hrnet_w18_small", "HRNet", size_multiple=32)
-_register_timm("regnetx_002", "RegNet")
+# timm zero-inits the last BatchNorm of every RegNet block, also the first of each stage, whose shortcut is a
+# strided 1x1 projection; at the trainer's lr those scales stayed below 0.02 in 8 epochs, so regnetx_002 trained
+# as its one-conv stem plus four strided projections (cv_auc 0.675; docs/PERFORMANCE.md)
+_register_timm(
+    "regnetx_002",
+    "RegNet",
+    model_kwargs={"zero_init_last": False},
+    init_change="residual branches' last BatchNorm scale one, not zero: timm's zero_init_last off",
+)
 _register_timm("resnet10t", "ResNet50")  # timm's ResNet-10-T: the smallest ResNet; also the tiny space's
-register_backbone(BackboneSpec("tiny_cnn", "Tiny", _build_tiny_cnn, tiny=True, min_resolution=8))
+register_backbone(BackboneSpec("tiny_cnn", "Tiny", build_tiny_cnn, tiny=True, min_resolution=8))
