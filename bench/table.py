@@ -136,6 +136,8 @@ def fingerprint(backbone: str, resolution: int, channels: int) -> str:
         f.name: getattr(spec, f.name)
         for f in dataclasses.fields(spec)
         if isinstance(getattr(spec, f.name), str | int | float | bool | tuple | type(None))
+        and getattr(spec, f.name)
+        != ""  # a field added later, left empty, leaves earlier rows' fingerprints alone
     }
     digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
     return digest.hexdigest()[:16]
