@@ -32,6 +32,9 @@ from trainers.failures import Fault, describe, failure_reason
 from trainers.preprocess import ScanROI
 from trainers.train import EpochReport, cross_validate
 
+#: seconds a reused worker waits for the previous trial's thread to end (Ray Tune's variable)
+THREAD_TIMEOUT_ENV = "TUNE_FUNCTION_THREAD_TIMEOUT_S"
+
 
 def run_trial(
     config: dict[str, Any],
@@ -46,6 +49,10 @@ def run_trial(
     With `study_dir` (and an Optuna trial number in `config`) the out-of-fold table goes to the study folder,
     and a failure is recorded there instead of raised. `faults` (tests only): by trial number or "*".
     """
+    # Tune reuses this worker for the next trial only once this trial's thread has ended, waiting 2 s by default:
+    # on a loaded machine the thread can take longer to wind down, and the next trial then fails ("Could not
+    # re-use actor"). The worker reads the variable when it is reused, so setting it here covers every node.
+    os.environ.setdefault(THREAD_TIMEOUT_ENV, "60")
     number = config.get(OPTUNA_NUMBER_KEY)
     paths = StudyPaths(Path(study_dir)) if study_dir and number is not None else None
     if paths is not None:
