@@ -118,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
             }
             for r in csv.DictReader(fh)
         ]
-    with tracking_uri(from_args(args).tracking_url()):
+    where = from_args(args)
+    with tracking_uri(where.tracking_url()):
         uri, version = resolve_model(mlflow.MlflowClient(), args.model)
         model = mlflow.pyfunc.load_model(uri)
     threshold = float(getattr(model.unwrap_python_model(), "threshold", 0.5) or 0.5)
@@ -162,7 +163,9 @@ def main(argv: list[str] | None = None) -> int:
             ]
         )
     )
-    print(f"wrote {write_result('generalise', payload, args.out)}")
+    # one file per study (and model version), so that scoring several searches keeps every result
+    name = "-".join(["generalise", *([where.study] if where.study else []), f"v{version}"])
+    print(f"wrote {write_result(name, {**payload, 'study': where.study}, args.out)}")
     return 0
 
 

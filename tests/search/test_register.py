@@ -477,7 +477,11 @@ def test_generalise_bench_scores_the_registered_model(study, tmp_path) -> None:
         )
         == 0
     )
-    result = json.loads((out / "generalise.json").read_text())
+    [written] = out.glob(
+        "generalise*.json"
+    )  # one file per study and version: runs do not overwrite each other
+    result = json.loads(written.read_text())
+    assert written.name == f"generalise-{result['study']}-v{result['version']}.json" and result["study"]
     client = MlflowClient(default_tracking_uri(study))
     alias = result["model"].rsplit("@", 1)[1]
     assert result["version"] == str(client.get_model_version_by_alias("cervical-staging", alias).version)
