@@ -120,7 +120,10 @@ def main(argv: list[str] | None = None) -> int:
         ]
     where = from_args(args)
     with tracking_uri(where.tracking_url()):
-        uri, version = resolve_model(mlflow.MlflowClient(), args.model)
+        client = mlflow.MlflowClient()
+        uri, version = resolve_model(client, args.model)
+        registered = uri.removeprefix("models:/").split("@")[0].split("/")[0]
+        study = where.study or client.get_model_version(registered, version).tags.get("study")
         model = mlflow.pyfunc.load_model(uri)
     threshold = float(getattr(model.unwrap_python_model(), "threshold", 0.5) or 0.5)
     start = time.perf_counter()
@@ -164,8 +167,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     # one file per study (and model version), so that scoring several searches keeps every result
-    name = "-".join(["generalise", *([where.study] if where.study else []), f"v{version}"])
-    print(f"wrote {write_result(name, {**payload, 'study': where.study}, args.out)}")
+    name = "-".join(["generalise", *([study] if study else []), f"v{version}"])
+    print(f"wrote {write_result(name, {**payload, 'study': study}, args.out)}")
     return 0
 
 
