@@ -6,8 +6,9 @@ own `AsyncHyperBandScheduler` class deciding every rung (driven with the results
 nothing else of a trial than its id), N parallel workers, and trials still running visible to the sampler as in
 a real search. A suggestion maps to the nearest table row of its family (normalised log lr, augmentation, log
 weight decay); `--check-mapping` measures what that costs on rows held out of the table. A run's epoch times
-come from the table (per family: the median seconds of an epoch, robust to other work on the machine while the
-table was made; `--clock row` takes each row's own).
+come from the table (per family: the median CPU seconds of an epoch, what a one-thread trial takes on an idle
+machine whatever else ran while the table was made; wall seconds for rows recorded before the table kept CPU
+seconds; `--clock row` takes each row's own wall seconds).
 
 What a policy would register at a budget is its best complete trial by the selection rule; it is scored by its
 row's AUC on the table's independent phantom (1,000 patients no trial saw). Seeds fix the sampler, the
@@ -93,6 +94,8 @@ class Row:
     fold_sd: list[float]
     seconds: list[float]
     setup_seconds: float
+    #: CPU seconds of each epoch (None: a row recorded before the table kept them)
+    cpu_seconds: list[float] | None
     indep_auc: dict[int, float]  # epoch -> AUC on the independent phantom
 
     @property
@@ -112,15 +115,11 @@ class Table:
     coords: dict[str, tuple[list[str], np.ndarray]] = field(default_factory=dict)  # backbone -> (ids, points)
 
     def family_seconds(self, backbone: str) -> float:
-        """Median seconds of one epoch of this family's rows."""
-        values = [
-            s
-            for seeds in self.rows.values()
-            for r in seeds.values()
-            if r.backbone == backbone
-            for s in r.seconds
-        ]
-        return float(np.median(values))
+        """Median seconds of one epoch of this family's rows: their CPU seconds where rows have them (what a
+        one-thread epoch takes on an idle machine, whatever else ran meanwhile), else their wall seconds."""
+        rows = [r for seeds in self.rows.values() for r in seeds.values() if r.backbone == backbone]
+        cpu = [s for r in rows if r.cpu_seconds for s in r.cpu_seconds]
+        return float(np.median(cpu or [s for r in rows for s in r.seconds]))
 
     def study_ids(self) -> list[str]:
         """The study points' configuration ids, in the space's order."""
@@ -165,6 +164,7 @@ def load_table(folder: Path, max_epochs: int | None = None) -> Table:
             fold_sd=[float(np.nanstd([a for a in x["fold_auc"] if a is not None])) for x in e],
             seconds=[x["seconds"] for x in e],
             setup_seconds=float(r.get("setup_seconds", 0.0)),
+            cpu_seconds=[x["cpu_seconds"] for x in e] if all("cpu_seconds" in x for x in e) else None,
             indep_auc={int(x["epoch"]): x["indep_auc"] for x in e if "indep_auc" in x},
         )
     t = Table(header, rows, space, epochs)

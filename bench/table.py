@@ -251,6 +251,7 @@ def train_run(run: Run, inputs: Inputs, space: Any, args: argparse.Namespace) ->
             "mean_fold_auc": round(rep.mean_fold_auc, 5),
             "cv_auc": round(rep.cv_auc, 5),
             "seconds": round(rep.seconds, 3),
+            "cpu_seconds": round(rep.cpu_seconds, 3),
             "oof": _rounded(probs, 4),
         }
         if rep.epoch in evals:

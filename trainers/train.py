@@ -39,6 +39,9 @@ class EpochReport:
     oof: list[dict[str, Any]]
     seconds: float
     ended_at: float = 0.0  # wall-clock time (epoch seconds) at which the epoch ended
+    #: CPU seconds this process spent on the epoch (all its threads): on a one-thread CPU run, what the epoch
+    #: takes on an idle machine, whatever else the machine runs meanwhile (bench.table clocks with it)
+    cpu_seconds: float = 0.0
     pretrained: bool = False
     pretrained_note: str = ""
     batch_size: int = (
@@ -293,7 +296,7 @@ def _train_attempt(
     label_of = {p: int(lab) for p, lab in zip(data.patients, data.patient_label, strict=True)}
     history: list[EpochReport] = []
     for epoch in range(1, cfg.epochs + 1):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         losses, fold_aucs, oof = [], [], []
         for fold in fold_states:
             losses.append(_train_epoch(fold, x_all, y_all, epoch, check, fault))
@@ -321,6 +324,7 @@ def _train_attempt(
             oof=oof,
             seconds=time.perf_counter() - t0,
             ended_at=time.time(),
+            cpu_seconds=time.process_time() - c0,
             pretrained=fold_states[0].built.pretrained,
             pretrained_note=fold_states[0].built.note,
             batch_size=cfg.batch_size,

@@ -67,6 +67,7 @@ def test_table_smoke_resumes_and_trains_stale_rows_again(tmp_path: Path) -> None
     row = rows[0]
     assert [e["epoch"] for e in row["epochs"]] == [1, 2]  # the tiny space's two epochs
     assert all(len(e["oof"]) == 16 and len(e["fold_auc"]) == 5 for e in row["epochs"])
+    assert all(0 < e["cpu_seconds"] for e in row["epochs"])  # what the simulator's clock reads
     assert "indep_auc" in row["epochs"][0] and "indep_auc" in row["epochs"][1]  # --eval-epochs and the last
     assert len(row["indep_probs"]) == 12 and all(0 <= p <= 1 for p in row["indep_probs"])
 
