@@ -13,6 +13,7 @@ if __package__ in (None, ""):  # run as a script: make the project importable wi
 from search.console.routing import add_console_flags, quiet_console  # noqa: E402
 from search.models.register import RegisterError, register_study  # noqa: E402
 from search.study import add_location_flags, from_args  # noqa: E402
+from search.study.driver_lock import StudyBusyError, hold  # noqa: E402
 from trainers.cli import HelpFormatter  # noqa: E402
 
 
@@ -41,8 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     locations = from_args(args)
     with quiet_console(args.verbosity, locations.study_dir, "register"):
         try:
-            register_study(locations, args.model_name, args.trial)
-        except (RegisterError, ManifestError) as exc:
+            with hold(locations.paths, locations.storage, "register"):
+                register_study(locations, args.model_name, args.trial)
+        except (RegisterError, ManifestError, StudyBusyError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
     return 0

@@ -7,6 +7,7 @@ from search.console.routing import ConsoleSession, log_file
 from search.session.configure import UserError, configure
 from search.session.options import build_parser
 from search.session.runner import fail, run
+from search.study.driver_lock import release_all
 from search.tune.local_ray import prepare_local_ray
 from trainers.privacy import no_telemetry
 
@@ -19,11 +20,15 @@ def main(argv: list[str] | None = None) -> int:
     prepare_local_ray(args.address)  # before anything imports Ray
     with ConsoleSession(args.verbosity) as console:
         try:
-            config, paths, cohort = configure(args, argv)
+            config, paths, cohort = configure(args, argv)  # holds the study's driver lock (or refuses)
         except UserError as exc:
             return fail(exc.problems)
-        log = console.attach(log_file(paths.root), preload=("ray", "mlflow"))
-        print(
-            f"log: {log.resolve()} (what Ray, MLflow and Optuna say; --verbose shows it here too)", flush=True
-        )
-        return run(args, config, paths, cohort)
+        try:
+            log = console.attach(log_file(paths.root), preload=("ray", "mlflow"))
+            print(
+                f"log: {log.resolve()} (what Ray, MLflow and Optuna say; --verbose shows it here too)",
+                flush=True,
+            )
+            return run(args, config, paths, cohort)
+        finally:
+            release_all()

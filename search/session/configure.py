@@ -34,6 +34,7 @@ from search.study import (
     warn_if_on_command_line,
     write_json,
 )
+from search.study.driver_lock import StudyBusyError, hold
 from search.study.pseudonyms import (
     CHECK_KEY,
     SETTING,
@@ -329,6 +330,10 @@ def configure(args: argparse.Namespace, argv: list[str] | None) -> tuple[dict[st
             open_storage(config["storage"]).engine.dispose()
         except StorageError as exc:
             raise UserError([str(exc)]) from None
+    try:  # the last check: a live driver of this study refuses this one before anything is written
+        hold(paths, config["storage"], "run")
+    except StudyBusyError as exc:
+        raise UserError([str(exc)]) from None
     salt = study_salt(config, paths, stored, cohort)
     if settings["pretrained"]:  # only once the run is sure to go ahead (it may download)
         fetch_pretrained_weights(list(space.backbones))

@@ -1,8 +1,9 @@
-"""Kill a running search, resume it: exactly the budget of finished trials, none run twice."""
+"""Kill a running search, resume it: exactly the budget of finished trials, none run twice; while it runs, a\nsecond driver of the study is refused."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import sqlite3
@@ -30,6 +31,24 @@ def _finished(runs, study: str) -> int:
     except sqlite3.Error:  # not there yet, or its tables not yet made
         return 0
     return int(row[0])
+
+
+def _second_driver_is_refused(cmd: list[str], runs, pid: int, env: dict) -> None:
+    """While a driver runs, a second `run --resume` and a `register` of its study exit 2 naming it, and
+    change nothing; a report still reads the study."""
+    stagesearch = [sys.executable, "-m", "stagesearch.cli"]
+    where = ["--runs-dir", str(runs), "--study", "res"]
+    for second in (cmd[:2] + ["--resume", *cmd[2:]], [*stagesearch, "register", *where]):
+        before = (runs / "res" / "config.json").read_text()
+        done = subprocess.run(second, capture_output=True, text=True, timeout=300, env=env)
+        assert done.returncode == 2, done.stdout + done.stderr
+        assert f"is being run by process {pid} on " in done.stderr, done.stderr
+        assert f"kill {pid}" in done.stderr and "--resume" in done.stderr
+        assert (runs / "res" / "config.json").read_text() == before  # no session added to the running study
+    report = subprocess.run(
+        [*stagesearch, "report", *where], capture_output=True, text=True, timeout=300, env=env
+    )
+    assert report.returncode == 0, report.stdout + report.stderr
 
 
 def test_kill_then_resume_gives_exactly_the_budget(tiny_cohort, runs, tmp_path) -> None:
@@ -61,12 +80,15 @@ def test_kill_then_resume_gives_exactly_the_budget(tiny_cohort, runs, tmp_path) 
             time.sleep(0.5)
         assert proc.poll() is None, (tmp_path / "first.log").read_text()
         assert _finished(runs, "res") >= 2, "search made no progress"
+        _second_driver_is_refused(cmd, runs, proc.pid, env)
     finally:
         with contextlib.suppress(ProcessLookupError):  # already gone when the search failed on its own
             os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray processes it started, by id
         proc.wait(timeout=30)
     before = _finished(runs, "res")
     assert before < 5
+    # the killed driver's lock is stale: its record is still there, the next driver takes it over
+    assert json.loads((runs / "res" / "driver.json").read_text())["pid"] == proc.pid
 
     second = subprocess.run(
         cmd[:2] + ["--resume", *cmd[2:]], capture_output=True, text=True, timeout=600, env=env
