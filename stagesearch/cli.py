@@ -28,6 +28,9 @@ COMMANDS: dict[str, Command] = {
     "register": Command(
         "search.commands.register", "register a study's winner (fold-model ensemble) in MLflow"
     ),
+    "sync-tracking": Command(
+        "search.commands.sync_tracking", "send to MLflow what a search kept while its tracking failed"
+    ),
     "promote": Command(
         "search.commands.promote", "list registered versions, or move the @champion alias, gated"
     ),

@@ -8,6 +8,7 @@ from search.session.configure import UserError, configure
 from search.session.options import build_parser
 from search.session.runner import fail, run
 from search.study.driver_lock import release_all
+from search.tracking.outbox import short_client_retries
 from search.tune.local_ray import prepare_local_ray
 from trainers.privacy import no_telemetry
 
@@ -17,6 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     1 when the search stopped because its trials kept failing (`search.tune.failures`), else 0."""
     args = build_parser().parse_args(argv)
     no_telemetry()  # before MLflow, huggingface_hub or Ray are imported
+    short_client_retries()  # a failing tracking server costs seconds per call, not minutes
     prepare_local_ray(args.address)  # before anything imports Ray
     with ConsoleSession(args.verbosity) as console:
         try:

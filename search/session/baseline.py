@@ -31,6 +31,7 @@ from sklearn.preprocessing import StandardScaler
 
 from search.stats.bootstrap import bootstrap_auc_ci  # re-exported: the search and the dashboards share it
 from search.study import Leaderboard, StudyFormatError, StudyPaths, read_leaderboard, write_oof
+from search.tracking.outbox import first_line, tracking_errors
 from search.tracking.tracker import StudyTracker, write_trial_artifacts
 from trainers.cv import PreparedCohort
 from trainers.features import feature_table
@@ -209,5 +210,13 @@ def attach_baseline(
     except ValueError as exc:
         print(f"baseline not scored: {exc}", file=sys.stderr, flush=True)
         return board
-    run_id = log_baseline_run(tracker, score)
+    try:
+        run_id = log_baseline_run(tracker, score)
+    except tracking_errors() as exc:  # the search's results stand; the baseline is in leaderboard.json
+        print(
+            f"warning: the baseline's MLflow run was not logged ({first_line(exc)})",
+            file=sys.stderr,
+            flush=True,
+        )
+        run_id = ""
     return dataclasses.replace(board, baseline=leaderboard_entry(score, run_id, key))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,6 +32,7 @@ from search.study import (
     read_leaderboard,
     write_leaderboard,
 )
+from search.tracking.outbox import first_line, tracking_errors
 
 
 def family(trial: optuna.trial.FrozenTrial) -> str:
@@ -65,23 +67,30 @@ def summarise(
     counts = board.counts
     best = board.rows[0] if board.rows else None
     base_metrics, base_tags = parent_fields(board)
-    session.tracker.log_parent_summary(
-        {
-            "best_cv_auc": best.cv_auc if best else float("nan"),
-            **{f"trials_{k}": v for k, v in counts.items()},
-            **{f"trials_failed_{k}": v for k, v in board.failures.items()},
-            **parent_metrics(board),
-            **site_metrics(board),
-            **base_metrics,
-        },
-        {
-            "best_trial": str(best.trial) if best else "",
-            **({"stopped": stopped} if stopped else {}),
-            **base_tags,
-        },
-        status if counts["finished"] < args.budget or stopped else "FINISHED",
-    )
-    write_leaderboard(paths, board)
+    write_leaderboard(paths, board)  # the study's own record first; MLflow mirrors it
+    try:
+        session.tracker.log_parent_summary(
+            {
+                "best_cv_auc": best.cv_auc if best else float("nan"),
+                **{f"trials_{k}": v for k, v in counts.items()},
+                **{f"trials_failed_{k}": v for k, v in board.failures.items()},
+                **parent_metrics(board),
+                **site_metrics(board),
+                **base_metrics,
+            },
+            {
+                "best_trial": str(best.trial) if best else "",
+                **({"stopped": stopped} if stopped else {}),
+                **base_tags,
+            },
+            status if counts["finished"] < args.budget or stopped else "FINISHED",
+        )
+    except tracking_errors() as exc:  # Optuna and leaderboard.json hold the results; MLflow mirrors them
+        print(
+            f"warning: the search's summary was not logged to MLflow ({first_line(exc)})",
+            file=sys.stderr,
+            flush=True,
+        )
     return board
 
 

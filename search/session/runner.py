@@ -3,6 +3,7 @@ left of the budget (`search.tune.driver`), summarise, register the winner."""
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -25,9 +26,13 @@ from search.study import (
     write_json,
 )
 from search.study.inputs import CohortChangedError, prepare_inputs
+from search.tracking.outbox import TrackingOutbox, first_line, tracking_errors
 from search.tracking.tracker import StudyTracker
 from search.tune.driver import run_trials
 from trainers.folds import FoldsMismatchError
+
+TRACKING_WAIT_ENV = "STAGESEARCH_TRACKING_WAIT_S"
+DEFAULT_TRACKING_WAIT_S = 120.0
 
 
 def fail(problems: list[str]) -> int:
@@ -45,6 +50,7 @@ class Session:
     storage: optuna.storages.BaseStorage
     tracker: StudyTracker
     counts: dict[str, int]
+    outbox: TrackingOutbox  # the trials' tracking calls, kept while MLflow fails (`search.tracking.outbox`)
     first_number: int = 0  # Optuna number of the first trial this session makes
 
 
@@ -62,12 +68,17 @@ def run(args: Any, config: dict, paths: StudyPaths, cohort: Any) -> int:
         session = _open_session(args, config, paths)
     except StorageError as exc:
         return fail([str(exc)])
+    except tracking_errors() as exc:
+        return fail([f"cannot reach MLflow tracking at {config['tracking_uri']}: {first_line(exc)}"])
     remaining = args.budget - session.counts["finished"]
     status = run_trials(args, config, paths, inputs, session, remaining) if remaining > 0 else "FINISHED"
     stopped = _stopped(session, config["study"]) if remaining > 0 else None
+    tracked = session.outbox.flush(tracking_wait())
     board = summarise(args, config, paths, session, "FAILED" if stopped else status, stopped, inputs=inputs)
     winner = None
-    if board.rows and not args.no_register and status == "FINISHED" and not stopped:
+    if not tracked:
+        untracked_warning(session.outbox, args.runs_dir, config["study"])
+    elif board.rows and not args.no_register and status == "FINISHED" and not stopped:
         winner = register(args, paths, config)
     console = active()
     if console is not None:
@@ -77,6 +88,24 @@ def run(args: Any, config: dict, paths: StudyPaths, cohort: Any) -> int:
         print(f"\nerror: {stopped}", file=sys.stderr, flush=True)
         return 1
     return 0
+
+
+def tracking_wait() -> float:
+    """Seconds the end of a search waits for a failing MLflow tracking (`TRACKING_WAIT_ENV`, default 120)."""
+    return float(os.environ.get(TRACKING_WAIT_ENV, DEFAULT_TRACKING_WAIT_S))
+
+
+def untracked_warning(outbox: TrackingOutbox, runs_dir: Any, study: str) -> None:
+    """What to do when MLflow did not take everything: the trials are in Optuna; send the rest later."""
+    where = f"--runs-dir {runs_dir} --study {study}"
+    print(
+        f"\nwarning: MLflow tracking at {outbox.tracker.tracking_uri} still fails after waiting {tracking_wait():.0f} s: "
+        f"{len(outbox.pending)} record(s) of this search are kept in {outbox.path}. Every trial is in Optuna "
+        f"as it ended, and leaderboard.json is written; the winner is not registered. When tracking works "
+        f"again: `stagesearch sync-tracking {where}`, then `stagesearch register {where}`",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def _stopped(session: Session, name: str) -> str | None:
@@ -122,6 +151,12 @@ def _open_session(args: Any, config: dict, paths: StudyPaths) -> Session:
         },
         tags={"study": name, "space": str(settings["space"])},
     )
+    outbox = TrackingOutbox(tracker, paths.root)
+    if not outbox.healthy:  # before closing runs left open: the kept calls may close them properly
+        print(
+            f"tracking: sending {len(outbox.pending)} record(s) an earlier session could not log", flush=True
+        )
+        outbox.flush(0)
     killed = tracker.close_stale_children(finished_trials(study))
     write_json(paths.state, {"parent_run_id": tracker.parent_run_id, "experiment_id": tracker.experiment_id})
     study.set_user_attr("mlflow_parent_run_id", tracker.parent_run_id)
@@ -140,4 +175,4 @@ def _open_session(args: Any, config: dict, paths: StudyPaths) -> Session:
         f"{remaining} to run",
         flush=True,
     )
-    return Session(study, storage, tracker, counts, first_number=len(study.trials))
+    return Session(study, storage, tracker, counts, outbox, first_number=len(study.trials))

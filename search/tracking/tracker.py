@@ -165,24 +165,26 @@ class StudyTracker:
         return out
 
     def start_trial(self, number: int, params: dict[str, Any], tags: dict[str, str]) -> str:
-        """A nested child run for Optuna trial `number`; a trial that Tune restarts keeps its run."""
-        if number in self.children:
-            return self.children[number]
-        run = self.client.create_run(
-            self.experiment_id,
-            run_name=f"trial-{number:04d}",
-            tags={
-                "mlflow.parentRunId": self.parent_run_id,
-                "role": "trial",
-                "optuna_trial": str(number),
-                NOTE_TAG: trial_note(number, params),
-                **tags,
-            },
-        )
-        run_id = run.info.run_id
-        self.children[number] = run_id
-        self.params[number] = dict(params)
-        self.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
+        """A nested child run for Optuna trial `number`; a trial that Tune restarts keeps its run. Safe to call
+        again after a failure part-way (`search.tracking.outbox` does): the run is made once, its params
+        logged once."""
+        if number not in self.children:
+            run = self.client.create_run(
+                self.experiment_id,
+                run_name=f"trial-{number:04d}",
+                tags={
+                    "mlflow.parentRunId": self.parent_run_id,
+                    "role": "trial",
+                    "optuna_trial": str(number),
+                    NOTE_TAG: trial_note(number, params),
+                    **tags,
+                },
+            )
+            self.children[number] = run.info.run_id
+        run_id = self.children[number]
+        if number not in self.params:
+            self.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
+            self.params[number] = dict(params)
         return run_id
 
     def retry_trial(self, number: int, failures: int, error: str) -> None:

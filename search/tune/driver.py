@@ -7,6 +7,7 @@ anything imports it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 from search.console.routing import reroute
 from search.study import COMPARISON_ATTR, StudyPaths, close_stale_trials, failure_counts, finished_trials
 from search.study.inputs import StudyInputs, fixed_settings, study_space
+from search.tracking.outbox import tracking_errors
 from search.tune.local_ray import describe_local_ray
 
 #: Test-only: faults to inject into trials, as JSON by Optuna trial number (see trainers.failures.parse_faults).
@@ -43,7 +45,9 @@ def run_trials(
         if started_here:
             ray.shutdown()
         stale = close_stale_trials(session.study, session.storage)
-        session.tracker.close_stale_children(finished_trials(session.study))
+        if session.outbox.healthy:  # else the kept calls close the runs when they are sent
+            with contextlib.suppress(*tracking_errors()):
+                session.tracker.close_stale_children(finished_trials(session.study))
         if stale:
             status = "KILLED"
             print(
@@ -89,7 +93,7 @@ def _fit(
         args.scheduler, int(settings["max_epochs"]), args.grace_epochs, args.reduction_factor
     )
     callbacks = [
-        TrackingCallback(session.tracker, study, session.storage, paths, progress.trial_finished),
+        TrackingCallback(session.outbox, study, session.storage, paths, progress.trial_finished),
         progress,
         TuneLines(),
     ]

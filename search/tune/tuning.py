@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 import warnings
@@ -31,8 +32,8 @@ from search.study import (
     trial_models,
 )
 from search.study.results import TrialEpoch
+from search.tracking.outbox import TrackingOutbox
 from search.tracking.run_notes import OPTUNA_NOTE, SCHEDULER_METRIC, SEARCH_METRIC
-from search.tracking.tracker import StudyTracker
 from search.tune import adapters
 from search.tune.failures import WORKER_ERROR, stop_message
 
@@ -221,21 +222,32 @@ def trial_number(trial: Trial) -> int:
 
 
 class TrackingCallback(Callback):
-    """Logs every trial to MLflow from the driver as it starts, reports and ends; notes its run on the trial."""
+    """Logs every trial to MLflow from the driver as it starts, reports and ends; notes its run on the trial.
+
+    Through `search.tracking.outbox`: a tracking failure is kept and sent later, never raised into Tune, so no
+    trial's state depends on tracking."""
 
     def __init__(
         self,
-        tracker: StudyTracker,
+        outbox: TrackingOutbox,
         study: optuna.Study,
         storage: optuna.storages.BaseStorage,
         paths: StudyPaths,
         on_finish: Callable[..., None],
     ) -> None:
-        self.tracker = tracker
+        self.outbox = outbox
         self.study = study
         self.storage = storage
         self.paths = paths
         self.on_finish = on_finish
+        outbox.on_run = self.note_run
+
+    def note_run(self, number: int, run_id: str) -> None:
+        """Optuna's note of trial `number`'s MLflow run, once the run exists. A run made only after its trial
+        ended (tracking failed meanwhile) is not noted: Optuna keeps a finished trial as it is; the run's
+        `optuna_trial` tag links the two."""
+        with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+            self._set_attrs(number, {MLFLOW_RUN_ATTR: run_id})
 
     def _set_attrs(self, number: int, attrs: dict[str, str]) -> None:
         study_id = self.storage.get_study_id_from_name(self.study.study_name)
@@ -246,6 +258,9 @@ class TrackingCallback(Callback):
         for key, value in attrs.items():
             self.storage.set_trial_user_attr(trial_id, key, value)
 
+    def on_step(self, iteration: int, trials: list, **info: Any) -> None:
+        self.outbox.poll()  # what tracking could not take, sent again when its retry is due
+
     def on_trial_start(self, iteration: int, trials: list, trial: Trial, **info: Any) -> None:
         from trainers.backbones import family_of
 
@@ -253,42 +268,42 @@ class TrackingCallback(Callback):
         params = {k: v for k, v in trial.config.items() if k != OPTUNA_NUMBER_KEY}
         backbone = str(params.get("backbone", ""))
         family = family_of(backbone)
-        run_id = self.tracker.start_trial(
+        self._set_attrs(number, {FAMILY_ATTR: family})
+        self.outbox.start_trial(
             number, params, {"backbone": backbone, "family": family, "ray_trial_id": trial.trial_id}
         )
-        self._set_attrs(number, {MLFLOW_RUN_ATTR: run_id, FAMILY_ATTR: family})
 
     def on_trial_result(self, iteration: int, trials: list, trial: Trial, result: dict, **info: Any) -> None:
         epoch = TrialEpoch.from_result(result)
-        self.tracker.log_epoch(trial_number(trial), epoch.epoch, epoch.epoch_metrics())
+        self.outbox.log_epoch(trial_number(trial), epoch.epoch, epoch.epoch_metrics())
         if epoch.epoch == 1 and result.get("node"):  # where this attempt runs (a restart may move it)
-            self.tracker.tag_trial(trial_number(trial), {"node": result["node"]})
+            self.outbox.tag_trial(trial_number(trial), {"node": result["node"]})
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Trial, **info: Any) -> None:
         number = trial_number(trial)
         failure = read_failure(self.paths, number)
         if failure:
             reason, error = str(failure["reason"]), str(failure.get("error", ""))
-            self.tracker.finish_trial(number, "failed", None, error=error, tags=_failure_tags(failure))
+            self.outbox.finish_trial(number, "failed", None, error=error, tags=_failure_tags(failure))
             self.on_finish(trial, "failed", None, error, reason)
             return
         result = trial.last_result or {}
         final = TrialEpoch.from_result(result) if SEARCH_METRIC in result else None
         state = "complete" if final and final.final else "pruned"
         tags = _batch_tags(trial, final.batch_size if final else 0)
-        self.tracker.finish_trial(number, state, final, self.paths.oof(number), tags=tags)
+        self.outbox.finish_trial(number, state, final, self.paths.oof(number), tags=tags)
         if state == "complete":
             trial_models.keep_best(self.paths)
         self.on_finish(trial, state, final)
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Trial, **info: Any) -> None:
         """Tune restarts the trial (its worker or node died): the same run goes on, tagged with the reason."""
-        self.tracker.retry_trial(trial_number(trial), trial.num_failures, trial_error(trial))
+        self.outbox.retry_trial(trial_number(trial), trial.num_failures, trial_error(trial))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Trial, **info: Any) -> None:
         error = trial_error(trial)
         tags = {"fail_reason": WORKER_ERROR}
-        self.tracker.finish_trial(trial_number(trial), "failed", None, error=error, tags=tags)
+        self.outbox.finish_trial(trial_number(trial), "failed", None, error=error, tags=tags)
         self.on_finish(trial, "failed", None, error, WORKER_ERROR)
 
 

@@ -73,9 +73,14 @@ def free_port() -> int:
 
 @contextmanager
 def mlflow_server(
-    folder: Path, store_args: list[str], env: dict[str, str] | None = None, timeout: float = 180
+    folder: Path,
+    store_args: list[str],
+    env: dict[str, str] | None = None,
+    timeout: float = 180,
+    port: int | None = None,
 ) -> Iterator[str]:
-    """An MLflow tracking server on 127.0.0.1 (log in `folder/server.log`), stopped by its process group's id."""
+    """An MLflow tracking server on 127.0.0.1 (log in `folder/server.log`), stopped by its process group's id;
+    on `port` when given (a server started again where its clients expect it), else on a free one."""
     cmd = [
         sys.executable,
         "-m",
@@ -84,14 +89,14 @@ def mlflow_server(
         "--host",
         "127.0.0.1",
         "--port",
-        str(port := free_port()),
+        str(port := port or free_port()),
         *store_args,
         "--artifacts-destination",
         str(folder / "artifacts"),
         "--workers",
         "1",
     ]
-    log = (folder / "server.log").open("w")
+    log = (folder / "server.log").open("a")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
