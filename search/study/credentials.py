@@ -21,6 +21,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import optuna
 
+from search.study.db_wait import wait_for_database
+
 HIDDEN = "***"
 #: The Optuna storage URL with its password (also `stagesearch run`'s storage when --storage is not given).
 STORAGE_ENV = "STAGESEARCH_STORAGE"
@@ -137,11 +139,13 @@ class StorageError(Exception):
     """The Optuna storage cannot be opened; the message names the store (password hidden) and what to do."""
 
 
+@wait_for_database
 class RDBStore(optuna.storages.RDBStorage):
     """Optuna's RDBStorage, pickled with `***` for the password of its URL.
 
     Ray Tune pickles the searcher and the callbacks (which hold the storage) into the study folder; unpickled
-    again, the URL is revealed the way `reveal` says.
+    again, the URL is revealed the way `reveal` says. Its calls wait for a database that does not answer
+    (`search.study.db_wait`), and its connections are checked before use, so a restarted server is reconnected.
     """
 
     def __getstate__(self) -> dict:
@@ -186,6 +190,10 @@ def _connect(url: str, kwargs: dict) -> RDBStore:
     """
     import sqlalchemy.exc
 
+    if not url.startswith("sqlite"):  # connections a restarted server broke are replaced, not used
+        engine = dict(kwargs.get("engine_kwargs") or {})
+        engine.setdefault("pool_pre_ping", True)
+        kwargs = {**kwargs, "engine_kwargs": engine}
     for wait in SCHEMA_RETRY_WAITS:
         try:
             return RDBStore(url, **kwargs)

@@ -14,7 +14,7 @@ import signal
 import subprocess
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
@@ -42,14 +42,55 @@ def _pg_bin() -> Path:
 
 @dataclass
 class Postgres:
-    """A running PostgreSQL server on 127.0.0.1 with a role `stage` (password auth) owning two databases."""
+    """A PostgreSQL server on 127.0.0.1 with a role `stage` (password auth) owning two databases; `stop()` and
+    `start()` restart it on the same port and data (a server restarted under a running search)."""
 
     port: int
     password: str
+    bindir: Path = Path()
+    base: Path = Path()
+    as_user: list[str] = field(default_factory=list)
+
+    @property
+    def data(self) -> Path:
+        return self.base / "data"
+
+    @property
+    def log(self) -> Path:
+        return self.base / "server.log"
 
     def url(self, database: str, password: bool = True) -> str:
         secret = f":{self.password}" if password else ""
         return f"postgresql://{ROLE}{secret}@127.0.0.1:{self.port}/{database}"
+
+    def run(self, *cmd: str, **kw: object) -> subprocess.CompletedProcess:
+        """A server binary, as the server's user."""
+        return subprocess.run(
+            [*self.as_user, str(self.bindir / cmd[0]), *cmd[1:]],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+            **kw,
+        )
+
+    def start(self) -> None:
+        """pg_ctl start, waiting until it accepts connections."""
+        opts = f"-k {self.base} -h 127.0.0.1 -p {self.port}"
+        self.run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60", "start", "-o", opts)
+
+    def stop(self) -> None:
+        """pg_ctl stop (fast: open sessions are ended); the server's pid (postmaster.pid) killed if it is still
+        there."""
+        pidfile = self.data / "postmaster.pid"
+        pid = int(pidfile.read_text().split()[0]) if pidfile.exists() else None
+        subprocess.run(
+            [*self.as_user, str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"],
+            capture_output=True,
+            timeout=60,
+        )
+        if pid is not None and psutil.pid_exists(pid) and pidfile.exists():
+            os.kill(pid, signal.SIGKILL)
 
 
 @contextlib.contextmanager
@@ -73,18 +114,13 @@ def running_postgres() -> Iterator[Postgres]:
     base = Path(tempfile.mkdtemp(prefix="stagesearch-pg-"))  # 0700: only its owner reaches the socket
     if as_user:
         os.chown(base, account.pw_uid, account.pw_gid)
-    data, log, port = base / "data", base / "server.log", free_port()
-    pg = Postgres(port, "pg-" + secrets.token_hex(12))
-
-    def run(*cmd: str, **kw: object) -> subprocess.CompletedProcess:
-        return subprocess.run([*as_user, *cmd], capture_output=True, text=True, timeout=120, check=True, **kw)
-
+    pg = Postgres(free_port(), "pg-" + secrets.token_hex(12), bindir, base, as_user)
     started = False
     try:
-        run(
-            str(bindir / "initdb"),
+        pg.run(
+            "initdb",
             "-D",
-            str(data),
+            str(pg.data),
             "-U",
             "admin",
             "--auth-local=trust",
@@ -93,31 +129,19 @@ def running_postgres() -> Iterator[Postgres]:
             "UTF8",
             "--no-instructions",
         )
-        run(
-            str(bindir / "pg_ctl"),
-            "-D",
-            str(data),
-            "-l",
-            str(log),
-            "-w",
-            "-t",
-            "60",
-            "start",
-            "-o",
-            f"-k {base} -h 127.0.0.1 -p {port}",
-        )
+        pg.start()
         started = True
         # The role's password goes in on stdin, so no command line ever holds it.
         sql = (
             f"CREATE ROLE {ROLE} LOGIN PASSWORD '{pg.password}';\n"
             f"CREATE DATABASE optuna OWNER {ROLE};\nCREATE DATABASE mlflow OWNER {ROLE};\n"
         )
-        run(
-            str(bindir / "psql"),
+        pg.run(
+            "psql",
             "-h",
             str(base),
             "-p",
-            str(port),
+            str(pg.port),
             "-U",
             "admin",
             "-d",
@@ -131,22 +155,9 @@ def running_postgres() -> Iterator[Postgres]:
         )
         yield pg
     except subprocess.CalledProcessError as exc:
-        logged = log.read_text() if log.exists() else ""
+        logged = pg.log.read_text() if pg.log.exists() else ""
         raise AssertionError(f"{exc.cmd}: {exc.stdout}{exc.stderr}{logged}") from None
     finally:
         if started:
-            _stop_postgres(as_user, bindir, data)
+            pg.stop()
         shutil.rmtree(base, ignore_errors=True)
-
-
-def _stop_postgres(as_user: list[str], bindir: Path, data: Path) -> None:
-    """pg_ctl stop on our data folder; the server's pid (postmaster.pid) killed if it is still there."""
-    pidfile = data / "postmaster.pid"
-    pid = int(pidfile.read_text().split()[0]) if pidfile.exists() else None
-    subprocess.run(
-        [*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
-        capture_output=True,
-        timeout=60,
-    )
-    if pid is not None and psutil.pid_exists(pid) and pidfile.exists():
-        os.kill(pid, signal.SIGKILL)
