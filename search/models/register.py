@@ -19,6 +19,7 @@ from search.models.model_spec import requirements, signature
 from search.registry.gate import CHALLENGER
 from search.registry.version_tags import chance_note, estimate_tags, operating_threshold
 from search.study import read_json, trial_config, write_json
+from search.study.kill_points import kill_point
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -102,6 +103,7 @@ def _register_study(locations: Any, model_name: str, trial_number: int | None, l
     refit = _refit(locations, trial_number, log)
     board = _leaderboard(locations.paths)
     run_id, version = _log_model(locations, refit, model_name)
+    kill_point("registering")
     summary, tags = _tag_version(locations.tracking_url(), model_name, version, refit, board, log)
     describe_version(locations, model_name, version, run_id, refit, board, summary, tags)
     hint = make_challenger(locations.tracking_url(), model_name, version, where_flags(locations))

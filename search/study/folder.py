@@ -10,7 +10,7 @@ import argparse
 import csv
 import json
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -138,11 +138,14 @@ def read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON atomically (a reader never sees half a file)."""
+def write_json(path: Path, data: dict[str, Any], before_replace: Callable[[], None] | None = None) -> None:
+    """Write JSON atomically (a reader never sees half a file); `before_replace` runs between writing the
+    temporary file and putting it in place (a test's kill point)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=1, default=str))
+    if before_replace is not None:
+        before_replace()
     tmp.replace(path)
 
 

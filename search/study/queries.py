@@ -25,6 +25,7 @@ from search.study.folder import (
     read_json,
     write_json,
 )
+from search.study.kill_points import kill_point
 
 
 def count_trials(study: optuna.Study) -> dict[str, int]:
@@ -275,7 +276,7 @@ def format_missing(missing: list[dict[str, Any]] | None) -> str:
 
 def write_leaderboard(paths: StudyPaths, board: Leaderboard) -> None:
     """`leaderboard.json` in the study folder."""
-    write_json(paths.leaderboard, board.to_json())
+    write_json(paths.leaderboard, board.to_json(), before_replace=lambda: kill_point("writing_leaderboard"))
 
 
 def read_leaderboard(paths: StudyPaths) -> Leaderboard | None:

@@ -31,6 +31,7 @@ from search.study import (
     read_failure,
     trial_models,
 )
+from search.study.kill_points import kill_point
 from search.study.results import TrialEpoch
 from search.tracking.outbox import TrackingOutbox
 from search.tracking.run_notes import OPTUNA_NOTE, SCHEDULER_METRIC, SEARCH_METRIC
@@ -133,6 +134,7 @@ class StageSearch(OptunaSearch):
             }
         state, value = trial_outcome(result, failure is not None)
         self._set_attrs(ot_trial, result, failure)
+        kill_point("before_optuna_tell")
         adapters.optuna_study(self).tell(ot_trial, value, state=state)
         adapters.mark_completed(self, trial_id)
         self.outcomes.append(failure["reason"] if failure else None)
@@ -274,6 +276,7 @@ class TrackingCallback(Callback):
         )
 
     def on_trial_result(self, iteration: int, trials: list, trial: Trial, result: dict, **info: Any) -> None:
+        kill_point("trial_running")
         epoch = TrialEpoch.from_result(result)
         self.outbox.log_epoch(trial_number(trial), epoch.epoch, epoch.epoch_metrics())
         if epoch.epoch == 1 and result.get("node"):  # where this attempt runs (a restart may move it)
