@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+import sys
+
 from search.console.routing import ConsoleSession, log_file
 from search.session.configure import UserError, configure
 from search.session.options import build_parser
 from search.session.runner import fail, run
+from search.study.disk import disk_full_message, is_disk_full
 from search.study.driver_lock import release_all
 from search.tracking.outbox import short_client_retries
 from search.tune.local_ray import prepare_local_ray
@@ -32,5 +35,10 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
             return run(args, config, paths, cohort)
+        except Exception as exc:
+            if not is_disk_full(exc):
+                raise
+            print(f"\nerror: {disk_full_message(paths.root, config['study'])}", file=sys.stderr, flush=True)
+            return 1
         finally:
             release_all()

@@ -25,6 +25,7 @@ from search.study import (
     sqlite_path,
     write_json,
 )
+from search.study.disk import free_space_problem
 from search.study.inputs import CohortChangedError, prepare_inputs
 from search.tracking.outbox import TrackingOutbox, first_line, tracking_errors
 from search.tracking.tracker import StudyTracker
@@ -73,6 +74,7 @@ def run(args: Any, config: dict, paths: StudyPaths, cohort: Any) -> int:
     remaining = args.budget - session.counts["finished"]
     status = run_trials(args, config, paths, inputs, session, remaining) if remaining > 0 else "FINISHED"
     stopped = _stopped(session, config["study"]) if remaining > 0 else None
+    stopped = stopped or (free_space_problem(paths.root, config["study"]) if remaining > 0 else None)
     tracked = session.outbox.flush(tracking_wait())
     board = summarise(args, config, paths, session, "FAILED" if stopped else status, stopped, inputs=inputs)
     winner = None

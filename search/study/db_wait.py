@@ -61,6 +61,10 @@ def unreachable(exc: BaseException) -> bool:
     call (a constraint, a finished trial, bad SQL)."""
     import sqlalchemy.exc
 
+    from search.study.disk import is_disk_full
+
+    if is_disk_full(exc):  # SQLite on a full disk: nothing to wait for (`search.study.disk`)
+        return False
     seen: BaseException | None = exc
     for _ in range(5):
         if seen is None:

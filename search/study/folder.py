@@ -143,7 +143,11 @@ def write_json(path: Path, data: dict[str, Any], before_replace: Callable[[], No
     temporary file and putting it in place (a test's kill point)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str))
+    try:
+        tmp.write_text(json.dumps(data, indent=1, default=str))
+    except OSError:
+        tmp.unlink(missing_ok=True)  # a full disk: no half file left behind
+        raise
     if before_replace is not None:
         before_replace()
     tmp.replace(path)
@@ -159,10 +163,14 @@ def write_oof(path: Path, rows: Iterable[dict[str, Any]], epoch: int) -> None:
     """A trial's out-of-fold table (patient_id, label, prob, fold) at `epoch`, written atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(OOF_COLUMNS))
-        writer.writeheader()
-        writer.writerows({**{k: r[k] for k in OOF_COLUMNS[:-1]}, "epoch": epoch} for r in rows)
+    try:
+        with tmp.open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(OOF_COLUMNS))
+            writer.writeheader()
+            writer.writerows({**{k: r[k] for k in OOF_COLUMNS[:-1]}, "epoch": epoch} for r in rows)
+    except OSError:
+        tmp.unlink(missing_ok=True)  # a full disk: no half table left behind
+        raise
     tmp.replace(path)
 
 

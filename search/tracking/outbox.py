@@ -182,9 +182,12 @@ class TrackingOutbox:
 
     def _keep(self, op: dict[str, Any]) -> None:
         self.pending.append(op)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a") as f:
-            f.write(json.dumps(op, default=str) + "\n")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a") as f:
+                f.write(json.dumps(op, default=str) + "\n")
+        except OSError:  # a full disk too: kept in memory, sent with the rest (not after a killed driver)
+            pass
 
     def _went_down(self, exc: BaseException) -> None:
         self.failures += 1

@@ -31,6 +31,7 @@ from search.study import (
     read_failure,
     trial_models,
 )
+from search.study.disk import free_space_problem
 from search.study.kill_points import kill_point
 from search.study.results import TrialEpoch
 from search.tracking.outbox import TrackingOutbox
@@ -88,6 +89,8 @@ class StageSearch(OptunaSearch):
         self.stop_reason: str | None = None
 
     def suggest(self, trial_id: str) -> dict | str | None:
+        if self.stop_reason is None and self.paths is not None:
+            self.stop_reason = free_space_problem(self.paths.root, self.study_label)  # `search.study.disk`
         if self.stop_reason:
             return Searcher.FINISHED
         params = super().suggest(trial_id)
