@@ -12,8 +12,8 @@ if __package__ in (None, ""):  # run as a script: make the project importable wi
 
 from search.console.routing import add_console_flags, quiet_console  # noqa: E402
 from search.models.register import RegisterError, register_study  # noqa: E402
+from search.session.driver_lock import StudyBusyError, hold  # noqa: E402
 from search.study import add_location_flags, from_args  # noqa: E402
-from search.study.driver_lock import StudyBusyError, hold  # noqa: E402
 from trainers.cli import HelpFormatter  # noqa: E402
 
 

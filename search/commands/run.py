@@ -6,11 +6,11 @@ from __future__ import annotations
 import sys
 
 from search.console.routing import ConsoleSession, log_file
+from search.guard.disk import disk_full_message, is_disk_full
 from search.session.configure import UserError, configure
+from search.session.driver_lock import release_all
 from search.session.options import build_parser
 from search.session.runner import fail, run
-from search.study.disk import disk_full_message, is_disk_full
-from search.study.driver_lock import release_all
 from search.tracking.outbox import short_client_retries
 from search.tune.local_ray import prepare_local_ray
 from trainers.privacy import no_telemetry

@@ -7,8 +7,8 @@ import argparse
 import sys
 
 from search.console.routing import add_console_flags, quiet_console
+from search.session.driver_lock import StudyBusyError, hold
 from search.study import add_location_flags, from_args, read_json
-from search.study.driver_lock import StudyBusyError, hold
 from search.tracking.outbox import TrackingOutbox, first_line, short_client_retries, tracking_errors
 from trainers.cli import HelpFormatter
 

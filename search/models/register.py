@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from search.guard.kill_points import kill_point
 from search.models.model_card import cohort_facts, describe_version
 from search.models.model_spec import requirements, signature
 from search.registry.gate import CHALLENGER
 from search.registry.version_tags import chance_note, estimate_tags, operating_threshold
 from search.study import read_json, trial_config, write_json
-from search.study.kill_points import kill_point
 
 ROOT = Path(__file__).resolve().parents[2]
 

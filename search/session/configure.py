@@ -13,6 +13,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from search.session.driver_lock import StudyBusyError, hold
 from search.session.options import comparison_problems, resolve_settings, validate
 from search.study import (
     FORMAT_VERSION,
@@ -34,7 +35,6 @@ from search.study import (
     warn_if_on_command_line,
     write_json,
 )
-from search.study.driver_lock import StudyBusyError, hold
 from search.study.pseudonyms import (
     CHECK_KEY,
     SETTING,

@@ -11,6 +11,7 @@ from typing import Any
 import optuna
 
 from search.console.routing import active
+from search.guard.disk import free_space_problem
 from search.session.outcome import print_outcome, register, summarise
 from search.study import (
     ERROR_ATTR,
@@ -25,7 +26,6 @@ from search.study import (
     sqlite_path,
     write_json,
 )
-from search.study.disk import free_space_problem
 from search.study.inputs import CohortChangedError, prepare_inputs
 from search.tracking.outbox import TrackingOutbox, first_line, tracking_errors
 from search.tracking.tracker import StudyTracker

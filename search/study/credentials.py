@@ -21,7 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import optuna
 
-from search.study.db_wait import wait_for_database
+from search.guard.db_wait import wait_for_database
 
 HIDDEN = "***"
 #: The Optuna storage URL with its password (also `stagesearch run`'s storage when --storage is not given).
@@ -145,7 +145,7 @@ class RDBStore(optuna.storages.RDBStorage):
 
     Ray Tune pickles the searcher and the callbacks (which hold the storage) into the study folder; unpickled
     again, the URL is revealed the way `reveal` says. Its calls wait for a database that does not answer
-    (`search.study.db_wait`), and its connections are checked before use, so a restarted server is reconnected.
+    (`search.guard.db_wait`), and its connections are checked before use, so a restarted server is reconnected.
     """
 
     def __getstate__(self) -> dict:

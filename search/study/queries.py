@@ -13,6 +13,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from search.guard.kill_points import kill_point
 from search.study.folder import (
     BATCH_SIZE_ATTR,
     CONFIG_ATTR,
@@ -25,7 +26,6 @@ from search.study.folder import (
     read_json,
     write_json,
 )
-from search.study.kill_points import kill_point
 
 
 def count_trials(study: optuna.Study) -> dict[str, int]:

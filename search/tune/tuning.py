@@ -18,6 +18,8 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from search.guard.disk import free_space_problem
+from search.guard.kill_points import kill_point
 from search.study import (
     BATCH_SIZE_ATTR,
     COMPARISON_ATTR,
@@ -31,8 +33,6 @@ from search.study import (
     read_failure,
     trial_models,
 )
-from search.study.disk import free_space_problem
-from search.study.kill_points import kill_point
 from search.study.results import TrialEpoch
 from search.tracking.outbox import TrackingOutbox
 from search.tracking.run_notes import OPTUNA_NOTE, SCHEDULER_METRIC, SEARCH_METRIC
@@ -90,7 +90,7 @@ class StageSearch(OptunaSearch):
 
     def suggest(self, trial_id: str) -> dict | str | None:
         if self.stop_reason is None and self.paths is not None:
-            self.stop_reason = free_space_problem(self.paths.root, self.study_label)  # `search.study.disk`
+            self.stop_reason = free_space_problem(self.paths.root, self.study_label)  # `search.guard.disk`
         if self.stop_reason:
             return Searcher.FINISHED
         params = super().suggest(trial_id)

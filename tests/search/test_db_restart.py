@@ -1,4 +1,4 @@
-"""The Optuna database restarted under a running search (`search.study.db_wait`): a real PostgreSQL server on
+"""The Optuna database restarted under a running search (`search.guard.db_wait`): a real PostgreSQL server on
 127.0.0.1, stopped by the test while trials run and started again; the search waits, reconnects and finishes the
 budget, with no trial lost or counted twice, and Optuna and MLflow agree."""
 

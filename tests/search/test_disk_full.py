@@ -1,4 +1,4 @@
-"""The study folder's disk fills during a search (`search.study.disk`): a small tmpfs the test mounts as the runs
+"""The study folder's disk fills during a search (`search.guard.disk`): a small tmpfs the test mounts as the runs
 folder, filled by the test once a trial has finished. The search stops with a message naming the folder and its
 free space, leaves no half-written file a resume would trust, and `--resume` after freeing space completes the
 budget. Mounting needs root: outside CI the test skips without it; under CI it must run."""

@@ -1,4 +1,4 @@
-"""One driver per study (`search.study.driver_lock`): the study folder's lock and, for a study in PostgreSQL, the
+"""One driver per study (`search.session.driver_lock`): the study folder's lock and, for a study in PostgreSQL, the
 database's advisory lock, held by real processes; a killed holder's lock is taken over. The whole commands
 (a second `run --resume` and a `register` refused while a search runs) are tried in tests/search/test_resume.py."""
 
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from search.session.driver_lock import OWNER_FILE, StudyBusyError, hold
 from search.study import StudyPaths
-from search.study.driver_lock import OWNER_FILE, StudyBusyError, hold
 from tests.search.conftest import ROOT
 from tests.search.pg_server import Postgres, running_postgres
 
@@ -24,7 +24,7 @@ HOLDER = """
 import sys, time
 from pathlib import Path
 from search.study import StudyPaths
-from search.study.driver_lock import StudyBusyError, hold
+from search.session.driver_lock import StudyBusyError, hold
 try:
     hold(StudyPaths(Path(sys.argv[1])), sys.argv[2] or None, "run")
 except StudyBusyError as exc:

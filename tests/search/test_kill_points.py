@@ -1,4 +1,4 @@
-"""The driver SIGKILLed at each named point (`search.study.kill_points`), at a seeded pass, and resumed each
+"""The driver SIGKILLed at each named point (`search.guard.kill_points`), at a seeded pass, and resumed each
 time: the study ends with exactly its budget, a consistent folder and a registered model."""
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
+from search.guard.kill_points import KILL_ENV, POINTS
 from search.study import default_tracking_uri
-from search.study.kill_points import KILL_ENV, POINTS
 from tests.search.conftest import ROOT, load_study, mlflow_runs, search_args
 
 pytestmark = pytest.mark.slow

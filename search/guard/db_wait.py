@@ -61,9 +61,9 @@ def unreachable(exc: BaseException) -> bool:
     call (a constraint, a finished trial, bad SQL)."""
     import sqlalchemy.exc
 
-    from search.study.disk import is_disk_full
+    from search.guard.disk import is_disk_full
 
-    if is_disk_full(exc):  # SQLite on a full disk: nothing to wait for (`search.study.disk`)
+    if is_disk_full(exc):  # SQLite on a full disk: nothing to wait for (`search.guard.disk`)
         return False
     seen: BaseException | None = exc
     for _ in range(5):
