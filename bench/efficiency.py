@@ -307,6 +307,53 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def run_arms(
+    args: argparse.Namespace, arms: list[str], seeds: list[int], out_dir: Path, started: float
+) -> dict:
+    """Every arm at every seed; their curves (arm -> seed -> points), kept in `efficiency-partial.json` as
+    they come (a stopped run keeps what it has)."""
+    curves: dict[str, dict[int, list[dict[str, float]]]] = {arm: {} for arm in ARMS}
+    with tempfile.TemporaryDirectory(prefix="stagesearch-efficiency-") as tmp:
+        work = Path(tmp)
+        for seed in seeds:
+            for arm in arms:
+                t0 = time.perf_counter()
+                points = (
+                    run_fixed(args, work, seed) if arm == "seven_fixed" else run_search(args, work, arm, seed)
+                )
+                curves[arm][seed] = curve(points)
+                print(
+                    f"seed {seed} {arm}: {len(points)} trials, {curves[arm][seed][-1]['fold_epochs']} fold-epochs, "
+                    f"best {curves[arm][seed][-1]['best_cv_auc']:.3f} ({time.perf_counter() - t0:.0f} s)",
+                    flush=True,
+                )
+            done = {"seeds_done": seeds[: seeds.index(seed) + 1], "curves": curves}
+            write_result("efficiency-partial", {**done, "wall_s": time.perf_counter() - started}, out_dir)
+    return curves
+
+
+def write_verdict(
+    args: argparse.Namespace, curves: dict, out_dir: Path, manifest_given: Any, wall_s: float
+) -> Path:
+    """The three arms compared: the table and verdict printed, `efficiency.json` and its figure written."""
+    rows, verdict = summarise(curves)
+    print()
+    print(table(rows))
+    ratio = verdict["fold_epoch_ratio_tpe_over_random"]
+    print(
+        f"\nTPE + ASHA needed {ratio:.2f} x the fold-epochs of random + FIFO to reach {REACH:g} x the best "
+        f"(target <= 0.33); beats seven fixed configs at equal compute: "
+        f"{verdict['tpe_beats_seven_fixed_at_equal_compute']}"
+        if ratio is not None
+        else "\nrandom + FIFO never reached the target on the median seed: no ratio"
+    )
+    plot(curves, out_dir / "efficiency.png")
+    settings = {k: v for k, v in vars(args).items() if k not in ("out", "timeout", "manifest")}
+    settings["cohort"] = "default phantom" if manifest_given is None else Path(manifest_given).name
+    payload = {"settings": settings, "rows": rows, "verdict": verdict, "curves": curves, "wall_s": wall_s}
+    return write_result("efficiency", payload, out_dir)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.summarise:
@@ -324,72 +371,18 @@ def main(argv: list[str] | None = None) -> int:
         from trainers.cv import resolve_manifest
 
         args.manifest = resolve_manifest(None)
-    curves: dict[str, dict[int, list[dict[str, float]]]] = {arm: {} for arm in ARMS}
     started = time.perf_counter()
     out_dir = Path(args.out) if args.out else RESULTS / machine_id()
     out_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="stagesearch-efficiency-") as tmp:
-        work = Path(tmp)
-        for seed in seeds:
-            for arm in arms:
-                t0 = time.perf_counter()
-                points = (
-                    run_fixed(args, work, seed) if arm == "seven_fixed" else run_search(args, work, arm, seed)
-                )
-                curves[arm][seed] = curve(points)
-                print(
-                    f"seed {seed} {arm}: {len(points)} trials, {curves[arm][seed][-1]['fold_epochs']} fold-epochs, "
-                    f"best {curves[arm][seed][-1]['best_cv_auc']:.3f} ({time.perf_counter() - t0:.0f} s)",
-                    flush=True,
-                )
-            # what a long run has so far, kept if it is stopped (the full result below replaces it)
-            write_result(
-                "efficiency-partial",
-                {
-                    "seeds_done": seeds[: seeds.index(seed) + 1],
-                    "curves": curves,
-                    "wall_s": time.perf_counter() - started,
-                },
-                out_dir,
-            )
+    curves = run_arms(args, arms, seeds, out_dir, started)
     if set(arms) != set(ARMS):  # a tuning run: its curves, no verdict (that compares all three arms)
-        path = write_result(
-            "efficiency-tuning",
-            {
-                "settings": {**vars(args), "manifest": None, "out": None},
-                "curves": curves,
-                "wall_s": time.perf_counter() - started,
-            },
-            out_dir,
-        )
+        settings = {**vars(args), "manifest": None, "out": None}
+        payload = {"settings": settings, "curves": curves, "wall_s": time.perf_counter() - started}
+        path = write_result("efficiency-tuning", payload, out_dir)
         (out_dir / "efficiency-partial.json").unlink(missing_ok=True)
         print(f"wrote {path} (arms {', '.join(arms)} only: no verdict)")
         return 0
-    rows, verdict = summarise(curves)
-    print()
-    print(table(rows))
-    ratio = verdict["fold_epoch_ratio_tpe_over_random"]
-    print(
-        f"\nTPE + ASHA needed {ratio:.2f} x the fold-epochs of random + FIFO to reach {REACH:g} x the best "
-        f"(target <= 0.33); beats seven fixed configs at equal compute: "
-        f"{verdict['tpe_beats_seven_fixed_at_equal_compute']}"
-        if ratio is not None
-        else "\nrandom + FIFO never reached the target on the median seed: no ratio"
-    )
-    plot(curves, out_dir / "efficiency.png")
-    settings = {k: v for k, v in vars(args).items() if k not in ("out", "timeout", "manifest")}
-    settings["cohort"] = "default phantom" if manifest_given is None else Path(manifest_given).name
-    path = write_result(
-        "efficiency",
-        {
-            "settings": settings,
-            "rows": rows,
-            "verdict": verdict,
-            "curves": curves,
-            "wall_s": time.perf_counter() - started,
-        },
-        out_dir,
-    )
+    path = write_verdict(args, curves, out_dir, manifest_given, time.perf_counter() - started)
     (out_dir / "efficiency-partial.json").unlink(missing_ok=True)
     print(f"wrote {path} and {out_dir / 'efficiency.png'}")
     return 0

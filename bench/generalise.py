@@ -90,25 +90,33 @@ def score(labels: list[int], probs: list[float], threshold: float) -> dict[str, 
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Generate (or reuse) the independent phantom, predict it from the registry, print and write the scores."""
-    args = build_parser().parse_args(argv)
-    import mlflow
+SHOWN = (
+    "model",
+    "version",
+    "auc",
+    "auc_ci_low",
+    "auc_ci_high",
+    "accuracy",
+    "sensitivity",
+    "specificity",
+    "oracle_auc",
+    "target_auc",
+    "met",
+)
+
+
+def independent_cohort(args: argparse.Namespace) -> tuple[list[dict[str, str]], list[dict[str, str]], float]:
+    """The independent phantom: (manifest rows to predict, oracle rows with labels, the oracle's AUC)."""
     import numpy as np
-    import pandas as pd
 
-    from search.study import from_args
-    from search.tracking.tracker import tracking_uri
     from trainers.phantom import default_cohort, roc_auc
-    from trainers.privacy import no_telemetry
 
-    no_telemetry()
     sizing = {"matrix": args.matrix} if args.matrix else {}
     manifest = default_cohort(patients=args.patients, seed=args.seed, **sizing)
     with open(manifest.parent / "oracle.csv") as fh:
         oracle = list(csv.DictReader(fh))
-    labels = [int(r["label"]) for r in oracle]
-    oracle_auc = roc_auc(np.array([float(r["latent"]) for r in oracle]), np.array(labels))
+    labels = np.array([int(r["label"]) for r in oracle])
+    oracle_auc = roc_auc(np.array([float(r["latent"]) for r in oracle]), labels)
     with open(manifest) as fh:
         rows = [
             {
@@ -118,18 +126,41 @@ def main(argv: list[str] | None = None) -> int:
             }
             for r in csv.DictReader(fh)
         ]
+    return rows, oracle, oracle_auc
+
+
+def registered_model(args: argparse.Namespace) -> tuple[Any, str, str, str | None]:
+    """(the loaded pyfunc, its URI, its version, the study it came from) from the registry."""
+    import mlflow
+
+    from search.study import from_args
+    from search.tracking.tracker import tracking_uri
+
     where = from_args(args)
     with tracking_uri(where.tracking_url()):
         client = mlflow.MlflowClient()
         uri, version = resolve_model(client, args.model)
         registered = uri.removeprefix("models:/").split("@")[0].split("/")[0]
         study = where.study or client.get_model_version(registered, version).tags.get("study")
-        model = mlflow.pyfunc.load_model(uri)
+        return mlflow.pyfunc.load_model(uri), uri, version, study
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Generate (or reuse) the independent phantom, predict it from the registry, print and write the scores."""
+    import pandas as pd
+
+    from trainers.privacy import no_telemetry
+
+    args = build_parser().parse_args(argv)
+    no_telemetry()
+    rows, oracle, oracle_auc = independent_cohort(args)
+    model, uri, version, study = registered_model(args)
     threshold = float(getattr(model.unwrap_python_model(), "threshold", 0.5) or 0.5)
     start = time.perf_counter()
     out = model.predict(pd.DataFrame(rows))
     took = time.perf_counter() - start
     by_id = dict(zip(out["patient_id"], out["p_t2"], strict=True))
+    labels = [int(r["label"]) for r in oracle]
     result = score(labels, [float(by_id[r["patient_id"]]) for r in oracle], threshold)
     target = TARGET_SHARE_OF_ORACLE * oracle_auc
     payload = {
@@ -144,28 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         "predict_s": took,
         **result,
     }
-    print(
-        table(
-            [
-                {
-                    k: payload[k]
-                    for k in (
-                        "model",
-                        "version",
-                        "auc",
-                        "auc_ci_low",
-                        "auc_ci_high",
-                        "accuracy",
-                        "sensitivity",
-                        "specificity",
-                        "oracle_auc",
-                        "target_auc",
-                        "met",
-                    )
-                }
-            ]
-        )
-    )
+    print(table([{k: payload[k] for k in SHOWN}]))
     # one file per study (and model version), so that scoring several searches keeps every result
     name = "-".join(["generalise", *([study] if study else []), f"v{version}"])
     print(f"wrote {write_result(name, {**payload, 'study': study}, args.out)}")

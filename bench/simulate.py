@@ -24,20 +24,20 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import heapq
 import json
 import math
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from bench._common import RESULTS, machine_id, table, write_result
-from bench.table import read_runs, table_dir
+from bench.table import table_dir
+from bench.table_rows import Row, Table, check_mapping, load_table, nearest, rank_correlations, seed_draw
 
 
 @dataclass(frozen=True)
@@ -81,115 +81,6 @@ POLICIES: dict[str, Policy] = {
 }
 
 
-@dataclass
-class Row:
-    """One table run: a configuration at a training seed, epoch by epoch."""
-
-    config_id: str
-    seed: int
-    backbone: str
-    params: dict[str, float]
-    mean_fold_auc: list[float]
-    cv_auc: list[float]
-    fold_sd: list[float]
-    seconds: list[float]
-    setup_seconds: float
-    #: CPU seconds of each epoch (None: a row recorded before the table kept them)
-    cpu_seconds: list[float] | None
-    indep_auc: dict[int, float]  # epoch -> AUC on the independent phantom
-
-    @property
-    def epochs(self) -> int:
-        """Epochs the row was trained for."""
-        return len(self.cv_auc)
-
-
-@dataclass
-class Table:
-    """The learning-curve table: rows by configuration and seed, the families' coordinates for the mapping."""
-
-    header: dict[str, Any]
-    rows: dict[str, dict[int, Row]]  # config_id -> seed -> row
-    space: Any
-    max_epochs: int
-    coords: dict[str, tuple[list[str], np.ndarray]] = field(default_factory=dict)  # backbone -> (ids, points)
-
-    def family_seconds(self, backbone: str) -> float:
-        """Median seconds of one epoch of this family's rows: their CPU seconds where rows have them (what a
-        one-thread epoch takes on an idle machine, whatever else ran meanwhile), else their wall seconds."""
-        rows = [r for seeds in self.rows.values() for r in seeds.values() if r.backbone == backbone]
-        cpu = [s for r in rows if r.cpu_seconds for s in r.cpu_seconds]
-        return float(np.median(cpu or [s for r in rows for s in r.seconds]))
-
-    def study_ids(self) -> list[str]:
-        """The study points' configuration ids, in the space's order."""
-        return [f"{b}-study" for b in self.space.backbones if f"{b}-study" in self.rows]
-
-
-def unit(space: Any, params: dict[str, Any]) -> np.ndarray:
-    """A configuration's (lr, augmentation, weight decay) in the unit cube of the space's (log) ranges."""
-    wd = space.weight_decay if not isinstance(space.weight_decay, float) else (space.weight_decay,) * 2
-    out = [
-        (math.log10(params["lr"]) - math.log10(space.lr[0]))
-        / (math.log10(space.lr[1]) - math.log10(space.lr[0])),
-        (params["aug_strength"] - space.aug_strength[0])
-        / max(space.aug_strength[1] - space.aug_strength[0], 1e-12),
-        0.0
-        if wd[0] == wd[1]
-        else (math.log10(params.get("weight_decay", wd[0])) - math.log10(wd[0]))
-        / (math.log10(wd[1]) - math.log10(wd[0])),
-    ]
-    return np.asarray(out)
-
-
-def load_table(folder: Path, max_epochs: int | None = None) -> Table:
-    """Read a table folder (`bench.table`); `max_epochs` truncates every row (a shorter search's view)."""
-    from spaces import get_space
-
-    header = json.loads((folder / "table.json").read_text())
-    space = get_space(header["space"])
-    epochs = max_epochs or int(header["max_epochs"])
-    rows: dict[str, dict[int, Row]] = {}
-    for r in read_runs(folder):
-        e = r["epochs"][:epochs]
-        if len(e) < epochs:
-            continue
-        rows.setdefault(r["config_id"], {})[int(r["seed"])] = Row(
-            config_id=r["config_id"],
-            seed=int(r["seed"]),
-            backbone=r["params"]["backbone"],
-            params=r["params"],
-            mean_fold_auc=[x["mean_fold_auc"] for x in e],
-            cv_auc=[x["cv_auc"] for x in e],
-            fold_sd=[float(np.nanstd([a for a in x["fold_auc"] if a is not None])) for x in e],
-            seconds=[x["seconds"] for x in e],
-            setup_seconds=float(r.get("setup_seconds", 0.0)),
-            cpu_seconds=[x["cpu_seconds"] for x in e] if all("cpu_seconds" in x for x in e) else None,
-            indep_auc={int(x["epoch"]): x["indep_auc"] for x in e if "indep_auc" in x},
-        )
-    t = Table(header, rows, space, epochs)
-    for backbone in space.backbones:
-        ids = sorted(cid for cid, seeds in rows.items() if 0 in seeds and seeds[0].backbone == backbone)
-        if ids:
-            t.coords[backbone] = (ids, np.stack([unit(space, rows[c][0].params) for c in ids]))
-    return t
-
-
-def nearest(t: Table, params: dict[str, Any], exclude: str | None = None) -> str:
-    """The configuration id of the table row nearest to `params` within its family."""
-    ids, points = t.coords[params["backbone"]]
-    d = np.linalg.norm(points - unit(t.space, params), axis=1)
-    if exclude is not None and exclude in ids:
-        d[ids.index(exclude)] = np.inf
-    return ids[int(np.argmin(d))]
-
-
-def seed_draw(seed: int, config_id: str, seeds: Sequence[int]) -> int:
-    """Which training seed of a row a trial gets: fixed by (simulation seed, configuration), so paired."""
-    digest = hashlib.sha256(f"{seed}:{config_id}".encode()).digest()
-    return sorted(seeds)[digest[0] % len(seeds)]
-
-
 class _Trial:
     """What Ray's scheduler reads of a trial: its id, and its config (whether it is a comparison trial)."""
 
@@ -226,6 +117,90 @@ def _sampler(policy: Policy, seed: int) -> Any:
     return make_sampler(policy.sampler, seed, startup=policy.startup, constant_liar=policy.constant_liar)
 
 
+class _Search:
+    """One simulated search: Optuna's study through ask/tell, Ray's ASHA deciding every rung, a clock of events."""
+
+    def __init__(
+        self, t: Table, policy: Policy, seed: int, budget_s: float, clock: str, overhead_s: float
+    ) -> None:
+        import optuna
+
+        from search.study import COMPARISON_ATTR
+        from search.tune.driver import comparison_points
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        np.random.seed(seed)  # ASHA draws a bracket per trial from numpy's global generator
+        self.t, self.policy, self.seed, self.budget_s = t, policy, seed, budget_s
+        self.clock, self.overhead_s = clock, overhead_s
+        self.study = optuna.create_study(direction="maximize", sampler=_sampler(policy, seed))
+        self.first = comparison_points(t.space, policy.study_first or policy.only_study, 0)
+        for point in self.first:  # as the search's driver queues them
+            self.study.enqueue_trial(point, user_attrs={COMPARISON_ATTR: True})
+        self.scheduler = _scheduler(policy, t.max_epochs)
+        self.per_epoch = {b: t.family_seconds(b) for b in t.coords}
+        self.events: list[tuple[float, int, int]] = []  # (time, trial number, epoch)
+        self.running: dict[int, tuple[Any, Row, _Trial]] = {}
+        self.finished: list[Finished] = []
+        self.started = 0
+
+    def launch(self, now: float, max_trials: int | None) -> None:
+        """Start the next trial at `now` (unless the budget is spent): its epochs' ends become events."""
+        from search.study import COMPARISON_ATTR
+
+        if now >= self.budget_s or (max_trials is not None and self.started >= max_trials):
+            return
+        if self.policy.only_study and self.started >= len(self.first):
+            return
+        t = self.t
+        trial = self.study.ask()
+        params = t.space.space(trial)
+        exempt = bool(trial.user_attrs.get(COMPARISON_ATTR))
+        config_id = f"{params['backbone']}-study" if exempt else nearest(t, params)
+        seeds = t.rows[config_id]
+        row = seeds[seed_draw(self.seed, config_id, list(seeds))]
+        self.started += 1
+        self.running[trial.number] = (trial, row, _Trial(str(trial.number), exempt))
+        self.scheduler.on_trial_add(None, self.running[trial.number][2])
+        at = now + self.overhead_s + row.setup_seconds
+        for epoch in range(1, t.max_epochs + 1):
+            at += self.per_epoch[row.backbone] if self.clock == "family" else row.seconds[epoch - 1]
+            heapq.heappush(self.events, (at, trial.number, epoch))
+
+    def run(self, workers: int, max_trials: int | None) -> list[Finished]:
+        """Play the events in time order until none is left; every trial finished, in order."""
+        import optuna
+
+        from search.tracking.run_notes import SCHEDULER_METRIC
+
+        for _ in range(workers):
+            self.launch(0.0, max_trials)
+        stopped: set[int] = set()
+        while self.events:
+            now, number, epoch = heapq.heappop(self.events)
+            if number in stopped or now > self.budget_s:
+                continue
+            trial, row, tune_trial = self.running[number]
+            value = row.mean_fold_auc[epoch - 1]
+            trial.report(value, epoch)  # StageSearch reports the scheduler's metric at step = epoch
+            result = {"training_iteration": epoch, SCHEDULER_METRIC: value}
+            action = self.scheduler.on_trial_result(None, tune_trial, result)
+            last = epoch == self.t.max_epochs
+            if not last and action != "STOP":
+                continue
+            self.scheduler.on_trial_complete(
+                None, tune_trial, result
+            )  # what Tune tells it of a trial that ended
+            if last:
+                self.study.tell(trial, row.cv_auc[-1])
+            else:
+                self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                stopped.add(number)
+            del self.running[number]
+            self.finished.append(Finished(number, row, epoch, now, last, bool(tune_trial.config)))
+            self.launch(now, max_trials)
+        return self.finished
+
+
 def simulate(
     t: Table,
     policy: Policy,
@@ -237,72 +212,7 @@ def simulate(
     max_trials: int | None = None,
 ) -> list[Finished]:
     """One simulated search of `budget_s` seconds (or `max_trials` trials); every trial it finished, in order."""
-    import optuna
-
-    from search.study import COMPARISON_ATTR
-    from search.tracking.run_notes import SCHEDULER_METRIC
-    from search.tune.driver import comparison_points
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    np.random.seed(seed)  # ASHA draws a bracket per trial from numpy's global generator
-    study = optuna.create_study(direction="maximize", sampler=_sampler(policy, seed))
-    first = comparison_points(t.space, policy.study_first or policy.only_study, 0)
-    for point in first:  # as the search's driver queues them
-        study.enqueue_trial(point, user_attrs={COMPARISON_ATTR: True})
-    scheduler = _scheduler(policy, t.max_epochs)
-    per_epoch = {b: t.family_seconds(b) for b in t.coords}
-    events: list[tuple[float, int, int]] = []  # (time, trial number, epoch)
-    running: dict[int, tuple[Any, Row, _Trial]] = {}
-    finished: list[Finished] = []
-    started = 0
-
-    def launch(now: float) -> None:
-        nonlocal started
-        if now >= budget_s or (max_trials is not None and started >= max_trials):
-            return
-        if policy.only_study and started >= len(first):
-            return
-        trial = study.ask()
-        params = t.space.space(trial)
-        exempt = bool(trial.user_attrs.get(COMPARISON_ATTR))
-        config_id = f"{params['backbone']}-study" if exempt else nearest(t, params)
-        seeds = t.rows[config_id]
-        row = seeds[seed_draw(seed, config_id, list(seeds))]
-        started += 1
-        running[trial.number] = (trial, row, _Trial(str(trial.number), exempt))
-        scheduler.on_trial_add(None, running[trial.number][2])
-        at = now + overhead_s + row.setup_seconds
-        for epoch in range(1, t.max_epochs + 1):
-            at += per_epoch[row.backbone] if clock == "family" else row.seconds[epoch - 1]
-            heapq.heappush(events, (at, trial.number, epoch))
-
-    for _ in range(workers):
-        launch(0.0)
-    stopped: set[int] = set()
-    while events:
-        now, number, epoch = heapq.heappop(events)
-        if number in stopped or now > budget_s:
-            continue
-        trial, row, tune_trial = running[number]
-        value = row.mean_fold_auc[epoch - 1]
-        trial.report(value, epoch)  # StageSearch reports the scheduler's metric at step = epoch
-        result = {"training_iteration": epoch, SCHEDULER_METRIC: value}
-        action = scheduler.on_trial_result(None, tune_trial, result)
-        last = epoch == t.max_epochs
-        if not last and action != "STOP":
-            continue
-        scheduler.on_trial_complete(
-            None, tune_trial, result
-        )  # what Tune tells it of a running trial that ended
-        if last:
-            study.tell(trial, row.cv_auc[-1])
-        else:
-            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-            stopped.add(number)
-        del running[number]
-        finished.append(Finished(number, row, epoch, now, last, bool(tune_trial.config)))
-        launch(now)
-    return finished
+    return _Search(t, policy, seed, budget_s, clock, overhead_s).run(workers, max_trials)
 
 
 def select(finished: Sequence[Finished], rule: str, at: float) -> Finished | None:
@@ -376,48 +286,6 @@ def summarise(
                 }
             )
     return rows
-
-
-def check_mapping(t: Table) -> dict[str, Any]:
-    """Leave-one-out: each seed-0 row's last-epoch cv_auc and independent AUC predicted by its nearest other row
-    of the family, against predicting the family's mean. Mean absolute errors."""
-    nn_cv, nn_ind, mean_cv, mean_ind = [], [], [], []
-    for ids, _ in t.coords.values():
-        if len(ids) < 3:
-            continue
-        fam = [t.rows[c][0] for c in ids]
-        for r in fam:
-            other = t.rows[nearest(t, r.params, exclude=r.config_id)][0]
-            rest = [f for f in fam if f.config_id != r.config_id]
-            nn_cv.append(abs(other.cv_auc[-1] - r.cv_auc[-1]))
-            nn_ind.append(abs(other.indep_auc[t.max_epochs] - r.indep_auc[t.max_epochs]))
-            mean_cv.append(abs(np.mean([f.cv_auc[-1] for f in rest]) - r.cv_auc[-1]))
-            mean_ind.append(
-                abs(np.mean([f.indep_auc[t.max_epochs] for f in rest]) - r.indep_auc[t.max_epochs])
-            )
-    return {
-        "rows": len(nn_cv),
-        "nearest_mae_cv_auc": float(np.mean(nn_cv)) if nn_cv else None,
-        "family_mean_mae_cv_auc": float(np.mean(mean_cv)) if mean_cv else None,
-        "nearest_mae_indep_auc": float(np.mean(nn_ind)) if nn_ind else None,
-        "family_mean_mae_indep_auc": float(np.mean(mean_ind)) if mean_ind else None,
-    }
-
-
-def rank_correlations(t: Table) -> dict[str, list[float | None]]:
-    """Per family, Spearman's correlation of epoch-k mean fold AUC (what ASHA compares) with the last epoch's
-    independent AUC, over the family's seed-0 rows: how early a rung can tell good from bad."""
-    from scipy.stats import spearmanr
-
-    out = {}
-    for backbone, (ids, _) in t.coords.items():
-        fam = [t.rows[c][0] for c in ids]
-        final = [r.indep_auc[t.max_epochs] for r in fam]
-        out[backbone] = [
-            None if len(fam) < 4 else float(spearmanr([r.mean_fold_auc[k] for r in fam], final).statistic)
-            for k in range(t.max_epochs)
-        ]
-    return out
 
 
 def check_efficiency(folder: Path, result_path: Path) -> dict[str, Any]:

@@ -20,8 +20,6 @@ trained again. Two shards on two cores mimic a search's two one-thread trials.
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import hashlib
 import json
 import math
 import os
@@ -35,112 +33,7 @@ from typing import Any
 import numpy as np
 
 from bench._common import RESULTS, describe_machine, machine_id, table
-
-TABLE_VERSION = 1
-DESIGN_SEED = 20261201  # the Latin hypercube's seed: the same design on every machine
-
-
-@dataclass(frozen=True)
-class TableConfig:
-    """One configuration of the table: its id, backbone and sampled parameters, and whether it is a study point."""
-
-    config_id: str
-    backbone: str
-    lr: float
-    aug_strength: float
-    weight_decay: float
-    study_point: bool = False
-
-    def params(self) -> dict[str, Any]:
-        """The Optuna parameters a search would sample for it (the space's names)."""
-        return {
-            "backbone": self.backbone,
-            "lr": self.lr,
-            "aug_strength": self.aug_strength,
-            "weight_decay": self.weight_decay,
-        }
-
-
-@dataclass(frozen=True)
-class Run:
-    """One training run of the table: a configuration at a training seed."""
-
-    config: TableConfig
-    seed: int
-
-    @property
-    def key(self) -> str:
-        """The run's id in the result files."""
-        return f"{self.config.config_id}@s{self.seed}"
-
-
-def design(space: Any, per_family: int = 21, seed: int = DESIGN_SEED) -> list[TableConfig]:
-    """Each family's study point, then `per_family` Latin-hypercube points over (log lr, aug, log wd)."""
-    from scipy.stats import qmc
-
-    wd = space.weight_decay if not isinstance(space.weight_decay, float) else (space.weight_decay,) * 2
-    low = np.array([math.log10(space.lr[0]), space.aug_strength[0], math.log10(wd[0])])
-    high = np.array([math.log10(space.lr[1]), space.aug_strength[1], math.log10(wd[1])])
-    configs = []
-    for point in space.study_points():
-        configs.append(
-            TableConfig(
-                f"{point['backbone']}-study",
-                point["backbone"],
-                float(point["lr"]),
-                float(point["aug_strength"]),
-                float(point.get("weight_decay", wd[0])),
-                study_point=True,
-            )
-        )
-    for i, backbone in enumerate(space.backbones):
-        unit = qmc.LatinHypercube(d=3, seed=seed + i, optimization="random-cd").random(per_family)
-        for j, (lr, aug, w) in enumerate(low + unit * (high - low)):
-            configs.append(
-                TableConfig(
-                    f"{backbone}-{j:02d}", backbone, 10**lr, float(aug), 10**w if wd[0] != wd[1] else wd[0]
-                )
-            )
-    return configs
-
-
-def plan(configs: Sequence[TableConfig], extra_seeds_per_family: int = 3, seeds: int = 2) -> list[Run]:
-    """Every configuration at seed 0; the study points and the first `extra_seeds_per_family` others of each
-    family also at seeds 1..seeds-1. Ordered so that a partial table covers every family evenly."""
-    runs = []
-    for c in configs:
-        index = 0 if c.study_point else int(c.config_id.rsplit("-", 1)[1]) + 1
-        extra = c.study_point or index <= extra_seeds_per_family
-        for s in range(seeds if extra else 1):
-            runs.append((s, index, c.backbone, Run(c, s)))
-    return [r for *_, r in sorted(runs, key=lambda t: (t[0] > 0, t[1], t[2]))]
-
-
-def fingerprint(backbone: str, resolution: int, channels: int) -> str:
-    """A hash of the backbone's initial weights at seed 0 and its registry entry's settings: changes when its
-    initialisation or a per-family default changes, so the table can tell which rows are stale."""
-    import torch
-
-    from trainers.backbones import create_backbone, get_spec
-
-    torch.manual_seed(0)
-    model = create_backbone(
-        backbone, in_chans=channels, num_classes=2, pretrained=False, img_size=resolution
-    ).model
-    digest = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    spec = get_spec(backbone)
-    settings = {
-        f.name: getattr(spec, f.name)
-        for f in dataclasses.fields(spec)
-        if isinstance(getattr(spec, f.name), str | int | float | bool | tuple | type(None))
-        and getattr(spec, f.name)
-        != ""  # a field added later, left empty, leaves earlier rows' fingerprints alone
-    }
-    digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
-    return digest.hexdigest()[:16]
+from bench.table_design import DESIGN_SEED, TABLE_VERSION, Run, design, fingerprint, plan
 
 
 def table_dir(space_name: str, out: str | Path | None = None) -> Path:
@@ -216,10 +109,36 @@ def independent_probs(models: Sequence[Any], data: Any) -> np.ndarray:
     return sums / np.maximum(counts, 1)
 
 
+def epoch_row(rep: Any, order: dict[str, int], inputs: Inputs | None) -> tuple[dict[str, Any], Any]:
+    """The table's record of one epoch (its OOF predictions in the header's patient order), with the AUC on the
+    independent phantom when `inputs` is given; (record, the independent predictions or None)."""
+    from trainers.metrics import auc
+
+    probs = np.full(len(order), np.nan)
+    for r in rep.oof:
+        probs[order[r["patient_id"]]] = r["prob"]
+    row = {
+        "epoch": rep.epoch,
+        "train_loss": round(rep.train_loss, 5),
+        "fold_auc": _rounded(rep.fold_auc),
+        "mean_fold_auc": round(rep.mean_fold_auc, 5),
+        "cv_auc": round(rep.cv_auc, 5),
+        "seconds": round(rep.seconds, 3),
+        "cpu_seconds": round(rep.cpu_seconds, 3),
+        "oof": _rounded(probs, 4),
+    }
+    if inputs is None:
+        return row, None
+    t0 = time.perf_counter()
+    p = independent_probs(rep.fold_models, inputs.indep_data)
+    row["indep_auc"] = round(auc(inputs.indep_labels, p), 5)
+    row["indep_seconds"] = round(time.perf_counter() - t0, 3)
+    return row, p
+
+
 def train_run(run: Run, inputs: Inputs, space: Any, args: argparse.Namespace) -> dict[str, Any]:
     """Train one run to the space's last epoch; the table's record of every epoch."""
     from trainers.config import TrainConfig
-    from trainers.metrics import auc
     from trainers.train import EpochReport, cross_validate
 
     cfg = TrainConfig.from_dict(
@@ -241,26 +160,9 @@ def train_run(run: Run, inputs: Inputs, space: Any, args: argparse.Namespace) ->
     final_indep: list[float | None] = []
 
     def on_epoch(rep: EpochReport) -> None:
-        probs = np.full(len(order), np.nan)
-        for r in rep.oof:
-            probs[order[r["patient_id"]]] = r["prob"]
-        row = {
-            "epoch": rep.epoch,
-            "train_loss": round(rep.train_loss, 5),
-            "fold_auc": _rounded(rep.fold_auc),
-            "mean_fold_auc": round(rep.mean_fold_auc, 5),
-            "cv_auc": round(rep.cv_auc, 5),
-            "seconds": round(rep.seconds, 3),
-            "cpu_seconds": round(rep.cpu_seconds, 3),
-            "oof": _rounded(probs, 4),
-        }
-        if rep.epoch in evals:
-            t0 = time.perf_counter()
-            p = independent_probs(rep.fold_models, inputs.indep_data)
-            row["indep_auc"] = round(auc(inputs.indep_labels, p), 5)
-            row["indep_seconds"] = round(time.perf_counter() - t0, 3)
-            if rep.epoch == cfg.epochs:
-                final_indep[:] = _rounded(p, 4)
+        row, p = epoch_row(rep, order, inputs if rep.epoch in evals else None)
+        if p is not None and rep.epoch == cfg.epochs:
+            final_indep[:] = _rounded(p, 4)
         epochs.append(row)
 
     started, load = time.time(), os.getloadavg()[0]

@@ -293,57 +293,81 @@ def _train_attempt(
     fold_states = [_Fold(i, split, data, cfg, device, y_all) for i, split in enumerate(folds)]
     check = LossCheck(device)
     setup_seconds = time.perf_counter() - start
-    label_of = {p: int(lab) for p, lab in zip(data.patients, data.patient_label, strict=True)}
     history: list[EpochReport] = []
     for epoch in range(1, cfg.epochs + 1):
-        t0, c0 = time.perf_counter(), time.process_time()
-        losses, fold_aucs, oof = [], [], []
-        for fold in fold_states:
-            losses.append(_train_epoch(fold, x_all, y_all, epoch, check, fault))
-            owners = data.patient_index[fold.val_idx]
-            patients, probs = patient_means(
-                [data.patients[p] for p in owners],
-                predict_slices(fold.model, x_all[fold.val_idx], device, fast=fold.fast),
-            )
-            y = [label_of[p] for p in patients]
-            fold_aucs.append(auc(np.asarray(y), probs))
-            oof += [
-                {"patient_id": pid, "label": lab, "prob": float(pr), "fold": fold.i}
-                for pid, pr, lab in zip(patients, probs, y, strict=True)
-            ]
-        labels = np.asarray([r["label"] for r in oof])
-        probs_all = np.asarray([r["prob"] for r in oof])
-        metrics = summary_metrics(labels, probs_all)
-        report = EpochReport(
-            epoch=epoch,
-            train_loss=float(np.mean(losses)),
-            fold_auc=fold_aucs,
-            mean_fold_auc=fold_spread(fold_aucs)[0],
-            cv_auc=metrics["auc"],
-            metrics=metrics,
-            oof=oof,
-            seconds=time.perf_counter() - t0,
-            ended_at=time.time(),
-            cpu_seconds=time.process_time() - c0,
-            pretrained=fold_states[0].built.pretrained,
-            pretrained_note=fold_states[0].built.note,
-            batch_size=cfg.batch_size,
-            models=[f.model for f in fold_states] if epoch == cfg.epochs else None,
-            fold_models=[f.model for f in fold_states],
-        )
+        report = _epoch(data, fold_states, cfg, device, x_all, y_all, epoch, check, fault)
         history.append(report)
         if log:
-            aucs = " ".join(f"{a:.3f}" for a in fold_aucs)
+            aucs = " ".join(f"{a:.3f}" for a in report.fold_auc)
             log(
                 f"epoch {epoch}/{cfg.epochs}  loss {report.train_loss:.4f}  fold AUC [{aucs}]  "
                 f"mean {report.mean_fold_auc:.3f}  cv_auc {report.cv_auc:.3f}  ({report.seconds:.1f} s)"
             )
         if on_epoch(report):
             break
-    last = history[-1]
-    built = fold_states[0].built
     models = [f.model.eval().cpu() for f in fold_states]
-    result = CVResult(
+    return _cv_result(cfg, device, fold_states[0].built, history, start, setup_seconds), models
+
+
+def _epoch(
+    data: SliceData,
+    fold_states: list[_Fold],
+    cfg: TrainConfig,
+    device: torch.device,
+    x_all: torch.Tensor,
+    y_all: torch.Tensor,
+    epoch: int,
+    check: LossCheck,
+    fault: Fault | None,
+) -> EpochReport:
+    """Train every fold one epoch, predict its validation patients; the epoch's report."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    label_of = {p: int(lab) for p, lab in zip(data.patients, data.patient_label, strict=True)}
+    losses, fold_aucs, oof = [], [], []
+    for fold in fold_states:
+        losses.append(_train_epoch(fold, x_all, y_all, epoch, check, fault))
+        owners = data.patient_index[fold.val_idx]
+        patients, probs = patient_means(
+            [data.patients[p] for p in owners],
+            predict_slices(fold.model, x_all[fold.val_idx], device, fast=fold.fast),
+        )
+        y = [label_of[p] for p in patients]
+        fold_aucs.append(auc(np.asarray(y), probs))
+        oof += [
+            {"patient_id": pid, "label": lab, "prob": float(pr), "fold": fold.i}
+            for pid, pr, lab in zip(patients, probs, y, strict=True)
+        ]
+    metrics = summary_metrics(np.asarray([r["label"] for r in oof]), np.asarray([r["prob"] for r in oof]))
+    return EpochReport(
+        epoch=epoch,
+        train_loss=float(np.mean(losses)),
+        fold_auc=fold_aucs,
+        mean_fold_auc=fold_spread(fold_aucs)[0],
+        cv_auc=metrics["auc"],
+        metrics=metrics,
+        oof=oof,
+        seconds=time.perf_counter() - t0,
+        ended_at=time.time(),
+        cpu_seconds=time.process_time() - c0,
+        pretrained=fold_states[0].built.pretrained,
+        pretrained_note=fold_states[0].built.note,
+        batch_size=cfg.batch_size,
+        models=[f.model for f in fold_states] if epoch == cfg.epochs else None,
+        fold_models=[f.model for f in fold_states],
+    )
+
+
+def _cv_result(
+    cfg: TrainConfig,
+    device: torch.device,
+    built: Any,
+    history: list[EpochReport],
+    start: float,
+    setup_seconds: float,
+) -> CVResult:
+    """The run's result: its last epoch's figures, and every epoch's in `history`."""
+    last = history[-1]
+    return CVResult(
         config=cfg.to_dict(),
         family=family_of(cfg.backbone),
         pretrained=built.pretrained,
@@ -370,4 +394,3 @@ def _train_attempt(
         seconds=time.perf_counter() - start,
         setup_seconds=setup_seconds,
     )
-    return result, models

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench import simulate
-from bench.table import design, plan
+from bench import simulate, table_rows
+from bench.table_design import design, plan
 from spaces import get_space
 
 
@@ -55,11 +55,11 @@ def _fake_table(folder: Path, per_family: int = 4) -> Path:
 
 
 @pytest.fixture(scope="module")
-def fake(tmp_path_factory: pytest.TempPathFactory) -> simulate.Table:
-    return simulate.load_table(_fake_table(tmp_path_factory.mktemp("table")))
+def fake(tmp_path_factory: pytest.TempPathFactory) -> table_rows.Table:
+    return table_rows.load_table(_fake_table(tmp_path_factory.mktemp("table")))
 
 
-def test_study_first_runs_the_seven_study_points_to_the_end(fake: simulate.Table) -> None:
+def test_study_first_runs_the_seven_study_points_to_the_end(fake: table_rows.Table) -> None:
     finished = simulate.simulate(fake, simulate.POLICIES["sf_tpe_asha"], seed=3, budget_s=3600)
     study = [f for f in finished if f.exempt]
     assert sorted(f.row.config_id for f in study) == sorted(fake.study_ids())
@@ -69,7 +69,7 @@ def test_study_first_runs_the_seven_study_points_to_the_end(fake: simulate.Table
     assert all(f.ended_at <= 3600 for f in finished)
 
 
-def test_seven_alone_and_fifo(fake: simulate.Table) -> None:
+def test_seven_alone_and_fifo(fake: table_rows.Table) -> None:
     seven = simulate.simulate(fake, simulate.POLICIES["seven"], seed=0, budget_s=1e9)
     assert len(seven) == 7 and all(f.complete for f in seven)
     pick = simulate.select(seven, "best_cv", 1e9)
@@ -80,7 +80,7 @@ def test_seven_alone_and_fifo(fake: simulate.Table) -> None:
     assert 24 <= len(fifo) <= 30
 
 
-def test_without_study_first_the_default_stops_trials_early(fake: simulate.Table) -> None:
+def test_without_study_first_the_default_stops_trials_early(fake: table_rows.Table) -> None:
     finished = simulate.simulate(fake, simulate.POLICIES["default"], seed=1, budget_s=3600)
     assert not any(f.exempt for f in finished)
     stopped = [f for f in finished if not f.complete]
@@ -90,20 +90,20 @@ def test_without_study_first_the_default_stops_trials_early(fake: simulate.Table
 
 
 def test_seed_draw_is_paired_and_uses_every_seed() -> None:
-    draws = {simulate.seed_draw(s, "resnet10t-study", [0, 1]) for s in range(40)}
+    draws = {table_rows.seed_draw(s, "resnet10t-study", [0, 1]) for s in range(40)}
     assert draws == {0, 1}
-    assert simulate.seed_draw(7, "x", [0, 1]) == simulate.seed_draw(7, "x", [1, 0])
+    assert table_rows.seed_draw(7, "x", [0, 1]) == table_rows.seed_draw(7, "x", [1, 0])
 
 
-def test_nearest_row_is_in_the_family_and_the_mapping_check_runs(fake: simulate.Table) -> None:
+def test_nearest_row_is_in_the_family_and_the_mapping_check_runs(fake: table_rows.Table) -> None:
     row = fake.rows["resnet10t-00"][0]
-    assert simulate.nearest(fake, row.params) == "resnet10t-00"
-    assert simulate.nearest(fake, row.params, exclude="resnet10t-00").startswith("resnet10t-")
-    check = simulate.check_mapping(fake)
+    assert table_rows.nearest(fake, row.params) == "resnet10t-00"
+    assert table_rows.nearest(fake, row.params, exclude="resnet10t-00").startswith("resnet10t-")
+    check = table_rows.check_mapping(fake)
     assert check["rows"] == 7 * 5 and check["nearest_mae_cv_auc"] >= 0
 
 
-def test_policies_summarised_with_the_paired_reference(fake: simulate.Table, tmp_path: Path) -> None:
+def test_policies_summarised_with_the_paired_reference(fake: table_rows.Table, tmp_path: Path) -> None:
     policies = [simulate.POLICIES["sf_tpe_asha"], simulate.POLICIES["seven"]]
     results = simulate.run_policies(
         fake, policies, seeds=[0, 1], budgets_min=[5, 20], workers=2, clock="family"

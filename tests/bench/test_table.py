@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import table
+from bench import table, table_design
 from spaces import get_space
 
 TINY = [
@@ -32,15 +32,15 @@ TINY = [
 
 def test_design_covers_every_family_with_its_study_point_inside_the_space() -> None:
     space = get_space("cpu")
-    configs = table.design(space, per_family=21)
+    configs = table_design.design(space, per_family=21)
     assert len(configs) == 7 * 22
     study = [c for c in configs if c.study_point]
     assert sorted(c.backbone for c in study) == sorted(space.backbones)
     for c in configs:
         assert space.lr[0] <= c.lr <= space.lr[1] and 0 <= c.aug_strength <= 1
         assert space.weight_decay[0] <= c.weight_decay <= space.weight_decay[1]
-    assert table.design(space, per_family=21) == configs  # the same design every time
-    runs = table.plan(configs, extra_seeds_per_family=3)
+    assert table_design.design(space, per_family=21) == configs  # the same design every time
+    runs = table_design.plan(configs, extra_seeds_per_family=3)
     seeds = [r for r in runs if r.seed == 1]
     assert len(runs) == 154 + 7 * 4 and len(seeds) == 7 * 4
     # a partial table covers every family: the first seven runs are the seven study points
@@ -50,9 +50,9 @@ def test_design_covers_every_family_with_its_study_point_inside_the_space() -> N
 
 
 def test_fingerprint_follows_the_initial_weights() -> None:
-    a = table.fingerprint("tiny_cnn", 32, 1)
-    assert a == table.fingerprint("tiny_cnn", 32, 1)
-    assert a != table.fingerprint("tiny_cnn", 32, 3)
+    a = table_design.fingerprint("tiny_cnn", 32, 1)
+    assert a == table_design.fingerprint("tiny_cnn", 32, 1)
+    assert a != table_design.fingerprint("tiny_cnn", 32, 3)
 
 
 @pytest.mark.slow
