@@ -126,7 +126,7 @@ def _policy_flags(g: argparse._ArgumentGroup) -> None:
         default=True,
         help="a new study first runs the seed study's comparison: each backbone family of the space once at "
         "the trainer's defaults, to its last epoch (never stopped early), counted in --budget; the sampler "
-        "goes on from those results. --warm-start is the same flag [on]",
+        "goes on from those results. --warm-start is the same flag",
     )
     g.add_argument(
         "--per-family",
