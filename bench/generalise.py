@@ -72,21 +72,17 @@ def resolve_model(client: Any, uri: str | None, name: str = "cervical-staging") 
 
 def score(labels: list[int], probs: list[float], threshold: float) -> dict[str, float]:
     """AUC with its 95% bootstrap interval, and accuracy/sensitivity/specificity at `threshold`."""
-    import numpy as np
-    from sklearn.metrics import roc_auc_score
+    from trainers.metrics import auc, bootstrap_auc_ci, confusion, rates
 
-    from search.session.baseline import bootstrap_auc_ci
-
-    y, p = np.asarray(labels, int), np.asarray(probs, float)
-    called = p >= threshold
-    low, high = bootstrap_auc_ci(y, p, n=2000, seed=0)
+    low, high = bootstrap_auc_ci(labels, probs, seed=0)
+    r = rates(confusion(labels, probs, threshold))
     return {
-        "auc": float(roc_auc_score(y, p)),
+        "auc": auc(labels, probs),
         "auc_ci_low": low,
         "auc_ci_high": high,
-        "accuracy": float((called == y.astype(bool)).mean()),
-        "sensitivity": float(called[y == 1].mean()),
-        "specificity": float((~called[y == 0]).mean()),
+        "accuracy": r["accuracy"],
+        "sensitivity": r["sensitivity"],
+        "specificity": r["specificity"],
     }
 
 

@@ -21,9 +21,9 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from dashboards.report_tables import export_table
-from search.stats.bootstrap import bootstrap_auc_ci, confusion, rates, youden_threshold
 from search.study import StudyPaths, backbone_of, read_json, read_oof
 from search.tracking.figures import save
+from trainers.metrics import bootstrap_auc_ci, confusion, rates, youden_threshold
 
 RATES = (
     ("sensitivity", "sensitivity"),

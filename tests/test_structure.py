@@ -45,10 +45,7 @@ def test_no_function_over_60_lines(path: Path) -> None:
 
 
 def test_no_file_over_400_lines() -> None:
-    sizes = {
-        str(p.relative_to(ROOT)): len(p.read_text().splitlines())
-        for p in _files(*PACKAGES)
-    }
+    sizes = {str(p.relative_to(ROOT)): len(p.read_text().splitlines()) for p in _files(*PACKAGES)}
     assert {k: v for k, v in sizes.items() if v > MAX_FILE_LINES} == {}
 
 

@@ -1,8 +1,12 @@
-"""Patient-level staging metrics: AUC, Youden threshold, accuracy, precision, recall, F1."""
+"""Patient-level staging metrics, the one place each is computed: AUC, its bootstrap interval, Youden's
+threshold (0.5 when undefined), confusion counts and their rates (NaN where undefined), fold spread.
+
+numpy, scipy and scikit-learn only (no torch): the dashboards import it too (a contract says so)."""
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
@@ -16,32 +20,59 @@ def auc(y_true: np.ndarray, y_prob: np.ndarray) -> float:
     return float(roc_auc_score(y_true, y_prob))
 
 
-def youden_threshold(y_true: np.ndarray, y_prob: np.ndarray) -> float:
-    """Threshold maximising sensitivity + specificity - 1 (0.5 when undefined)."""
+def youden_threshold(y_true: Any, y_prob: Any) -> float:
+    """Threshold maximising Youden's J = sensitivity + specificity - 1, at most 1; 0.5 when there is no
+    meaningful cut (one class, or J <= 0: no better than chance). The project's one rule: the registered
+    threshold, the summary's `_youden` metrics and the report's operating point all come from it."""
     y_true = np.asarray(y_true)
     if len(np.unique(y_true)) < 2:
         return 0.5
     fpr, tpr, thr = roc_curve(y_true, y_prob)
     best = int(np.argmax(tpr - fpr))
+    if tpr[best] - fpr[best] <= 0:
+        return 0.5
     return float(min(thr[best], 1.0))
 
 
-def threshold_metrics(y_true: np.ndarray, y_prob: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
-    """Accuracy, precision, recall (sensitivity), specificity and F1 with P(T2) >= threshold as positive."""
-    y_true = np.asarray(y_true).astype(int)
-    y_pred = (np.asarray(y_prob) >= threshold).astype(int)
-    tp = int(np.sum((y_pred == 1) & (y_true == 1)))
-    tn = int(np.sum((y_pred == 0) & (y_true == 0)))
-    fp = int(np.sum((y_pred == 1) & (y_true == 0)))
-    fn = int(np.sum((y_pred == 0) & (y_true == 1)))
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
+def confusion(y_true: Any, y_prob: Any, threshold: float) -> dict[str, int]:
+    """Counts with P(T2) >= threshold called T2 (the positive class): tp, fp, fn, tn."""
+    from sklearn.metrics import confusion_matrix
+
+    y = np.asarray(y_true).astype(int)
+    pred = (np.asarray(y_prob, np.float64) >= threshold).astype(int)
+    tn, fp, fn, tp = (int(v) for v in confusion_matrix(y, pred, labels=[0, 1]).ravel())
+    return {"tp": tp, "fp": fp, "fn": fn, "tn": tn}
+
+
+def _ratio(a: int, b: int) -> float:
+    return a / b if b else math.nan
+
+
+def rates(counts: dict[str, int]) -> dict[str, float]:
+    """Sensitivity, specificity, PPV, NPV, accuracy and F1 of confusion counts. The one convention for a rate
+    whose denominator is 0: NaN (undefined, not 0: "no patient called T2" is not "every call wrong"), shown as
+    "-" and left out of MLflow and leaderboard.json."""
+    tp, fp, fn, tn = (counts[k] for k in ("tp", "fp", "fn", "tn"))
     return {
-        "accuracy": (tp + tn) / max(len(y_true), 1),
-        "precision": precision,
-        "recall": recall,
-        "specificity": tn / (tn + fp) if tn + fp else 0.0,
-        "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
+        "sensitivity": _ratio(tp, tp + fn),
+        "specificity": _ratio(tn, tn + fp),
+        "ppv": _ratio(tp, tp + fp),
+        "npv": _ratio(tn, tn + fn),
+        "accuracy": _ratio(tp + tn, tp + fp + fn + tn),
+        "f1": _ratio(2 * tp, 2 * tp + fp + fn),
+    }
+
+
+def threshold_metrics(y_true: Any, y_prob: Any, threshold: float = 0.5) -> dict[str, float]:
+    """Accuracy, precision (PPV), recall (sensitivity), specificity and F1 with P(T2) >= threshold as positive,
+    from `rates` (NaN where undefined)."""
+    r = rates(confusion(y_true, y_prob, threshold))
+    return {
+        "accuracy": r["accuracy"],
+        "precision": r["ppv"],
+        "recall": r["sensitivity"],
+        "specificity": r["specificity"],
+        "f1": r["f1"],
     }
 
 
@@ -57,20 +88,28 @@ def summary_metrics(y_true: np.ndarray, y_prob: np.ndarray) -> dict[str, float]:
     return out
 
 
+CI_RESAMPLES = 2000
+
+
 def bootstrap_auc_ci(
-    y_true: np.ndarray, y_prob: np.ndarray, n: int = 2000, seed: int = 0, level: float = 0.95
+    y_true: Any, y_prob: Any, n: int = CI_RESAMPLES, seed: int = 0, level: float = 0.95
 ) -> tuple[float, float]:
-    """Percentile bootstrap confidence interval of the AUC over patients (resamples with one class skipped)."""
-    y_true, y_prob = np.asarray(y_true), np.asarray(y_prob)
-    rng = np.random.default_rng(seed)
-    values = []
-    for _ in range(n):
-        idx = rng.integers(0, len(y_true), len(y_true))
-        if len(np.unique(y_true[idx])) == 2:
-            values.append(roc_auc_score(y_true[idx], y_prob[idx]))
-    if not values:
+    """Percentile bootstrap interval of the AUC over patients, resamples with one class skipped (NaN, NaN when
+    none has both). Vectorised: each resample's AUC from Mann-Whitney ranks (ties count half), so 2,000
+    resamples take milliseconds. The one AUC interval of the project: summary, model card, report, predict and
+    the benches all call it."""
+    from scipy.stats import rankdata
+
+    y, p = np.asarray(y_true).astype(bool), np.asarray(y_prob, np.float64)
+    idx = np.random.default_rng(seed).integers(0, len(y), (n, len(y)))
+    yb, ranks = y[idx], rankdata(p[idx], axis=1)
+    pos = yb.sum(axis=1)
+    neg = len(y) - pos
+    ok = (pos > 0) & (neg > 0)
+    if not ok.any():
         return math.nan, math.nan
-    lo, hi = np.percentile(values, [100 * (1 - level) / 2, 100 * (1 + level) / 2])
+    aucs = ((ranks * yb).sum(axis=1)[ok] - pos[ok] * (pos[ok] + 1) / 2) / (pos[ok] * neg[ok])
+    lo, hi = np.percentile(aucs, [100 * (1 - level) / 2, 100 * (1 + level) / 2])
     return float(lo), float(hi)
 
 

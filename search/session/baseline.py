@@ -29,20 +29,18 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from search.stats.bootstrap import bootstrap_auc_ci  # re-exported: the search and the dashboards share it
 from search.study import Leaderboard, StudyFormatError, StudyPaths, read_leaderboard, write_oof
 from search.tracking.outbox import first_line, tracking_errors
 from search.tracking.tracker import StudyTracker, write_trial_artifacts
 from trainers.cv import PreparedCohort
 from trainers.features import feature_table
+from trainers.metrics import CI_RESAMPLES, bootstrap_auc_ci, fold_spread, summary_metrics
 from trainers.metrics import auc as roc_auc
-from trainers.metrics import fold_spread, summary_metrics
 from trainers.preprocess import PREPROCESS_VERSION, load_lesions
 
 C = 1.0  # inverse L2 strength on standardised features: fixed, so the baseline needs no inner search
 MODEL = f"logistic regression (L2, C={C:g}) on standardised hand-made features"
 FEATURES_VERSION = 1  # bump when trainers.features changes what it measures: a stored baseline is then redone
-CI_RESAMPLES = 2000
 ROW_METRICS = ("accuracy", "precision", "recall", "specificity", "f1", "fold_auc_mean", "fold_auc_sd")
 
 

@@ -1,7 +1,6 @@
 """The honest numbers of a study, from its out-of-fold tables: numpy, scipy and scikit-learn (no Ray, torch or
 MLflow), so the report may use them.
 
-`bootstrap`: the vectorised bootstrap CI of the AUC, Youden's threshold and the confusion-matrix metrics.
 `estimates`: the winner's selection-bias-corrected AUC (bootstrap bias-corrected CV).
 `sites`: the winner per site, and whether the site alone predicts the stage.
 `baseline_text`: how the non-deep baseline reads beside the winner (its row, the verdict, parent-run fields).

@@ -1,8 +1,8 @@
 """How a registered model did on labelled scans given to `stagesearch predict`: AUC with a bootstrap 95% CI and
 the confusion matrix at the version's own threshold (the one it stages patients at).
 
-Pure numpy on the per-patient predictions; the CI uses the vectorised bootstrap of `search.stats.bootstrap`
-(2,000 resamples of patients in milliseconds), the same percentile method as the hold-out's CI at registration.
+The AUC, its interval and the counts come from `trainers.metrics`, as every other figure of the project does
+(2,000 resamples of patients in milliseconds, the same percentile method as the hold-out's CI at registration).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from search.stats.bootstrap import CI_RESAMPLES, bootstrap_auc_ci
+from trainers.metrics import CI_RESAMPLES, auc, bootstrap_auc_ci, confusion
 
 
 @dataclass(frozen=True)
@@ -67,26 +67,18 @@ def label_score(
     digits: int = 4,
 ) -> LabelScore | None:
     """Score the patients of `ids` that have a label (0 = T1, 1 = T2); None when none has one."""
-    from sklearn.metrics import roc_auc_score
-
     keep = [i for i, pid in enumerate(ids) if labels.get(pid, -1) in (0, 1)]
     if not keep:
         return None
     y = np.asarray([labels[ids[i]] for i in keep], dtype=int)
     p = np.asarray([probs[i] for i in keep], dtype=float)
-    pred = p >= threshold
-    both = 0 < y.sum() < len(y)
-    value = roc_auc_score(y, p) if both else math.nan
-    ci = bootstrap_auc_ci(y, p, n=CI_RESAMPLES, seed=seed) if both else (math.nan, math.nan)
+    counts = confusion(y, p, threshold)
     return LabelScore(
         n=len(y),
         n_t2=int(y.sum()),
-        auc=float(value),
-        ci=ci,
+        auc=auc(y, p),
+        ci=bootstrap_auc_ci(y, p, n=CI_RESAMPLES, seed=seed),
         threshold=float(threshold),
-        tp=int(np.sum(pred & (y == 1))),
-        fn=int(np.sum(~pred & (y == 1))),
-        tn=int(np.sum(~pred & (y == 0))),
-        fp=int(np.sum(pred & (y == 0))),
         digits=digits,
+        **counts,
     )

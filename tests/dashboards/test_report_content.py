@@ -17,11 +17,10 @@ import ray
 
 from dashboards.report import build_report
 from search.commands.run import main as search_main
-from search.stats.bootstrap import confusion, rates, youden_threshold
 from search.study import StudyPaths, read_oof, resolve
 from search.tune.tuning import startup_trials
 from tests.search.conftest import load_study, search_args
-from trainers.metrics import threshold_metrics
+from trainers.metrics import confusion, rates, threshold_metrics, youden_threshold
 from trainers.metrics import youden_threshold as loop_youden
 
 STUDY = "content"

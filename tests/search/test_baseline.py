@@ -14,13 +14,12 @@ from mlflow.tracking import MlflowClient
 
 from dashboards.report import build_report
 from search.commands.run import main
-from search.session.baseline import bootstrap_auc_ci, score_baseline
+from search.session.baseline import score_baseline
 from search.stats.baseline_text import verdict
 from search.study import Leaderboard, LeaderboardRow, default_tracking_uri, resolve
 from tests.search.conftest import mlflow_runs, search_args
 from trainers.cv import prepare_cohort
-from trainers.metrics import auc
-from trainers.metrics import bootstrap_auc_ci as loop_bootstrap_auc_ci
+from trainers.metrics import auc, bootstrap_auc_ci
 
 
 def _by_fold(rows: list[dict]) -> list[set[str]]:
@@ -40,11 +39,25 @@ def test_baseline_scores_every_patient_once_on_the_study_folds(tiny_cohort, tmp_
     assert {"accuracy", "precision", "recall", "f1", "fold_auc_mean"} <= set(score.metrics)
 
 
-def test_vectorised_bootstrap_is_the_trainers_bootstrap() -> None:
+def _loop_bootstrap_auc_ci(y: np.ndarray, p: np.ndarray, n: int, seed: int) -> tuple[float, float]:
+    """The textbook loop: resample patients, skip one-class resamples, percentiles of scikit-learn's AUC."""
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(n):
+        idx = rng.integers(0, len(y), len(y))
+        if len(np.unique(y[idx])) == 2:
+            values.append(roc_auc_score(y[idx], p[idx]))
+    lo, hi = np.percentile(values, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def test_vectorised_bootstrap_is_the_textbook_loop() -> None:
     rng = np.random.default_rng(4)
     y = rng.integers(0, 2, 30)
     p = np.round(rng.random(30) + 0.4 * y, 1)  # ties count half in both
-    assert bootstrap_auc_ci(y, p, n=200, seed=3) == pytest.approx(loop_bootstrap_auc_ci(y, p, n=200, seed=3))
+    assert bootstrap_auc_ci(y, p, n=200, seed=3) == pytest.approx(_loop_bootstrap_auc_ci(y, p, n=200, seed=3))
 
 
 def _board(

@@ -225,7 +225,7 @@ def test_batch_predict_scores_a_label_column(study, tiny_cohort, tmp_path, capsy
     printed = capsys.readouterr().out
     y = np.asarray([int(r["label"] == "T2") for r in rows])
     p = np.asarray([expected[r["patient_id"]] for r in rows])
-    from search.stats.bootstrap import bootstrap_auc_ci
+    from trainers.metrics import bootstrap_auc_ci
 
     lo, hi = bootstrap_auc_ci(y, p)
     assert (

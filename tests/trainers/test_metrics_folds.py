@@ -22,7 +22,7 @@ def test_metrics_match_sklearn(seed: int) -> None:
         pred = (p >= thr).astype(int)
         m = threshold_metrics(y, p, thr)
         assert m["accuracy"] == pytest.approx(accuracy_score(y, pred))
-        assert m["precision"] == pytest.approx(precision_score(y, pred, zero_division=0))
+        assert m["precision"] == pytest.approx(precision_score(y, pred, zero_division=np.nan))
         assert m["recall"] == pytest.approx(recall_score(y, pred))
         assert m["f1"] == pytest.approx(f1_score(y, pred))
     fpr, tpr, thr = roc_curve(y, p)
