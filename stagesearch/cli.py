@@ -42,11 +42,23 @@ COMMANDS: dict[str, Command] = {
 }
 
 
+def version() -> str:
+    """The installed distribution's version (what `pip install` recorded), else "unknown" (run from a checkout
+    without installing)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("stagesearch")
+    except PackageNotFoundError:
+        return "unknown (not installed: pip install -e .)"
+
+
 def usage() -> str:
     """The top-level help: every command and what it does."""
     width = max(len(name) for name in COMMANDS)
     lines = [
-        "usage: stagesearch <command> [flags]   (stagesearch <command> --help for its flags)",
+        "usage: stagesearch <command> [flags]   (stagesearch <command> --help for its flags; --version)",
         "",
         "MRI T-staging model search: Ray Tune + Optuna over backbones, patient-grouped CV AUC, MLflow tracking.",
         "",
@@ -62,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
         return 0 if argv else 2
+    if argv[0] in ("-V", "--version"):
+        print(f"stagesearch {version()}")
+        return 0
     name, rest = argv[0], argv[1:]
     no_telemetry()
     command = COMMANDS.get(name)

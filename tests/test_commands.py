@@ -51,3 +51,11 @@ def test_commands_name_importable_modules_with_main() -> None:
 
     for name, command in COMMANDS.items():
         assert importlib.util.find_spec(command.module) is not None, name
+
+
+def test_version_is_the_installed_one(tmp_path: Path) -> None:
+    from importlib.metadata import version
+
+    done = stagesearch("--version", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"stagesearch {version('stagesearch')}"
