@@ -36,7 +36,7 @@ def _finished(runs, study: str) -> int:
 def _second_driver_is_refused(cmd: list[str], runs, pid: int, env: dict) -> None:
     """While a driver runs, a second `run --resume` and a `register` of its study exit 2 naming it, and
     change nothing; a report still reads the study."""
-    stagesearch = [sys.executable, "-m", "stagesearch.cli"]
+    stagesearch = [sys.executable, "-m", "stagesearch"]
     where = ["--runs-dir", str(runs), "--study", "res"]
     for second in (cmd[:2] + ["--resume", *cmd[2:]], [*stagesearch, "register", *where]):
         before = (runs / "res" / "config.json").read_text()

@@ -167,7 +167,7 @@ def test_a_tracking_server_gone_for_good_leaves_optuna_whole_and_a_command_to_se
     _all_trials_in_optuna(runs, study)
 
     where = ["--runs-dir", str(runs), "--study", study]
-    stagesearch = [sys.executable, "-m", "stagesearch.cli"]
+    stagesearch = [sys.executable, "-m", "stagesearch"]
     refused = subprocess.run(
         [*stagesearch, "sync-tracking", *where], capture_output=True, text=True, timeout=300
     )
