@@ -151,7 +151,7 @@ class ConsoleSession:
         here so that handler is moved to the log file before they log anything."""
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._file = logging.FileHandler(path, mode="a", encoding="utf-8")
+        self._file = _LogFile(path, self)
         self._file.setFormatter(logging.Formatter(LOG_FORMAT))
         self._held.setTarget(self._file)
         self._held.flush()
@@ -252,6 +252,33 @@ class _LogLines:
         if self.pending.strip():
             self.logger.info(self.pending)
         self.pending = ""
+
+
+class _LogFile(logging.FileHandler):
+    """The log file. When it cannot be written (a full disk), one line says so on the real terminal and the
+    file takes no more records: logging's own error report would go to sys.stderr, which writes to this
+    file again (a recursion that ended the process)."""
+
+    def __init__(self, path: Path, session: ConsoleSession) -> None:
+        super().__init__(path, mode="a", encoding="utf-8")
+        self.session = session
+        self.broken = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.broken:
+            super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        if self.broken:
+            return
+        self.broken = True
+        error = sys.exc_info()[1]
+        terminal = getattr(self.session.stderr, "terminal", sys.__stderr__)
+        with contextlib.suppress(Exception):
+            terminal.write(
+                f"warning: the log file {self.baseFilename} cannot be written ({error}); its records are lost from here on\n"
+            )
+            terminal.flush()
 
 
 class _TerminalHandler(logging.Handler):

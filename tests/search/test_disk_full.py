@@ -33,13 +33,13 @@ def _unavailable(reason: str) -> None:
 
 @pytest.fixture()
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 96 MB tmpfs mounted for the test, unmounted afterwards."""
+    """A 512 MB tmpfs mounted for the test (a trial keeps fold models of 60 MB), unmounted afterwards."""
     mount = tmp_path / "disk"
     mount.mkdir()
     if os.geteuid() != 0:
         _unavailable("mounting a small file system needs root")
     done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=96m", "tmpfs", str(mount)], capture_output=True
+        ["mount", "-t", "tmpfs", "-o", "size=512m", "tmpfs", str(mount)], capture_output=True
     )
     if done.returncode:
         _unavailable(f"cannot mount a tmpfs: {done.stderr.decode().strip()}")
@@ -79,7 +79,7 @@ def test_a_full_disk_stops_the_search_cleanly_and_resume_completes_it(
     cmd = [sys.executable, str(ROOT / "search" / "run.py")]
     flags = search_args(tiny_cohort, runs, "full", "--budget", str(BUDGET), "--scheduler", "fifo")
     flags += ["--max-epochs", "2", "--max-concurrent", "1", "--num-cpus", "2"]
-    env = {**os.environ, "STAGESEARCH_MIN_FREE_MB": "8", "STAGESEARCH_CACHE": str(tmp_path / "cache")}
+    env = {**os.environ, "STAGESEARCH_MIN_FREE_MB": "100", "STAGESEARCH_CACHE": str(tmp_path / "cache")}
     filled: list[Path] = []
 
     def fill_after_the_first_trial() -> None:
