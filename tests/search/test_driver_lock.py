@@ -120,3 +120,55 @@ def test_a_shared_postgres_study_has_one_driver_whatever_its_folder(
         except StudyBusyError:
             assert time.time() < deadline, "the killed holder's advisory lock was never released"
             time.sleep(0.5)
+
+
+@pytest.mark.slow
+def test_a_second_run_or_register_is_refused_while_a_search_runs(
+    tiny_cohort: Path, runs: Path, tmp_path: Path
+) -> None:
+    """A real driver (a tiny search long enough to outlive the checks): a second `run --resume` and a `register`
+    of its study exit 2 naming it and change nothing; a report still reads the study."""
+    import contextlib
+    import sqlite3
+
+    from tests.search.conftest import search_args
+
+    cmd = [sys.executable, str(ROOT / "search" / "run.py")]
+    flags = search_args(
+        tiny_cohort, runs, "busy", "--budget", "200", "--scheduler", "fifo", "--max-epochs", "2"
+    )
+    flags += ["--max-concurrent", "1", "--num-cpus", "2"]
+    log = (tmp_path / "driver.log").open("w")
+    driver = subprocess.Popen(cmd + flags, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    db = runs / "busy" / "optuna.db"
+
+    def finished() -> int:
+        try:
+            with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as con:
+                return int(con.execute("SELECT COUNT(*) FROM trials WHERE state = 'COMPLETE'").fetchone()[0])
+        except sqlite3.Error:
+            return 0
+
+    try:
+        deadline = time.time() + 600
+        while finished() < 1:
+            assert driver.poll() is None and time.time() < deadline, (tmp_path / "driver.log").read_text()
+            time.sleep(0.5)
+        stagesearch = [sys.executable, "-m", "stagesearch"]
+        where = ["--runs-dir", str(runs), "--study", "busy"]
+        for second in (cmd + ["--resume", *flags], [*stagesearch, "register", *where]):
+            before = (runs / "busy" / "config.json").read_text()
+            done = subprocess.run(second, capture_output=True, text=True, timeout=300)
+            assert done.returncode == 2, done.stdout + done.stderr
+            assert f"is being run by process {driver.pid} on " in done.stderr, done.stderr
+            assert f"kill {driver.pid}" in done.stderr and "--resume" in done.stderr
+            assert (
+                runs / "busy" / "config.json"
+            ).read_text() == before  # no session added to the running study
+        report = subprocess.run([*stagesearch, "report", *where], capture_output=True, text=True, timeout=300)
+        assert report.returncode == 0, report.stdout + report.stderr
+        assert driver.poll() is None, "the driver ended before the checks: they proved nothing"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray processes it started, by id
+        driver.wait(timeout=30)

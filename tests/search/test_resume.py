@@ -33,24 +33,6 @@ def _finished(runs, study: str) -> int:
     return int(row[0])
 
 
-def _second_driver_is_refused(cmd: list[str], runs, pid: int, env: dict) -> None:
-    """While a driver runs, a second `run --resume` and a `register` of its study exit 2 naming it, and
-    change nothing; a report still reads the study."""
-    stagesearch = [sys.executable, "-m", "stagesearch"]
-    where = ["--runs-dir", str(runs), "--study", "res"]
-    for second in (cmd[:2] + ["--resume", *cmd[2:]], [*stagesearch, "register", *where]):
-        before = (runs / "res" / "config.json").read_text()
-        done = subprocess.run(second, capture_output=True, text=True, timeout=300, env=env)
-        assert done.returncode == 2, done.stdout + done.stderr
-        assert f"is being run by process {pid} on " in done.stderr, done.stderr
-        assert f"kill {pid}" in done.stderr and "--resume" in done.stderr
-        assert (runs / "res" / "config.json").read_text() == before  # no session added to the running study
-    report = subprocess.run(
-        [*stagesearch, "report", *where], capture_output=True, text=True, timeout=300, env=env
-    )
-    assert report.returncode == 0, report.stdout + report.stderr
-
-
 def test_kill_then_resume_gives_exactly_the_budget(tiny_cohort, runs, tmp_path) -> None:
     cmd = [
         sys.executable,
@@ -80,7 +62,6 @@ def test_kill_then_resume_gives_exactly_the_budget(tiny_cohort, runs, tmp_path) 
             time.sleep(0.5)
         assert proc.poll() is None, (tmp_path / "first.log").read_text()
         assert _finished(runs, "res") >= 2, "search made no progress"
-        _second_driver_is_refused(cmd, runs, proc.pid, env)
     finally:
         with contextlib.suppress(ProcessLookupError):  # already gone when the search failed on its own
             os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray processes it started, by id
