@@ -27,6 +27,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from bench._common import RESULTS, machine_id, table, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -151,43 +153,67 @@ def at_trial(samples: list[Sample], n: int) -> Sample | None:
     return next((s for s in samples if s.trials >= n), None)
 
 
+WINDOW = 5  # samples whose median stands for "after trial --early" and for "the end" (one sample is noisy)
+
+
+def _fds(s: Sample, pids: Any) -> int:
+    return s.driver_fds + sum(s.worker_fds.get(p, 0) for p in pids)
+
+
 def summarise(samples: list[Sample], early: int, wall_s: float) -> dict[str, Any]:
-    """Memory, descriptors and processes after trial `early` and at the end; the targets' verdicts."""
-    first, last = at_trial(samples, early), samples[-1] if samples else None
-    if first is None or last is None:
+    """Memory, descriptors and processes after trial `early` and at the end (medians of `WINDOW` samples
+    each); the targets' verdicts."""
+    first = at_trial(samples, early)
+    if first is None:
         return {"problem": f"fewer than {early} trials finished while sampled"}
-    # the last sample with every worker alive (at the very end Ray stops them one by one)
-    end = next((s for s in reversed(samples) if len(s.workers) >= len(first.workers)), last)
+    start = samples.index(first)
+    pids = list(first.workers)
+    early_w = samples[start : start + WINDOW]
+    # the last samples with every worker alive (at the very end Ray stops them one by one)
+    alive = [s for s in samples[start:] if all(p in s.workers for p in pids)]
+    end_w = alive[-WINDOW:] or samples[-1:]
+    end = end_w[-1]
+
+    def med(values: list[float]) -> float:
+        return float(np.median(values))
+
     workers = []
-    for pid, mb in first.workers.items():
-        at_end = end.workers.get(pid)
+    for pid in pids:
+        mb_early = med([s.workers[pid] for s in early_w if pid in s.workers])
+        ends = [s.workers[pid] for s in end_w if pid in s.workers]
+        mb_end = med(ends) if ends else None
+        growth = None if mb_end is None else round(mb_end / mb_early - 1, 3)
         workers.append(
             {
                 "pid": pid,
-                "mb_early": round(mb, 1),
-                "mb_end": None if at_end is None else round(at_end, 1),
-                "growth": None if at_end is None else round(at_end / mb - 1, 3),
+                "mb_early": round(mb_early, 1),
+                "mb_end": mb_end and round(mb_end, 1),
+                "growth": growth,
             }
         )
     growth = [w["growth"] for w in workers if w["growth"] is not None]
-    fds_early = first.driver_fds + sum(first.worker_fds.values())
-    fds_end = end.driver_fds + sum(end.worker_fds.get(p, 0) for p in first.worker_fds)
+    fds_early, fds_end = med([_fds(s, pids) for s in early_w]), med([_fds(s, pids) for s in end_w])
+    procs_early, procs_end = med([s.children for s in early_w]), med([s.children for s in end_w])
     return {
         "early_trial": early,
+        "window": WINDOW,
         "early": {"trials": first.trials, "t": round(first.t, 1)},
         "end": {"trials": end.trials, "t": round(end.t, 1)},
-        "driver": {"mb_early": round(first.driver_mb, 1), "mb_end": round(end.driver_mb, 1)},
+        "driver": {
+            "mb_early": round(med([s.driver_mb for s in early_w]), 1),
+            "mb_end": round(med([s.driver_mb for s in end_w]), 1),
+        },
         "workers": workers,
         "worker_mb_max": round(max((max(s.workers.values(), default=0) for s in samples), default=0), 1),
         "fds": {"early": fds_early, "end": fds_end},
-        "processes": {"early": first.children, "end": end.children},
-        "new_workers": sorted({p for s in samples for p in s.workers} - set(first.workers)),
+        "processes": {"early": procs_early, "end": procs_end},
+        "new_workers": sorted({p for s in samples for p in s.workers} - set(pids)),
         "driver_cpu_share": round((end.driver_cpu_s - first.driver_cpu_s) / max(end.t - first.t, 1e-9), 3),
         "wall_s": round(wall_s, 1),
         "targets": {
             "worker_growth_within_10pct": bool(growth) and max(growth) <= GROWTH_LIMIT,
             "no_more_fds": fds_end <= fds_early,
-            "no_more_processes": end.children <= first.children,
+            "no_more_processes": procs_end <= procs_early,
         },
     }
 
