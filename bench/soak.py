@@ -6,7 +6,8 @@ resident memory of the driver and of each trial worker, their open file descript
 processes; the number of finished trials is read from the study's Optuna file. It reports each process's
 memory after trial `--early` and at the end, the growth between them, and the driver's CPU share, writes every
 sample and a figure, and with `--check` exits 1 when a target is missed: worker memory at the end within 10 %
-of after trial `--early`, no more descriptors or processes at the end than then.
+of after trial `--early`, no more descriptors or processes at the end than then (medians of 5 samples; the end's
+may not exceed the most seen early, as descriptors come and go with each trial).
 
     python -m bench.soak                        # 1,000 trials (about half an hour on 2 cores)
     python -m bench.soak --trials 100 --early 30 --check     # the short version the tests run
@@ -212,8 +213,10 @@ def summarise(samples: list[Sample], early: int, wall_s: float) -> dict[str, Any
         "wall_s": round(wall_s, 1),
         "targets": {
             "worker_growth_within_10pct": bool(growth) and max(growth) <= GROWTH_LIMIT,
-            "no_more_fds": fds_end <= fds_early,
-            "no_more_processes": procs_end <= procs_early,
+            # descriptors and processes come and go with each trial (a file written, a connection): the end's
+            # median may not exceed the most seen after trial --early
+            "no_more_fds": fds_end <= max(_fds(s, pids) for s in early_w),
+            "no_more_processes": procs_end <= max(s.children for s in early_w),
         },
     }
 

@@ -29,6 +29,7 @@ from search.study.results import TrialEpoch
 from trainers.config import TrainConfig
 from trainers.data import build_slice_data
 from trainers.failures import Fault, describe, failure_reason
+from trainers.memory import release_memory
 from trainers.preprocess import ScanROI
 from trainers.train import EpochReport, cross_validate
 
@@ -37,6 +38,22 @@ THREAD_TIMEOUT_ENV = "TUNE_FUNCTION_THREAD_TIMEOUT_S"
 
 
 def run_trial(
+    config: dict[str, Any],
+    rois: list[ScanROI],
+    folds: list[dict],
+    fixed: dict[str, Any],
+    study_dir: str | None = None,
+    faults: dict[str, Fault] | None = None,
+) -> None:
+    """Train the k fold models of one configuration and `tune.report` after every epoch (`_train_trial`);
+    then give back to the OS the memory the trial freed: this worker runs the next trial (`trainers.memory`)."""
+    try:
+        _train_trial(config, rois, folds, fixed, study_dir, faults)
+    finally:
+        release_memory()  # after the trial's frame is gone, so that its tensors are free
+
+
+def _train_trial(
     config: dict[str, Any],
     rois: list[ScanROI],
     folds: list[dict],
