@@ -30,6 +30,7 @@ PENDING_FILE = "pending-tracking.jsonl"
 #: after each failed one)
 RETRY_FIRST_S, RETRY_MAX_S = 30.0, 300.0
 RETRY_ENV = "STAGESEARCH_TRACKING_RETRY_S"
+FLUSH_EVERY_S = 5.0  # at the end of a search, waiting for tracking: how often to try
 #: the MLflow client's own retries, made short in the driver (where the user has not set them): with its
 #: defaults (7 retries, backoff factor 2, 120 s timeout) one call to a stopped server blocks for minutes
 CLIENT_RETRIES = {
@@ -139,7 +140,8 @@ class TrackingOutbox:
             self.next_try = self.clock()
             if self._send_pending() or self.clock() >= deadline:
                 break
-            sleep(min(self.retry_in, max(deadline - self.clock(), 0.0)))
+            # nothing else to do now: try every few seconds, not at the search's backed-off pace
+            sleep(min(self.first_retry, FLUSH_EVERY_S, max(deadline - self.clock(), 0.0)))
         return not self.pending
 
     # inside
