@@ -20,6 +20,7 @@ import time
 from typing import Any
 
 from bench._common import table, write_result
+from search.registry import DEFAULT_MODEL_NAME
 
 TARGET_SHARE_OF_ORACLE = 0.85
 
@@ -50,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def resolve_model(client: Any, uri: str | None, name: str = "cervical-staging") -> tuple[str, str]:
+def resolve_model(client: Any, uri: str | None, name: str = DEFAULT_MODEL_NAME) -> tuple[str, str]:
     """(model URI, version) to score: the given URI, else @champion, else @challenger of `name`."""
     from mlflow.exceptions import MlflowException
 

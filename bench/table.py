@@ -34,6 +34,7 @@ import numpy as np
 
 from bench._common import RESULTS, describe_machine, machine_id, table
 from bench.table_design import DESIGN_SEED, TABLE_VERSION, Run, design, fingerprint, plan
+from trainers.atomic import write_text_atomic
 
 
 def table_dir(space_name: str, out: str | Path | None = None) -> Path:
@@ -211,10 +212,7 @@ def write_header(
             for r in runs
         ],
     }
-    path = folder / "table.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(header, indent=1) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(folder / "table.json", json.dumps(header, indent=1) + "\n")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -175,15 +175,6 @@ def _random_note(spec: BackboneSpec, why: str) -> str:
     return f"random initialisation ({why}{'; ' + spec.init_change if spec.init_change else ''})"
 
 
-def weights_available(name: str) -> tuple[bool, str]:
-    """Whether ImageNet weights for `name` are on this machine (hub or local cache), without loading them."""
-    spec = get_spec(name)
-    if spec.locate_weights is None:
-        return False, "no pretrained weights exist for this model"
-    path, reason = spec.locate_weights()
-    return path is not None, reason
-
-
 def _warn_once(name: str, reason: str) -> None:
     """Warn one time per backbone per process that it falls back to random initialisation."""
     if name in _WARNED_NO_WEIGHTS:

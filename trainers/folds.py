@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
+from trainers.atomic import write_text_atomic
+
 
 class FoldsMismatchError(Exception):
     """An existing folds file was made for another cohort or other fold settings."""
@@ -135,10 +137,7 @@ def _load_or_write(path: Path, meta: dict[str, Any], key: str, make: Any) -> Any
             )
         return stored[key]
     document = make()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"meta": meta, **document}, indent=1))
-    tmp.replace(path)
+    write_text_atomic(path, json.dumps({"meta": meta, **document}, indent=1))
     return document[key]
 
 

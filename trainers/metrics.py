@@ -6,10 +6,17 @@ numpy, scipy and scikit-learn only (no torch): the dashboards import it too (a c
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
 import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
+
+
+def is_finite(value: Any) -> bool:
+    """A real number (numpy's too; not a bool, not a string) that is neither NaN nor infinite: what may be logged
+    as a metric or compared. The one such check of the project."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def auc(y_true: np.ndarray, y_prob: np.ndarray) -> float:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
 import zipfile
 from collections.abc import Sequence
@@ -27,6 +26,7 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import Orientation, Spacing
 
+from trainers.atomic import atomic_path
 from trainers.cache import cache_root
 from trainers.io import load_image
 from trainers.manifest import Cohort, Scan
@@ -250,18 +250,17 @@ def read_cached_lesion(path: Path, scan: Scan) -> LesionROI | None:
 
 def _store(path: Path, roi: ScanROI, lesion: LesionROI) -> None:
     """Write one scan's cache entry atomically (the mask packed to bits: an eighth of a byte per pixel)."""
-    tmp = path.with_name(path.stem + f".{os.getpid()}.tmp.npz")
-    np.savez(
-        tmp,
-        slabs=roi.slabs,
-        tumour_area=roi.tumour_area,
-        lesion_mask=np.packbits(lesion.mask, axis=-1),
-        lesion_px=lesion.mask.shape[-1],
-        pixel_mm=lesion.pixel_mm,
-        volume_mm3=lesion.volume_mm3,
-        has_mask=lesion.has_mask,
-    )
-    tmp.replace(path)
+    with atomic_path(path, suffix=".npz") as tmp:
+        np.savez(
+            tmp,
+            slabs=roi.slabs,
+            tumour_area=roi.tumour_area,
+            lesion_mask=np.packbits(lesion.mask, axis=-1),
+            lesion_px=lesion.mask.shape[-1],
+            pixel_mm=lesion.pixel_mm,
+            volume_mm3=lesion.volume_mm3,
+            has_mask=lesion.has_mask,
+        )
 
 
 def load_rois(

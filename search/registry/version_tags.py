@@ -8,12 +8,13 @@ writes their output as version tags and `search.registry.gate` reads them back.
 
 from __future__ import annotations
 
-import math
 from typing import Any
+
+from trainers.metrics import is_finite
 
 
 def _finite(*values: Any) -> bool:
-    return all(isinstance(v, int | float) and math.isfinite(v) for v in values)
+    return all(is_finite(v) for v in values)
 
 
 def operating_threshold(oof: list[dict[str, Any]]) -> tuple[float, str]:

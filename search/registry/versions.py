@@ -23,6 +23,7 @@ from mlflow.entities.model_registry import ModelVersion, RegisteredModel
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from search.registry import DEFAULT_MODEL_NAME
 from search.registry.gate import (
     CHALLENGER,
     CORRECTED,
@@ -54,7 +55,6 @@ __all__ = [
     "version_score",
 ]
 
-DEFAULT_MODEL_NAME = "cervical-staging"
 DEFAULT_ALIAS = "champion"
 ALIAS_NAME = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
 

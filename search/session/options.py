@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 from search.console.routing import add_console_flags
+from search.registry import DEFAULT_MODEL_NAME
 from spaces import list_spaces
 from trainers.cli import HelpFormatter
 
@@ -162,7 +163,7 @@ def _where_flags(p: argparse.ArgumentParser) -> None:
         "is created [off]",
     )
     s.add_argument("--no-register", action="store_true", help="do not register the winner at the end")
-    s.add_argument("--model-name", default="cervical-staging", help="registered model name for the winner")
+    s.add_argument("--model-name", default=DEFAULT_MODEL_NAME, help="registered model name for the winner")
 
 
 def _compute_flags(p: argparse.ArgumentParser) -> None:

@@ -25,6 +25,7 @@ from search.study.credentials import (
     reveal,
     warn_if_on_command_line,
 )
+from trainers.atomic import atomic_path
 
 #: Layout of a study folder. 1: folders made before the version was recorded (no trials/, leaderboard.json
 #: without a schema); 2: `format` in config.json, `trials/<number>/oof.csv`, leaderboard.json schema 1.
@@ -141,16 +142,10 @@ def read_json(path: Path) -> dict[str, Any]:
 def write_json(path: Path, data: dict[str, Any], before_replace: Callable[[], None] | None = None) -> None:
     """Write JSON atomically (a reader never sees half a file); `before_replace` runs between writing the
     temporary file and putting it in place (a test's kill point)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
+    with atomic_path(path) as tmp:  # a full disk or a kill leaves no half file (trainers.atomic)
         tmp.write_text(json.dumps(data, indent=1, default=str))
-    except OSError:
-        tmp.unlink(missing_ok=True)  # a full disk: no half file left behind
-        raise
-    if before_replace is not None:
-        before_replace()
-    tmp.replace(path)
+        if before_replace is not None:
+            before_replace()
 
 
 def read_failure(paths: StudyPaths, number: int) -> dict[str, Any] | None:
@@ -161,17 +156,10 @@ def read_failure(paths: StudyPaths, number: int) -> dict[str, Any] | None:
 
 def write_oof(path: Path, rows: Iterable[dict[str, Any]], epoch: int) -> None:
     """A trial's out-of-fold table (patient_id, label, prob, fold) at `epoch`, written atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with tmp.open("w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(OOF_COLUMNS))
-            writer.writeheader()
-            writer.writerows({**{k: r[k] for k in OOF_COLUMNS[:-1]}, "epoch": epoch} for r in rows)
-    except OSError:
-        tmp.unlink(missing_ok=True)  # a full disk: no half table left behind
-        raise
-    tmp.replace(path)
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(OOF_COLUMNS))
+        writer.writeheader()
+        writer.writerows({**{k: r[k] for k in OOF_COLUMNS[:-1]}, "epoch": epoch} for r in rows)
 
 
 def read_oof(path: Path) -> list[dict[str, Any]] | None:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from search.study.folder import StudyFormatError, StudyPaths
+from trainers.atomic import atomic_path
 
 SETTING = "pseudonymise"  # the study setting (config.json `settings`)
 CHECK_KEY = "pseudonym_salt_check"  # config.json: check value of the salt, never the salt
@@ -67,15 +68,13 @@ def pseudonyms(salt: str, patient_ids: Iterable[str]) -> dict[str, str]:
 
 def write_salt(paths: StudyPaths, salt: str) -> None:
     """Store the salt in the study folder, readable and writable by its owner only (mode 0600)."""
-    paths.root.mkdir(parents=True, exist_ok=True)
-    tmp = paths.salt.with_name(paths.salt.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)  # also when a stale tmp file had other permissions
-        os.write(fd, (salt + "\n").encode())
-    finally:
-        os.close(fd)
-    tmp.replace(paths.salt)
+    with atomic_path(paths.salt) as tmp:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.fchmod(fd, 0o600)  # also when a stale tmp file had other permissions
+            os.write(fd, (salt + "\n").encode())
+        finally:
+            os.close(fd)
 
 
 def read_salt(paths: StudyPaths, config: dict[str, Any]) -> str:

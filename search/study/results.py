@@ -10,7 +10,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from trainers.metrics import fold_spread
+from trainers.metrics import fold_spread, is_finite
 
 #: Final metrics stored on the Optuna trial (user attributes) and shown by the report and the leaderboard.
 TRIAL_ATTRS = ("accuracy", "precision", "recall", "f1", "fold_auc_mean", "fold_auc_sd", "epochs_completed")
@@ -38,11 +38,8 @@ def exact(value: float) -> float:
 
 
 def _finite(values: dict[str, Any]) -> dict[str, float]:
-    out = {}
-    for key, value in values.items():
-        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-            out[key] = float(value)
-    return out
+    """The entries of `values` that are finite numbers (`trainers.metrics.is_finite`), as floats."""
+    return {key: float(value) for key, value in values.items() if is_finite(value)}
 
 
 @dataclass(frozen=True)

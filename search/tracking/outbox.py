@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from search.study.results import TrialEpoch
+from trainers.atomic import write_text_atomic
 
 PENDING_FILE = "pending-tracking.jsonl"
 #: seconds to the first retry (`RETRY_ENV` sets another), and the most between two retries (the wait doubles
@@ -238,6 +239,4 @@ def read_pending(path: Path) -> list[dict[str, Any]]:
 
 def write_pending(path: Path, ops: list[dict[str, Any]]) -> None:
     """Replace the file with `ops` atomically (the calls not yet sent)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(op, default=str) + "\n" for op in ops))
-    tmp.replace(path)
+    write_text_atomic(path, "".join(json.dumps(op, default=str) + "\n" for op in ops))

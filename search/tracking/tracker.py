@@ -7,7 +7,6 @@ needs no credentials on the workers.
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import tempfile
@@ -34,6 +33,7 @@ from search.tracking.run_notes import (
     parent_note,
     trial_note,
 )
+from trainers.metrics import is_finite
 
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 SUMMARY_STEP_TAG = "summary_step"
@@ -153,7 +153,7 @@ class StudyTracker:
         out = []
         for name, value in metrics.items():
             key = SAME_AS_EPOCH.get(name, name)  # Optuna's fold_auc_mean is tracking's mean_fold_auc
-            if not _finite(value):
+            if not is_finite(value):
                 continue
             if key in run.data.metrics:
                 logged = max(
@@ -204,7 +204,7 @@ class StudyTracker:
         """Per-epoch metrics of a trial (step = epoch). A trial that Tune restarted reports its epochs again:
         the run keeps the first report of each epoch (as Optuna does), so its steps stay strictly increasing."""
         now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, epoch) for k, v in metrics.items() if _finite(v)]
+        batch = [Metric(k, float(v), now, epoch) for k, v in metrics.items() if is_finite(v)]
         if number in self.children and batch and epoch > self.last_step.get(number, 0):
             self.client.log_batch(self.children[number], metrics=batch)
             self.last_step[number] = epoch
@@ -261,19 +261,12 @@ class StudyTracker:
         step = int(self.client.get_run(self.parent_run_id).data.tags.get(SUMMARY_STEP_TAG, "0")) + 1
         self.client.log_batch(
             self.parent_run_id,
-            metrics=[Metric(k, float(v), now, step) for k, v in metrics.items() if _finite(v)],
+            metrics=[Metric(k, float(v), now, step) for k, v in metrics.items() if is_finite(v)],
             tags=[*(RunTag(k, str(v)) for k, v in tags.items()), RunTag(SUMMARY_STEP_TAG, str(step))],
         )
         self.client.set_terminated(
             self.parent_run_id, status=RunStatus.to_string(RunStatus.from_string(status))
         )
-
-
-def _finite(value: Any) -> bool:
-    try:
-        return math.isfinite(float(value))
-    except (TypeError, ValueError):
-        return False
 
 
 def write_trial_artifacts(folder: Path, oof: Path, title: str) -> list[Path]:

@@ -16,12 +16,9 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
-from trainers.failures import REASONS
-
 WORKER_ERROR = (
     "worker_error"  # an error Tune saw: the trial's process failed outside the trial's own handling
 )
-ALL_REASONS = (*REASONS, WORKER_ERROR)
 STOP_FIRST = 3  # stop when the first this-many finished trials of a session all failed
 STOP_IN_A_ROW = 5  # ... or when this many finished trials in a row failed
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 import warnings
 from collections.abc import Callable
@@ -38,6 +37,7 @@ from search.tracking.outbox import TrackingOutbox
 from search.tracking.run_notes import OPTUNA_NOTE, SCHEDULER_METRIC, SEARCH_METRIC
 from search.tune import adapters
 from search.tune.failures import WORKER_ERROR, stop_message
+from trainers.metrics import is_finite
 
 #: Optuna's intermediate value of a trial at step = epoch: the metric early stopping compares, so that the
 #: dashboard's intermediate-values plot shows what ASHA saw (and tracking logs at the same steps).
@@ -112,7 +112,7 @@ class StageSearch(OptunaSearch):
         value = (result or {}).get(INTERMEDIATE_METRIC)
         steps = self._steps().setdefault(trial_id, set())
         ot_trial = adapters.optuna_trial(self, trial_id)
-        if ot_trial is None or step in steps or adapters.is_completed(self, trial_id) or not _finite(value):
+        if ot_trial is None or step in steps or adapters.is_completed(self, trial_id) or not is_finite(value):
             return
         ot_trial.report(float(value), int(step))
         steps.add(step)
@@ -158,10 +158,6 @@ class StageSearch(OptunaSearch):
         if failure:
             ot_trial.set_user_attr(FAIL_REASON_ATTR, str(failure["reason"]))
             ot_trial.set_user_attr(ERROR_ATTR, str(failure.get("error", ""))[:500])
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def startup_trials(budget: int) -> int:
