@@ -50,16 +50,22 @@ class Server:
         self._running = contextlib.ExitStack()
         self._running.enter_context(mlflow_server(self.folder, self.store, port=self.port))
 
+    def running(self) -> Server:
+        """The server, started again if a test left it stopped."""
+        if self._running is None:
+            self.start()
+        return self
+
     def stop(self) -> None:
         if self._running is not None:
             self._running.close()  # the server's process group, by its id
             self._running = None
 
 
-@pytest.fixture()
-def server(tmp_path: Path) -> Iterator[Server]:
-    s = Server(tmp_path / "mlflow")
-    s.folder.mkdir()
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One server for the module (each test stops it and starts it again itself): a start costs ~25 s."""
+    s = Server(tmp_path_factory.mktemp("mlflow"))
     s.start()
     try:
         yield s
@@ -123,6 +129,7 @@ def _all_runs_in_mlflow(url: str, study: str) -> None:
 
 def test_a_tracking_server_down_for_a_while_loses_nothing(tiny_cohort, runs, server) -> None:
     """Stopped after the first trial, started again two trials later: the kept records go when it is back."""
+    server = server.running()
     study = "outage"
     stopped = _when(lambda: _finished(runs, study) >= 1, server.stop)
     back = _when(lambda: _finished(runs, study) >= 3 and not stopped.is_alive(), server.start)
@@ -148,6 +155,7 @@ def test_a_tracking_server_down_for_a_while_loses_nothing(tiny_cohort, runs, ser
 def test_a_tracking_server_gone_for_good_leaves_optuna_whole_and_a_command_to_send_the_rest(
     tiny_cohort, runs, server
 ) -> None:
+    server = server.running()
     study = "gone"
     stopped = _when(lambda: _finished(runs, study) >= 1, server.stop)
     started = time.time()
