@@ -15,12 +15,14 @@ from pathlib import Path
 
 
 @contextmanager
-def atomic_path(path: Path, suffix: str = "") -> Iterator[Path]:
+def atomic_path(path: Path, suffix: str = "", unique: bool = False) -> Iterator[Path]:
     """A temporary path beside `path` to write; put in place when the block ends without error, else removed.
-    `suffix`: one a writer insists on (numpy's `savez` adds `.npz` when a name lacks it)."""
+    `suffix`: one a writer insists on (numpy's `savez` adds `.npz` when a name lacks it). `unique`: the process
+    id in the temporary name, for files several processes may write at once (the shared cache); otherwise the
+    name is fixed, so the next write replaces what a killed writer left."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp{suffix}")
+    tmp = path.with_name(f"{path.name}{f'.{os.getpid()}' if unique else ''}.tmp{suffix}")
     try:
         yield tmp
         tmp.replace(path)

@@ -250,7 +250,7 @@ def read_cached_lesion(path: Path, scan: Scan) -> LesionROI | None:
 
 def _store(path: Path, roi: ScanROI, lesion: LesionROI) -> None:
     """Write one scan's cache entry atomically (the mask packed to bits: an eighth of a byte per pixel)."""
-    with atomic_path(path, suffix=".npz") as tmp:
+    with atomic_path(path, suffix=".npz", unique=True) as tmp:
         np.savez(
             tmp,
             slabs=roi.slabs,

@@ -74,8 +74,9 @@ def run(args: Any, config: dict, paths: StudyPaths, cohort: Any) -> int:
     remaining = args.budget - session.counts["finished"]
     status = run_trials(args, config, paths, inputs, session, remaining) if remaining > 0 else "FINISHED"
     stopped = _stopped(session, config["study"]) if remaining > 0 else None
-    stopped = stopped or (free_space_problem(paths.root, config["study"]) if remaining > 0 else None)
-    tracked = session.outbox.flush(tracking_wait())
+    disk_full = free_space_problem(paths.root, config["study"]) if remaining > 0 else None
+    stopped = stopped or disk_full
+    tracked = session.outbox.flush(0 if disk_full else tracking_wait())  # a full disk: nothing to wait for
     board = summarise(args, config, paths, session, "FAILED" if stopped else status, stopped, inputs=inputs)
     winner = None
     if not tracked:

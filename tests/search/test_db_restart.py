@@ -65,7 +65,7 @@ def test_a_database_restart_mid_search_is_waited_for(
         try:
             _wait_for_line(log, "trial 1 complete", proc)
             postgres.stop()
-            time.sleep(8)  # trials go on training meanwhile; the driver's calls wait
+            time.sleep(5)  # trials go on training meanwhile; the driver's calls wait
             postgres.start()
             rc = proc.wait(timeout=900)
         finally:

@@ -22,7 +22,7 @@ from tests.search.conftest import ROOT, load_study, mlflow_runs, search_args
 
 pytestmark = pytest.mark.slow
 
-BUDGET = 4
+BUDGET = 3
 SEED = 26
 
 
