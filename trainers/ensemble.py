@@ -84,3 +84,58 @@ class Ensemble:
     def predict_scans(self, scans: Sequence[Scan], device: str = "auto") -> np.ndarray:
         """Preprocess scans exactly as in training (no cache) and predict P(T2) per scan."""
         return self.predict_rois([preprocess_scan(s, self.params) for s in scans], device)
+
+
+@dataclass
+class WeightedEnsemble:
+    """The deep ensemble of several trials: each member (one trial's fold-model `Ensemble`) predicts P(T2), and
+    the patient's P(T2) is their mean weighted by how often greedy ensemble selection picked the member, exactly
+    how the ensemble's out-of-fold predictions were combined. Every member preprocesses with the same code and
+    parameters (each resizes the ROI to its own resolution)."""
+
+    members: list[Ensemble]
+    weights: list[float]
+    threshold: float = 0.5
+
+    @property
+    def params(self) -> PreprocessParams:
+        return self.members[0].params
+
+    @property
+    def models(self) -> list[nn.Module]:
+        """Every member's fold models."""
+        return [m for member in self.members for m in member.models]
+
+    def save(self, folder: str | Path) -> Path:
+        folder = Path(folder)
+        for i, member in enumerate(self.members):
+            member.save(folder / f"member_{i}")
+        meta = {
+            "format": ENSEMBLE_FORMAT,
+            "kind": "weighted",
+            "weights": self.weights,
+            "threshold": self.threshold,
+        }
+        (folder / "ensemble.json").write_text(json.dumps(meta, indent=1))
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> WeightedEnsemble:
+        folder = Path(folder)
+        meta = json.loads((folder / "ensemble.json").read_text())
+        members = [Ensemble.load(folder / f"member_{i}") for i in range(len(meta["weights"]))]
+        return cls(members, [float(w) for w in meta["weights"]], float(meta.get("threshold", 0.5)))
+
+    def predict_rois(self, rois: Sequence[ScanROI], device: str = "auto") -> np.ndarray:
+        probs = np.stack([member.predict_rois(rois, device) for member in self.members])
+        weights = np.asarray(self.weights, dtype=float)
+        return weights @ probs / weights.sum()
+
+    def predict_scans(self, scans: Sequence[Scan], device: str = "auto") -> np.ndarray:
+        return self.predict_rois([preprocess_scan(s, self.params) for s in scans], device)
+
+
+def load_ensemble(folder: str | Path) -> Ensemble | WeightedEnsemble:
+    """The registered model's ensemble, of one trial or of several (`WeightedEnsemble`)."""
+    meta = json.loads((Path(folder) / "ensemble.json").read_text())
+    return WeightedEnsemble.load(folder) if meta.get("kind") == "weighted" else Ensemble.load(folder)

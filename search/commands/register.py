@@ -23,13 +23,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(
         prog="stagesearch register",
-        description="Register a study's winning configuration (ensemble of its fold models) in the MLflow "
-        "Model Registry, with its cv_auc and held-out AUC (95%% CI) as tags.",
+        description="Register a study's winner in the MLflow Model Registry: the best trial (the ensemble of "
+        "its fold models) or the deep ensemble of several trials, whichever the search chose, with its cv_auc, "
+        "corrected estimate and held-out AUC (95%% CI) as tags.",
         formatter_class=HelpFormatter,
     )
     add_location_flags(p, study_required=True)
     p.add_argument("--model-name", default=DEFAULT_MODEL_NAME, help="registered model name")
     p.add_argument("--trial", type=int, default=None, help="register this trial instead of the best one")
+    p.add_argument(
+        "--kind",
+        choices=("single", "ensemble"),
+        default=None,
+        help="register the best single trial, or the deep ensemble of the complete trials (leaderboard.json's "
+        "candidates); default: the kind the search chose by its corrected estimate",
+    )
     add_console_flags(p)
     return p
 
@@ -43,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     with quiet_console(args.verbosity, locations.study_dir, "register"):
         try:
             with hold(locations.paths, locations.storage, "register"):
-                register_study(locations, args.model_name, args.trial)
+                register_study(locations, args.model_name, args.trial, kind=args.kind)
         except (RegisterError, ManifestError, StudyBusyError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2

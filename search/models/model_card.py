@@ -31,7 +31,7 @@ def model_description(name: str) -> str:
 {INTENDED_USE}
 
 Each version is the ensemble of a search winner's cross-validation fold models (a new scan's P(T2) is their
-mean). Input: a table with `image` (path to a NIfTI file, DICOM series folder or PNG/JPEG), optional `mask`
+mean), or the deep ensemble of several trials' (their weighted mean). Input: a table with `image` (path to a NIfTI file, DICOM series folder or PNG/JPEG), optional `mask`
 and `patient_id`; output per patient: `patient_id`, `p_t2`, `stage` (T2 when P(T2) >= the version's
 threshold). Each version's description is its model card: cohort, estimates with 95% intervals, threshold.
 
@@ -197,6 +197,19 @@ def model_card(f: CardFacts) -> str:
         for k in ("resolution", "channels", "lr", "weight_decay", "batch_size", "aug_strength", "epochs")
         if k in train
     )
+    model = [
+        f"- Ensemble of {f.n_models} fold models of `{train.get('backbone')}` ({f.family}), trial {f.trial} of "
+        f"study `{f.study}`; a scan's P(T2) is the mean over the fold models of the mean over its ROI slices.",
+        f"- Training: {params}; ImageNet weights: {f.tags.get('pretrained', '-')}.",
+    ]
+    if f.tags.get("kind") == "ensemble":
+        model = [
+            f"- Deep ensemble of trials {f.tags.get('members')} (trial x weight; `{f.tags.get('backbone')}`) of "
+            f"study `{f.study}`, chosen by greedy ensemble selection on their out-of-fold predictions, "
+            f"{f.n_models} fold models in all; a scan's P(T2) is the weighted mean of the trials' P(T2), each the "
+            "mean over its fold models of the mean over the ROI slices.",
+            f"- Training of its best trial ({f.trial}): {params}; ImageNet weights: {f.tags.get('pretrained', '-')}.",
+        ]
     lines = [
         f"# {f.model_name} version {f.version}",
         "",
@@ -208,9 +221,7 @@ def model_card(f: CardFacts) -> str:
         "",
         "## Model",
         "",
-        f"- Ensemble of {f.n_models} fold models of `{train.get('backbone')}` ({f.family}), trial {f.trial} of "
-        f"study `{f.study}`; a scan's P(T2) is the mean over the fold models of the mean over its ROI slices.",
-        f"- Training: {params}; ImageNet weights: {f.tags.get('pretrained', '-')}.",
+        *model,
         f"- Preprocessing version {f.preprocess_version} (RAS, 0.8 x 0.8 x 4 mm, percentile clip and z-score, "
         "ROI around the tumour mask or the body outline).",
         "- Input: a table of `image`, optional `mask` and `patient_id`; output: `patient_id`, `p_t2`, `stage`.",

@@ -10,108 +10,58 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from search.guard.kill_points import kill_point
-from search.models.model_card import cohort_facts, describe_version
+from search.models.model_card import describe_version
 from search.models.model_spec import requirements, signature
+from search.models.refit import Refit, RegisterError, refit_for
 from search.registry.gate import CHALLENGER
-from search.registry.version_tags import chance_note, estimate_tags, operating_threshold
+from search.registry.version_tags import chance_note, estimate_tags
 from search.study import read_json, trial_config, write_json
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-class RegisterError(Exception):
-    """A study that cannot be registered (no complete trial, changed cohort, ...)."""
-
-
-def chosen_trial(study: Any, number: int | None = None) -> Any:
-    """The trial to register: `number`, else the complete trial with the highest cv_auc."""
-    from search.study import best_trial
-
-    trial = best_trial(study, number)
-    if trial is None and number is not None:
-        raise RegisterError(f"trial {number} is not a complete trial of study {study.study_name}")
-    if trial is None:
-        raise RegisterError(f"study {study.study_name} has no complete trial yet")
-    return trial
-
-
-def evaluate_holdout(ensemble: Any, cohort: Any, patients: list[str], seed: int = 0) -> dict[str, Any]:
-    """Winner's AUC on held-out patients with a bootstrap 95% CI, and its metrics at the ensemble's threshold."""
-    import dataclasses
-
-    import numpy as np
-
-    from search.stats.sites import site_metrics
-    from trainers.metrics import auc, bootstrap_auc_ci, patient_means, threshold_metrics
-    from trainers.preprocess import load_rois
-
-    wanted = set(patients)
-    held = dataclasses.replace(cohort, scans=tuple(s for s in cohort.scans if s.patient_id in wanted))
-    rois = load_rois(held, ensemble.params, progress=False)
-    ids, prob = patient_means([r.patient_id for r in rois], ensemble.predict_rois(rois))
-    labels = held.patient_labels()
-    y = np.asarray([labels[p] for p in ids])
-    lo, hi = bootstrap_auc_ci(y, prob, seed=seed)
-    sites = {s.patient_id: s.site for s in held.scans if s.site}
-    return {
-        "auc": auc(y, prob),
-        "ci_low": lo,
-        "ci_high": hi,
-        "n_patients": len(ids),
-        **({"per_site": site_metrics(ids, y, prob, sites)} if sites else {}),
-        **threshold_metrics(y, prob, ensemble.threshold),
-        "predictions": [
-            {"patient_id": p, "label": int(lab), "prob": float(pr)}
-            for p, lab, pr in zip(ids, y, prob, strict=True)
-        ],
-    }
+__all__ = ["RegisterError", "register_study", "make_challenger"]
 
 
 def register_study(
-    locations: Any, model_name: str, trial_number: int | None = None, log: Any = print
+    locations: Any,
+    model_name: str,
+    trial_number: int | None = None,
+    log: Any = print,
+    kind: str | None = None,
 ) -> dict[str, Any]:
-    """The winner's fold models (kept or retrained), evaluated on the holdout, registered; returns winner.json."""
+    """The winner's models (kept or retrained), evaluated on the holdout, registered; returns winner.json.
+    `kind`: "single" (the best trial, or `trial_number`) or "ensemble" (the leaderboard's deep ensemble); None:
+    the kind the search chose (`search.stats.study_candidates.registrable`)."""
     from search.tracking.tracker import tracking_uri
 
     with tracking_uri(locations.tracking_url()):  # leaves the caller's MLflow URI as it was
-        return _register_study(locations, model_name, trial_number, log)
+        return _register_study(locations, model_name, trial_number, log, kind)
 
 
-@dataclass
-class Refit:
-    """The chosen trial's fold models (kept by the trial, or trained again) and how they did."""
-
-    name: str
-    trial: Any
-    config: dict[str, Any]
-    cfg: Any
-    result: Any
-    ensemble: Any
-    holdout: dict[str, Any] | None
-    threshold_rule: str = "0.5"
-    cohort: dict[str, Any] | None = None  # counts for the model card (search.models.model_card.cohort_facts)
-
-
-def _register_study(locations: Any, model_name: str, trial_number: int | None, log: Any) -> dict[str, Any]:
+def _register_study(
+    locations: Any, model_name: str, trial_number: int | None, log: Any, kind: str | None
+) -> dict[str, Any]:
     from search.study import where_flags
 
-    refit = _refit(locations, trial_number, log)
     board = _leaderboard(locations.paths)
+    refit = refit_for(locations, board, trial_number, kind, log)
     run_id, version = _log_model(locations, refit, model_name)
     kill_point("registering")
     summary, tags = _tag_version(locations.tracking_url(), model_name, version, refit, board, log)
     describe_version(locations, model_name, version, run_id, refit, board, summary, tags)
     hint = make_challenger(locations.tracking_url(), model_name, version, where_flags(locations))
     winner = {
+        "kind": refit.kind,
+        **({"members": refit.members} if refit.members else {}),
         "trial": refit.trial.number,
         "backbone": refit.cfg.backbone,
         "family": refit.result.family,
-        "cv_auc": refit.trial.value,
+        "cv_auc": refit.result.cv_auc if refit.kind == "ensemble" else refit.trial.value,
         "refit_cv_auc": refit.result.cv_auc,
         "holdout": refit.holdout,
         "model_name": model_name,
@@ -143,54 +93,6 @@ def _register_study(locations: Any, model_name: str, trial_number: int | None, l
             f"folds), {honest}; use --holdout on the next search to test the winner on unseen patients"
         )
     return winner
-
-
-def _refit(locations: Any, trial_number: int | None, log: Any) -> Refit:
-    """The chosen trial's k fold models (the trial's own when kept, else trained again on the study's inputs);
-    the hold-out evaluated once."""
-    import optuna
-
-    from search.study import StorageError, StudyFormatError, check_format, trial_models
-    from search.study.inputs import CohortChangedError, prepare_inputs, train_config
-    from trainers.ensemble import Ensemble
-    from trainers.preprocess import PreprocessParams
-    from trainers.train import train_folds
-
-    name, paths = locations.require_study(), locations.paths
-    config = read_json(paths.config)
-    try:
-        check_format(config, paths.root)
-        study = optuna.load_study(study_name=name, storage=locations.open_storage())
-        trial = chosen_trial(study, trial_number)
-        inputs = prepare_inputs(config, paths)
-    except (StudyFormatError, CohortChangedError, StorageError) as exc:
-        raise RegisterError(f"cannot refit study {name}: {exc}") from None
-    settings = config["settings"]
-    cfg = train_config(settings, trial_config(trial))
-    kept, result, why_not = trial_models.load(paths, trial.number, cfg, trial.value)
-    if kept is not None:
-        log(
-            f"registering trial {trial.number} of study {name}: {cfg.backbone}, cv_auc {trial.value:.3f}, with the "
-            f"{len(kept.models)} fold models the trial trained (kept in {paths.models(trial.number)})"
-        )
-        models = kept.models
-    else:
-        log(
-            f"registering trial {trial.number} of study {name}: {cfg.backbone}, cv_auc {trial.value:.3f}; "
-            f"{why_not}: training its {len(inputs.prepared.folds)} fold models again ..."
-        )
-        data = inputs.prepared.slice_data(cfg.resolution, cfg.channels)
-        result, models = train_folds(data, inputs.prepared.folds, cfg, log=None)
-    threshold, rule = operating_threshold(result.oof)  # why Youden's J: see search.registry.version_tags
-    ensemble = Ensemble(models, cfg, PreprocessParams(), threshold)
-    held = (
-        evaluate_holdout(ensemble, inputs.cohort, inputs.holdout, settings["seed"])
-        if inputs.holdout
-        else None
-    )
-    return Refit(
-        name, trial, config, cfg, result, ensemble, held, rule, cohort_facts(inputs.cohort, inputs.holdout)
-    )
 
 
 def _leaderboard(paths: Any) -> Any:
@@ -229,6 +131,7 @@ def _log_model(locations: Any, refit: Refit, model_name: str) -> tuple[str, str]
     run_tags = {
         "role": "model",
         "optuna_trial": str(refit.trial.number),
+        "kind": refit.kind,
         **({"mlflow.parentRunId": parent} if parent else {}),
     }
     example = pd.DataFrame(
@@ -236,12 +139,12 @@ def _log_model(locations: Any, refit: Refit, model_name: str) -> tuple[str, str]
     )
     with mlflow.start_run(
         experiment_id=experiment.experiment_id if experiment else None,
-        run_name=f"model-trial-{refit.trial.number:04d}",
+        run_name="model-ensemble" if refit.kind == "ensemble" else f"model-trial-{refit.trial.number:04d}",
         tags=run_tags,
     ) as run:
         mlflow.log_params(refit.cfg.to_dict())
         metrics = {
-            "cv_auc": refit.trial.value,
+            "cv_auc": refit.result.cv_auc if refit.kind == "ensemble" else refit.trial.value,
             "refit_cv_auc": refit.result.cv_auc,
             "threshold": refit.ensemble.threshold,
         }
@@ -291,6 +194,7 @@ def _tag_version(
         "pretrained": str(result.pretrained).lower(),
         "threshold": f"{refit.ensemble.threshold:.6g}",
         "threshold_rule": refit.threshold_rule,
+        "kind": refit.kind,
     }
     if held:
         tags.update(
@@ -299,22 +203,44 @@ def _tag_version(
             holdout_auc_ci_high=f"{held['ci_high']:.4f}",
             holdout_patients=str(held["n_patients"]),
         )
-    estimates, notes = estimate_tags(board, trial.number, held)
+    if refit.kind == "ensemble":
+        tags.update(
+            kind="ensemble",
+            members=",".join(f"{m['trial']}x{m['weight']:g}" for m in refit.members),
+            backbone="+".join(dict.fromkeys(m["backbone"] for m in refit.members)),
+            cv_auc=f"{result.cv_auc:.4f}",
+        )
+    estimates, notes = estimate_tags(board, trial.number, held, refit.kind)
     tags.update(estimates)
     for note in notes:
         log(f"note: {note}")
     client = MlflowClient(uri)
     for key, value in tags.items():
         client.set_model_version_tag(model_name, version, key, value)
+    return _summary(refit, tags), tags
+
+
+def _summary(refit: Refit, tags: dict[str, str]) -> str:
+    """The version's one-line description: what it is, its scores and estimates, the verdict on chance."""
+    cfg, trial, result, held = refit.cfg, refit.trial, refit.result, refit.holdout
     corrected = (
         f", corrected AUC {tags['corrected_auc']} [{tags['corrected_auc_ci_low']}, "
         f"{tags['corrected_auc_ci_high']}]"
         if "corrected_auc_ci_low" in tags
         else ""
     )
-    summary = (
+    what = (
         f"{cfg.backbone} ensemble of {len(refit.ensemble.models)} fold models from study {refit.name}, "
         f"trial {trial.number}; cv_auc {trial.value:.3f} (best of the search, optimistic){corrected}"
+    )
+    if refit.kind == "ensemble":
+        what = (
+            f"deep ensemble of {len(refit.members)} trials ({tags['members']}; {tags['backbone']}), "
+            f"{len(refit.ensemble.models)} fold models from study {refit.name}; out-of-fold AUC "
+            f"{result.cv_auc:.3f} (built on the same folds, optimistic){corrected}"
+        )
+    summary = (
+        what
         + (
             f", holdout AUC {held['auc']:.3f} [{held['ci_low']:.3f}, {held['ci_high']:.3f}] on "
             f"{held['n_patients']} patients"
@@ -323,4 +249,4 @@ def _tag_version(
         )
         + f"; compared on {tags['estimate']}; beats chance: {tags['beats_chance']}"
     )
-    return summary, tags
+    return summary

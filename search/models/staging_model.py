@@ -17,12 +17,12 @@ STAGES = {0: "T1", 1: "T2"}
 
 
 class StagingModel(PythonModel):
-    """Ensemble of the winning configuration's fold models."""
+    """The winning configuration's fold models, or the deep ensemble of several trials' (`load_ensemble`)."""
 
     def load_context(self, context: Any) -> None:
-        from trainers.ensemble import Ensemble
+        from trainers.ensemble import load_ensemble
 
-        self.ensemble = Ensemble.load(context.artifacts["ensemble"])
+        self.ensemble = load_ensemble(context.artifacts["ensemble"])
 
     @property
     def threshold(self) -> float:

@@ -63,14 +63,37 @@ def beats_chance(corrected_flag: Any, corrected_ci: Any, holdout_ci: Any) -> str
     return "true" if all(verdicts) else "false"
 
 
-def estimate_tags(board: Any, trial: int, held: dict[str, Any] | None) -> tuple[dict[str, str], list[str]]:
+def ensemble_estimate(board: Any) -> tuple[float | None, list[float] | None]:
+    """The deep ensemble's corrected AUC and interval: the whole selection's when the search chose the ensemble
+    (that is what registering it estimates), else the ensemble kind's own (None, None without one)."""
+    candidates = getattr(board, "candidates", None) or {}
+    entry = (candidates.get("kinds") or {}).get("ensemble")
+    if not entry:
+        return None, None
+    if candidates.get("registered") == "ensemble":
+        entry = candidates["selection"]
+    return entry["corrected_auc"], entry["corrected_auc_ci"]
+
+
+def estimate_tags(
+    board: Any, trial: int, held: dict[str, Any] | None, kind: str = "single"
+) -> tuple[dict[str, str], list[str]]:
     """(tags, notes): corrected_auc with its interval (only when `trial` is the leaderboard's winner: the
-    corrected estimate is of the search's selected model), beats_chance, and `estimate`, the kind of score the
-    promotion gate compares: "holdout" when the hold-out gave an AUC, else "corrected_cv", else "cv"."""
+    corrected estimate is of the search's selected model; for `kind` "ensemble", `ensemble_estimate`),
+    beats_chance, and `estimate`, the kind of score the promotion gate compares: "holdout" when the hold-out
+    gave an AUC, else "corrected_cv", else "cv"."""
     tags: dict[str, str] = {}
     notes: list[str] = []
     corrected_ci, flag = None, None
-    if board is not None and board.corrected_auc is not None:
+    if kind == "ensemble":
+        value, corrected_ci = ensemble_estimate(board)
+        if value is not None and corrected_ci:
+            tags.update(
+                corrected_auc=f"{value:.4f}",
+                corrected_auc_ci_low=f"{corrected_ci[0]:.4f}",
+                corrected_auc_ci_high=f"{corrected_ci[1]:.4f}",
+            )
+    elif board is not None and board.corrected_auc is not None:
         winner = board.rows[0].trial if board.rows else None
         if winner == trial:
             corrected_ci, flag = board.corrected_auc_ci, (board.corrected or {}).get("beats_chance")

@@ -29,6 +29,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from search.stats.study_candidates import baseline_oof
 from search.study import Leaderboard, StudyFormatError, StudyPaths, read_leaderboard, write_oof
 from search.tracking.outbox import first_line, tracking_errors
 from search.tracking.tracker import StudyTracker, write_trial_artifacts
@@ -201,13 +202,24 @@ def attach_baseline(
         before = read_leaderboard(paths)
     except StudyFormatError:  # an older leaderboard.json: rewritten below anyway
         before = None
-    if before is not None and before.baseline and before.baseline.get("key") == key:
+    if (
+        before is not None
+        and before.baseline
+        and before.baseline.get("key") == key
+        and baseline_oof(paths).is_file()
+    ):
         return dataclasses.replace(board, baseline=before.baseline)
     try:
         score = score_baseline(prepared, seed)
     except ValueError as exc:
         print(f"baseline not scored: {exc}", file=sys.stderr, flush=True)
         return board
+    try:
+        write_oof(
+            baseline_oof(paths), score.oof, epoch=0
+        )  # a radiomics candidate (search.stats.study_candidates)
+    except OSError as exc:
+        print(f"warning: the baseline's out-of-fold table was not kept ({exc})", file=sys.stderr, flush=True)
     try:
         run_id = log_baseline_run(tracker, score)
     except tracking_errors() as exc:  # the search's results stand; the baseline is in leaderboard.json

@@ -164,6 +164,13 @@ def _where_flags(p: argparse.ArgumentParser) -> None:
     )
     s.add_argument("--no-register", action="store_true", help="do not register the winner at the end")
     s.add_argument("--model-name", default=DEFAULT_MODEL_NAME, help="registered model name for the winner")
+    s.add_argument(
+        "--register-kind",
+        choices=("auto", "single", "ensemble"),
+        default="auto",
+        help="what the search registers: the kind of candidate with the best corrected estimate (auto), the best "
+        "single trial, or the deep ensemble of the complete trials",
+    )
 
 
 def _compute_flags(p: argparse.ArgumentParser) -> None:

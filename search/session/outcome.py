@@ -17,12 +17,14 @@ from search.stats.estimates import parent_metrics, summary_lines, with_estimate
 from search.stats.sites import holdout_per_site, site_estimates
 from search.stats.sites import outcome_lines as site_lines
 from search.stats.sites import parent_metrics as site_metrics
+from search.stats.study_candidates import candidate_fields, candidate_lines, candidate_metrics
 from search.study import (
     HIDDEN,
     STORAGE_ENV,
     Leaderboard,
     StudyPaths,
     backbone_of,
+    finished_trials,
     format_failures,
     format_leaderboard,
     format_missing,
@@ -64,6 +66,8 @@ def summarise(
     board = attach_baseline(
         board, paths, inputs and inputs.prepared, session.tracker, int(config["settings"]["seed"])
     )
+    finished = {n: state for n, (state, _) in finished_trials(session.study).items()}
+    board = dataclasses.replace(board, candidates=candidate_fields(paths, config, finished))
     counts = board.counts
     best = board.rows[0] if board.rows else None
     base_metrics, base_tags = parent_fields(board)
@@ -77,11 +81,13 @@ def summarise(
                 **parent_metrics(board),
                 **site_metrics(board),
                 **base_metrics,
+                **candidate_metrics(board.candidates),
             },
             {
                 "best_trial": str(best.trial) if best else "",
                 **({"stopped": stopped} if stopped else {}),
                 **base_tags,
+                **({"registered_kind": board.candidates["registered"]} if _compared(board) else {}),
             },
             status if counts["finished"] < args.budget or stopped else "FINISHED",
         )
@@ -92,6 +98,10 @@ def summarise(
             flush=True,
         )
     return board
+
+
+def _compared(board: Leaderboard) -> bool:
+    return bool(board.candidates and board.candidates.get("registered"))
 
 
 def space_families(config: dict) -> dict[str, str]:
@@ -111,7 +121,8 @@ def register(args: Any, paths: StudyPaths, config: dict) -> dict | None:
     reroute()  # libraries imported since the search started (the model flavour's) log to the file too
     try:
         where = resolve(args.runs_dir, config["study"], config["storage"], config["tracking_uri"])
-        winner = register_study(where, args.model_name, log=_register_line)
+        kind = None if getattr(args, "register_kind", "auto") == "auto" else args.register_kind
+        winner = register_study(where, args.model_name, log=_register_line, kind=kind)
         record_holdout(paths, winner, where.tracking_url())  # per-site hold-out results, known only now
         return winner
     except RegisterError as exc:
@@ -190,7 +201,7 @@ def _print_winner(board: Any, winner: dict | None) -> None:
     else:
         print(line)
     estimates = summary_lines(board, winner)
-    for text in estimates:
+    for text in [*estimates, *candidate_lines(board.candidates)]:
         print(text)
     if not held:
         optimistic = (
@@ -207,8 +218,15 @@ def _print_winner(board: Any, winner: dict | None) -> None:
     if winner:
         threshold = winner.get("threshold")
         at = f", stages T2 at P(T2) >= {threshold:.3f} ({winner.get('threshold_rule')})" if threshold else ""
-        print(f"registered: {winner['model_uri']} @challenger{at}")
+        what = (
+            f" (the deep ensemble of trials {_members(winner)})" if winner.get("kind") == "ensemble" else ""
+        )
+        print(f"registered: {winner['model_uri']} @challenger{what}{at}")
         print(f"promote: {winner.get('next', '--best')}")
+
+
+def _members(winner: dict) -> str:
+    return ", ".join(f"{m['trial']} x{m['weight']:g}" for m in winner.get("members", []))
 
 
 def _where_flags(paths: StudyPaths, config: dict) -> str:

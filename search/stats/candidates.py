@@ -36,6 +36,9 @@ TIE = 0.01
 #: complete trials with the best AUC on the patients it is built on
 ROUNDS = 20
 LIBRARY = 10
+#: the library's fold models are kept (`search.study.trial_models.keep_best`) up to this much disk in all; a
+#: member beyond it is trained again when the ensemble is registered
+KEEP_MB = 2000.0
 DEEP = ("single", "ensemble")
 
 

@@ -160,6 +160,7 @@ ESTIMATE_KEYS = (
     "per_site",
     "baseline",
     "site_shortcut",
+    "candidates",  # every kind's candidate and the nested selection (`search.stats.study_candidates`)
     "missing",  # not an estimate: the space's families without a complete trial, and why (`missing_families`)
 )
 
@@ -182,6 +183,7 @@ class Leaderboard:
     baseline: dict[str, Any] | None = None  # the non-deep baseline scored on the study's folds
     site_shortcut: dict[str, Any] | None = None  # how well the site alone predicts the label
     missing: list[dict[str, Any]] | None = None  # families of the space with no complete trial: {family, why}
+    candidates: dict[str, Any] | None = None  # kinds of candidate, the ensemble, the registered kind
 
     def to_json(self) -> dict[str, Any]:
         """Schema 1: {schema, study, written, counts: {state: n}, failures: {reason: n}, rows: [{family, backbone,

@@ -2,8 +2,9 @@
 
 A trial that reaches its last epoch saves its k fold models (`trainers.ensemble.Ensemble.save`) to
 `trials/<number>/models/` before it reports that epoch, then `trial.json` (its cv_auc and settings) last, so a
-folder with `trial.json` is whole. The driver keeps only the best complete trial's folder (`keep_best`; a
-search of 200 trials would otherwise keep tens of them, 100 MB each for a small ViT). Registration
+folder with `trial.json` is whole. The driver keeps the best complete trial's folder (`keep_best`; a
+search of 200 trials would otherwise keep tens of them, 100 MB each for a small ViT) and the next best, up to
+the deep ensemble's library and a disk cap (`search.stats.candidates.LIBRARY`, `KEEP_MB`). Registration
 (`search.models.register`) uses the folder when it belongs to the trial it registers and was trained with
 the same settings, else it trains the fold models again, as before; either way the registered models are the ones
 whose out-of-fold predictions gave the trial's cv_auc (a CPU refit gives the same models up to float
@@ -97,7 +98,7 @@ def load(
 
     stored = _stored(paths, number)
     if stored is None:
-        return None, None, "its fold models were not kept (only the best complete trial's are)"
+        return None, None, "its fold models were not kept (only the best complete trials' are)"
     wanted = {k: getattr(cfg, k) for k in MODEL_KEYS if k != "batch_size"}
     got = {k: v for k, v in stored["config"].items() if k != "batch_size"}
     batch = {stored["config"].get("batch_size"), stored.get("used_batch_size")}  # sampled, or used after OOM
@@ -118,8 +119,13 @@ def load(
     return ensemble, result, ""
 
 
-def keep_best(paths: StudyPaths, keep: int = 1) -> list[int]:
-    """Delete the kept models of all but the `keep` complete trials with the highest cv_auc; the removed numbers.
+def _size_mb(folder: Any) -> float:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 2**20
+
+
+def keep_best(paths: StudyPaths, keep: int, cap_mb: float) -> list[int]:
+    """Delete the kept models of all but the `keep` complete trials with the highest cv_auc (the deep
+    ensemble's library), and of those beyond `cap_mb` in all (the best trial's always stay); the removed numbers.
 
     Only whole folders (with `trial.json`) take part, so a trial still writing its models is left alone.
     Ties keep the earlier trial, as Optuna's best trial does."""
@@ -129,7 +135,10 @@ def keep_best(paths: StudyPaths, keep: int = 1) -> list[int]:
     for folder in paths.trials.iterdir():
         if folder.name.isdigit() and (stored := _stored(paths, int(folder.name))) is not None:
             kept.append((-float(stored["cv_auc"]), int(folder.name)))
-    removed = [number for _, number in sorted(kept)[keep:]]
-    for number in removed:
-        shutil.rmtree(paths.models(number), ignore_errors=True)
+    removed, total = [], 0.0
+    for rank, (_, number) in enumerate(sorted(kept)):
+        total += _size_mb(paths.models(number)) if rank < keep else 0.0
+        if rank >= keep or (rank and total > cap_mb):
+            removed.append(number)
+            shutil.rmtree(paths.models(number), ignore_errors=True)
     return removed

@@ -127,3 +127,38 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     from tests.search.registry_helpers import make_template
 
     return make_template(tmp_path_factory.mktemp("registry_template"))
+
+
+@pytest.fixture(scope="session")
+def registered_study(tiny_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One tiny search with --holdout 0.25 that registers its winner at the end (two complete trials); the runs
+    folder. Shared by the registration modules; each registers and promotes only what it checks."""
+    import ray
+
+    from search.commands.run import main as run_main
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    runs = tmp_path_factory.mktemp("reg") / "runs"
+    args = search_args(
+        tiny_cohort,
+        runs,
+        "reg",
+        "--budget",
+        "2",
+        "--holdout",
+        "0.25",
+        "--force-small-holdout",
+        "--scheduler",
+        "fifo",
+        "--max-epochs",
+        "2",
+        "--cpus-per-trial",
+        "1",
+        "--register-kind",
+        "single",
+    )
+    try:
+        assert run_main(args) == 0
+    finally:
+        ray.shutdown()
+    return runs

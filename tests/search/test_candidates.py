@@ -95,3 +95,22 @@ def test_no_ensemble_without_two_complete_trials_and_units_resample_sites() -> N
     assert set(result.kinds) == {"single"} and result.difference is None
     assert result.unit == "site" and result.units == 6
     assert result.registered == "single"
+
+
+def test_keep_best_keeps_the_library_within_its_disk_cap(tmp_path) -> None:
+    """The best `keep` complete trials keep their fold models, fewer when they pass the cap (never the best)."""
+    import json
+
+    from search.study import StudyPaths
+    from search.study.trial_models import keep_best
+
+    paths = StudyPaths(tmp_path)
+    for number, cv_auc in enumerate([0.6, 0.9, 0.7, 0.8]):
+        folder = paths.models(number)
+        folder.mkdir(parents=True)
+        (folder / "fold_0.pt").write_bytes(b"\0" * 2**20)  # 1 MiB
+        (folder / "trial.json").write_text(json.dumps({"cv_auc": cv_auc}))
+    paths.models(9).mkdir(parents=True)  # still being written: no trial.json
+    assert keep_best(paths, keep=3, cap_mb=100) == [0]
+    assert keep_best(paths, keep=3, cap_mb=1.5) == [3, 2]  # only the best fits
+    assert sorted(p.name for p in paths.trials.iterdir() if (p / "models").is_dir()) == ["1", "9"]

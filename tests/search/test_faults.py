@@ -119,7 +119,7 @@ def test_the_summary_counts_failures_by_reason(faulty) -> None:
 
 
 def test_out_of_memory_retried_at_half_batch_and_the_refit_uses_it(faulty) -> None:
-    from search.models.register import _refit
+    from search.models.refit import refit as _refit
 
     runs, _, _, _ = faulty
     study = load_study(runs, "faults")

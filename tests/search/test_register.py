@@ -4,60 +4,32 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
 import shlex
-import signal
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-import ray
 from mlflow.tracking import MlflowClient
 
 from search.commands.predict import main as predict_main
 from search.commands.promote import main as promote_main
 from search.commands.register import main as register_main
-from search.commands.run import main as run_main
 from search.study import default_tracking_uri
-from tests.search.conftest import DIRECT, ROOT, free_port, search_args
+from tests.search.conftest import ROOT
+from tests.search.serving import post, served_model
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def study(tiny_cohort, tmp_path_factory):
-    """One tiny search with --holdout 0.25 that registers its winner at the end."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    runs = tmp_path_factory.mktemp("reg") / "runs"
-    args = search_args(
-        tiny_cohort,
-        runs,
-        "reg",
-        "--budget",
-        "2",
-        "--holdout",
-        "0.25",
-        "--force-small-holdout",
-        "--scheduler",
-        "fifo",
-        "--max-epochs",
-        "2",
-        "--cpus-per-trial",
-        "1",
-    )
-    try:
-        assert run_main(args) == 0
-    finally:
-        ray.shutdown()
-    return runs
+def study(registered_study):
+    """One tiny search with --holdout 0.25 that registered its winner at the end (`registered_study`)."""
+    return registered_study
 
 
 def _manifest_rows(tiny_cohort) -> list[dict]:
@@ -289,38 +261,8 @@ def test_served_model_predicts_and_names_a_missing_file(study, tiny_cohort, tmp_
     whose message names the file (not a generic error with the reason in a stack trace)."""
     rows, expected = _holdout_rows(study, tiny_cohort)
     base, r = tiny_cohort.parent, rows[0]
-    port = free_port()
-    env = {
-        **os.environ,
-        "MLFLOW_TRACKING_URI": default_tracking_uri(study),
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-    }  # its uvicorn
-    cmd = [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "models",
-        "serve",
-        "-m",
-        "models:/cervical-staging/1",
-        "--env-manager",
-        "local",
-        "-h",
-        "127.0.0.1",
-        "-p",
-        str(port),
-    ]
-    log_path = tmp_path / "serve.log"
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 240
-        while not _answers(f"{url}/ping"):
-            assert proc.poll() is None, log_path.read_text()[-3000:]
-            assert time.time() < deadline, "the model server did not start: " + log_path.read_text()[-3000:]
-            time.sleep(1)
-        status, body = _post(
+    with served_model(study, "models:/cervical-staging/1", tmp_path) as url:
+        status, body = post(
             f"{url}/invocations", [{"image": str(base / r["image"]), "mask": str(base / r["mask"])}]
         )
         assert status == 200, body
@@ -331,38 +273,10 @@ def test_served_model_predicts_and_names_a_missing_file(study, tiny_cohort, tmp_
             "T2",
         )
         missing = tmp_path / "P404_t2.nii.gz"
-        status, body = _post(f"{url}/invocations", [{"image": str(missing), "patient_id": "P404"}])
+        status, body = post(f"{url}/invocations", [{"image": str(missing), "patient_id": "P404"}])
         assert status == 400 and body["error_code"] == "INVALID_PARAMETER_VALUE", body
         assert f"cannot predict: P404: image {missing}: file not found" in body["message"], body
         assert "Traceback" not in json.dumps(body)
-    finally:
-        os.killpg(
-            proc.pid, signal.SIGTERM
-        )  # the server and its uvicorn worker, by the id of the process we started
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
-def _answers(url: str) -> bool:
-    try:
-        with DIRECT.open(url, timeout=2) as reply:
-            return reply.status == 200
-    except OSError:
-        return False
-
-
-def _post(url: str, records: list[dict]) -> tuple[int, dict]:
-    """(HTTP status, JSON body) of a `dataframe_records` request."""
-    data = json.dumps({"dataframe_records": records}).encode()
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    try:
-        with DIRECT.open(request, timeout=120) as reply:
-            return reply.status, json.loads(reply.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
 
 
 def test_model_carries_no_patient_ids(study, tiny_cohort, tmp_path) -> None:
@@ -393,20 +307,20 @@ def test_predict_bad_input_exit_2(study, tmp_path) -> None:
 
 
 def test_registration_uses_the_models_the_trial_kept(study, tmp_path) -> None:
-    """Only the best complete trial keeps its fold models; registering it loads them instead of training again,
+    """The best complete trials keep their fold models; registering the best loads them instead of training again,
     and they are the models a refit trains (CPU, same seeds; up to float rounding). Registers nothing."""
     import argparse
     import shutil
 
     import torch
 
-    from search.models.register import _refit
+    from search.models.refit import refit as _refit
     from search.study import from_args
 
     folder = study / "reg"
     winner = json.loads((folder / "winner.json").read_text())
     kept = sorted(p.parent.parent.name for p in (folder / "trials").glob("*/models/trial.json"))
-    assert kept == [str(winner["trial"])]  # the other complete trial's models were deleted
+    assert kept == ["0", "1"] and str(winner["trial"]) in kept  # both complete trials: the ensemble's library
     locations = from_args(argparse.Namespace(runs_dir=study, study="reg", storage=None, tracking_uri=None))
     lines: list[str] = []
     loaded = _refit(locations, None, lines.append)
@@ -431,14 +345,18 @@ def test_registration_uses_the_models_the_trial_kept(study, tmp_path) -> None:
 def test_chance_level_winner_is_registered_but_not_promoted(study, capsys) -> None:
     """The corrected interval includes 0.5 (written into leaderboard.json as the BBC-CV part does): the winner is
     registered again, tagged beats_chance=false, gets @challenger, and promote refuses it without --force."""
-    board = json.loads((study / "reg" / "leaderboard.json").read_text())
+    saved = (study / "reg" / "leaderboard.json").read_text()
+    board = json.loads(saved)
     board.update(
         corrected_auc=0.52,
         corrected_auc_ci=[0.38, 0.66],
         corrected={"n_resamples": 1000, "unit": "patient", "beats_chance": False},
     )
     (study / "reg" / "leaderboard.json").write_text(json.dumps(board))
-    assert register_main(["--runs-dir", str(study), "--study", "reg"]) == 0
+    try:
+        assert register_main(["--runs-dir", str(study), "--study", "reg", "--kind", "single"]) == 0
+    finally:
+        (study / "reg" / "leaderboard.json").write_text(saved)  # the study as its search left it
     out = capsys.readouterr().out
     assert (
         "warning: the search could not show that this model beats chance (corrected AUC 0.5200 [0.3800, 0.6600] "

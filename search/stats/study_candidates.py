@@ -1,0 +1,178 @@
+"""A study's candidates of every kind, read from its out-of-fold tables, and `leaderboard.json`'s `candidates`.
+
+Single deep trials (complete and stopped early), the deep ensemble of the complete ones
+(`search.stats.candidates`), and radiomics: for now the fixed baseline's logistic regression on hand-made
+features (`baseline-oof.csv`, written with the baseline), the radiomics study point. The nested selection
+(`select`) gives each kind's corrected estimate, the whole selection's, the kind to register and the paired
+difference of deep learning against radiomics.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from search.stats.candidates import KINDS, Selection, difference_words, select
+from search.stats.estimates import N_RESAMPLES, EstimateError, oof_matrix, patient_sites
+from search.study import StudyPaths, read_oof
+
+METHOD = "nested BBC-CV over candidate kinds (the ensemble built and the kind chosen inside each resample)"
+NAMES = {"radiomics": "radiomics", "single": "single trial", "ensemble": "deep ensemble"}
+RADIOMICS = (
+    "baseline"  # the radiomics candidate there is so far: the fixed baseline (search.session.baseline)
+)
+
+
+def baseline_oof(paths: StudyPaths) -> Any:
+    """Where the baseline's out-of-fold table is kept (next to the trials' tables)."""
+    return paths.root / "baseline-oof.csv"
+
+
+def _radiomics_row(paths: StudyPaths, patients: list[str], labels: np.ndarray) -> np.ndarray | None:
+    """The baseline's P(T2) on the trials' patients, or None when it has no table on the same patients."""
+    rows = read_oof(baseline_oof(paths))
+    table = {r["patient_id"]: (r["label"], r["prob"]) for r in rows or []}
+    if set(table) != set(patients):
+        return None
+    if any(table[p][0] != lab for p, lab in zip(patients, labels, strict=True)):
+        return None
+    return np.asarray([table[p][1] for p in patients], dtype=float)
+
+
+def candidate_fields(
+    paths: StudyPaths,
+    config: dict[str, Any],
+    finished: dict[int, str],
+    n_resamples: int = N_RESAMPLES,
+) -> dict[str, Any]:
+    """`leaderboard.json`'s `candidates` for the study's `finished` trials (number -> "complete" or "pruned"):
+    every kind's choice and corrected estimate, the whole selection's, the kind to register, deep against
+    radiomics. `{"error": why}` when nothing can be estimated."""
+    settings = config["settings"]
+    seed, unit = int(settings.get("seed", 0)), str(settings.get("cv_group", "patient"))
+    table = oof_matrix(paths, list(finished))
+    if not table.trials:
+        return {"method": METHOD, "error": "no finished trial has an out-of-fold table"}
+    probs, kinds = table.probs, ["single"] * len(table.trials)
+    names: list[Any] = list(table.trials)
+    radiomics = _radiomics_row(paths, table.patients, table.labels)
+    if radiomics is not None:
+        probs, kinds, names = np.vstack([probs, radiomics]), [*kinds, "radiomics"], [*names, RADIOMICS]
+    complete = [finished.get(n) == "complete" for n in names]
+    try:
+        units = None
+        if unit == "site":
+            sites = patient_sites(config, paths)
+            units = [sites[p] for p in table.patients]
+        result = select(probs, table.labels, kinds, complete, units, n_resamples, seed)
+    except (EstimateError, KeyError) as exc:
+        why = f"no site for patient {exc}" if isinstance(exc, KeyError) else str(exc)
+        return {"method": METHOD, "error": why}
+    return _fields(result, names, n_resamples, seed)
+
+
+def _fields(result: Selection, names: list[Any], n_resamples: int, seed: int) -> dict[str, Any]:
+    kinds: dict[str, Any] = {}
+    for kind, r in result.kinds.items():
+        entry: dict[str, Any] = {
+            "corrected_auc": r.mean,
+            "corrected_auc_ci": list(r.ci),
+            "apparent_auc": r.apparent,
+        }
+        if r.chosen is not None:
+            entry["candidate"] = names[r.chosen]
+        else:
+            members = sorted(r.members.items(), key=lambda m: (-m[1], names[m[0]]))
+            entry["members"] = [{"trial": names[i], "weight": times} for i, times in members]
+        kinds[kind] = entry
+    difference = (
+        dict(result.difference, words=difference_words(result.difference)) if result.difference else None
+    )
+    return {
+        "method": METHOD,
+        "n_resamples": n_resamples,
+        "seed": seed,
+        "used": result.used,
+        "unit": result.unit,
+        "units": result.units,
+        "level": result.level,
+        "kinds": kinds,
+        "selection": {"corrected_auc": result.mean, "corrected_auc_ci": list(result.ci)},
+        "registered": result.registered,
+        "difference": difference,
+    }
+
+
+def registrable(candidates: dict[str, Any] | None) -> str | None:
+    """The kind to register: the chosen one when it can be registered (deep kinds), else the better deep kind
+    by corrected estimate (None without candidates)."""
+    kinds = (candidates or {}).get("kinds") or {}
+    chosen = (candidates or {}).get("registered")
+    if chosen in ("single", "ensemble"):
+        return chosen
+    deep = {k: v["corrected_auc"] for k, v in kinds.items() if k in ("single", "ensemble")}
+    if not deep:
+        return None
+    from search.stats.candidates import prefer_simple
+
+    return prefer_simple(deep)
+
+
+def candidate_lines(candidates: dict[str, Any] | None) -> list[str]:
+    """The summary's lines on the candidates: each kind's corrected estimate, the whole selection's, the
+    registered kind, deep against radiomics."""
+    if not candidates or candidates.get("error") or not candidates.get("kinds"):
+        why = (candidates or {}).get("error")
+        return [f"candidates: not compared ({why})"] if why else []
+    lines = ["candidates by kind (corrected estimate, 95% CI; each chosen inside every bootstrap resample):"]
+    for kind in KINDS:
+        entry = candidates["kinds"].get(kind)
+        if entry:
+            low, high = entry["corrected_auc_ci"]
+            lines.append(
+                f"  {NAMES[kind]:<14} {entry['corrected_auc']:.3f} ({low:.3f}-{high:.3f})  "
+                f"{_what(kind, entry)}, apparent AUC {entry['apparent_auc']:.3f}"
+            )
+    whole = candidates["selection"]
+    low, high = whole["corrected_auc_ci"]
+    chosen = candidates["registered"]
+    lines.append(
+        f"  whole selection {whole['corrected_auc']:.3f} ({low:.3f}-{high:.3f}): the {NAMES[chosen]} is the best "
+        f"kind (a simpler kind wins within 0.01)"
+    )
+    if candidates.get("difference"):
+        lines.append(f"  {candidates['difference']['words']}")
+    if registrable(candidates) != chosen and registrable(candidates):
+        lines.append(
+            f"  note: radiomics candidates cannot be registered yet; the {NAMES[registrable(candidates)]} is "
+            "registered instead"
+        )
+    return lines
+
+
+def _what(kind: str, entry: dict[str, Any]) -> str:
+    if kind == "ensemble":
+        members = entry["members"]
+        shown = ", ".join(f"{m['trial']}x{m['weight']}" for m in members[:6])
+        more = f", {len(members) - 6} more" if len(members) > 6 else ""
+        return f"mean of {len(members)} trials ({shown}{more})"
+    if kind == "radiomics":
+        return "logistic regression on hand-made features (the baseline)"
+    return f"trial {entry['candidate']}"
+
+
+def candidate_metrics(candidates: dict[str, Any] | None) -> dict[str, float]:
+    """The parent MLflow run's metrics of the candidates: each kind's corrected AUC and the whole selection's."""
+    if not candidates or not candidates.get("kinds"):
+        return {}
+    out = {f"corrected_auc_{kind}": entry["corrected_auc"] for kind, entry in candidates["kinds"].items()}
+    low, high = candidates["selection"]["corrected_auc_ci"]
+    out.update(
+        corrected_auc_selection=candidates["selection"]["corrected_auc"],
+        corrected_auc_selection_ci_low=low,
+        corrected_auc_selection_ci_high=high,
+    )
+    if candidates.get("difference"):
+        out["deep_minus_radiomics"] = candidates["difference"]["mean"]
+    return out
