@@ -20,6 +20,7 @@ from trainers.config import TrainConfig
 from trainers.data import roi_tensor
 from trainers.manifest import Scan
 from trainers.preprocess import PreprocessParams, ScanROI, preprocess_scan
+from trainers.radiomics import RadiomicsEnsemble
 from trainers.train import predict_slices, resolve_device
 
 ENSEMBLE_FORMAT = 1
@@ -135,7 +136,10 @@ class WeightedEnsemble:
         return self.predict_rois([preprocess_scan(s, self.params) for s in scans], device)
 
 
-def load_ensemble(folder: str | Path) -> Ensemble | WeightedEnsemble:
-    """The registered model's ensemble, of one trial or of several (`WeightedEnsemble`)."""
-    meta = json.loads((Path(folder) / "ensemble.json").read_text())
-    return WeightedEnsemble.load(folder) if meta.get("kind") == "weighted" else Ensemble.load(folder)
+def load_ensemble(folder: str | Path) -> Ensemble | WeightedEnsemble | RadiomicsEnsemble:
+    """The registered model's ensemble: of one trial, of several (`WeightedEnsemble`), or the radiomics model's
+    fold models (`trainers.radiomics`)."""
+    kind = json.loads((Path(folder) / "ensemble.json").read_text()).get("kind")
+    if kind == "radiomics":
+        return RadiomicsEnsemble.load(folder)
+    return WeightedEnsemble.load(folder) if kind == "weighted" else Ensemble.load(folder)

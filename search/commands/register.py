@@ -33,10 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trial", type=int, default=None, help="register this trial instead of the best one")
     p.add_argument(
         "--kind",
-        choices=("single", "ensemble"),
+        choices=("single", "ensemble", "radiomics"),
         default=None,
-        help="register the best single trial, or the deep ensemble of the complete trials (leaderboard.json's "
-        "candidates); default: the kind the search chose by its corrected estimate",
+        help="register the best single trial, the deep ensemble of the complete trials, or the radiomics model "
+        "(leaderboard.json's candidates); default: the kind the search chose by its corrected estimate",
     )
     add_console_flags(p)
     return p

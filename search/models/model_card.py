@@ -210,6 +210,14 @@ def model_card(f: CardFacts) -> str:
             "mean over its fold models of the mean over the ROI slices.",
             f"- Training of its best trial ({f.trial}): {params}; ImageNet weights: {f.tags.get('pretrained', '-')}.",
         ]
+    if f.tags.get("kind") == "radiomics":
+        model = [
+            f"- Radiomics model of study `{f.study}`: {train.get('model')}, {train.get('features')} features "
+            f"({'of the tumour mask' if train.get('masks') else 'of the whole ROI, no masks'}); {f.n_models} fold "
+            "models, a scan's P(T2) is their mean. Chosen over the deep candidates by its corrected estimate.",
+        ]
+        if train.get("masks"):
+            model.append("- Needs the tumour mask of every scan: a scan without one is refused.")
     lines = [
         f"# {f.model_name} version {f.version}",
         "",
@@ -253,7 +261,7 @@ def describe_version(
         trial=refit.trial.number,
         family=refit.result.family,
         n_models=len(refit.ensemble.models),
-        train=refit.cfg.to_dict(),
+        train=refit.train_params,
         settings=refit.config["settings"],
         preprocess_version=refit.config.get("preprocess_version", 1),
         cohort=refit.cohort or {},

@@ -36,12 +36,16 @@ def evaluate_holdout(ensemble: Any, cohort: Any, patients: list[str], seed: int 
 
     from search.stats.sites import site_metrics
     from trainers.metrics import auc, bootstrap_auc_ci, patient_means, threshold_metrics
-    from trainers.preprocess import load_rois
+    from trainers.preprocess import load_lesions, load_rois
 
     wanted = set(patients)
     held = dataclasses.replace(cohort, scans=tuple(s for s in cohort.scans if s.patient_id in wanted))
     rois = load_rois(held, ensemble.params, progress=False)
-    ids, prob = patient_means([r.patient_id for r in rois], ensemble.predict_rois(rois))
+    if hasattr(ensemble, "predict_lesions"):  # the radiomics model measures its features on the mask's ROI
+        scores = ensemble.predict_lesions(rois, load_lesions(held, ensemble.params, progress=False))
+    else:
+        scores = ensemble.predict_rois(rois)
+    ids, prob = patient_means([r.patient_id for r in rois], scores)
     labels = held.patient_labels()
     y = np.asarray([labels[p] for p in ids])
     lo, hi = bootstrap_auc_ci(y, prob, seed=seed)
@@ -75,6 +79,32 @@ class Refit:
     cohort: dict[str, Any] | None = None  # counts for the model card (search.models.model_card.cohort_facts)
     kind: str = "single"  # or "ensemble" (search.stats.candidates)
     members: list[dict[str, Any]] = field(default_factory=list)  # the ensemble's: {trial, weight, backbone}
+
+    @property
+    def cv_auc(self) -> float:
+        """The pooled out-of-fold AUC the registered models were chosen on (a single trial's: its value)."""
+        return float(self.trial.value if self.kind == "single" else self.result.cv_auc)
+
+    @property
+    def backbone(self) -> str:
+        if self.kind == "radiomics":
+            return "radiomics"
+        if self.kind == "ensemble":
+            return "+".join(dict.fromkeys(m["backbone"] for m in self.members))
+        return self.cfg.backbone
+
+    @property
+    def train_params(self) -> dict[str, Any]:
+        """What made the models: the trial's training config, or the radiomics model and its features."""
+        if self.kind == "radiomics":
+            from trainers.radiomics import MODEL, C
+
+            return {"model": MODEL, "C": C, "features": len(self.result.features), "masks": self.result.masks}
+        return self.cfg.to_dict()
+
+    @property
+    def run_name(self) -> str:
+        return f"model-{self.kind}" if self.kind != "single" else f"model-trial-{self.trial.number:04d}"
 
 
 def _open(locations: Any) -> tuple[str, Any, dict[str, Any], Any, Any]:
@@ -223,11 +253,15 @@ def refit_for(locations: Any, board: Any, trial_number: int | None, kind: str | 
     from search.stats.study_candidates import registrable
 
     candidates = getattr(board, "candidates", None) or {}
+    if kind == "radiomics" and trial_number is None:
+        return refit_radiomics(locations, log)
     if trial_number is not None:
-        if kind == "ensemble":
-            raise RegisterError("--trial names a single trial: it cannot be registered as --kind ensemble")
+        if kind in ("ensemble", "radiomics"):
+            raise RegisterError(f"--trial names a single trial: it cannot be registered as --kind {kind}")
         return refit(locations, trial_number, log)
     kind = kind or registrable(candidates) or "single"
+    if kind == "radiomics":
+        return refit_radiomics(locations, log)
     if kind == "single":
         return refit(locations, None, log)
     members = ((candidates.get("kinds") or {}).get("ensemble") or {}).get("members")
@@ -236,3 +270,62 @@ def refit_for(locations: Any, board: Any, trial_number: int | None, kind: str | 
             "the study has no deep ensemble (it needs two complete trials and the search's leaderboard)"
         )
     return refit(locations, None, log, members)
+
+
+@dataclass
+class RadiomicsResult:
+    """The radiomics model's cross-validation on the study's folds, as a trial's result reads."""
+
+    cv_auc: float
+    oof: list[dict[str, Any]]
+    features: list[str]
+    masks: bool
+    family: str = "radiomics"
+    pretrained: bool = False
+
+
+def refit_radiomics(locations: Any, log: Any) -> Refit:
+    """The radiomics model's k fold models, fitted again on the study's folds from the cached features (seconds,
+    deterministic: the models whose out-of-fold predictions the search scored), the hold-out evaluated once."""
+    import numpy as np
+
+    from trainers.features import feature_table
+    from trainers.metrics import auc
+    from trainers.preprocess import PreprocessParams, load_lesions
+    from trainers.radiomics import MODEL, RadiomicsEnsemble, fit_folds
+
+    name, paths, config, study, inputs = _open(locations)
+    prepared, settings = inputs.prepared, config["settings"]
+    lesions = load_lesions(prepared.cohort, progress=False)
+    features, patients, x, y, masks = feature_table(prepared.rois, lesions)
+    log(f"registering the radiomics model of study {name}: {MODEL}, {len(features)} features, "
+        f"{len(prepared.folds)} fold models")  # fmt: skip
+    try:
+        models, oof = fit_folds(x, y, patients, prepared.folds)
+    except ValueError as exc:
+        raise RegisterError(f"cannot fit the radiomics model of study {name}: {exc}") from None
+    result = RadiomicsResult(
+        auc(np.asarray([r["label"] for r in oof]), np.asarray([r["prob"] for r in oof])), oof, features, masks
+    )
+    threshold, rule = operating_threshold(oof)
+    ensemble = RadiomicsEnsemble(models, features, masks, PreprocessParams(), threshold)
+    held = (
+        evaluate_holdout(ensemble, inputs.cohort, inputs.holdout, settings["seed"])
+        if inputs.holdout
+        else None
+    )
+    best = chosen_trial(
+        study
+    )  # the search's best trial: the card and tags say what radiomics was chosen over
+    return Refit(
+        name,
+        best,
+        config,
+        None,
+        result,
+        ensemble,
+        held,
+        rule,
+        cohort_facts(inputs.cohort, inputs.holdout),
+        kind="radiomics",
+    )

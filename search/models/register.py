@@ -59,16 +59,16 @@ def _register_study(
         "kind": refit.kind,
         **({"members": refit.members} if refit.members else {}),
         "trial": refit.trial.number,
-        "backbone": refit.cfg.backbone,
+        "backbone": refit.backbone,
         "family": refit.result.family,
-        "cv_auc": refit.result.cv_auc if refit.kind == "ensemble" else refit.trial.value,
+        "cv_auc": refit.cv_auc,
         "refit_cv_auc": refit.result.cv_auc,
         "holdout": refit.holdout,
         "model_name": model_name,
         "model_version": int(version),
         "model_uri": f"models:/{model_name}/{version}",
         "run_id": run_id,
-        "params": trial_config(refit.trial),
+        "params": refit.train_params if refit.kind == "radiomics" else trial_config(refit.trial),
         "pretrained": refit.result.pretrained,
         "beats_chance": tags["beats_chance"],
         "estimate": tags["estimate"],
@@ -130,7 +130,7 @@ def _log_model(locations: Any, refit: Refit, model_name: str) -> tuple[str, str]
     parent = read_json(locations.paths.state).get("parent_run_id")
     run_tags = {
         "role": "model",
-        "optuna_trial": str(refit.trial.number),
+        **({"optuna_trial": str(refit.trial.number)} if refit.kind == "single" else {}),
         "kind": refit.kind,
         **({"mlflow.parentRunId": parent} if parent else {}),
     }
@@ -139,12 +139,12 @@ def _log_model(locations: Any, refit: Refit, model_name: str) -> tuple[str, str]
     )
     with mlflow.start_run(
         experiment_id=experiment.experiment_id if experiment else None,
-        run_name="model-ensemble" if refit.kind == "ensemble" else f"model-trial-{refit.trial.number:04d}",
+        run_name=refit.run_name,
         tags=run_tags,
     ) as run:
-        mlflow.log_params(refit.cfg.to_dict())
+        mlflow.log_params(refit.train_params)
         metrics = {
-            "cv_auc": refit.result.cv_auc if refit.kind == "ensemble" else refit.trial.value,
+            "cv_auc": refit.cv_auc,
             "refit_cv_auc": refit.result.cv_auc,
             "threshold": refit.ensemble.threshold,
         }
@@ -182,13 +182,13 @@ def _tag_version(
     one-line description; returns (that line, the tags)."""
     from mlflow.tracking import MlflowClient
 
-    cfg, trial, result, held = refit.cfg, refit.trial, refit.result, refit.holdout
+    trial, result, held = refit.trial, refit.result, refit.holdout
     tags = {
         "study": refit.name,
-        "trial": str(trial.number),
-        "backbone": cfg.backbone,
+        "trial": str(trial.number) if refit.kind != "radiomics" else "-",
+        "backbone": refit.backbone,
         "family": result.family,
-        "cv_auc": f"{trial.value:.4f}",
+        "cv_auc": f"{refit.cv_auc:.4f}",
         "refit_cv_auc": f"{result.cv_auc:.4f}",
         "cohort_hash": refit.config["cohort_hash"],
         "pretrained": str(result.pretrained).lower(),
@@ -204,12 +204,9 @@ def _tag_version(
             holdout_patients=str(held["n_patients"]),
         )
     if refit.kind == "ensemble":
-        tags.update(
-            kind="ensemble",
-            members=",".join(f"{m['trial']}x{m['weight']:g}" for m in refit.members),
-            backbone="+".join(dict.fromkeys(m["backbone"] for m in refit.members)),
-            cv_auc=f"{result.cv_auc:.4f}",
-        )
+        tags["members"] = ",".join(f"{m['trial']}x{m['weight']:g}" for m in refit.members)
+    if refit.kind == "radiomics":
+        tags.update(features=str(len(result.features)), masks=str(result.masks).lower())
     estimates, notes = estimate_tags(board, trial.number, held, refit.kind)
     tags.update(estimates)
     for note in notes:
@@ -222,18 +219,25 @@ def _tag_version(
 
 def _summary(refit: Refit, tags: dict[str, str]) -> str:
     """The version's one-line description: what it is, its scores and estimates, the verdict on chance."""
-    cfg, trial, result, held = refit.cfg, refit.trial, refit.result, refit.holdout
+    trial, result, held = refit.trial, refit.result, refit.holdout
     corrected = (
         f", corrected AUC {tags['corrected_auc']} [{tags['corrected_auc_ci_low']}, "
         f"{tags['corrected_auc_ci_high']}]"
         if "corrected_auc_ci_low" in tags
         else ""
     )
-    what = (
-        f"{cfg.backbone} ensemble of {len(refit.ensemble.models)} fold models from study {refit.name}, "
-        f"trial {trial.number}; cv_auc {trial.value:.3f} (best of the search, optimistic){corrected}"
-    )
-    if refit.kind == "ensemble":
+    if refit.kind == "single":
+        what = (
+            f"{refit.backbone} ensemble of {len(refit.ensemble.models)} fold models from study {refit.name}, "
+            f"trial {trial.number}; cv_auc {trial.value:.3f} (best of the search, optimistic){corrected}"
+        )
+    elif refit.kind == "radiomics":
+        what = (
+            f"radiomics model ({refit.train_params['model']}, {len(result.features)} features) of "
+            f"{len(refit.ensemble.models)} fold models from study {refit.name}; cv_auc {result.cv_auc:.3f}"
+            f"{corrected}"
+        )
+    else:
         what = (
             f"deep ensemble of {len(refit.members)} trials ({tags['members']}; {tags['backbone']}), "
             f"{len(refit.ensemble.models)} fold models from study {refit.name}; out-of-fold AUC "

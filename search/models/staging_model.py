@@ -17,7 +17,8 @@ STAGES = {0: "T1", 1: "T2"}
 
 
 class StagingModel(PythonModel):
-    """The winning configuration's fold models, or the deep ensemble of several trials' (`load_ensemble`)."""
+    """The winning candidate's fold models: one trial's, the deep ensemble of several trials', or the radiomics
+    model's (`trainers.ensemble.load_ensemble`)."""
 
     def load_context(self, context: Any) -> None:
         from trainers.ensemble import load_ensemble
@@ -39,12 +40,17 @@ class StagingModel(PythonModel):
         this message (naming each file and what is wrong with it), where any other exception would become a
         generic "unexpected error" with the reason buried in a stack trace.
         """
+        from mlflow.exceptions import MlflowException
+
         from trainers.metrics import patient_means
+        from trainers.radiomics import MissingMaskError
 
         scans = self._scans(model_input)
-        ids, probs = patient_means(
-            [s.patient_id for s in scans], self.ensemble.predict_scans(scans, device="auto")
-        )
+        try:
+            scores = self.ensemble.predict_scans(scans, device="auto")
+        except MissingMaskError as exc:  # a mask-trained radiomics model: say which rows lack one
+            raise MlflowException.invalid_parameter_value(f"cannot predict: {exc}") from None
+        ids, probs = patient_means([s.patient_id for s in scans], scores)
         threshold = self.threshold
         return pd.DataFrame(
             {"patient_id": ids, "p_t2": probs, "stage": [STAGES[int(p >= threshold)] for p in probs]}

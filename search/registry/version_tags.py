@@ -63,14 +63,14 @@ def beats_chance(corrected_flag: Any, corrected_ci: Any, holdout_ci: Any) -> str
     return "true" if all(verdicts) else "false"
 
 
-def ensemble_estimate(board: Any) -> tuple[float | None, list[float] | None]:
-    """The deep ensemble's corrected AUC and interval: the whole selection's when the search chose the ensemble
-    (that is what registering it estimates), else the ensemble kind's own (None, None without one)."""
+def kind_estimate(board: Any, kind: str) -> tuple[float | None, list[float] | None]:
+    """A kind's corrected AUC and interval (the deep ensemble, radiomics): the whole selection's when the search
+    chose that kind (that is what registering it estimates), else the kind's own (None, None without one)."""
     candidates = getattr(board, "candidates", None) or {}
-    entry = (candidates.get("kinds") or {}).get("ensemble")
+    entry = (candidates.get("kinds") or {}).get(kind)
     if not entry:
         return None, None
-    if candidates.get("registered") == "ensemble":
+    if candidates.get("registered") == kind:
         entry = candidates["selection"]
     return entry["corrected_auc"], entry["corrected_auc_ci"]
 
@@ -79,14 +79,14 @@ def estimate_tags(
     board: Any, trial: int, held: dict[str, Any] | None, kind: str = "single"
 ) -> tuple[dict[str, str], list[str]]:
     """(tags, notes): corrected_auc with its interval (only when `trial` is the leaderboard's winner: the
-    corrected estimate is of the search's selected model; for `kind` "ensemble", `ensemble_estimate`),
+    corrected estimate is of the search's selected model; for another `kind`, `kind_estimate`),
     beats_chance, and `estimate`, the kind of score the promotion gate compares: "holdout" when the hold-out
     gave an AUC, else "corrected_cv", else "cv"."""
     tags: dict[str, str] = {}
     notes: list[str] = []
     corrected_ci, flag = None, None
-    if kind == "ensemble":
-        value, corrected_ci = ensemble_estimate(board)
+    if kind != "single":
+        value, corrected_ci = kind_estimate(board, kind)
         if value is not None and corrected_ci:
             tags.update(
                 corrected_auc=f"{value:.4f}",

@@ -24,10 +24,6 @@ from typing import Any
 
 import numpy as np
 from mlflow.entities import Metric, Param
-from sklearn.impute import SimpleImputer
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from search.stats.study_candidates import baseline_oof
 from search.study import Leaderboard, StudyFormatError, StudyPaths, read_leaderboard, write_oof
@@ -38,9 +34,8 @@ from trainers.features import feature_table
 from trainers.metrics import CI_RESAMPLES, bootstrap_auc_ci, fold_spread, summary_metrics
 from trainers.metrics import auc as roc_auc
 from trainers.preprocess import PREPROCESS_VERSION, load_lesions
+from trainers.radiomics import MODEL, C, fit_folds
 
-C = 1.0  # inverse L2 strength on standardised features: fixed, so the baseline needs no inner search
-MODEL = f"logistic regression (L2, C={C:g}) on standardised hand-made features"
 FEATURES_VERSION = 1  # bump when trainers.features changes what it measures: a stored baseline is then redone
 ROW_METRICS = ("accuracy", "precision", "recall", "specificity", "f1", "fold_auc_mean", "fold_auc_sd")
 
@@ -59,43 +54,12 @@ class BaselineScore:
     seconds: float
 
 
-def make_model() -> Pipeline:
-    """Median imputation (an empty mask leaves shape undefined), standardisation, L2 logistic regression;
-    everything fitted on a fold's training patients only."""
-    return make_pipeline(
-        SimpleImputer(strategy="median", keep_empty_features=True),
-        StandardScaler(),
-        LogisticRegression(C=C, max_iter=5000),
-    )
-
-
-def fold_predictions(
-    x: np.ndarray, y: np.ndarray, patients: list[str], folds: list[dict[str, list[str]]]
-) -> list[dict[str, Any]]:
-    """Out-of-fold P(T2) of every validation patient: one model per fold, trained on that fold's `train`."""
-    index = {p: i for i, p in enumerate(patients)}
-    missing = sorted({p for split in folds for p in split["train"] + split["val"]} - set(index))
-    if missing:
-        raise ValueError(f"the folds name patients without a cached ROI: {', '.join(missing[:5])}")
-    rows: list[dict[str, Any]] = []
-    for k, split in enumerate(folds):
-        train = [index[p] for p in split["train"]]
-        val = [index[p] for p in split["val"]]
-        model = make_model().fit(x[train], y[train])
-        probs = model.predict_proba(x[val])[:, 1]
-        rows += [
-            {"patient_id": patients[i], "label": int(y[i]), "prob": float(p), "fold": k}
-            for i, p in zip(val, probs, strict=True)
-        ]
-    return rows
-
-
 def score_baseline(prepared: PreparedCohort, seed: int = 0, cache_dir: Path | None = None) -> BaselineScore:
     """Features of the study's (non-held-out) patients from the preprocessing cache, scored on its folds."""
     start = time.perf_counter()
     lesions = load_lesions(prepared.cohort, cache_dir=cache_dir, progress=False)
     names, patients, x, y, masks = feature_table(prepared.rois, lesions)
-    oof = fold_predictions(x, y, patients, prepared.folds)
+    _, oof = fit_folds(x, y, patients, prepared.folds)
     labels = np.asarray([r["label"] for r in oof])
     probs = np.asarray([r["prob"] for r in oof])
     metrics = summary_metrics(labels, probs)

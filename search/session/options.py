@@ -166,10 +166,10 @@ def _where_flags(p: argparse.ArgumentParser) -> None:
     s.add_argument("--model-name", default=DEFAULT_MODEL_NAME, help="registered model name for the winner")
     s.add_argument(
         "--register-kind",
-        choices=("auto", "single", "ensemble"),
+        choices=("auto", "single", "ensemble", "radiomics"),
         default="auto",
         help="what the search registers: the kind of candidate with the best corrected estimate (auto), the best "
-        "single trial, or the deep ensemble of the complete trials",
+        "single trial, the deep ensemble of the complete trials, or the radiomics model",
     )
 
 

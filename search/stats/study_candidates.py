@@ -105,18 +105,8 @@ def _fields(result: Selection, names: list[Any], n_resamples: int, seed: int) ->
 
 
 def registrable(candidates: dict[str, Any] | None) -> str | None:
-    """The kind to register: the chosen one when it can be registered (deep kinds), else the better deep kind
-    by corrected estimate (None without candidates)."""
-    kinds = (candidates or {}).get("kinds") or {}
-    chosen = (candidates or {}).get("registered")
-    if chosen in ("single", "ensemble"):
-        return chosen
-    deep = {k: v["corrected_auc"] for k, v in kinds.items() if k in ("single", "ensemble")}
-    if not deep:
-        return None
-    from search.stats.candidates import prefer_simple
-
-    return prefer_simple(deep)
+    """The kind to register: the one the nested selection chose (None without candidates)."""
+    return (candidates or {}).get("registered")
 
 
 def candidate_lines(candidates: dict[str, Any] | None) -> list[str]:
@@ -138,16 +128,11 @@ def candidate_lines(candidates: dict[str, Any] | None) -> list[str]:
     low, high = whole["corrected_auc_ci"]
     chosen = candidates["registered"]
     lines.append(
-        f"  whole selection {whole['corrected_auc']:.3f} ({low:.3f}-{high:.3f}): the {NAMES[chosen]} is the best "
-        f"kind (a simpler kind wins within 0.01)"
+        f"  whole selection {whole['corrected_auc']:.3f} ({low:.3f}-{high:.3f}), the estimate of what is "
+        f"registered; best kind: {NAMES[chosen]} (a simpler kind wins within 0.01)"
     )
     if candidates.get("difference"):
         lines.append(f"  {candidates['difference']['words']}")
-    if registrable(candidates) != chosen and registrable(candidates):
-        lines.append(
-            f"  note: radiomics candidates cannot be registered yet; the {NAMES[registrable(candidates)]} is "
-            "registered instead"
-        )
     return lines
 
 

@@ -131,7 +131,58 @@ def test_the_deep_ensemble_is_registered_and_predicts_as_it_was_scored(
         assert body["predictions"][0]["p_t2"] == pytest.approx(expected[r["patient_id"]], abs=1e-5)
 
 
-def test_register_kind_ensemble_of_a_trial_is_refused(registered_study, capsys) -> None:
+def test_a_trial_cannot_be_registered_as_another_kind(registered_study, capsys) -> None:
     args = ["--runs-dir", str(registered_study), "--study", "reg", "--trial", "0", "--kind", "ensemble"]
     assert register_main(args) == 2
     assert "cannot be registered as --kind ensemble" in capsys.readouterr().err
+
+
+def test_the_radiomics_model_is_registered_served_and_refuses_a_scan_without_its_mask(
+    registered_study, tiny_cohort, tmp_path
+) -> None:
+    """`register --kind radiomics`: the baseline's fold models on its features, the same out-of-fold AUC the
+    search scored; predicted from the registry and over HTTP; a scan without a mask is refused by name."""
+    from mlflow.exceptions import MlflowException
+
+    folder = registered_study / "reg"
+    saved = (folder / "winner.json").read_text()
+    board = json.loads((folder / "leaderboard.json").read_text())
+    try:
+        args = ["--runs-dir", str(registered_study), "--study", "reg", "--kind", "radiomics"]
+        assert register_main(args) == 0
+        winner = json.loads((folder / "winner.json").read_text())
+    finally:
+        (folder / "winner.json").write_text(saved)
+    assert winner["kind"] == "radiomics" and winner["family"] == "radiomics"
+    assert winner["cv_auc"] == pytest.approx(board["baseline"]["cv_auc"])  # the candidate the search compared
+    version = str(winner["model_version"])
+    client = MlflowClient(default_tracking_uri(registered_study))
+    described = client.get_model_version("cervical-staging", version)
+    assert described.tags["kind"] == "radiomics" and described.tags["masks"] == "true", described.tags
+    assert "- Radiomics model of study `reg`:" in described.description
+
+    rows = _held_rows(registered_study, tiny_cohort, winner)
+    expected = {p["patient_id"]: p["prob"] for p in winner["holdout"]["predictions"]}
+    base = tiny_cohort.parent
+    mlflow.set_tracking_uri(default_tracking_uri(registered_study))
+    model = mlflow.pyfunc.load_model(f"models:/cervical-staging/{version}")
+    import pandas as pd
+
+    records = [
+        {"patient_id": r["patient_id"], "image": str(base / r["image"]), "mask": str(base / r["mask"])}
+        for r in rows
+    ]
+    out = model.predict(pd.DataFrame(records))
+    for pid, p in zip(out["patient_id"], out["p_t2"], strict=True):
+        assert p == pytest.approx(expected[pid], abs=1e-6)
+    with pytest.raises(
+        MlflowException, match=f"trained on lesion features .* no mask was given for {rows[0]['patient_id']}"
+    ):
+        model.predict(pd.DataFrame([{"patient_id": rows[0]["patient_id"], "image": records[0]["image"]}]))
+
+    with served_model(registered_study, f"models:/cervical-staging/{version}", tmp_path) as url:
+        status, body = post(f"{url}/invocations", records[:1])
+        assert status == 200, body
+        assert body["predictions"][0]["p_t2"] == pytest.approx(expected[rows[0]["patient_id"]], abs=1e-6)
+        status, body = post(f"{url}/invocations", [{"image": records[0]["image"]}])
+        assert status == 400 and "no mask was given" in body["message"], body

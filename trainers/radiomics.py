@@ -1,0 +1,133 @@
+"""The radiomics model: hand-made lesion features (`trainers.features`) and a regularised logistic regression,
+one per cross-validation fold, saved, loaded and applied to new scans like the deep fold models.
+
+It is the study's baseline (scored on its folds by `search.session.baseline`) and, when its selection-corrected
+estimate is the best, the registered model: a new scan's P(T2) is the mean over the k fold models of the
+probability from the scan's features, with the same preprocessing code as training. Features of a patient with
+several scans are averaged in training; a new patient's scans are predicted one by one and their probabilities
+averaged (the registered model's `patient_means`).
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from trainers.features import feature_names, scan_features
+from trainers.manifest import Scan
+from trainers.preprocess import LesionROI, PreprocessParams, ScanROI, preprocess_lesion
+
+C = 1.0  # inverse L2 strength on standardised features: fixed, so the model needs no inner search
+MODEL = f"logistic regression (L2, C={C:g}) on standardised hand-made features"
+RADIOMICS_FORMAT = 1
+
+
+def make_model() -> Pipeline:
+    """Median imputation (an empty mask leaves shape undefined), standardisation, L2 logistic regression;
+    everything fitted on a fold's training patients only."""
+    return make_pipeline(
+        SimpleImputer(strategy="median", keep_empty_features=True),
+        StandardScaler(),
+        LogisticRegression(C=C, max_iter=5000),
+    )
+
+
+def fit_folds(
+    x: np.ndarray, y: np.ndarray, patients: list[str], folds: list[dict[str, list[str]]]
+) -> tuple[list[Pipeline], list[dict[str, Any]]]:
+    """One model per fold, trained on that fold's `train`, and the out-of-fold P(T2) of every validation patient
+    (rows of the trials' OOF table: patient_id, label, prob, fold)."""
+    index = {p: i for i, p in enumerate(patients)}
+    missing = sorted({p for split in folds for p in split["train"] + split["val"]} - set(index))
+    if missing:
+        raise ValueError(f"the folds name patients without a cached ROI: {', '.join(missing[:5])}")
+    models, rows = [], []
+    for k, split in enumerate(folds):
+        train = [index[p] for p in split["train"]]
+        val = [index[p] for p in split["val"]]
+        model = make_model().fit(x[train], y[train])
+        models.append(model)
+        probs = model.predict_proba(x[val])[:, 1]
+        rows += [
+            {"patient_id": patients[i], "label": int(y[i]), "prob": float(p), "fold": k}
+            for i, p in zip(val, probs, strict=True)
+        ]
+    return models, rows
+
+
+class MissingMaskError(ValueError):
+    """A model trained on lesion features was given a scan without its tumour mask."""
+
+
+@dataclass
+class RadiomicsEnsemble:
+    """k fold models on the features `features` (lesion features when `masks`), and the preprocessing of the
+    scans they were measured on."""
+
+    models: list[Pipeline]
+    features: list[str]
+    masks: bool
+    params: PreprocessParams
+    threshold: float = 0.5
+
+    def save(self, folder: str | Path) -> Path:
+        """The fitted pipelines (pickled, as MLflow's scikit-learn flavour stores them) and `ensemble.json`."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "models.pkl").write_bytes(pickle.dumps(self.models))
+        meta = {
+            "format": RADIOMICS_FORMAT,
+            "kind": "radiomics",
+            "model": MODEL,
+            "features": self.features,
+            "masks": self.masks,
+            "preprocess": asdict(self.params),
+            "threshold": self.threshold,
+        }
+        (folder / "ensemble.json").write_text(json.dumps(meta, indent=1))
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> RadiomicsEnsemble:
+        folder = Path(folder)
+        meta = json.loads((folder / "ensemble.json").read_text())
+        if meta.get("format") != RADIOMICS_FORMAT or feature_names(meta["masks"]) != meta["features"]:
+            raise ValueError(f"{folder}: a radiomics model of another format or feature set")
+        pp = meta["preprocess"]
+        params = PreprocessParams(**{k: tuple(v) if isinstance(v, list) else v for k, v in pp.items()})
+        models = pickle.loads((folder / "models.pkl").read_bytes())  # noqa: S301 (the model's own artifact)
+        return cls(models, meta["features"], bool(meta["masks"]), params, float(meta["threshold"]))
+
+    @property
+    def requires_mask(self) -> bool:
+        return self.masks
+
+    def predict_features(self, x: np.ndarray) -> np.ndarray:
+        """P(T2) per row of features: the mean over the fold models."""
+        return np.mean([m.predict_proba(np.atleast_2d(x))[:, 1] for m in self.models], axis=0)
+
+    def predict_lesions(self, rois: Sequence[ScanROI], lesions: Sequence[LesionROI]) -> np.ndarray:
+        """P(T2) per scan from its cached ROI and mask ROI."""
+        x = np.asarray([scan_features(r, les, self.masks) for r, les in zip(rois, lesions, strict=True)])
+        return self.predict_features(x)
+
+    def predict_scans(self, scans: Sequence[Scan], device: str = "auto") -> np.ndarray:
+        """Preprocess scans exactly as in training (no cache) and predict P(T2) per scan (`device`: unused)."""
+        lacking = [s.patient_id for s in scans if s.mask is None]
+        if self.masks and lacking:
+            raise MissingMaskError(
+                f"this model was trained on lesion features from tumour masks; no mask was given for "
+                f"{', '.join(lacking)}"
+            )
+        pairs = [preprocess_lesion(s, self.params) for s in scans]
+        return self.predict_lesions([p[0] for p in pairs], [p[1] for p in pairs])
