@@ -17,6 +17,7 @@ import optuna  # noqa: E402
 from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 
 from dashboards.report_baseline import baseline_section  # noqa: E402
+from dashboards.report_candidates import candidates_section  # noqa: E402
 from dashboards.report_cohort import cohort_section  # noqa: E402
 from dashboards.report_estimates import estimates_section  # noqa: E402
 from dashboards.report_figures import (  # noqa: E402
@@ -85,8 +86,14 @@ def _holdout_section(paths: StudyPaths, best_value: float | None, out: Path) -> 
     parts = []
     if winner:
         model = f"{winner.get('model_name')} version {winner.get('model_version')}"
+        kind = winner.get("kind", "single")
+        what = (
+            f"trial {winner.get('trial')}"
+            if kind == "single"
+            else {"ensemble": "the deep ensemble", "radiomics": "the radiomics model"}.get(kind, kind)
+        )
         parts.append(
-            f"<p>Winner: trial {winner.get('trial')}, {fmt(winner.get('backbone'))} "
+            f"<p>Winner: {what}, {fmt(winner.get('backbone'))} "
             f"({fmt(winner.get('family'))}), cv_auc {fmt(winner.get('cv_auc'))}, registered as "
             f"<code>{html.escape(model)}</code>.</p>"
         )
@@ -279,6 +286,7 @@ Report written {time.strftime("%Y-%m-%d %H:%M")}.</p>
 {estimates_section(paths)}
 {winner_section(study, paths, out)}
 {baseline_section(paths)}
+{candidates_section(paths)}
 <h2>Backbones</h2>
 {_backbones(trials, best, families(trials), paths)}
 <h2>Figures</h2>

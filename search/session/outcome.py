@@ -13,11 +13,12 @@ import optuna
 
 from search.console.routing import OUT_LOGGER, reroute
 from search.stats.baseline_text import baseline_row, parent_fields, print_baseline
+from search.stats.candidates_text import candidate_lines, candidate_metrics
 from search.stats.estimates import parent_metrics, summary_lines, with_estimate
 from search.stats.sites import holdout_per_site, site_estimates
 from search.stats.sites import outcome_lines as site_lines
 from search.stats.sites import parent_metrics as site_metrics
-from search.stats.study_candidates import candidate_fields, candidate_lines, candidate_metrics
+from search.stats.study_candidates import candidate_fields
 from search.study import (
     HIDDEN,
     STORAGE_ENV,

@@ -27,11 +27,9 @@ from typing import Any
 
 import numpy as np
 
+from search.stats.candidates_text import KINDS, TIE
 from search.stats.estimates import LEVEL, N_RESAMPLES, EstimateError, bootstrap_counts, weighted_auc
 
-#: kinds of candidate, simplest first: of two within `TIE` of each other the earlier one wins
-KINDS = ("radiomics", "single", "ensemble")
-TIE = 0.01
 #: greedy ensemble selection: rounds (members picked, with replacement) and the library it picks from, the
 #: complete trials with the best AUC on the patients it is built on
 ROUNDS = 20
@@ -269,16 +267,3 @@ def _registered_probs(result: KindResult, probs: np.ndarray) -> np.ndarray:
     for index, times in result.members.items():
         weights[index] = times
     return mixture(weights, probs)[0]
-
-
-def difference_words(difference: dict[str, Any] | None) -> str:
-    """The paired difference as a clinician reads it: "radiomics is better by 0.21 (95% CI 0.05 to 0.37)",
-    or "no difference shown (deep - radiomics -0.02, 95% CI -0.12 to 0.08)"."""
-    if not difference:
-        return ""
-    mean, (low, high) = difference["mean"], difference["ci"]
-    if low > 0:
-        return f"deep learning is better than radiomics by {mean:.2f} (95% CI {low:.2f} to {high:.2f})"
-    if high < 0:
-        return f"radiomics is better than deep learning by {-mean:.2f} (95% CI {-high:.2f} to {-low:.2f})"
-    return f"no difference shown between deep learning and radiomics (deep - radiomics {mean:+.2f}, 95% CI {low:+.2f} to {high:+.2f})"

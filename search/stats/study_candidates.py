@@ -13,12 +13,12 @@ from typing import Any
 
 import numpy as np
 
-from search.stats.candidates import KINDS, Selection, difference_words, select
+from search.stats.candidates import Selection, select
+from search.stats.candidates_text import difference_words
 from search.stats.estimates import N_RESAMPLES, EstimateError, oof_matrix, patient_sites
 from search.study import StudyPaths, read_oof
 
 METHOD = "nested BBC-CV over candidate kinds (the ensemble built and the kind chosen inside each resample)"
-NAMES = {"radiomics": "radiomics", "single": "single trial", "ensemble": "deep ensemble"}
 RADIOMICS = (
     "baseline"  # the radiomics candidate there is so far: the fixed baseline (search.session.baseline)
 )
@@ -107,57 +107,3 @@ def _fields(result: Selection, names: list[Any], n_resamples: int, seed: int) ->
 def registrable(candidates: dict[str, Any] | None) -> str | None:
     """The kind to register: the one the nested selection chose (None without candidates)."""
     return (candidates or {}).get("registered")
-
-
-def candidate_lines(candidates: dict[str, Any] | None) -> list[str]:
-    """The summary's lines on the candidates: each kind's corrected estimate, the whole selection's, the
-    registered kind, deep against radiomics."""
-    if not candidates or candidates.get("error") or not candidates.get("kinds"):
-        why = (candidates or {}).get("error")
-        return [f"candidates: not compared ({why})"] if why else []
-    lines = ["candidates by kind (corrected estimate, 95% CI; each chosen inside every bootstrap resample):"]
-    for kind in KINDS:
-        entry = candidates["kinds"].get(kind)
-        if entry:
-            low, high = entry["corrected_auc_ci"]
-            lines.append(
-                f"  {NAMES[kind]:<14} {entry['corrected_auc']:.3f} ({low:.3f}-{high:.3f})  "
-                f"{_what(kind, entry)}, apparent AUC {entry['apparent_auc']:.3f}"
-            )
-    whole = candidates["selection"]
-    low, high = whole["corrected_auc_ci"]
-    chosen = candidates["registered"]
-    lines.append(
-        f"  whole selection {whole['corrected_auc']:.3f} ({low:.3f}-{high:.3f}), the estimate of what is "
-        f"registered; best kind: {NAMES[chosen]} (a simpler kind wins within 0.01)"
-    )
-    if candidates.get("difference"):
-        lines.append(f"  {candidates['difference']['words']}")
-    return lines
-
-
-def _what(kind: str, entry: dict[str, Any]) -> str:
-    if kind == "ensemble":
-        members = entry["members"]
-        shown = ", ".join(f"{m['trial']}x{m['weight']}" for m in members[:6])
-        more = f", {len(members) - 6} more" if len(members) > 6 else ""
-        return f"mean of {len(members)} trials ({shown}{more})"
-    if kind == "radiomics":
-        return "logistic regression on hand-made features (the baseline)"
-    return f"trial {entry['candidate']}"
-
-
-def candidate_metrics(candidates: dict[str, Any] | None) -> dict[str, float]:
-    """The parent MLflow run's metrics of the candidates: each kind's corrected AUC and the whole selection's."""
-    if not candidates or not candidates.get("kinds"):
-        return {}
-    out = {f"corrected_auc_{kind}": entry["corrected_auc"] for kind, entry in candidates["kinds"].items()}
-    low, high = candidates["selection"]["corrected_auc_ci"]
-    out.update(
-        corrected_auc_selection=candidates["selection"]["corrected_auc"],
-        corrected_auc_selection_ci_low=low,
-        corrected_auc_selection_ci_high=high,
-    )
-    if candidates.get("difference"):
-        out["deep_minus_radiomics"] = candidates["difference"]["mean"]
-    return out

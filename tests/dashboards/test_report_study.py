@@ -69,6 +69,17 @@ def test_report_is_self_contained_and_complete(runs: Path) -> None:
     held = winner["holdout"]
     assert f"Held-out AUC {held['auc']:.3f} (95% CI {held['ci_low']:.3f} to {held['ci_high']:.3f})" in page
     assert "<tr><td>4</td><td>0</td><td>0</td><td>0</td><td>0</td></tr>" in page  # 4 complete, nothing else
+    candidates = json.loads((runs / STUDY / "leaderboard.json").read_text())["candidates"]
+    whole = candidates["selection"]
+    assert "<h2>Candidates of every kind</h2>" in page
+    assert (
+        f"Whole selection (the kind chosen inside each resample too): <b>{whole['corrected_auc']:.3f}</b>"
+        in page
+    )
+    for entry in candidates["kinds"].values():
+        assert f"<td>{entry['corrected_auc']:.3f}</td>" in page
+    if candidates.get("difference"):
+        assert html.escape(candidates["difference"]["words"]) in page
 
 
 @pytest.mark.slow

@@ -8,12 +8,12 @@ from sklearn.metrics import roc_auc_score
 
 from search.stats.candidates import (
     batched_auc,
-    difference_words,
     greedy_ensembles,
     mixture,
     prefer_simple,
     select,
 )
+from search.stats.candidates_text import difference_words
 
 
 def test_batched_auc_matches_sklearn_with_ties_and_weights() -> None:

@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from search.commands.predict import main as predict_main
 from search.commands.register import main as register_main
-from search.stats.study_candidates import candidate_lines
+from search.stats.candidates_text import candidate_lines
 from search.study import Leaderboard, default_tracking_uri
 from tests.search.serving import post, served_model
 
