@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
@@ -32,18 +33,40 @@ MODEL = f"logistic regression (L2, C={C:g}) on standardised hand-made features"
 RADIOMICS_FORMAT = 1
 
 
-def make_model() -> Pipeline:
-    """Median imputation (an empty mask leaves shape undefined), standardisation, L2 logistic regression;
-    everything fitted on a fold's training patients only."""
-    return make_pipeline(
-        SimpleImputer(strategy="median", keep_empty_features=True),
-        StandardScaler(),
-        LogisticRegression(C=C, max_iter=5000),
-    )
+def make_model(config: dict[str, Any] | None = None) -> Pipeline:
+    """Median imputation (an empty mask leaves shape undefined), standardisation and the classifier of `config`
+    (`spaces.radiomics`; None: the baseline's L2 logistic regression, C=1), seeded; everything fitted on a fold's
+    training patients only."""
+    config = config or {"classifier": "logistic", "C": C}
+    kind = config["classifier"]
+    if kind == "logistic":
+        model: Any = LogisticRegression(C=float(config["C"]), max_iter=5000)
+    elif kind == "random_forest":
+        model = RandomForestClassifier(
+            n_estimators=int(config["n_estimators"]),
+            max_depth=int(config["max_depth"]),
+            min_samples_leaf=int(config["min_samples_leaf"]),
+            random_state=0,
+            n_jobs=1,
+        )
+    elif kind == "hist_gb":
+        model = HistGradientBoostingClassifier(
+            learning_rate=float(config["learning_rate"]),
+            max_depth=int(config["max_depth"]),
+            max_iter=int(config["max_iter"]),
+            random_state=0,
+        )
+    else:
+        raise ValueError(f"unknown radiomics classifier {kind!r}")
+    return make_pipeline(SimpleImputer(strategy="median", keep_empty_features=True), StandardScaler(), model)
 
 
 def fit_folds(
-    x: np.ndarray, y: np.ndarray, patients: list[str], folds: list[dict[str, list[str]]]
+    x: np.ndarray,
+    y: np.ndarray,
+    patients: list[str],
+    folds: list[dict[str, list[str]]],
+    config: dict[str, Any] | None = None,
 ) -> tuple[list[Pipeline], list[dict[str, Any]]]:
     """One model per fold, trained on that fold's `train`, and the out-of-fold P(T2) of every validation patient
     (rows of the trials' OOF table: patient_id, label, prob, fold)."""
@@ -55,7 +78,7 @@ def fit_folds(
     for k, split in enumerate(folds):
         train = [index[p] for p in split["train"]]
         val = [index[p] for p in split["val"]]
-        model = make_model().fit(x[train], y[train])
+        model = make_model(config).fit(x[train], y[train])
         models.append(model)
         probs = model.predict_proba(x[val])[:, 1]
         rows += [
@@ -79,6 +102,7 @@ class RadiomicsEnsemble:
     masks: bool
     params: PreprocessParams
     threshold: float = 0.5
+    config: dict[str, Any] | None = None  # the classifier (`spaces.radiomics`; None: the baseline's)
 
     def save(self, folder: str | Path) -> Path:
         """The fitted pipelines (pickled, as MLflow's scikit-learn flavour stores them) and `ensemble.json`."""
@@ -88,7 +112,8 @@ class RadiomicsEnsemble:
         meta = {
             "format": RADIOMICS_FORMAT,
             "kind": "radiomics",
-            "model": MODEL,
+            "model": MODEL if self.config is None else str(self.config["classifier"]),
+            "classifier": self.config,
             "features": self.features,
             "masks": self.masks,
             "preprocess": asdict(self.params),
@@ -106,7 +131,14 @@ class RadiomicsEnsemble:
         pp = meta["preprocess"]
         params = PreprocessParams(**{k: tuple(v) if isinstance(v, list) else v for k, v in pp.items()})
         models = pickle.loads((folder / "models.pkl").read_bytes())  # noqa: S301 (the model's own artifact)
-        return cls(models, meta["features"], bool(meta["masks"]), params, float(meta["threshold"]))
+        return cls(
+            models,
+            meta["features"],
+            bool(meta["masks"]),
+            params,
+            float(meta["threshold"]),
+            meta.get("classifier"),
+        )
 
     @property
     def requires_mask(self) -> bool:

@@ -97,9 +97,13 @@ class Refit:
     def train_params(self) -> dict[str, Any]:
         """What made the models: the trial's training config, or the radiomics model and its features."""
         if self.kind == "radiomics":
-            from trainers.radiomics import MODEL, C
-
-            return {"model": MODEL, "C": C, "features": len(self.result.features), "masks": self.result.masks}
+            return {
+                "model": self.result.model,
+                "candidate": self.result.candidate,
+                **(self.result.classifier or {"classifier": "logistic", "C": 1.0}),
+                "features": len(self.result.features),
+                "masks": self.result.masks,
+            }
         return self.cfg.to_dict()
 
     @property
@@ -254,14 +258,14 @@ def refit_for(locations: Any, board: Any, trial_number: int | None, kind: str | 
 
     candidates = getattr(board, "candidates", None) or {}
     if kind == "radiomics" and trial_number is None:
-        return refit_radiomics(locations, log)
+        return refit_radiomics(locations, log, _radiomics_choice(candidates))
     if trial_number is not None:
         if kind in ("ensemble", "radiomics"):
             raise RegisterError(f"--trial names a single trial: it cannot be registered as --kind {kind}")
         return refit(locations, trial_number, log)
     kind = kind or registrable(candidates) or "single"
     if kind == "radiomics":
-        return refit_radiomics(locations, log)
+        return refit_radiomics(locations, log, _radiomics_choice(candidates))
     if kind == "single":
         return refit(locations, None, log)
     members = ((candidates.get("kinds") or {}).get("ensemble") or {}).get("members")
@@ -280,15 +284,25 @@ class RadiomicsResult:
     oof: list[dict[str, Any]]
     features: list[str]
     masks: bool
+    candidate: str = "baseline"  # the radiomics trial (`r<n>`) or the baseline
+    classifier: dict[str, Any] | None = None  # its configuration (`spaces.radiomics`; None: the baseline's)
+    model: str = ""  # the classifier in words
     family: str = "radiomics"
     pretrained: bool = False
 
 
-def refit_radiomics(locations: Any, log: Any) -> Refit:
+def _radiomics_choice(candidates: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
+    """(name, classifier config) of the radiomics candidate the search chose (the baseline's: config None)."""
+    entry = (candidates.get("kinds") or {}).get("radiomics") or {}
+    return str(entry.get("candidate", "baseline")), entry.get("config")
+
+
+def refit_radiomics(locations: Any, log: Any, choice: tuple[str, dict[str, Any] | None]) -> Refit:
     """The radiomics model's k fold models, fitted again on the study's folds from the cached features (seconds,
     deterministic: the models whose out-of-fold predictions the search scored), the hold-out evaluated once."""
     import numpy as np
 
+    from search.stats.candidates_text import describe_classifier
     from trainers.features import feature_table
     from trainers.metrics import auc
     from trainers.preprocess import PreprocessParams, load_lesions
@@ -298,17 +312,25 @@ def refit_radiomics(locations: Any, log: Any) -> Refit:
     prepared, settings = inputs.prepared, config["settings"]
     lesions = load_lesions(prepared.cohort, progress=False)
     features, patients, x, y, masks = feature_table(prepared.rois, lesions)
-    log(f"registering the radiomics model of study {name}: {MODEL}, {len(features)} features, "
+    candidate, classifier = choice
+    what = describe_classifier(classifier) if classifier else MODEL
+    log(f"registering the radiomics model of study {name} ({candidate}): {what}, {len(features)} features, "
         f"{len(prepared.folds)} fold models")  # fmt: skip
     try:
-        models, oof = fit_folds(x, y, patients, prepared.folds)
+        models, oof = fit_folds(x, y, patients, prepared.folds, classifier)
     except ValueError as exc:
         raise RegisterError(f"cannot fit the radiomics model of study {name}: {exc}") from None
     result = RadiomicsResult(
-        auc(np.asarray([r["label"] for r in oof]), np.asarray([r["prob"] for r in oof])), oof, features, masks
+        auc(np.asarray([r["label"] for r in oof]), np.asarray([r["prob"] for r in oof])),
+        oof,
+        features,
+        masks,
+        candidate,
+        classifier,
+        what,
     )
     threshold, rule = operating_threshold(oof)
-    ensemble = RadiomicsEnsemble(models, features, masks, PreprocessParams(), threshold)
+    ensemble = RadiomicsEnsemble(models, features, masks, PreprocessParams(), threshold, classifier)
     held = (
         evaluate_holdout(ensemble, inputs.cohort, inputs.holdout, settings["seed"])
         if inputs.holdout

@@ -165,6 +165,15 @@ def _where_flags(p: argparse.ArgumentParser) -> None:
     s.add_argument("--no-register", action="store_true", help="do not register the winner at the end")
     s.add_argument("--model-name", default=DEFAULT_MODEL_NAME, help="registered model name for the winner")
     s.add_argument(
+        "--radiomics-trials",
+        type=int,
+        default=20,
+        metavar="N",
+        help="radiomics candidates: scikit-learn classifiers on the hand-made lesion features, tried by Optuna "
+        "after the deep search (seconds each, each classifier's reference first; not taken from --budget; 0: "
+        "none, the baseline stands for radiomics)",
+    )
+    s.add_argument(
         "--register-kind",
         choices=("auto", "single", "ensemble", "radiomics"),
         default="auto",

@@ -13,7 +13,7 @@ import optuna
 
 from search.console.routing import OUT_LOGGER, reroute
 from search.stats.baseline_text import baseline_row, parent_fields, print_baseline
-from search.stats.candidates_text import candidate_lines, candidate_metrics
+from search.stats.candidates_text import candidate_lines, candidate_metrics, radiomics_rows
 from search.stats.estimates import parent_metrics, summary_lines, with_estimate
 from search.stats.sites import holdout_per_site, site_estimates
 from search.stats.sites import outcome_lines as site_lines
@@ -60,6 +60,7 @@ def summarise(
     (`search.session.runner.Session`), with the non-deep baseline on the folds of `inputs` (`StudyInputs`);
     returns the leaderboard."""
     from search.session.baseline import attach_baseline
+    from search.session.radiomics_trials import run_radiomics
 
     board = with_estimate(leaderboard(session.study, paths, family=family), session.study, paths, config)
     board = dataclasses.replace(board, missing=missing_families(session.study, space_families(config)))
@@ -67,6 +68,15 @@ def summarise(
     board = attach_baseline(
         board, paths, inputs and inputs.prepared, session.tracker, int(config["settings"]["seed"])
     )
+    if inputs is not None and inputs.prepared is not None:
+        run_radiomics(
+            paths,
+            session.storage,
+            config["study"],
+            inputs.prepared,
+            int(getattr(args, "radiomics_trials", 0)),
+            int(config["settings"]["seed"]),
+        )
     finished = {n: state for n, (state, _) in finished_trials(session.study).items()}
     board = dataclasses.replace(board, candidates=candidate_fields(paths, config, finished))
     counts = board.counts
@@ -173,7 +183,8 @@ def print_outcome(board: Any, config: dict, paths: StudyPaths, winner: dict | No
     )
     if rows:
         print("\nbest trial per backbone family (cv_auc = pooled out-of-fold patient-level AUC):")
-        print(format_leaderboard(rows) + baseline_row(board) + format_missing(board.missing))
+        extra = radiomics_rows(board.candidates)
+        print(format_leaderboard(rows) + extra + baseline_row(board) + format_missing(board.missing))
         _print_winner(board, winner)
     elif board.missing:
         print("\nno backbone family has a complete trial:" + format_missing(board.missing))
@@ -219,9 +230,10 @@ def _print_winner(board: Any, winner: dict | None) -> None:
     if winner:
         threshold = winner.get("threshold")
         at = f", stages T2 at P(T2) >= {threshold:.3f} ({winner.get('threshold_rule')})" if threshold else ""
-        what = (
-            f" (the deep ensemble of trials {_members(winner)})" if winner.get("kind") == "ensemble" else ""
-        )
+        what = {
+            "ensemble": f" (the deep ensemble of trials {_members(winner)})",
+            "radiomics": f" (the radiomics model: {winner.get('params', {}).get('model', 'hand-made features')})",
+        }.get(winner.get("kind"), "")
         print(f"registered: {winner['model_uri']} @challenger{what}{at}")
         print(f"promote: {winner.get('next', '--best')}")
 

@@ -10,6 +10,19 @@ from typing import Any
 KINDS = ("radiomics", "single", "ensemble")
 TIE = 0.01
 NAMES = {"radiomics": "radiomics", "single": "single trial", "ensemble": "deep ensemble"}
+CLASSIFIERS = {
+    "logistic": "logistic regression",
+    "random_forest": "random forest",
+    "hist_gb": "gradient boosting",
+}
+
+
+def describe_classifier(config: dict[str, Any]) -> str:
+    """A radiomics configuration (`spaces.radiomics`) in words: `random forest (n_estimators 200, max_depth 4)`."""
+    rest = ", ".join(
+        f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in config.items() if k != "classifier"
+    )
+    return f"{CLASSIFIERS.get(config.get('classifier'), config.get('classifier'))} ({rest})"
 
 
 def candidate_lines(candidates: dict[str, Any] | None) -> list[str]:
@@ -46,6 +59,8 @@ def describe(kind: str, entry: dict[str, Any]) -> str:
         shown = ", ".join(f"{m['trial']}x{m['weight']}" for m in members[:6])
         more = f", {len(members) - 6} more" if len(members) > 6 else ""
         return f"mean of {len(members)} trials ({shown}{more})"
+    if kind == "radiomics" and entry.get("config"):
+        return f"trial {entry['candidate']}: {describe_classifier(entry['config'])} on hand-made features"
     if kind == "radiomics":
         return "logistic regression on hand-made features (the baseline)"
     return f"trial {entry['candidate']}"
@@ -78,3 +93,16 @@ def difference_words(difference: dict[str, Any] | None) -> str:
     if high < 0:
         return f"radiomics is better than deep learning by {-mean:.2f} (95% CI {-high:.2f} to {-low:.2f})"
     return f"no difference shown between deep learning and radiomics (deep - radiomics {mean:+.2f}, 95% CI {low:+.2f} to {high:+.2f})"
+
+
+def radiomics_rows(candidates: dict[str, Any] | None) -> str:
+    """The best radiomics trial of each classifier as more lines of the leaderboard's table ("" without)."""
+    lines = []
+    for fam in (candidates or {}).get("families") or []:
+        name = CLASSIFIERS.get(fam["family"], fam["family"])
+        config = describe_classifier(fam["config"]).split(" (", 1)[-1].rstrip(")")
+        lines.append(
+            f"\n{'Radiomics':<11} {name:<22} {fam['trial']:>5} {fam['cv_auc']:>6.3f}  "
+            f"{'':>27}  {config}; {fam['trials']} trials"
+        )
+    return "".join(lines)

@@ -1,8 +1,9 @@
 """A study's candidates of every kind, read from its out-of-fold tables, and `leaderboard.json`'s `candidates`.
 
 Single deep trials (complete and stopped early), the deep ensemble of the complete ones
-(`search.stats.candidates`), and radiomics: for now the fixed baseline's logistic regression on hand-made
-features (`baseline-oof.csv`, written with the baseline), the radiomics study point. The nested selection
+(`search.stats.candidates`), and radiomics: the radiomics trials (`search.session.radiomics_trials`, named
+`r<n>`), or without them the fixed baseline's logistic regression on hand-made features (`baseline-oof.csv`,
+written with the baseline), which is the radiomics study point. The nested selection
 (`select`) gives each kind's corrected estimate, the whole selection's, the kind to register and the paired
 difference of deep learning against radiomics.
 """
@@ -16,11 +17,11 @@ import numpy as np
 from search.stats.candidates import Selection, select
 from search.stats.candidates_text import difference_words
 from search.stats.estimates import N_RESAMPLES, EstimateError, oof_matrix, patient_sites
-from search.study import StudyPaths, read_oof
+from search.study import StudyPaths, read_oof, read_radiomics
 
 METHOD = "nested BBC-CV over candidate kinds (the ensemble built and the kind chosen inside each resample)"
 RADIOMICS = (
-    "baseline"  # the radiomics candidate there is so far: the fixed baseline (search.session.baseline)
+    "baseline"  # the radiomics candidate of a study without radiomics trials (search.session.baseline)
 )
 
 
@@ -29,9 +30,9 @@ def baseline_oof(paths: StudyPaths) -> Any:
     return paths.root / "baseline-oof.csv"
 
 
-def _radiomics_row(paths: StudyPaths, patients: list[str], labels: np.ndarray) -> np.ndarray | None:
-    """The baseline's P(T2) on the trials' patients, or None when it has no table on the same patients."""
-    rows = read_oof(baseline_oof(paths))
+def _aligned(path: Any, patients: list[str], labels: np.ndarray) -> np.ndarray | None:
+    """A table's P(T2) on the trials' patients, or None when it has no table on the same patients."""
+    rows = read_oof(path)
     table = {r["patient_id"]: (r["label"], r["prob"]) for r in rows or []}
     if set(table) != set(patients):
         return None
@@ -56,9 +57,8 @@ def candidate_fields(
         return {"method": METHOD, "error": "no finished trial has an out-of-fold table"}
     probs, kinds = table.probs, ["single"] * len(table.trials)
     names: list[Any] = list(table.trials)
-    radiomics = _radiomics_row(paths, table.patients, table.labels)
-    if radiomics is not None:
-        probs, kinds, names = np.vstack([probs, radiomics]), [*kinds, "radiomics"], [*names, RADIOMICS]
+    for name, row in _radiomics_rows(paths, table.patients, table.labels):
+        probs, kinds, names = np.vstack([probs, row]), [*kinds, "radiomics"], [*names, name]
     complete = [finished.get(n) == "complete" for n in names]
     try:
         units = None
@@ -69,7 +69,44 @@ def candidate_fields(
     except (EstimateError, KeyError) as exc:
         why = f"no site for patient {exc}" if isinstance(exc, KeyError) else str(exc)
         return {"method": METHOD, "error": why}
-    return _fields(result, names, n_resamples, seed)
+    fields = _fields(result, names, n_resamples, seed)
+    chosen = fields["kinds"].get("radiomics", {}).get("candidate", "")
+    if chosen.startswith("r"):
+        fields["kinds"]["radiomics"]["config"] = read_radiomics(paths)[int(chosen[1:])]["config"]
+    return {**fields, "families": radiomics_families(paths)}
+
+
+def _radiomics_rows(
+    paths: StudyPaths, patients: list[str], labels: np.ndarray
+) -> list[tuple[str, np.ndarray]]:
+    """The radiomics candidates aligned on the trials' patients: the radiomics trials (`r<n>`), else the
+    baseline."""
+    rows = []
+    for number in read_radiomics(paths):
+        row = _aligned(paths.radiomics(number) / "oof.csv", patients, labels)
+        if row is not None:
+            rows.append((f"r{number}", row))
+    if not rows:
+        row = _aligned(baseline_oof(paths), patients, labels)
+        rows = [(RADIOMICS, row)] if row is not None else []
+    return rows
+
+
+def radiomics_families(paths: StudyPaths) -> list[dict[str, Any]]:
+    """The best radiomics trial of each classifier, best first: {family, trial, cv_auc, config, trials}."""
+    best: dict[str, dict[str, Any]] = {}
+    counts: dict[str, int] = {}
+    for number, record in read_radiomics(paths).items():
+        kind = record["config"]["classifier"]
+        counts[kind] = counts.get(kind, 0) + 1
+        if kind not in best or record["cv_auc"] > best[kind]["cv_auc"]:
+            best[kind] = {
+                "family": kind,
+                "trial": f"r{number}",
+                "cv_auc": record["cv_auc"],
+                "config": record["config"],
+            }
+    return sorted(({**b, "trials": counts[k]} for k, b in best.items()), key=lambda b: -b["cv_auc"])
 
 
 def _fields(result: Selection, names: list[Any], n_resamples: int, seed: int) -> dict[str, Any]:

@@ -129,6 +129,11 @@ class StudyPaths:
         only)."""
         return self.trials / str(number) / "models"
 
+    def radiomics(self, number: int) -> Path:
+        """Radiomics trial `number`'s folder: `trial.json` (its classifier, cv_auc) and `oof.csv`
+        (`search.session.radiomics_trials`)."""
+        return self.root / "radiomics" / str(number)
+
     def failure(self, number: int) -> Path:
         """Why Optuna trial `number` failed, written by the trial when it ends itself on an error (`read_failure`)."""
         return self.trials / str(number) / "failure.json"
@@ -177,6 +182,19 @@ def read_oof(path: Path) -> list[dict[str, Any]] | None:
             }
             for r in csv.DictReader(fh)
         ]
+
+
+def read_radiomics(paths: StudyPaths) -> dict[int, dict[str, Any]]:
+    """The study's radiomics trials: number -> {config, cv_auc, seconds}, those with an out-of-fold table."""
+    root = paths.root / "radiomics"
+    out: dict[int, dict[str, Any]] = {}
+    for sub in sorted(root.iterdir()) if root.is_dir() else []:
+        try:
+            if sub.name.isdigit() and (sub / "oof.csv").is_file():
+                out[int(sub.name)] = json.loads((sub / "trial.json").read_text())
+        except (OSError, ValueError):
+            continue
+    return dict(sorted(out.items()))
 
 
 def default_storage_url(paths: StudyPaths) -> str:

@@ -35,6 +35,8 @@ def search_args(tiny_cohort: Path, runs: Path, study: str, *extra: str) -> list[
         "--study",
         study,
         "--no-pretrained",
+        "--radiomics-trials",
+        "3",  # the three classifiers' reference points: seconds on the tiny cohort
         *extra,
     ]
 

@@ -1,0 +1,83 @@
+"""Radiomics candidates: scikit-learn classifiers on the study's hand-made lesion features, searched by Optuna
+(TPE, seeded) as cheap CPU trials in the driver after the deep search, `--radiomics-trials` of them (not taken
+from `--budget`), each classifier's study point first (`spaces.radiomics`).
+
+They live in the study's Optuna storage as a sibling study, `<study>-radiomics` (browsable beside it in
+optuna-dashboard): a deep trial always has a backbone, and keeping the two apart leaves the deep sampler's
+space, the budget and every per-backbone view as they are. Features are read once from the preprocessing cache
+(no trial reads a scan); each trial is scored on exactly the study's folds and writes an out-of-fold table,
+`radiomics/<n>/oof.csv`, with its configuration beside it, so the nested selection
+(`search.stats.study_candidates`) compares them with the deep candidates. A later session of the study runs
+only the trials still missing.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import numpy as np
+import optuna
+
+from search.study import StudyPaths, read_radiomics, write_json, write_oof
+from spaces.radiomics import STUDY_POINTS, space
+from trainers.cv import PreparedCohort
+from trainers.features import feature_table
+from trainers.metrics import auc
+from trainers.preprocess import load_lesions
+from trainers.radiomics import fit_folds
+
+SUFFIX = "-radiomics"
+DEFAULT_TRIALS = 20
+
+
+def run_radiomics(
+    paths: StudyPaths,
+    storage: Any,
+    study_name: str,
+    prepared: PreparedCohort,
+    n_trials: int,
+    seed: int,
+) -> dict[int, dict[str, Any]]:
+    """Run the radiomics trials still missing (up to `n_trials` complete in all); the trials there are now."""
+    done = read_radiomics(paths)
+    if n_trials <= 0 or len(done) >= n_trials:
+        return done
+    start = time.perf_counter()
+    lesions = load_lesions(prepared.cohort, progress=False)
+    _, patients, x, y, _ = feature_table(prepared.rois, lesions)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        study_name=study_name + SUFFIX,
+        storage=storage,
+        direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=len(STUDY_POINTS) + 2),
+        load_if_exists=True,
+    )
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    for point in STUDY_POINTS[len(complete) :]:
+        study.enqueue_trial({k: v for k, v in point.items()}, skip_if_exists=True)
+    for _ in range(n_trials - len(complete)):
+        trial = study.ask()
+        config = space(trial)
+        t0 = time.perf_counter()
+        _, oof = fit_folds(x, y, patients, prepared.folds, config)
+        value = auc(np.asarray([r["label"] for r in oof]), np.asarray([r["prob"] for r in oof]))
+        if not math.isfinite(value):
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            continue
+        where = paths.radiomics(trial.number)
+        write_oof(where / "oof.csv", oof, epoch=0)
+        write_json(
+            where / "trial.json",
+            {"config": config, "cv_auc": value, "seconds": round(time.perf_counter() - t0, 3)},
+        )
+        study.tell(trial, value)
+    trials = read_radiomics(paths)
+    print(
+        f"radiomics: {len(trials)} trials of {n_trials} on {x.shape[1]} features "
+        f"({time.perf_counter() - start:.1f} s)",
+        flush=True,
+    )
+    return trials
