@@ -55,6 +55,7 @@ def run_radiomics(
         sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=len(STUDY_POINTS) + 2),
         load_if_exists=True,
     )
+    study.set_metric_names(["cv_auc"])  # optuna-dashboard names the objective as the deep study's
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     for point in STUDY_POINTS[len(complete) :]:
         study.enqueue_trial({k: v for k, v in point.items()}, skip_if_exists=True)

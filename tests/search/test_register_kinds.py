@@ -9,6 +9,7 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -23,9 +24,15 @@ pytestmark = pytest.mark.slow
 
 def test_the_search_compares_every_kind_on_its_folds(registered_study) -> None:
     board = json.loads((registered_study / "reg" / "leaderboard.json").read_text())
+    config = json.loads((registered_study / "reg" / "config.json").read_text())
     candidates = board["candidates"]
     assert set(candidates["kinds"]) == {"single", "ensemble", "radiomics"}, candidates
-    assert candidates["kinds"]["radiomics"]["candidate"] == "baseline"
+    radiomics = optuna.load_study(study_name="reg-radiomics", storage=config["storage"])
+    points = [t.params["classifier"] for t in radiomics.trials]
+    assert points == ["logistic", "random_forest", "hist_gb"]  # each classifier's reference first (3 trials)
+    assert candidates["kinds"]["radiomics"]["candidate"] in {"r0", "r1", "r2"}
+    assert [f["trials"] for f in candidates["families"]] == [1, 1, 1]
+    assert radiomics.trials[0].value == pytest.approx(board["baseline"]["cv_auc"])  # the baseline's model
     assert candidates["kinds"]["single"]["candidate"] == board["rows"][0]["trial"]
     assert candidates["registered"] in candidates["kinds"] and candidates["used"] > 0
     assert candidates["kinds"]["single"]["corrected_auc"] == pytest.approx(board["corrected_auc"])
@@ -154,7 +161,9 @@ def test_the_radiomics_model_is_registered_served_and_refuses_a_scan_without_its
     finally:
         (folder / "winner.json").write_text(saved)
     assert winner["kind"] == "radiomics" and winner["family"] == "radiomics"
-    assert winner["cv_auc"] == pytest.approx(board["baseline"]["cv_auc"])  # the candidate the search compared
+    chosen = board["candidates"]["kinds"]["radiomics"]["candidate"]  # the radiomics trial the search chose
+    trial = json.loads((folder / "radiomics" / chosen[1:] / "trial.json").read_text())
+    assert winner["cv_auc"] == pytest.approx(trial["cv_auc"]) and winner["params"]["candidate"] == chosen
     version = str(winner["model_version"])
     client = MlflowClient(default_tracking_uri(registered_study))
     described = client.get_model_version("cervical-staging", version)
