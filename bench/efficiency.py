@@ -115,6 +115,8 @@ def run_search(
         "--folds",
         str(args.folds),
         "--no-register",
+        "--radiomics-trials",
+        "0",  # the deep search alone
         "--no-pretrained",
         "--runs-dir",
         str(work),

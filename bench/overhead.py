@@ -105,6 +105,8 @@ def search(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "--scheduler",
         "fifo",
         "--no-register",
+        "--radiomics-trials",
+        "0",  # the deep search alone
         "--no-pretrained",
         "--runs-dir",
         str(runs),

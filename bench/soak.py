@@ -103,6 +103,8 @@ def search_command(args: argparse.Namespace, runs: Path) -> list[str]:
         "--max-epochs",
         "1",
         "--no-register",
+        "--radiomics-trials",
+        "0",  # the deep search alone
         "--no-pretrained",
         "--runs-dir",
         str(runs),

@@ -60,7 +60,6 @@ def summarise(
     (`search.session.runner.Session`), with the non-deep baseline on the folds of `inputs` (`StudyInputs`);
     returns the leaderboard."""
     from search.session.baseline import attach_baseline
-    from search.session.radiomics_trials import run_radiomics
 
     board = with_estimate(leaderboard(session.study, paths, family=family), session.study, paths, config)
     board = dataclasses.replace(board, missing=missing_families(session.study, space_families(config)))
@@ -68,17 +67,7 @@ def summarise(
     board = attach_baseline(
         board, paths, inputs and inputs.prepared, session.tracker, int(config["settings"]["seed"])
     )
-    if inputs is not None and inputs.prepared is not None:
-        run_radiomics(
-            paths,
-            session.storage,
-            config["study"],
-            inputs.prepared,
-            int(getattr(args, "radiomics_trials", 0)),
-            int(config["settings"]["seed"]),
-        )
-    finished = {n: state for n, (state, _) in finished_trials(session.study).items()}
-    board = dataclasses.replace(board, candidates=candidate_fields(paths, config, finished))
+    board = dataclasses.replace(board, candidates=_candidates(args, config, paths, session, inputs))
     counts = board.counts
     best = board.rows[0] if board.rows else None
     base_metrics, base_tags = parent_fields(board)
@@ -109,6 +98,17 @@ def summarise(
             flush=True,
         )
     return board
+
+
+def _candidates(args: Any, config: dict, paths: StudyPaths, session: Any, inputs: Any) -> dict:
+    """The radiomics trials still missing run, then every kind of candidate compared (`candidates`)."""
+    from search.session.radiomics_trials import run_radiomics
+
+    if inputs is not None and inputs.prepared is not None:
+        trials, seed = int(getattr(args, "radiomics_trials", 0)), int(config["settings"]["seed"])
+        run_radiomics(paths, session.storage, config["study"], inputs.prepared, trials, seed)
+    finished = {n: state for n, (state, _) in finished_trials(session.study).items()}
+    return candidate_fields(paths, config, finished)
 
 
 def _compared(board: Leaderboard) -> bool:
