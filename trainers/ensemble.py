@@ -59,8 +59,7 @@ class Ensemble:
         if meta.get("format") != ENSEMBLE_FORMAT:
             raise ValueError(f"{folder}: ensemble format {meta.get('format')} is not {ENSEMBLE_FORMAT}")
         cfg = TrainConfig.from_dict(meta["config"])
-        pp = meta["preprocess"]
-        params = PreprocessParams(**{k: tuple(v) if isinstance(v, list) else v for k, v in pp.items()})
+        params = PreprocessParams.from_dict(meta["preprocess"])
         models = []
         for i in range(meta["folds"]):
             model = create_backbone(

@@ -53,6 +53,11 @@ class PreprocessParams:
         """Stable text of the parameters for hashing."""
         return json.dumps(asdict(self), sort_keys=True)
 
+    @classmethod
+    def from_dict(cls, data: dict) -> PreprocessParams:
+        """The parameters as a saved model recorded them (`asdict`, lists for tuples)."""
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
 
 @dataclass
 class ScanROI:

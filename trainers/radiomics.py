@@ -128,8 +128,7 @@ class RadiomicsEnsemble:
         meta = json.loads((folder / "ensemble.json").read_text())
         if meta.get("format") != RADIOMICS_FORMAT or feature_names(meta["masks"]) != meta["features"]:
             raise ValueError(f"{folder}: a radiomics model of another format or feature set")
-        pp = meta["preprocess"]
-        params = PreprocessParams(**{k: tuple(v) if isinstance(v, list) else v for k, v in pp.items()})
+        params = PreprocessParams.from_dict(meta["preprocess"])
         models = pickle.loads((folder / "models.pkl").read_bytes())  # noqa: S301 (the model's own artifact)
         return cls(
             models,
