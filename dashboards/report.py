@@ -20,6 +20,7 @@ from dashboards.report_baseline import baseline_section  # noqa: E402
 from dashboards.report_candidates import candidates_section  # noqa: E402
 from dashboards.report_cohort import cohort_section  # noqa: E402
 from dashboards.report_estimates import estimates_section  # noqa: E402
+from dashboards.report_explain import explain_section  # noqa: E402
 from dashboards.report_figures import (  # noqa: E402
     families,
     figure_folds,
@@ -287,6 +288,7 @@ Report written {time.strftime("%Y-%m-%d %H:%M")}.</p>
 {winner_section(study, paths, out)}
 {baseline_section(paths)}
 {candidates_section(paths)}
+{explain_section(paths, out)}
 <h2>Backbones</h2>
 {_backbones(trials, best, families(trials), paths)}
 <h2>Figures</h2>

@@ -46,6 +46,13 @@ def build_parser() -> argparse.ArgumentParser:
         "to the image's file name; with labels (T1/T2 or 0/1) the predictions are also scored",
     )
     p.add_argument("--out", type=Path, help="write the predictions as CSV here")
+    p.add_argument(
+        "--explain",
+        type=Path,
+        metavar="DIR",
+        help="also write, per patient, its ROI slices and where the model looks (a SmoothGrad saliency map of "
+        "P(T2), the fold models' mean; mask outlined) as DIR/<patient>.png and .svg; not for a radiomics model",
+    )
     add_location_flags(p, study_required=False)
     return p
 
@@ -74,6 +81,15 @@ def main(argv: list[str] | None = None) -> int:
     model, version = loaded
     import pandas as pd
 
+    from trainers.radiomics import RadiomicsEnsemble
+
+    ensemble = model.unwrap_python_model().ensemble
+    if args.explain is not None and isinstance(ensemble, RadiomicsEnsemble):
+        print(
+            f"error: --explain: {args.model} is a radiomics model: it has no saliency map (it is not a network)",
+            file=sys.stderr,
+        )
+        return 2
     threshold = float(model.unwrap_python_model().threshold)
     out = model.predict(pd.DataFrame(rows))  # one row per patient, staged at the model's own threshold
     digits = shown_digits(list(out["p_t2"]), threshold)
@@ -86,6 +102,14 @@ def main(argv: list[str] | None = None) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         out.to_csv(args.out, index=False)
         print(f"written to {args.out}")
+    if args.explain is not None:
+        from search.models.explain import explain_scans
+        from trainers.manifest import Scan
+
+        scans = [Scan(r["patient_id"], Path(r["image"]), Path(r["mask"]) if r["mask"] else None, -1, None)
+                 for r in rows]  # fmt: skip
+        written = explain_scans(ensemble, scans, args.explain)
+        print(f"saliency maps of {len(written)} scan(s) written to {args.explain}")
     return 0
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from search.guard.kill_points import kill_point
+from search.models.explain import explain_registered
 from search.models.model_card import describe_version
 from search.models.model_spec import requirements, signature
 from search.models.refit import Refit, RegisterError, refit_for
@@ -50,7 +51,8 @@ def _register_study(
 
     board = _leaderboard(locations.paths)
     refit = refit_for(locations, board, trial_number, kind, log)
-    run_id, version = _log_model(locations, refit, model_name)
+    explained = explain_registered(locations, refit, log)
+    run_id, version = _log_model(locations, refit, model_name, explained)
     kill_point("registering")
     summary, tags = _tag_version(locations.tracking_url(), model_name, version, refit, board, log)
     describe_version(locations, model_name, version, run_id, refit, board, summary, tags)
@@ -120,8 +122,11 @@ def make_challenger(uri: str, model_name: str, version: str, where: str = "") ->
         return f"--best: {exc}"
 
 
-def _log_model(locations: Any, refit: Refit, model_name: str) -> tuple[str, str]:
-    """A `model` run nested under the search with the ensemble as a registered pyfunc; (run id, version)."""
+def _log_model(
+    locations: Any, refit: Refit, model_name: str, explained: Path | None = None
+) -> tuple[str, str]:
+    """A `model` run nested under the search with the ensemble as a registered pyfunc, and the input and
+    saliency figures (`explained`) as its `explain/` artifacts; (run id, version)."""
     import mlflow
     import pandas as pd
     from mlflow.tracking import MlflowClient
@@ -153,6 +158,8 @@ def _log_model(locations: Any, refit: Refit, model_name: str) -> tuple[str, str]
                 {f"holdout_{k}": v for k, v in refit.holdout.items() if isinstance(v, float | int)}
             )
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v == v})
+        if explained is not None:
+            mlflow.log_artifacts(str(explained), "explain")
         # The input example names placeholder files, so MLflow's trial prediction on it can only fail: quiet
         # that warning; the example is still stored with the model.
         quiet = logging.getLogger("mlflow.models.model")

@@ -117,6 +117,11 @@ class StudyPaths:
         return self.root / "report"
 
     @property
+    def explain(self) -> Path:
+        """The registered model's input and saliency figures (`search.models.explain`)."""
+        return self.root / "explain"
+
+    @property
     def trials(self) -> Path:
         return self.root / "trials"
 

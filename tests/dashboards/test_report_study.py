@@ -49,7 +49,13 @@ def test_report_is_self_contained_and_complete(runs: Path) -> None:
     page = page_path.read_text()
 
     pngs = sorted(page_path.parent.glob("*.png"))
-    assert {p.name for p in pngs} >= {"roc.png", "history.png", "folds.png", "holdout_roc.png"}
+    assert {p.name for p in pngs} >= {
+        "roc.png",
+        "history.png",
+        "folds.png",
+        "holdout_roc.png",
+        "explain-inputs.png",
+    }
     for png in pngs:
         with Image.open(png) as image:
             image.verify()
@@ -141,7 +147,13 @@ def test_report_renders_in_a_headless_browser(runs: Path, tmp_path: Path) -> Non
     assert len(images) == text.count("<img ") >= 4  # ROC, history, folds, hold-out ROC at least
     assert [i["alt"] for i in images if not (i["complete"] and i["width"] >= 300 and i["shown"] > 0)] == []
     titles = [s["title"] for s in seen["sections"]]
-    assert {"Trials", "Backbones", "Figures", "Held-out test"} <= set(titles)
+    assert {"Trials", "Backbones", "Figures", "Held-out test", "What the model sees"} <= set(titles)
+    seen_alts = {
+        i["alt"] for i in images
+    }  # the registered model's input slices (and its maps, unless radiomics)
+    assert "explain-inputs" in seen_alts
+    winner = json.loads((runs / STUDY / "winner.json").read_text())
+    assert ("explain-saliency" in seen_alts) == (winner["kind"] != "radiomics")
     assert [
         s["title"] for s in seen["sections"] if not s["text"] and not s["images"]
     ] == []  # no section empty
