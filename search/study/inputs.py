@@ -44,7 +44,7 @@ def check_preprocess_version(config: dict[str, Any], name: str) -> None:
     if made != PREPROCESS_VERSION:
         raise PreprocessChangedError(
             f"study {name!r} was made with preprocessing version {made}, but this stagesearch preprocesses scans "
-            f"with version {PREPROCESS_VERSION} (see the README on the ROI), so its trials were scored on other "
+            f"with version {PREPROCESS_VERSION} (docs/cohort.md, Preprocessing), so its trials were scored on other "
             "inputs than new trials or a refit would get; start a new study (a new --study name, or none), or "
             "continue or register this one with the stagesearch release that made it"
         )

@@ -5,7 +5,7 @@ Chromium (Debian's `chromium` package) is driven over the Chrome DevTools Protoc
 the page is loaded unchanged. Every lookup of a host name is refused (`--host-resolver-rules`) and Chromium's
 background services are off: the browser reaches nothing but the file it is given.
 
-Also a script: `python -m tests.dashboards.browser REPORT.html OUT_DIR` writes the two README screenshots.
+Also a script: `python -m tests.dashboards.browser REPORT.html OUT_DIR` writes the two report screenshots of docs/.
 """
 
 from __future__ import annotations
