@@ -60,7 +60,7 @@ def explain_registered(locations: Any, refit: Any, log: Any = print) -> Path | N
     that folder (None, said, when the study's scans cannot be read now)."""
     from search.study.inputs import CohortChangedError, prepare_inputs
     from trainers.preprocess import load_lesions
-    from trainers.saliency import METHOD, ensemble_map, lesion_share, mask_at
+    from trainers.saliency import METHOD
 
     paths = locations.paths
     out = paths.explain
@@ -81,33 +81,12 @@ def explain_registered(locations: Any, refit: Any, log: Any = print) -> Path | N
         if network
         else int(refit.config["settings"].get("resolution", 32) or 32)
     )
-    panels, shown = [], []
-    for (label, correct), rows in groups.items():
-        for row in rows:
-            pid = str(row["patient_id"])
-            roi, lesion = rois[pid], lesions.get(pid)
-            if network:
-                slices, sal = ensemble_map(refit.ensemble, roi, fold=int(row["fold"]))
-            else:
-                from trainers.data import roi_tensor
-
-                slices, sal = roi_tensor(roi, size, 1)[:, 0].numpy(), None
-            k = _shown_slice(lesion, len(slices))
-            mask = mask_at(lesion, slices.shape[-1])[k] if lesion is not None and lesion.has_mask else None
-            panel = {
-                "patient_id": pid,
-                "label": STAGE[label],
-                "called": STAGE[int(float(row["prob"]) >= threshold)],
-                "correct": correct,
-                "p_t2": round(float(row["prob"]), 4),
-                "fold": int(row["fold"]),
-                "slice": k,
-            }
-            if sal is not None and mask is not None:
-                panel["lesion_share"] = round(lesion_share(sal[k], mask), 4)
-                panel["uniform_share"] = round(float(mask.mean()), 4)
-            panels.append((panel, slices[k], sal[k] if sal is not None else None, mask))
-            shown.append(panel)
+    panels = [
+        _panel(refit, row, rois[str(row["patient_id"])], lesions.get(str(row["patient_id"])), threshold, size)
+        for rows in groups.values()
+        for row in rows
+    ]
+    shown = [p[0] for p in panels]
     out.mkdir(parents=True, exist_ok=True)
     _draw_inputs(panels, out / "inputs", size)
     if network:
@@ -127,6 +106,34 @@ def explain_registered(locations: Any, refit: Any, log: Any = print) -> Path | N
         f"figures: the model's inputs{' and saliency maps' if network else ''} of {len(shown)} patients in {out}"
     )
     return out
+
+
+def _panel(refit: Any, row: dict[str, Any], roi: Any, lesion: Any, threshold: float, size: int) -> tuple:
+    """(facts, shown slice, its map or None, its mask or None) of one patient: the slice with the most lesion,
+    the map of the fold model that did not train on the patient (none for a radiomics model)."""
+    from trainers.data import roi_tensor
+    from trainers.saliency import ensemble_map, lesion_share, mask_at
+
+    if refit.kind != "radiomics":
+        slices, sal = ensemble_map(refit.ensemble, roi, fold=int(row["fold"]))
+    else:
+        slices, sal = roi_tensor(roi, size, 1)[:, 0].numpy(), None
+    k = _shown_slice(lesion, len(slices))
+    mask = mask_at(lesion, slices.shape[-1])[k] if lesion is not None and lesion.has_mask else None
+    label, called = int(row["label"]), int(float(row["prob"]) >= threshold)
+    facts = {
+        "patient_id": str(row["patient_id"]),
+        "label": STAGE[label],
+        "called": STAGE[called],
+        "correct": called == label,
+        "p_t2": round(float(row["prob"]), 4),
+        "fold": int(row["fold"]),
+        "slice": k,
+    }
+    if sal is not None and mask is not None:
+        facts["lesion_share"] = round(lesion_share(sal[k], mask), 4)
+        facts["uniform_share"] = round(float(mask.mean()), 4)
+    return facts, slices[k], sal[k] if sal is not None else None, mask
 
 
 def _title(panel: dict[str, Any]) -> str:
