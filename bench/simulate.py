@@ -15,7 +15,11 @@ row's AUC on the table's independent phantom (1,000 patients no trial saw). Seed
 scheduler's draws and which training seed of a row a trial gets (the same draw for the same row in every
 policy: comparisons are paired). The table has one set of folds (a search's `--seed 0`).
 
-    python -m bench.simulate --seeds 0-199 --budgets 10,20,40,60          # tune
+Budgets are compute: by default the fold-epochs a search's trials train (a stopped trial counts the epochs it
+trained), the largest a third of the full table's, so that no policy can try every row to the end; `--unit
+minutes` takes minutes of the simulated clock instead. Per budget the result also says the simulated minutes.
+
+    python -m bench.simulate --seeds 0-199                                 # tune
     python -m bench.simulate --seeds 200-399 --policies default,seven,...  # report
     python -m bench.simulate --check-efficiency                           # against the real efficiency runs
 """
@@ -28,6 +32,7 @@ import heapq
 import json
 import math
 import sys
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,49 +41,11 @@ from typing import Any
 import numpy as np
 
 from bench._common import RESULTS, machine_id, table, write_result
+from bench.policies import FOLDS, POLICIES, Policy
+from bench.simulate_pick import pick_auc
+from bench.simulate_summary import plot, summarise
 from bench.table import table_dir
 from bench.table_rows import Row, Table, check_mapping, load_table, nearest, rank_correlations, seed_draw
-
-
-@dataclass(frozen=True)
-class Policy:
-    """How a search proposes, stops and chooses: the knobs `stagesearch run` has (and some it may get)."""
-
-    name: str
-    sampler: str = "tpe"  # tpe | random
-    scheduler: str = "asha"  # asha | fifo
-    grace: int = 1
-    reduction: float = 3.0
-    brackets: int = 1
-    study_first: bool = (
-        False  # the seven study configurations first, to their last epoch, exempt from stopping
-    )
-    only_study: bool = False  # the seven study configurations and nothing else
-    startup: int = 10  # TPE's random start-up trials (today's default at --budget 200)
-    constant_liar: bool = False
-    selection: str = "best_cv"  # best_cv | best_fold_mean | lcb
-
-
-POLICIES: dict[str, Policy] = {
-    p.name: p
-    for p in (
-        Policy("default"),
-        Policy("random_fifo", sampler="random", scheduler="fifo"),
-        Policy("seven", only_study=True, scheduler="fifo"),
-        Policy("sf_tpe_asha", study_first=True),
-        Policy("sf_grace2", study_first=True, grace=2),
-        Policy("sf_grace3", study_first=True, grace=3),
-        Policy("sf_rf2", study_first=True, reduction=2.0),
-        Policy("sf_rf4", study_first=True, reduction=4.0),
-        Policy("sf_brackets2", study_first=True, brackets=2),
-        Policy("sf_startup5", study_first=True, startup=5),
-        Policy("sf_startup20", study_first=True, startup=20),
-        Policy("sf_liar", study_first=True, constant_liar=True),
-        Policy("sf_lcb", study_first=True, selection="lcb"),
-        Policy("sf_fold_mean", study_first=True, selection="best_fold_mean"),
-        Policy("sf_fifo", study_first=True, scheduler="fifo"),
-    )
-}
 
 
 class _Trial:
@@ -121,7 +88,14 @@ class _Search:
     """One simulated search: Optuna's study through ask/tell, Ray's ASHA deciding every rung, a clock of events."""
 
     def __init__(
-        self, t: Table, policy: Policy, seed: int, budget_s: float, clock: str, overhead_s: float
+        self,
+        t: Table,
+        policy: Policy,
+        seed: int,
+        budget_s: float,
+        clock: str,
+        overhead_s: float,
+        budget_fe: float = math.inf,
     ) -> None:
         import optuna
 
@@ -129,8 +103,11 @@ class _Search:
         from search.tune.driver import comparison_points
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # TPE's `group`
         np.random.seed(seed)  # ASHA draws a bracket per trial from numpy's global generator
         self.t, self.policy, self.seed, self.budget_s = t, policy, seed, budget_s
+        self.budget_fe = budget_fe  # fold-epochs: the search stops when its trials have trained this many
+        self.epoch_ends: list[float] = []  # when each epoch any trial trained ended, in time order
         self.clock, self.overhead_s = clock, overhead_s
         self.study = optuna.create_study(direction="maximize", sampler=_sampler(policy, seed))
         self.first = comparison_points(t.space, policy.study_first or policy.only_study, 0)
@@ -147,7 +124,8 @@ class _Search:
         """Start the next trial at `now` (unless the budget is spent): its epochs' ends become events."""
         from search.study import COMPARISON_ATTR
 
-        if now >= self.budget_s or (max_trials is not None and self.started >= max_trials):
+        spent = len(self.epoch_ends) * FOLDS >= self.budget_fe
+        if now >= self.budget_s or spent or (max_trials is not None and self.started >= max_trials):
             return
         if self.policy.only_study and self.started >= len(self.first):
             return
@@ -177,8 +155,9 @@ class _Search:
         stopped: set[int] = set()
         while self.events:
             now, number, epoch = heapq.heappop(self.events)
-            if number in stopped or now > self.budget_s:
+            if number in stopped or now > self.budget_s or len(self.epoch_ends) * FOLDS >= self.budget_fe:
                 continue
+            self.epoch_ends.append(now)
             trial, row, tune_trial = self.running[number]
             value = row.mean_fold_auc[epoch - 1]
             trial.report(value, epoch)  # StageSearch reports the scheduler's metric at step = epoch
@@ -215,77 +194,48 @@ def simulate(
     return _Search(t, policy, seed, budget_s, clock, overhead_s).run(workers, max_trials)
 
 
-def select(finished: Sequence[Finished], rule: str, at: float) -> Finished | None:
-    """The trial a search stopped at time `at` would register: its best complete trial by `rule`."""
-    complete = [f for f in finished if f.complete and f.ended_at <= at]
-    if not complete:
-        return None
-
-    def score(f: Finished) -> float:
-        if rule == "best_fold_mean":
-            return f.row.mean_fold_auc[-1]
-        if rule == "lcb":  # a lower bound: the pooled AUC less the folds' standard error
-            return f.row.cv_auc[-1] - f.row.fold_sd[-1] / math.sqrt(5)
-        return f.row.cv_auc[-1]
-
-    return max(complete, key=score)
+def budget_end(search: _Search, budget: float, unit: str) -> float:
+    """When a search of `budget` (minutes, or fold-epochs its trials trained) ends on the simulated clock."""
+    if unit == "minutes":
+        return budget * 60
+    needed = math.ceil(budget / FOLDS)
+    return search.epoch_ends[needed - 1] if needed <= len(search.epoch_ends) else math.inf
 
 
 def run_policies(
     t: Table,
     policies: Sequence[Policy],
     seeds: Sequence[int],
-    budgets_min: Sequence[float],
+    budgets: Sequence[float],
     workers: int,
     clock: str,
+    unit: str = "minutes",
 ) -> dict[str, Any]:
-    """Every policy at every seed, scored at every budget: the independent AUC of what it would register."""
-    out: dict[str, Any] = {p.name: {str(b): [] for b in budgets_min} for p in policies}
-    spent: dict[str, dict[str, list[float]]] = {p.name: {str(b): [] for b in budgets_min} for p in policies}
-    horizon = max(budgets_min) * 60
+    """Every policy at every seed, scored at every budget (simulated minutes, or fold-epochs): the independent
+    AUC of what it would register, the fold-epochs spent and the simulated minutes taken."""
+    keys = [str(b) for b in budgets]
+    out: dict[str, Any] = {p.name: {k: [] for k in keys} for p in policies}
+    spent: dict[str, dict[str, list[float]]] = {p.name: {k: [] for k in keys} for p in policies}
+    minutes: dict[str, dict[str, list[float]]] = {p.name: {k: [] for k in keys} for p in policies}
+    horizon_s, horizon_fe = (max(budgets) * 60, math.inf) if unit == "minutes" else (math.inf, max(budgets))
     for seed in seeds:
+        searches: dict[
+            Policy, tuple[_Search, list[Finished]]
+        ] = {}  # the selection rule does not steer a search
         for p in policies:
-            finished = simulate(t, p, seed, horizon, workers, clock)
-            for b in budgets_min:
-                pick = select(finished, p.selection, b * 60)
-                out[p.name][str(b)].append(None if pick is None else pick.row.indep_auc.get(t.max_epochs))
-                spent[p.name][str(b)].append(sum(f.epochs for f in finished if f.ended_at <= b * 60) * 5)
-    return {"independent_auc": out, "fold_epochs": spent}
-
-
-def summarise(
-    t: Table, results: dict[str, Any], seeds: Sequence[int], budgets_min: Sequence[float]
-) -> list[dict]:
-    """Per policy and budget: median and quartiles of the registered model's independent AUC, its regret to the
-    table's best row, P(beats the seven study configurations) on paired seeds, and the fold-epochs spent."""
-    best = max(r.indep_auc.get(t.max_epochs, -1) for seeds_ in t.rows.values() for r in seeds_.values())
-    rows = []
-    auc = results["independent_auc"]
-    for name, by_budget in auc.items():
-        for b in budgets_min:
-            values = np.array([np.nan if v is None else v for v in by_budget[str(b)]], dtype=float)
-            seven = np.array(
-                [np.nan if v is None else v for v in auc.get("seven", {}).get(str(b), [])], dtype=float
-            )
-            paired = (
-                float(np.mean(values[~np.isnan(seven)] > seven[~np.isnan(seven)]))
-                if len(seven) == len(values)
-                else None
-            )
-            rows.append(
-                {
-                    "policy": name,
-                    "budget min": b,
-                    "median indep": float(np.nanmedian(values)) if np.isfinite(values).any() else None,
-                    "q1": float(np.nanpercentile(values, 25)) if np.isfinite(values).any() else None,
-                    "q3": float(np.nanpercentile(values, 75)) if np.isfinite(values).any() else None,
-                    "regret": float(best - np.nanmedian(values)) if np.isfinite(values).any() else None,
-                    "P(> seven)": paired,
-                    "none": int(np.isnan(values).sum()),
-                    "fold-epochs": float(np.median(results["fold_epochs"][name][str(b)])),
-                }
-            )
-    return rows
+            how = dataclasses.replace(p, name="", selection="")
+            if how not in searches:
+                searches[how] = (
+                    search := _Search(t, p, seed, horizon_s, clock, 1.0, horizon_fe),
+                    search.run(workers, None),
+                )
+            search, finished = searches[how]
+            for b, k in zip(budgets, keys, strict=True):
+                at = budget_end(search, b, unit)
+                out[p.name][k].append(pick_auc(t, finished, p.selection, at, seed))
+                spent[p.name][k].append(FOLDS * sum(1 for e in search.epoch_ends if e <= at))
+                minutes[p.name][k].append(min(at, search.epoch_ends[-1] if search.epoch_ends else 0.0) / 60)
+    return {"independent_auc": out, "fold_epochs": spent, "minutes": minutes}
 
 
 def check_efficiency(folder: Path, result_path: Path) -> dict[str, Any]:
@@ -298,7 +248,7 @@ def check_efficiency(folder: Path, result_path: Path) -> dict[str, Any]:
     for seed, curve in real["curves"]["tpe_asha"].items():
         spent = [p["fold_epochs"] for p in curve]
         per_trial = np.diff([0, *spent]) / int(real["settings"]["folds"])
-        sim = simulate(t, POLICIES["default"], int(seed), 1e9, 2, "family", max_trials=trials)
+        sim = simulate(t, POLICIES["no_study_first"], int(seed), 1e9, 2, "family", max_trials=trials)
         sim_epochs = np.array([f.epochs for f in sim])
         rows.append(
             {
@@ -336,7 +286,18 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--seeds", default="0-199", help="simulation seeds, e.g. 0-199 (tuning) or 200-399 (report)"
     )
-    ap.add_argument("--budgets", default="10,20,40,60", help="simulated minutes on the workers")
+    ap.add_argument(
+        "--budgets",
+        default="400,800,1600,2400",
+        help="compute budgets, in --unit (default 400,800,1600,2400 fold-epochs: the largest a third of the "
+        "full table's 7,280)",
+    )
+    ap.add_argument(
+        "--unit",
+        choices=("fold-epochs", "minutes"),
+        default="fold-epochs",
+        help="fold-epochs the trials train (default), or minutes on the simulated clock",
+    )
     ap.add_argument("--workers", type=int, default=2, help="trials at once (a 2-core machine runs 2)")
     ap.add_argument(
         "--clock", choices=("family", "row"), default="family", help="epoch seconds: family median or row's"
@@ -364,28 +325,38 @@ def main(argv: list[str] | None = None) -> int:
         print(table(payload["efficiency_check"]["rows"]))
     t = load_table(folder)
     payload["table_rows"] = sum(len(s) for s in t.rows.values())
-    payload["table_fold_epochs"] = payload["table_rows"] * t.max_epochs * 5
+    payload["table_fold_epochs"] = payload["table_rows"] * t.max_epochs * FOLDS
     if args.check_mapping:
         payload["mapping_check"] = check_mapping(t)
         print(json.dumps(payload["mapping_check"], indent=1))
-        payload["rank_correlations"] = rank_correlations(t)
+    payload["rank_correlations"] = rank_correlations(t)
     policies = [POLICIES[p] for p in args.policies.split(",") if p]
     if "seven" not in {p.name for p in policies}:
         policies.append(POLICIES["seven"])  # the paired reference
     seeds, budgets = parse_seeds(args.seeds), [float(b) for b in args.budgets.split(",")]
-    results = run_policies(t, policies, seeds, budgets, args.workers, args.clock)
+    if args.unit == "fold-epochs" and max(budgets) > payload["table_fold_epochs"] / 3:
+        print(
+            f"note: the largest budget ({max(budgets):g} fold-epochs) is over a third of the table's "
+            f"{payload['table_fold_epochs']}: a policy could try most rows to the end"
+        )
+    results = run_policies(t, policies, seeds, budgets, args.workers, args.clock, args.unit)
     rows = summarise(t, results, seeds, budgets)
+    print(f"budgets in {args.unit}; independent AUC of the pick on the table's independent phantom")
     print(table(rows))
     payload.update(
         policies=[dataclasses.asdict(p) for p in policies],
         seeds=args.seeds,
-        budgets_min=budgets,
+        budgets=budgets,
+        unit=args.unit,
         workers=args.workers,
         clock=args.clock,
         rows=rows,
         results=results,
     )
-    print(f"wrote {write_result(args.name, payload, args.out or (RESULTS / machine_id()))}")
+    out_dir = Path(args.out) if args.out else RESULTS / machine_id()
+    written = write_result(args.name, payload, out_dir)
+    plot(rows, args.unit, payload.get("rank_correlations"), written.with_suffix(".png"))
+    print(f"wrote {written} and {written.with_suffix('.png')}")
     return 0
 
 

@@ -33,6 +33,10 @@ class Row:
     #: CPU seconds of each epoch (None: a row recorded before the table kept them)
     cpu_seconds: list[float] | None
     indep_auc: dict[int, float]  # epoch -> AUC on the independent phantom
+    #: the last epoch's out-of-fold P(T2), in the header's `oof_patients` order (what the ensemble is built on)
+    oof: np.ndarray | None = None
+    #: the last epoch's P(T2) on the independent phantom (fold models' mean), in `indep_labels` order
+    indep_probs: np.ndarray | None = None
 
     @property
     def epochs(self) -> int:
@@ -102,6 +106,12 @@ def load_table(folder: Path, max_epochs: int | None = None) -> Table:
             setup_seconds=float(r.get("setup_seconds", 0.0)),
             cpu_seconds=[x["cpu_seconds"] for x in e] if all("cpu_seconds" in x for x in e) else None,
             indep_auc={int(x["epoch"]): x["indep_auc"] for x in e if "indep_auc" in x},
+            oof=np.asarray(e[-1]["oof"], dtype=float) if "oof" in e[-1] else None,
+            indep_probs=(
+                np.asarray(r["indep_probs"], dtype=float)
+                if r.get("indep_probs") is not None and epochs == int(header["max_epochs"])
+                else None
+            ),
         )
     t = Table(header, rows, space, epochs)
     for backbone in space.backbones:
