@@ -32,6 +32,7 @@ import heapq
 import json
 import math
 import sys
+import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -218,7 +219,8 @@ def run_policies(
     spent: dict[str, dict[str, list[float]]] = {p.name: {k: [] for k in keys} for p in policies}
     minutes: dict[str, dict[str, list[float]]] = {p.name: {k: [] for k in keys} for p in policies}
     horizon_s, horizon_fe = (max(budgets) * 60, math.inf) if unit == "minutes" else (math.inf, max(budgets))
-    for seed in seeds:
+    started = time.monotonic()
+    for done, seed in enumerate(seeds, 1):
         searches: dict[
             Policy, tuple[_Search, list[Finished]]
         ] = {}  # the selection rule does not steer a search
@@ -235,6 +237,9 @@ def run_policies(
                 out[p.name][k].append(pick_auc(t, finished, p.selection, at, seed))
                 spent[p.name][k].append(FOLDS * sum(1 for e in search.epoch_ends if e <= at))
                 minutes[p.name][k].append(min(at, search.epoch_ends[-1] if search.epoch_ends else 0.0) / 60)
+        if done % 10 == 0 or done == len(seeds):
+            took = time.monotonic() - started
+            print(f"seed {done}/{len(seeds)}, {took / 60:.1f} min", file=sys.stderr, flush=True)
     return {"independent_auc": out, "fold_epochs": spent, "minutes": minutes}
 
 
