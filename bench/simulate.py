@@ -35,7 +35,6 @@ import sys
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +42,7 @@ import numpy as np
 
 from bench._common import RESULTS, machine_id, table, write_result
 from bench.policies import FOLDS, POLICIES, Policy
-from bench.simulate_pick import pick_auc
+from bench.simulate_pick import Finished, pick_auc
 from bench.simulate_summary import plot, summarise
 from bench.table import table_dir
 from bench.table_rows import Row, Table, check_mapping, load_table, nearest, rank_correlations, seed_draw
@@ -57,18 +56,6 @@ class _Trial:
 
         self.trial_id = trial_id
         self.config = {COMPARISON_ATTR: True} if comparison else {}
-
-
-@dataclass
-class Finished:
-    """A trial the simulated search finished (complete or stopped) and when."""
-
-    number: int
-    row: Row
-    epochs: int
-    ended_at: float
-    complete: bool
-    exempt: bool
 
 
 def _scheduler(policy: Policy, max_epochs: int) -> Any:

@@ -14,18 +14,27 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import numpy as np
 
-from bench.table_rows import Table
-
-if TYPE_CHECKING:
-    from bench.simulate import Finished
+from bench.table_rows import Row, Table
 
 #: bootstrap resamples of the corrected estimate behind `registered` (the search uses 1,000; 100 keeps a
 #: replay of hundreds of seeds fast, and only which kind wins is used here)
 RESAMPLES = 100
+
+
+@dataclass
+class Finished:
+    """A trial the simulated search finished (complete or stopped) and when."""
+
+    number: int
+    row: Row
+    epochs: int
+    ended_at: float
+    complete: bool
+    exempt: bool
 
 
 def select(finished: Sequence[Finished], rule: str, at: float) -> Finished | None:
