@@ -2,11 +2,11 @@
 
 The rules: the best complete trial by its pooled out-of-fold AUC (`best_cv`, the single-trial choice), by its
 mean fold AUC, by a lower bound, by family first; equal-weight averages of the K best complete trials (`topK`),
-of the K best of each family (`familiesK`) or of all of them (`all`); the deep ensemble of the complete trials
-(greedy selection on their out-of-fold P(T2), as the search builds it); and `registered`, what `stagesearch run` registers by default (`--register-kind
-auto`): the single trial or the ensemble, whichever has the better corrected estimate, by the search's own
-code (`search.stats.candidates.select`, fewer resamples). An ensemble is scored by its members' independent
-P(T2) mixed with the weights greedy selection gave them. Only complete trials are candidates here (the table
+of the K best of each family (`familiesK`) or of all of them (`all`); the deep ensemble as the search builds it
+(`ensemble`: the `PER_FAMILY` best of each family by pooled out-of-fold AUC, equal weights); and `registered`,
+what `stagesearch run` registers by default (`--register-kind auto`): the single trial or the ensemble,
+whichever has the better corrected estimate, by the search's own code (`search.stats.candidates.select`, fewer
+resamples). An ensemble is scored by the mean of its members' independent P(T2). Only complete trials are candidates here (the table
 has independent predictions at the last epoch only); radiomics is not in the table.
 """
 
@@ -72,7 +72,7 @@ def ensemble_auc(t: Table, members: Sequence[Finished], counts: np.ndarray) -> f
 
 def pick_auc(t: Table, finished: Sequence[Finished], rule: str, at: float, seed: int) -> float | None:
     """The independent AUC of what a search stopped at `at` registers under `rule` (None: nothing complete)."""
-    from search.stats.candidates import greedy_ensembles
+    from search.stats.candidates import family_ensembles
     from search.stats.candidates import select as select_kind
 
     if rule.startswith("top"):  # the k best complete trials by cv_auc, averaged with equal weights
@@ -100,11 +100,12 @@ def pick_auc(t: Table, finished: Sequence[Finished], rule: str, at: float, seed:
         return None
     labels = np.asarray(t.header["oof_labels"], dtype=int)
     oof = np.stack([f.row.oof for f in complete])
+    families = [f.row.backbone for f in complete]  # one backbone per family in the `cpu` space
     if rule == "registered" and len(complete) >= 2:
         chosen = select_kind(
-            oof, labels, ["single"] * len(complete), [True] * len(complete), None, RESAMPLES, seed
+            oof, labels, ["single"] * len(complete), [True] * len(complete), families, None, RESAMPLES, seed
         )
         if chosen.registered == "single":
             return complete[int(chosen.kinds["single"].chosen)].row.indep_auc.get(t.max_epochs)
-    counts = greedy_ensembles(oof, labels, np.ones((1, len(labels))))[0]
+    counts = family_ensembles([[f.row.cv_auc[-1] for f in complete]], families)[0]
     return ensemble_auc(t, complete, counts)

@@ -89,8 +89,9 @@ class Ensemble:
 @dataclass
 class WeightedEnsemble:
     """The deep ensemble of several trials: each member (one trial's fold-model `Ensemble`) predicts P(T2), and
-    the patient's P(T2) is their mean weighted by how often greedy ensemble selection picked the member, exactly
-    how the ensemble's out-of-fold predictions were combined. Every member preprocesses with the same code and
+    the patient's P(T2) is their mean weighted by the members' weights (1 each for the search's ensemble, more
+    for one chosen by greedy selection in an earlier version), exactly how its out-of-fold predictions were
+    combined. Every member preprocesses with the same code and
     parameters (each resizes the ROI to its own resolution)."""
 
     members: list[Ensemble]

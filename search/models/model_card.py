@@ -205,7 +205,7 @@ def model_card(f: CardFacts) -> str:
     if f.tags.get("kind") == "ensemble":
         model = [
             f"- Deep ensemble of trials {f.tags.get('members')} (trial x weight; `{f.tags.get('backbone')}`) of "
-            f"study `{f.study}`, chosen by greedy ensemble selection on their out-of-fold predictions, "
+            f"study `{f.study}`, the best complete trials of each family by their out-of-fold AUC, "
             f"{f.n_models} fold models in all; a scan's P(T2) is the weighted mean of the trials' P(T2), each the "
             "mean over its fold models of the mean over the ROI slices.",
             f"- Training of its best trial ({f.trial}): {params}; ImageNet weights: {f.tags.get('pretrained', '-')}.",

@@ -108,7 +108,8 @@ def _candidates(args: Any, config: dict, paths: StudyPaths, session: Any, inputs
         trials, seed = int(getattr(args, "radiomics_trials", 0)), int(config["settings"]["seed"])
         run_radiomics(paths, session.storage, config["study"], inputs.prepared, trials, seed)
     finished = {n: state for n, (state, _) in finished_trials(session.study).items()}
-    return candidate_fields(paths, config, finished)
+    families = {t.number: family(t) for t in session.study.get_trials(deepcopy=False) if t.number in finished}
+    return candidate_fields(paths, config, finished, families)
 
 
 def _compared(board: Leaderboard) -> bool:

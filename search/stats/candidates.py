@@ -2,12 +2,13 @@
 the whole selection.
 
 Every candidate has an out-of-fold table on the study's folds: single deep trials (complete or stopped early),
-radiomics pipelines, and the **deep ensemble**: greedy ensemble selection with replacement (Caruana et al.,
-ICML 2004) over the complete deep trials' out-of-fold P(T2). It starts from the best trial and adds, one round at
-a time, the trial (again, if it helps most) whose inclusion gives the highest AUC of the members' mean P(T2)
-(members weighted by how often they were picked); the best prefix of the rounds is kept, so it is never worse on
-the patients it was built on than its best member. Those patients are the ones it is scored on, so its pooled
-out-of-fold AUC is optimistic, more so than a single trial's.
+radiomics pipelines, and the **deep ensemble**: the `PER_FAMILY` best complete deep trials of each backbone
+family, their P(T2) averaged with equal weights. The table benchmark (`python -m bench.simulate`, scored on an
+independent phantom) chose this rule: greedy ensemble selection (Caruana et al., ICML 2004) fitted its weights
+to the out-of-fold patients and generalised no better than the best single trial, the top-k by AUC degraded as
+a search found more near-copies of one configuration, while the best two of each family held up at every
+budget. The members are ranked on the patients the ensemble is built on, so its pooled out-of-fold AUC is
+optimistic, more so than a single trial's.
 
 The correction scores the procedure, not the winner (BBC-CV, Tsamardinos et al. 2018, extended to kinds): on
 each bootstrap resample of the patients (of the sites under site-grouped CV) the best candidate of every kind is
@@ -30,11 +31,9 @@ import numpy as np
 from search.stats.candidates_text import KINDS, TIE
 from search.stats.estimates import LEVEL, N_RESAMPLES, EstimateError, bootstrap_counts, weighted_auc
 
-#: greedy ensemble selection: rounds (members picked, with replacement) and the library it picks from, the
-#: complete trials with the best AUC on the patients it is built on
-ROUNDS = 20
-LIBRARY = 10
-#: the library's fold models are kept (`search.study.trial_models.keep_best`) up to this much disk in all; a
+#: the deep ensemble's members: this many complete trials of each family, the best on the patients it is built on
+PER_FAMILY = 2
+#: the members' fold models are kept (`search.study.trial_models.keep_best`) up to this much disk in all; a
 #: member beyond it is trained again when the ensemble is registered
 KEEP_MB = 2000.0
 DEEP = ("single", "ensemble")
@@ -66,41 +65,26 @@ def batched_auc(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> 
         return np.where((w_pos > 0) & (w_neg > 0), (w * y * below).sum(-1) / (w_pos * w_neg), np.nan)
 
 
-def greedy_ensembles(
-    probs: np.ndarray,
-    labels: np.ndarray,
-    weights: np.ndarray,
-    rounds: int = ROUNDS,
-    library: int = LIBRARY,
+def family_ensembles(
+    scores: np.ndarray, families: Sequence[str] | np.ndarray, per_family: int = PER_FAMILY
 ) -> np.ndarray:
-    """Greedy ensemble selection with replacement, once per weighting of the patients: `probs` (candidates x
-    patients), `weights` (weightings x patients). Returns the member counts (weightings x candidates) of the
-    best prefix of `rounds` rounds; the ensemble's P(T2) is `counts @ probs / counts.sum()`. The library is
-    each weighting's `library` best candidates under it."""
-    probs = np.atleast_2d(np.asarray(probs, dtype=float))
-    weights = np.atleast_2d(np.asarray(weights, dtype=float))
-    n_w, n_c = weights.shape[0], probs.shape[0]
-    single = np.nan_to_num(weighted_auc(probs, labels, weights), nan=-np.inf)  # weightings x candidates
-    lib = np.argsort(-single, axis=1, kind="stable")[:, : min(library, n_c)]
-    pool = probs[lib]  # weightings x library x patients
-    rows = np.arange(n_w)
-    total = pool[:, 0, :].copy()
-    counts = np.zeros((n_w, n_c))
-    counts[rows, lib[:, 0]] = 1.0
-    best, best_score = counts.copy(), single[rows, lib[:, 0]]
-    for size in range(1, rounds):
-        trial = (total[:, None, :] + pool) / (size + 1)
-        score = np.nan_to_num(batched_auc(trial, labels, weights[:, None, :]), nan=-np.inf)
-        pick = np.argmax(score, axis=1)
-        total += pool[rows, pick]
-        counts[rows, lib[rows, pick]] += 1.0
-        better = score[rows, pick] > best_score + 1e-12
-        best[better], best_score = counts[better], np.where(better, score[rows, pick], best_score)
-    return best
+    """The deep ensemble under each weighting of the patients: `scores` (weightings x candidates, the candidates'
+    AUC under each weighting; NaN ranks last) and each candidate's family. Returns the member counts (weightings x
+    candidates): 1 for the `per_family` best candidates of every family (ties: the earlier candidate), else 0;
+    the ensemble's P(T2) is `mixture(counts, probs)`."""
+    scores = np.nan_to_num(np.atleast_2d(np.asarray(scores, dtype=float)), nan=-np.inf)
+    families_a = np.asarray(list(families), dtype=str)
+    counts = np.zeros(scores.shape)
+    rows = np.arange(len(scores))[:, None]
+    for family in np.unique(families_a):
+        cols = np.flatnonzero(families_a == family)
+        best = np.argsort(-scores[:, cols], axis=1, kind="stable")[:, :per_family]
+        counts[rows, cols[best]] = 1.0
+    return counts
 
 
 def mixture(counts: np.ndarray, probs: np.ndarray) -> np.ndarray:
-    """The ensembles' P(T2) (weightings x patients) from `greedy_ensembles`' counts."""
+    """The ensembles' P(T2) (weightings x patients) from their member counts (weightings x candidates)."""
     counts = np.atleast_2d(counts)
     return (counts @ probs) / counts.sum(axis=1, keepdims=True)
 
@@ -112,7 +96,7 @@ class KindResult:
     kind: str
     apparent: float  # the chosen candidate's AUC on all patients (its pooled out-of-fold AUC)
     chosen: int | None  # index of the chosen candidate (None for the ensemble)
-    members: dict[int, int] = field(default_factory=dict)  # the ensemble: candidate index -> times picked
+    members: dict[int, int] = field(default_factory=dict)  # the ensemble: candidate index -> weight (1 each)
     mean: float = float("nan")
     ci: tuple[float, float] = (float("nan"), float("nan"))
 
@@ -147,7 +131,12 @@ def _interval(values: np.ndarray, level: float) -> tuple[float, float]:
 
 
 def _in_bag_choices(
-    probs: np.ndarray, y: np.ndarray, kinds: np.ndarray, pool: np.ndarray, counts: np.ndarray
+    probs: np.ndarray,
+    y: np.ndarray,
+    kinds: np.ndarray,
+    pool: np.ndarray,
+    families: np.ndarray,
+    counts: np.ndarray,
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray]:
     """Per kind, each resample's in-bag and out-of-bag AUC of its in-bag choice, and the ensembles' OOB P(T2)."""
     in_bag = weighted_auc(probs, y, counts)
@@ -161,7 +150,7 @@ def _in_bag_choices(
             ins[kind], outs[kind] = in_bag[rows, pick], out_bag[rows, pick]
     ensemble = np.zeros((len(counts), probs.shape[1]))
     if len(pool) >= 2:
-        members = greedy_ensembles(probs[pool], y, counts)
+        members = family_ensembles(in_bag[:, pool], families[pool])
         ensemble = mixture(members, probs[pool])
         ins["ensemble"] = batched_auc(ensemble, y, counts)
         outs["ensemble"] = batched_auc(ensemble, y, (counts == 0).astype(float))
@@ -169,7 +158,7 @@ def _in_bag_choices(
 
 
 def _full_data(
-    probs: np.ndarray, y: np.ndarray, kinds: np.ndarray, pool: np.ndarray
+    probs: np.ndarray, y: np.ndarray, kinds: np.ndarray, pool: np.ndarray, families: np.ndarray
 ) -> dict[str, KindResult]:
     """Each kind's choice on all patients: the best candidate, and the ensemble built on all of them."""
     apparent = weighted_auc(probs, y, np.ones((1, len(y))))[0]
@@ -180,7 +169,7 @@ def _full_data(
             best = int(cols[np.argmax(apparent[cols])])
             out[kind] = KindResult(kind, float(apparent[best]), best)
     if len(pool) >= 2:
-        counts = greedy_ensembles(probs[pool], y, np.ones((1, len(y))))[0]
+        counts = family_ensembles(apparent[pool], families[pool])[0]
         members = {int(pool[i]): int(c) for i, c in enumerate(counts) if c}
         score = float(batched_auc(mixture(counts, probs[pool])[0], y, np.ones(len(y))))
         out["ensemble"] = KindResult("ensemble", score, None, members)
@@ -192,29 +181,40 @@ def select(
     labels: Sequence[int] | np.ndarray,
     kinds: Sequence[str],
     complete: Sequence[bool],
+    families: Sequence[str],
     units: Sequence[str] | None = None,
     n_resamples: int = N_RESAMPLES,
     seed: int = 0,
     level: float = LEVEL,
 ) -> Selection:
     """The nested selection over candidates `probs` (candidates x patients, aligned) of `kinds` ("radiomics" or
-    "single"); the ensemble is built from the `complete` single candidates (their fold models exist). `units`:
+    "single") and `families` (each candidate's backbone family; radiomics ones are ignored); the ensemble is
+    built from the `complete` single candidates (their fold models exist). `units`:
     each patient's resampling unit (None: the patient). Seeded. EstimateError when nothing can be scored."""
     probs = np.atleast_2d(np.asarray(probs, dtype=float))
-    y, kinds_a = np.asarray(labels, dtype=int), np.asarray(list(kinds))
-    if probs.shape != (len(kinds_a), len(y)) or not len(y) or not np.isfinite(probs).all():
+    y, kinds_a, families_a = (
+        np.asarray(labels, dtype=int),
+        np.asarray(list(kinds)),
+        np.asarray(list(families)),
+    )
+    if (
+        probs.shape != (len(kinds_a), len(y))
+        or len(families_a) != len(kinds_a)
+        or not len(y)
+        or not np.isfinite(probs).all()
+    ):
         raise EstimateError(f"{probs.shape} predictions for {len(kinds_a)} candidates and {len(y)} patients")
     pool = np.flatnonzero((kinds_a == "single") & np.asarray(complete, dtype=bool))
     names = list(units) if units is not None else [str(i) for i in range(len(y))]
     unit_names, unit_index = np.unique(np.asarray(names, dtype=str), return_inverse=True)
     counts = bootstrap_counts(unit_index, n_resamples, np.random.default_rng(seed))
-    ins, outs, _ = _in_bag_choices(probs, y, kinds_a, pool, counts)
+    ins, outs, _ = _in_bag_choices(probs, y, kinds_a, pool, families_a, counts)
     scored = np.logical_and.reduce([np.isfinite(v) for v in [*ins.values(), *outs.values()]])
     if not scored.any():
         raise EstimateError(f"none of {n_resamples} resamples had both classes in bag and out of bag")
     ins = {k: v[scored] for k, v in ins.items()}
     outs = {k: v[scored] for k, v in outs.items()}
-    full = _full_data(probs, y, kinds_a, pool)
+    full = _full_data(probs, y, kinds_a, pool, families_a)
     kinds_out = {
         k: KindResult(
             r.kind, r.apparent, r.chosen, r.members, float(outs[k].mean()), _interval(outs[k], level)

@@ -1,6 +1,6 @@
 """A study's candidates of every kind, read from its out-of-fold tables, and `leaderboard.json`'s `candidates`.
 
-Single deep trials (complete and stopped early), the deep ensemble of the complete ones
+Single deep trials (complete and stopped early), the deep ensemble of the best complete ones of each family
 (`search.stats.candidates`), and radiomics: the radiomics trials (`search.session.radiomics_trials`, named
 `r<n>`), or without them the fixed baseline's logistic regression on hand-made features (`baseline-oof.csv`,
 written with the baseline), which is the radiomics study point. The nested selection
@@ -45,9 +45,11 @@ def candidate_fields(
     paths: StudyPaths,
     config: dict[str, Any],
     finished: dict[int, str],
+    families: dict[int, str],
     n_resamples: int = N_RESAMPLES,
 ) -> dict[str, Any]:
-    """`leaderboard.json`'s `candidates` for the study's `finished` trials (number -> "complete" or "pruned"):
+    """`leaderboard.json`'s `candidates` for the study's `finished` trials (number -> "complete" or "pruned") of
+    `families` (number -> backbone family; the deep ensemble takes the best complete trials of each):
     every kind's choice and corrected estimate, the whole selection's, the kind to register, deep against
     radiomics. `{"error": why}` when nothing can be estimated."""
     settings = config["settings"]
@@ -60,12 +62,15 @@ def candidate_fields(
     for name, row in _radiomics_rows(paths, table.patients, table.labels):
         probs, kinds, names = np.vstack([probs, row]), [*kinds, "radiomics"], [*names, name]
     complete = [finished.get(n) == "complete" for n in names]
+    groups = [
+        families.get(n, "-") if kind == "single" else kind for n, kind in zip(names, kinds, strict=True)
+    ]
     try:
         units = None
         if unit == "site":
             sites = patient_sites(config, paths)
             units = [sites[p] for p in table.patients]
-        result = select(probs, table.labels, kinds, complete, units, n_resamples, seed)
+        result = select(probs, table.labels, kinds, complete, groups, units, n_resamples, seed)
     except (EstimateError, KeyError) as exc:
         why = f"no site for patient {exc}" if isinstance(exc, KeyError) else str(exc)
         return {"method": METHOD, "error": why}

@@ -3,8 +3,9 @@
 A trial that reaches its last epoch saves its k fold models (`trainers.ensemble.Ensemble.save`) to
 `trials/<number>/models/` before it reports that epoch, then `trial.json` (its cv_auc and settings) last, so a
 folder with `trial.json` is whole. The driver keeps the best complete trial's folder (`keep_best`; a
-search of 200 trials would otherwise keep tens of them, 100 MB each for a small ViT) and the next best, up to
-the deep ensemble's library and a disk cap (`search.stats.candidates.LIBRARY`, `KEEP_MB`). Registration
+search of 200 trials would otherwise keep tens of them, 100 MB each for a small ViT) and those of the deep
+ensemble's members, the best complete trials of each family, up to a disk cap
+(`search.stats.candidates.PER_FAMILY`, `KEEP_MB`). Registration
 (`search.models.register`) uses the folder when it belongs to the trial it registers and was trained with
 the same settings, else it trains the fold models again, as before; either way the registered models are the ones
 whose out-of-fold predictions gave the trial's cv_auc (a CPU refit gives the same models up to float
@@ -123,9 +124,10 @@ def _size_mb(folder: Any) -> float:
     return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 2**20
 
 
-def keep_best(paths: StudyPaths, keep: int, cap_mb: float) -> list[int]:
-    """Delete the kept models of all but the `keep` complete trials with the highest cv_auc (the deep
-    ensemble's library), and of those beyond `cap_mb` in all (the best trial's always stay); the removed numbers.
+def keep_best(paths: StudyPaths, per_family: int, cap_mb: float) -> list[int]:
+    """Delete the kept models of all but the `per_family` complete trials of each family with the highest cv_auc
+    (the deep ensemble's members), and of those beyond `cap_mb` in all, best first (the best trial's always
+    stay); the removed numbers.
 
     Only whole folders (with `trial.json`) take part, so a trial still writing its models is left alone.
     Ties keep the earlier trial, as Optuna's best trial does."""
@@ -134,11 +136,13 @@ def keep_best(paths: StudyPaths, keep: int, cap_mb: float) -> list[int]:
     kept = []
     for folder in paths.trials.iterdir():
         if folder.name.isdigit() and (stored := _stored(paths, int(folder.name))) is not None:
-            kept.append((-float(stored["cv_auc"]), int(folder.name)))
-    removed, total = [], 0.0
-    for rank, (_, number) in enumerate(sorted(kept)):
-        total += _size_mb(paths.models(number)) if rank < keep else 0.0
-        if rank >= keep or (rank and total > cap_mb):
+            kept.append((-float(stored["cv_auc"]), int(folder.name), str(stored.get("family", "-"))))
+    removed, total, taken = [], 0.0, dict[str, int]()
+    for rank, (_, number, family) in enumerate(sorted(kept)):
+        member = taken.get(family, 0) < per_family
+        taken[family] = taken.get(family, 0) + 1
+        total += _size_mb(paths.models(number)) if member else 0.0
+        if not member or (rank and total > cap_mb):
             removed.append(number)
             shutil.rmtree(paths.models(number), ignore_errors=True)
     return removed

@@ -19,7 +19,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from search.guard.disk import free_space_problem
 from search.guard.kill_points import kill_point
-from search.stats.candidates import KEEP_MB, LIBRARY
+from search.stats.candidates import KEEP_MB, PER_FAMILY
 from search.study import (
     BATCH_SIZE_ATTR,
     COMPARISON_ATTR,
@@ -296,7 +296,7 @@ class TrackingCallback(Callback):
         tags = _batch_tags(trial, final.batch_size if final else 0)
         self.outbox.finish_trial(number, state, final, self.paths.oof(number), tags=tags)
         if state == "complete":
-            trial_models.keep_best(self.paths, LIBRARY, KEEP_MB)  # the deep ensemble's library
+            trial_models.keep_best(self.paths, PER_FAMILY, KEEP_MB)  # the deep ensemble's members
         self.on_finish(trial, state, final)
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Trial, **info: Any) -> None:

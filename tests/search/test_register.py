@@ -320,7 +320,7 @@ def test_registration_uses_the_models_the_trial_kept(study, tmp_path) -> None:
     folder = study / "reg"
     winner = json.loads((folder / "winner.json").read_text())
     kept = sorted(p.parent.parent.name for p in (folder / "trials").glob("*/models/trial.json"))
-    assert kept == ["0", "1"] and str(winner["trial"]) in kept  # both complete trials: the ensemble's library
+    assert kept == ["0", "1"] and str(winner["trial"]) in kept  # both complete trials: the ensemble's members
     locations = from_args(argparse.Namespace(runs_dir=study, study="reg", storage=None, tracking_uri=None))
     lines: list[str] = []
     loaded = _refit(locations, None, lines.append)

@@ -45,13 +45,13 @@ def test_the_search_compares_every_kind_on_its_folds(registered_study) -> None:
 
 @pytest.fixture()
 def ensemble_version(registered_study, tmp_path):
-    """The deep ensemble of the search's two complete trials (weights 2 and 1, as greedy selection could pick
-    them) registered with `stagesearch register --kind ensemble`; the study's files are put back after."""
+    """The deep ensemble of the search's two complete trials (weights 2 and 1: registration takes any weights,
+    as an earlier version's greedy selection wrote them) registered with `stagesearch register --kind ensemble`; the study's files are put back after."""
     folder = registered_study / "reg"
     saved = {name: (folder / name).read_text() for name in ("leaderboard.json", "winner.json")}
     board = json.loads(saved["leaderboard.json"])
     numbers = sorted(int(p.parent.parent.name) for p in (folder / "trials").glob("*/models/trial.json"))
-    assert len(numbers) == 2, numbers  # both complete trials kept their fold models (the ensemble's library)
+    assert len(numbers) == 2, numbers  # both complete trials kept their fold models (the ensemble's members)
     first, second = numbers
     board["candidates"]["kinds"]["ensemble"]["members"] = [
         {"trial": first, "weight": 2},
