@@ -81,10 +81,13 @@ def plot(rows: list[dict], unit: str, correlations: dict[str, list[float | None]
     panels = 2 if correlations else 1
     fig, axes = plt.subplots(1, panels, figsize=(6.5 * panels, 4.4), squeeze=False)
     ax = axes[0][0]
-    for name in dict.fromkeys(r["policy"] for r in rows):
+    colours = plt.get_cmap("tab20").colors
+    for i, name in enumerate(dict.fromkeys(r["policy"] for r in rows)):
         mine = [r for r in rows if r["policy"] == name and r["median indep"] is not None]
         x = [r["budget"] for r in mine]
-        style = {"lw": 2.4, "color": "black"} if name in ("default", "seven") else {"lw": 1.1, "alpha": 0.8}
+        style: dict[str, Any] = {"lw": 1.1, "alpha": 0.85, "color": colours[i % len(colours)]}
+        if name in ("default", "seven"):  # the two the verdict compares: solid and dashed black
+            style = {"lw": 2.4, "color": "black", "ls": "-" if name == "default" else "--"}
         ax.plot(x, [r["median indep"] for r in mine], marker="o", ms=3, label=name, **style)
         if name == "default":
             ax.fill_between(
