@@ -135,10 +135,11 @@ def test_every_row_of_a_figures_table_has_a_source(page: Path, heading: str) -> 
     assert not unsourced, f"rows of {page.name} {heading!r} without a bench source: {unsourced}"
 
 
-def test_copied_figures_are_the_bench_s() -> None:
+@pytest.mark.parametrize("name", ["efficiency.png", "simulate-report.png"])
+def test_copied_figures_are_the_bench_s(name: str) -> None:
     """A bench's figure shown on the site is a copy inside docs/ (MkDocs serves only docs/): the same bytes."""
-    copy, original = ROOT / "docs" / "efficiency.png", RESULTS / "AMD-EPYC" / "efficiency.png"
-    assert copy.read_bytes() == original.read_bytes(), "docs/efficiency.png differs from the bench's figure"
+    copy, original = ROOT / "docs" / name, RESULTS / "AMD-EPYC" / name
+    assert copy.read_bytes() == original.read_bytes(), f"docs/{name} differs from the bench's figure"
 
 
 @pytest.mark.parametrize(
