@@ -8,10 +8,12 @@ made again, after 1, 2, 4 ... (at most 10) seconds, until it goes through or `ST
 (default 300) have passed since the first failure; one line says what it waits for, one that the database
 answers again. Connections are checked before use (`pool_pre_ping`), so those the restart broke are replaced.
 
-Calls made again are safe: Optuna's writes are upserts (params, attributes, intermediate values) except two:
-a trial's new state, made again after it went through, would find the trial finished (`set_trial_state_values`
-then says True if the state is the one asked for), and a new trial whose reply was lost is made twice (the
-extra one stays RUNNING and is closed as interrupted when the search ends; it is never counted as finished).
+Calls made again are safe: Optuna's writes are upserts (attributes, intermediate values) except three: a
+trial's new state, made again after it went through, would find the trial finished (`set_trial_state_values`
+then says True if the state is the one asked for); a parameter written again would break the one-value-per-name
+rule (the call is done if the stored value is the one asked for); and a new trial whose reply was lost is made
+twice (the extra one stays RUNNING and is closed as interrupted when the search ends; it is never counted as
+finished).
 After the wait the error goes on to the caller as before.
 """
 
@@ -27,7 +29,8 @@ from typing import Any
 
 STORAGE_WAIT_ENV = "STAGESEARCH_STORAGE_WAIT_S"
 DEFAULT_WAIT_S = 300.0
-#: the storage methods made again (BaseStorage's, and the private one Optuna's cache calls)
+#: the storage methods made again (BaseStorage's, and the private ones Optuna's cache calls instead of them:
+#: a search's study storage is the cache over this one)
 WAITING_METHODS = (
     "create_new_study",
     "delete_study",
@@ -53,6 +56,9 @@ WAITING_METHODS = (
     "get_n_trials",
     "get_best_trial",
     "_get_trials",
+    "_create_new_trial",
+    "_set_trial_param",
+    "_get_best_trial_id",
 )
 
 
@@ -125,22 +131,24 @@ def _with_waits(self: Any, method: Callable[..., Any], name: str, args: tuple, k
                 raise
             result = True
         except Exception as exc:
-            if not unreachable(exc):
-                raise
-            now = time.monotonic()
-            if first_failure is None:
-                first_failure = now
-                print(
-                    f"optuna storage: the database does not answer ({_first_line(exc)}); the search waits "
-                    f"for it, up to {_wait_s():.0f} s ({STORAGE_WAIT_ENV})",
-                    file=sys.stderr,
-                    flush=True,
-                )
-            if now - first_failure >= _wait_s():
-                raise
-            time.sleep(pause)
-            pause = min(pause * 2, 10.0)
-            continue
+            if first_failure is None or not _param_written(self, name, args):
+                if not unreachable(exc):
+                    raise
+                now = time.monotonic()
+                if first_failure is None:
+                    first_failure = now
+                    print(
+                        f"optuna storage: the database does not answer ({_first_line(exc)}); the search "
+                        f"waits for it, up to {_wait_s():.0f} s ({STORAGE_WAIT_ENV})",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                if now - first_failure >= _wait_s():
+                    raise
+                time.sleep(pause)
+                pause = min(pause * 2, 10.0)
+                continue
+            result = None  # a parameter written again after it went through
         if first_failure is not None:
             waited = time.monotonic() - first_failure
             print(
@@ -149,6 +157,17 @@ def _with_waits(self: Any, method: Callable[..., Any], name: str, args: tuple, k
                 flush=True,
             )
         return result
+
+
+def _param_written(storage: Any, name: str, args: tuple) -> bool:
+    """Whether `_set_trial_param(trial_id, param_name, value, ...)` made again failed because the first call
+    went through: the trial holds the value asked for."""
+    if name != "_set_trial_param" or len(args) < 3:
+        return False
+    try:
+        return storage.get_trial_param(args[0], args[1]) == args[2]
+    except Exception:  # not stored, or the database still away: the call was not done
+        return False
 
 
 def wait_for_database(cls: type) -> type:
