@@ -6,8 +6,8 @@ of the K best of each family (`familiesK`) or of all of them (`all`); the deep e
 (`ensemble`: the `PER_FAMILY` best of each family by pooled out-of-fold AUC, equal weights); and `registered`,
 what `stagesearch run` registers by default (`--register-kind auto`): the single trial or the ensemble,
 whichever has the better corrected estimate, by the search's own code (`search.stats.candidates.select`, fewer
-resamples). An ensemble is scored by the mean of its members' independent P(T2). Only complete trials are candidates here (the table
-has independent predictions at the last epoch only); radiomics is not in the table.
+resamples). An ensemble is scored by the mean of its members' independent P(T2). Only complete trials are
+candidates here (the table has independent predictions at the last epoch only); radiomics is not in the table.
 """
 
 from __future__ import annotations

@@ -137,10 +137,11 @@ def keep_best(paths: StudyPaths, per_family: int, cap_mb: float) -> list[int]:
     for folder in paths.trials.iterdir():
         if folder.name.isdigit() and (stored := _stored(paths, int(folder.name))) is not None:
             kept.append((-float(stored["cv_auc"]), int(folder.name), str(stored.get("family", "-"))))
-    removed, total, taken = [], 0.0, dict[str, int]()
+    removed, total = [], 0.0
+    taken: dict[str, int] = {}  # family -> its trials seen so far, best first
     for rank, (_, number, family) in enumerate(sorted(kept)):
-        member = taken.get(family, 0) < per_family
         taken[family] = taken.get(family, 0) + 1
+        member = taken[family] <= per_family
         total += _size_mb(paths.models(number)) if member else 0.0
         if not member or (rank and total > cap_mb):
             removed.append(number)
