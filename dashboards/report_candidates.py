@@ -51,7 +51,8 @@ def candidates_section(paths: StudyPaths) -> str:
         "the deep ensemble built, on the in-bag patients, scored on the out-of-bag ones.</p>"
         + table(["kind", "candidate", "apparent AUC", "corrected AUC", "95% interval"], rows)
         + f"<p>Whole selection (the kind chosen inside each resample too): <b>{whole['corrected_auc']:.3f}</b> "
-        f"(95% interval {whole['corrected_auc_ci'][0]:.3f} to {whole['corrected_auc_ci'][1]:.3f}). Best kind "
+        f"(95% interval {whole['corrected_auc_ci'][0]:.3f} to {whole['corrected_auc_ci'][1]:.3f}): <b>quote this</b>, "
+        "the estimate of what is registered. Best kind "
         f"by corrected estimate: {NAMES[c['registered']]} (a simpler kind wins within {TIE}).{registered}</p>"
         + words
     )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from search.study import StudyFormatError, StudyPaths, read_json, read_leaderboard
+from search.study import Leaderboard, StudyFormatError, StudyPaths, read_json, read_leaderboard
 
 
 def _f(value: Any) -> str:
@@ -35,7 +35,8 @@ def _chance(ci: list[float] | None, about: dict[str, Any], held: dict[str, Any] 
 
 
 def estimates_section(paths: StudyPaths) -> str:
-    """`<h2>` and body: best cv_auc (optimistic) beside the corrected estimate (the one to quote)."""
+    """`<h2>` and body: best cv_auc (optimistic) beside the corrected estimate (the one to quote, unless the
+    candidates' whole selection is)."""
     head = "<h2>How good is the winner? (corrected for selection)</h2>"
     try:
         board = read_leaderboard(paths)
@@ -49,7 +50,7 @@ def estimates_section(paths: StudyPaths) -> str:
     unit = about.get("unit", "patient")
     parts = [
         f'<p class="big">Corrected estimate <b>{_f(board.corrected_auc)}</b> (95% interval {_f(low)} to '
-        f"{_f(high)}): <b>quote this</b>. The best cv_auc, {_f(about.get('best_cv_auc'))}, is optimistic: it is "
+        f"{_f(high)}){_quote(board)}. The best cv_auc, {_f(about.get('best_cv_auc'))}, is optimistic: it is "
         f"the best of {about.get('configurations')} trials, selected on the same folds it is scored on.</p>",
         f"<p>Method: {html.escape(str(about.get('method', 'BBC-CV')))} on the out-of-fold predictions of every "
         f"complete and early-stopped trial, no extra training: {about.get('used')} of {about.get('n_resamples')} "
@@ -66,3 +67,13 @@ def estimates_section(paths: StudyPaths) -> str:
         )
         parts.append(f"<p>Trials left out of the estimate:</p><ul>{items}</ul>")
     return head + "".join(parts)
+
+
+def _quote(board: Leaderboard) -> str:
+    """Which estimate to quote: this one, or, when the study compared kinds, the candidates' whole selection."""
+    if (board.candidates or {}).get("selection"):
+        return (
+            ": the best single trial's. Quote the whole selection's estimate under <i>Candidates of every kind</i>, "
+            "the estimate of what is registered"
+        )
+    return ": <b>quote this</b>"

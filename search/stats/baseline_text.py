@@ -44,15 +44,16 @@ def baseline_ci(board: Leaderboard) -> str:
 
 def verdict(board: Leaderboard) -> tuple[str, str] | None:
     """(outcome, sentence): does the winner beat the baseline? outcome is "beats", "not shown" or "does not";
-    None without a baseline or a winner. "beats" needs the winner's corrected interval to lie above the
-    baseline's cv_auc; without a corrected estimate, the best cv_auc above the baseline's whole interval."""
+    None without a baseline or a winner. "beats" needs the winner's corrected interval (`_quoted`) to lie above
+    the baseline's cv_auc; without a corrected estimate, the best cv_auc above the baseline's whole interval."""
     b = board.baseline
     if not b or not board.rows or b.get("cv_auc") is None:
         return None
     base, ci = float(b["cv_auc"]), b.get("cv_auc_ci") or [math.nan, math.nan]
-    if board.corrected_auc is not None and board.corrected_auc_ci:
-        est, (lo, hi) = float(board.corrected_auc), board.corrected_auc_ci
-        mine = f"corrected AUC {est:.3f} (95% CI {lo:.3f}-{hi:.3f})"
+    quoted = _quoted(board)
+    if quoted:
+        est, (lo, hi), what = quoted
+        mine = f"{what} {est:.3f} (95% CI {lo:.3f}-{hi:.3f})"
         if lo > base:
             return (
                 "beats",
@@ -86,6 +87,17 @@ def verdict(board: Leaderboard) -> tuple[str, str] | None:
         f"the winner does not beat the baseline: even its best cv_auc {best:.3f} is not above "
         f"the baseline's {baseline_ci(board)}"
     )
+
+
+def _quoted(board: Leaderboard) -> tuple[float, list[float], str] | None:
+    """(estimate, interval, its name) the winner is judged by: the candidates' whole selection (the estimate of
+    what is registered, whichever kind) when the study compared kinds, else the single trial's corrected AUC."""
+    whole = (board.candidates or {}).get("selection")
+    if whole and whole.get("corrected_auc_ci"):
+        return float(whole["corrected_auc"]), whole["corrected_auc_ci"], "corrected AUC (whole selection)"
+    if board.corrected_auc is not None and board.corrected_auc_ci:
+        return float(board.corrected_auc), board.corrected_auc_ci, "corrected AUC"
+    return None
 
 
 def print_baseline(board: Leaderboard) -> None:

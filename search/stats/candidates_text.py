@@ -45,7 +45,7 @@ def candidate_lines(candidates: dict[str, Any] | None) -> list[str]:
     chosen = candidates["registered"]
     lines.append(
         f"  whole selection {whole['corrected_auc']:.3f} ({low:.3f}-{high:.3f}), the estimate of what is "
-        f"registered; best kind: {NAMES[chosen]} (a simpler kind wins within 0.01)"
+        f"registered; best kind: {NAMES[chosen]} (a simpler kind wins within 0.01) <- quote this"
     )
     if candidates.get("difference"):
         lines.append(f"  {candidates['difference']['words']}")

@@ -288,9 +288,9 @@ def parent_metrics(board: Leaderboard) -> dict[str, float]:
 
 
 def summary_lines(board: Leaderboard, winner: dict[str, Any] | None) -> list[str]:
-    """The final summary's lines: the optimistic best cv_auc beside the corrected estimate (the one to quote),
-    and, when the corrected interval or the hold-out CI includes 0.5, that the search could not show the winner
-    beats chance."""
+    """The final summary's lines: the optimistic best cv_auc beside the corrected estimate (the one to quote,
+    unless the candidates' whole selection is), and, when the corrected interval or the hold-out CI includes
+    0.5, that the search could not show the winner beats chance."""
     about = board.corrected or {}
     lines = []
     if board.corrected_auc is not None and board.corrected_auc_ci:
@@ -303,7 +303,7 @@ def summary_lines(board: Leaderboard, winner: dict[str, Any] | None) -> list[str
         )
         lines.append(
             f"corrected estimate {board.corrected_auc:.3f} (95% CI {low:.3f}-{high:.3f}; "
-            f"{METHOD}, {about.get('used')} bootstrap resamples of {about.get('unit')}s) <- quote this"
+            f"{METHOD}, {about.get('used')} bootstrap resamples of {about.get('unit')}s)" + _quote(board)
         )
         if about.get("excluded"):
             named = [f"trial {e['trial']}: {e['why']}" for e in about["excluded"]]
@@ -325,6 +325,12 @@ def summary_lines(board: Leaderboard, winner: dict[str, Any] | None) -> list[str
             + ("; it is registered for inspection only." if winner else ".")
         )
     return lines
+
+
+def _quote(board: Leaderboard) -> str:
+    """` <- quote this` on the single trial's estimate, unless the candidates' whole selection (the estimate of
+    what is registered, whichever kind) carries it."""
+    return "" if (board.candidates or {}).get("selection") else " <- quote this"
 
 
 def _against_chance(what: str, low: float, high: float) -> str:

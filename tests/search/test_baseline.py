@@ -92,6 +92,15 @@ def test_verdict_prefers_the_corrected_estimate() -> None:
     assert verdict(_board(0.65, 0.70, [0.6, 0.8]))[0] == "does not"
 
 
+def test_verdict_judges_the_whole_selection_when_the_study_compared_kinds() -> None:
+    board = _board(0.95, 0.70, [0.6, 0.8], 0.85, [0.76, 0.93])
+    whole = {"selection": {"corrected_auc": 0.74, "corrected_auc_ci": [0.62, 0.85]}}
+    outcome, text = verdict(
+        Leaderboard("s", {}, board.rows, 0.85, [0.76, 0.93], baseline=board.baseline, candidates=whole)
+    )
+    assert outcome == "not shown" and "corrected AUC (whole selection) 0.740" in text
+
+
 @pytest.fixture(scope="module")
 def ray_session():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
@@ -130,9 +139,10 @@ def test_a_search_writes_logs_prints_and_reports_its_baseline(ray_session, tiny_
     said = next(
         line for line in out.splitlines() if "beat the baseline" in line or "beats the baseline" in line
     )
-    if (
-        board["corrected_auc"] is not None
-    ):  # judged by the corrected estimate, else by the flagged best cv_auc
+    whole = (board.get("candidates") or {}).get("selection")
+    if whole:  # judged by the estimate of what is registered, else the winner's, else the flagged best cv_auc
+        assert f"corrected AUC (whole selection) {whole['corrected_auc']:.3f}" in said
+    elif board["corrected_auc"] is not None:
         assert f"corrected AUC {board['corrected_auc']:.3f}" in said
     else:
         assert "optimistic" in said

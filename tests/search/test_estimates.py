@@ -206,6 +206,22 @@ def _board(ci: list[float] | None, beats: bool = False) -> Leaderboard:
     )
 
 
+def test_the_whole_selection_is_quoted_when_the_study_compared_kinds() -> None:
+    board = _board([0.63, 0.80], beats=True)
+    single = next(line for line in summary_lines(board, None) if line.startswith("corrected estimate"))
+    assert single.endswith("<- quote this")
+    compared = Leaderboard(
+        "s",
+        {},
+        board.rows,
+        corrected_auc=board.corrected_auc,
+        corrected_auc_ci=board.corrected_auc_ci,
+        corrected=board.corrected,
+        candidates={"selection": {"corrected_auc": 0.74, "corrected_auc_ci": [0.62, 0.85]}},
+    )
+    assert not any("quote this" in line for line in summary_lines(compared, None))
+
+
 def test_summary_says_which_number_to_quote_and_when_chance_is_not_excluded() -> None:
     good = "\n".join(summary_lines(_board([0.63, 0.80], beats=True), None))
     assert "best cv_auc 0.810 (optimistic: the best of 24 trials" in good

@@ -39,7 +39,9 @@ def test_the_search_compares_every_kind_on_its_folds(registered_study) -> None:
     low, high = candidates["difference"]["ci"]
     assert low <= candidates["difference"]["mean"] <= high and candidates["difference"]["words"]
     lines = candidate_lines(Leaderboard.from_json(board, registered_study).candidates)
-    assert any(line.lstrip().startswith("whole selection") for line in lines), lines
+    assert any(
+        line.lstrip().startswith("whole selection") and line.endswith("<- quote this") for line in lines
+    ), lines
     assert any(line.lstrip().startswith("deep ensemble") for line in lines), lines
 
 
