@@ -69,6 +69,22 @@ def command_line(argv: Sequence[str] | None = None) -> str:
     return " ".join(["python", "-m", f"bench.{Path(argv[0]).stem}", *args])
 
 
+def cv_command(args: Any, out: Path, *extra: str) -> list[str]:
+    """`python -m trainers.cv` for a bench's configuration (`args.backbone`, `.resolution`, `.epochs`, `.folds`,
+    `.manifest`), writing its summary to `out`; `extra` flags after the shared ones."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "trainers.cv",
+        "--backbone",
+        args.backbone,
+        "--resolution",
+        str(args.resolution),
+    ]
+    cmd += ["--epochs", str(args.epochs), "--folds", str(args.folds), *extra, "--json", str(out)]
+    return cmd + (["--manifest", args.manifest] if args.manifest else [])
+
+
 def write_result(name: str, payload: dict[str, Any], out_dir: str | Path | None = None) -> Path:
     """Write ``<results>/<machine>/<name>.json`` with the machine, date and command added; returns the path."""
     folder = Path(out_dir) if out_dir else RESULTS / machine_id()

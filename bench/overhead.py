@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench._common import median, table, write_result
+from bench._common import cv_command, median, table, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_SHARE = 0.05  # of a 30 s trial
@@ -44,24 +44,7 @@ def _run(cmd: list[str], timeout: float) -> tuple[float, str]:
 def direct(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     """`python -m trainers.cv` on the configuration: process wall, training and setup seconds."""
     out = work / "direct.json"
-    cmd = [
-        sys.executable,
-        "-m",
-        "trainers.cv",
-        "--backbone",
-        args.backbone,
-        "--resolution",
-        str(args.resolution),
-        "--epochs",
-        str(args.epochs),
-        "--folds",
-        str(args.folds),
-        "--threads",
-        str(args.threads),
-        "--json",
-        str(out),
-        *(["--manifest", args.manifest] if args.manifest else []),
-    ]
+    cmd = cv_command(args, out, "--threads", str(args.threads))
     wall, _ = _run(cmd, args.timeout)
     summary = json.loads(out.read_text())
     epochs = [h["seconds"] for h in summary["history"]]

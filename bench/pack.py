@@ -19,14 +19,13 @@ import json
 import os
 import shlex
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench._common import table, write_result
+from bench._common import cv_command, table, write_result
 
 SMI_QUERY = ["--query-gpu=utilization.gpu,memory.used", "--format=csv,noheader,nounits"]
 
@@ -103,32 +102,15 @@ def window_throughput(summaries: list[dict[str, Any]]) -> dict[str, float]:
 
 
 def _command(args: argparse.Namespace, out: Path, threads: int | None) -> list[str]:
-    cmd = [
-        sys.executable,
-        "-m",
-        "trainers.cv",
-        "--backbone",
-        args.backbone,
-        "--resolution",
-        str(args.resolution),
-        "--epochs",
-        str(args.epochs),
-        "--folds",
-        str(args.folds),
+    extra = [
         "--device",
         args.device,
         "--batch-size",
         str(args.batch_size),
         "--aug-strength",
         str(args.aug_strength),
-        "--json",
-        str(out),
     ]
-    if args.manifest:
-        cmd += ["--manifest", args.manifest]
-    if threads:
-        cmd += ["--threads", str(threads)]
-    return cmd
+    return cv_command(args, out, *extra, *(["--threads", str(threads)] if threads else []))
 
 
 def run_group(args: argparse.Namespace, n: int, folder: Path, threads: int | None) -> dict[str, Any]:
