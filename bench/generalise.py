@@ -142,9 +142,11 @@ def registered_model(args: argparse.Namespace) -> tuple[Any, str, str, str | Non
         return mlflow.pyfunc.load_model(uri), uri, version, study
 
 
-def predict_in_chunks(model: Any, rows: list[dict[str, str]], pd: Any, chunk: int = 100) -> Any:
+def predict_in_chunks(model: Any, rows: list[dict[str, str]], chunk: int = 100) -> Any:
     """The model's predictions of every row, `chunk` patients at a time, with a progress line after each (a
     1,000-patient phantom through an ensemble takes minutes on a CPU)."""
+    import pandas as pd
+
     start, parts = time.perf_counter(), []
     for first in range(0, len(rows), chunk):
         parts.append(model.predict(pd.DataFrame(rows[first : first + chunk])))
@@ -155,7 +157,6 @@ def predict_in_chunks(model: Any, rows: list[dict[str, str]], pd: Any, chunk: in
 
 def main(argv: list[str] | None = None) -> int:
     """Generate (or reuse) the independent phantom, predict it from the registry, print and write the scores."""
-    import pandas as pd
 
     from trainers.privacy import no_telemetry
 
@@ -165,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     model, uri, version, study = registered_model(args)
     threshold = float(getattr(model.unwrap_python_model(), "threshold", 0.5) or 0.5)
     start = time.perf_counter()
-    out = predict_in_chunks(model, rows, pd)
+    out = predict_in_chunks(model, rows)
     took = time.perf_counter() - start
     by_id = dict(zip(out["patient_id"], out["p_t2"], strict=True))
     labels = [int(r["label"]) for r in oracle]

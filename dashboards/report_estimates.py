@@ -71,7 +71,7 @@ def estimates_section(paths: StudyPaths) -> str:
 
 def _quote(board: Leaderboard) -> str:
     """Which estimate to quote: this one, or, when the study compared kinds, the candidates' whole selection."""
-    if (board.candidates or {}).get("selection"):
+    if board.whole_selection:
         return (
             ": the best single trial's. Quote the whole selection's estimate under <i>Candidates of every kind</i>, "
             "the estimate of what is registered"

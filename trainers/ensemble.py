@@ -78,8 +78,9 @@ class Ensemble:
         dev = resolve_device(device)
         out = []
         for group in _groups([roi_tensor(r, self.config.resolution, self.config.channels) for r in rois]):
-            ends = np.cumsum([len(x) for x in group])
-            starts = ends - [len(x) for x in group]
+            sizes = [len(x) for x in group]
+            ends = np.cumsum(sizes)
+            starts = ends - sizes
             stacked = torch.cat(group)
             per_model = []
             for model in self.models:

@@ -92,8 +92,8 @@ def verdict(board: Leaderboard) -> tuple[str, str] | None:
 def _quoted(board: Leaderboard) -> tuple[float, list[float], str] | None:
     """(estimate, interval, its name) the winner is judged by: the candidates' whole selection (the estimate of
     what is registered, whichever kind) when the study compared kinds, else the single trial's corrected AUC."""
-    whole = (board.candidates or {}).get("selection")
-    if whole and whole.get("corrected_auc_ci"):
+    whole = board.whole_selection
+    if whole:
         return float(whole["corrected_auc"]), whole["corrected_auc_ci"], "corrected AUC (whole selection)"
     if board.corrected_auc is not None and board.corrected_auc_ci:
         return float(board.corrected_auc), board.corrected_auc_ci, "corrected AUC"

@@ -330,7 +330,7 @@ def summary_lines(board: Leaderboard, winner: dict[str, Any] | None) -> list[str
 def _quote(board: Leaderboard) -> str:
     """` <- quote this` on the single trial's estimate, unless the candidates' whole selection (the estimate of
     what is registered, whichever kind) carries it."""
-    return "" if (board.candidates or {}).get("selection") else " <- quote this"
+    return "" if board.whole_selection else " <- quote this"
 
 
 def _against_chance(what: str, low: float, high: float) -> str:

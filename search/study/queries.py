@@ -185,6 +185,13 @@ class Leaderboard:
     missing: list[dict[str, Any]] | None = None  # families of the space with no complete trial: {family, why}
     candidates: dict[str, Any] | None = None  # kinds of candidate, the ensemble, the registered kind
 
+    @property
+    def whole_selection(self) -> dict[str, Any] | None:
+        """The candidates' whole selection ({corrected_auc, corrected_auc_ci}: the estimate of what is registered,
+        whichever kind) when the study compared kinds, else None: the estimate to quote when there is one."""
+        whole = (self.candidates or {}).get("selection")
+        return whole if whole and whole.get("corrected_auc_ci") else None
+
     def to_json(self) -> dict[str, Any]:
         """Schema 1: {schema, study, written, counts: {state: n}, failures: {reason: n}, rows: [{family, backbone,
         trial, cv_auc, params: {name: value}, metrics: {name: value}, pretrained, oof}], corrected_auc,
