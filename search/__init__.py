@@ -7,4 +7,5 @@ below it):
 `registry`, `tracking` (MLflow) and `stats` (estimates, sites, bootstrap).
 `console` (log routing, live table) and `study` (the study folder and its stores).
 `guard`: the database waited for, the disk watched, the tests' kill points (imports no other room).
+`adapters` (beside the rooms): the only private parts of Ray, Optuna and MLflow the project touches, and why.
 """

@@ -1,7 +1,7 @@
 """A search space as data: the choices its define-by-run sampler picks from, checked against the backbone registry.
 
-`Space.space(trial)` uses Optuna's trial API only and does no computation (Ray's `OptunaSearch(space=fn)`
-takes it as is). A list with one choice is fixed, not sampled. `check_space` holds every backbone to its own
+`Space.space(trial)` uses Optuna's trial API only and does no computation: the search's searcher runs it on
+the trial `study.ask()` returns (`search.tune.searcher`), the simulator the same way. A list with one choice is fixed, not sampled. `check_space` holds every backbone to its own
 registry entry (size rules such as HRNet's multiple of 32 or a ViT's patch size live there, not here).
 """
 

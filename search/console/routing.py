@@ -222,15 +222,12 @@ class ConsoleSession:
         Left alone with --verbose."""
         if self.verbosity == VERBOSE or "mlflow" not in sys.modules:
             return
-        from mlflow.utils import logging_utils
+        from search.adapters import route_mlflow_events
 
-        stream = logging_utils.MLFLOW_LOGGING_STREAM
-        if "write" in vars(stream):  # already rerouted
-            return
         lines = _LogLines(logging.getLogger("mlflow.events"))
-        stream.write = lambda text: lines.write(text) if stream.enabled else None  # type: ignore[method-assign]
-        stream.flush = lambda: None  # type: ignore[method-assign]
-        self._undo.append(lambda: (vars(stream).pop("write", None), vars(stream).pop("flush", None)))
+        undo = route_mlflow_events(lines.write)
+        if undo is not None:
+            self._undo.append(undo)
 
 
 class _LogLines:

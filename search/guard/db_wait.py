@@ -27,10 +27,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from search.adapters import OPTUNA_CACHED_STORAGE_CALLS, OPTUNA_SET_TRIAL_PARAM
+
 STORAGE_WAIT_ENV = "STAGESEARCH_STORAGE_WAIT_S"
 DEFAULT_WAIT_S = 300.0
 #: the storage methods made again (BaseStorage's, and the private ones Optuna's cache calls instead of them:
-#: a search's study storage is the cache over this one)
+#: a search's study storage is the cache over this one; `search.adapters` says why)
 WAITING_METHODS = (
     "create_new_study",
     "delete_study",
@@ -55,10 +57,7 @@ WAITING_METHODS = (
     "get_all_trials",
     "get_n_trials",
     "get_best_trial",
-    "_get_trials",
-    "_create_new_trial",
-    "_set_trial_param",
-    "_get_best_trial_id",
+    *OPTUNA_CACHED_STORAGE_CALLS,
 )
 
 
@@ -160,9 +159,9 @@ def _with_waits(self: Any, method: Callable[..., Any], name: str, args: tuple, k
 
 
 def _param_written(storage: Any, name: str, args: tuple) -> bool:
-    """Whether `_set_trial_param(trial_id, param_name, value, ...)` made again failed because the first call
-    went through: the trial holds the value asked for."""
-    if name != "_set_trial_param" or len(args) < 3:
+    """Whether Optuna's private parameter write (`OPTUNA_SET_TRIAL_PARAM`: trial_id, param_name, value, ...)
+    made again failed because the first call went through: the trial holds the value asked for."""
+    if name != OPTUNA_SET_TRIAL_PARAM or len(args) < 3:
         return False
     try:
         return storage.get_trial_param(args[0], args[1]) == args[2]

@@ -135,19 +135,20 @@ def _trainable(settings: dict, inputs: StudyInputs, resources: dict, study_dir: 
 
 def _searcher(args: Any, settings: dict, name: str, session: Any, remaining: int, study_dir: str) -> Any:
     """The Optuna searcher of this study; a new study first queues its comparison trials (`comparison_points`)."""
-    from search.tune.tuning import SEARCH_METRIC, StageSearch, make_sampler
+    import optuna
+
+    from search.tune.searcher import StageSearch
+    from search.tune.tuning import make_sampler
 
     study = session.study
     if not study.trials:  # a resumed study has run (or queued) them
         for point in comparison_points(study_space(settings), args.study_first, args.per_family)[:remaining]:
             study.enqueue_trial(point, user_attrs={COMPARISON_ATTR: True})
+    sampler = make_sampler(args.sampler, int(settings["seed"]) + len(study.trials), args.budget)
     return StageSearch(
         space=study_space(settings).space,
-        metric=SEARCH_METRIC,
-        mode="max",
-        study_name=name,
+        study=optuna.load_study(study_name=name, storage=session.storage, sampler=sampler),
         storage=session.storage,
-        sampler=make_sampler(args.sampler, int(settings["seed"]) + len(study.trials), args.budget),
         study_dir=study_dir,
         study_label=name,
     )

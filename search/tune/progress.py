@@ -278,11 +278,27 @@ class Progress(Callback):
 
 
 class TuneLines(TrialProgressCallback):
-    """Tune's own per-trial lines, into the log file: Ray 2.60 prints some whatever the verbosity (e.g.
-    "Trial run_trial_409cb2ce completed. Last result: "). Given one, Tune adds no printing one of its own."""
+    """In place of Tune's own per-trial lines (Ray 2.60 prints some whatever the verbosity, e.g. "Trial
+    run_trial_409cb2ce completed. Last result: ..."): given one of its kind, Tune adds none of its own. The user
+    sees `Progress`; the log file gets one line per Tune trial's end naming its Optuna trial, through Tune's
+    public callback hooks."""
 
-    def _print(self, msg: str) -> None:
-        logging.getLogger("ray.tune.progress_reporter").info(msg)
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        pass  # each epoch is in `Progress`'s status line and the trial's MLflow run
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._log(trial, "completed")
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._log(trial, "errored")
+
+    @staticmethod
+    def _log(trial: Any, how: str) -> None:
+        number = (getattr(trial, "config", None) or {}).get(OPTUNA_NUMBER_KEY, "?")
+        epoch = (getattr(trial, "last_result", None) or {}).get("training_iteration", 0)
+        logging.getLogger("ray.tune.progress_reporter").info(
+            "Tune trial %s (Optuna trial %s) %s after %s epoch(s)", trial, number, how, epoch
+        )
 
 
 def best_complete(study: optuna.Study) -> tuple[float, dict] | None:

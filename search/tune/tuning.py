@@ -1,4 +1,4 @@
-"""Ray Tune wiring: OptunaSearch that knows pruned trials, ASHA on the per-epoch fold AUC, driver callbacks."""
+"""Ray Tune wiring: the sampler, ASHA on the per-epoch fold AUC, the driver's callbacks, the Tuner."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import contextlib
 import time
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import optuna
@@ -15,17 +14,11 @@ from ray.tune import Callback
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import Searcher
-from ray.tune.search.optuna import OptunaSearch
 
-from search.guard.disk import free_space_problem
 from search.guard.kill_points import kill_point
 from search.stats.candidates import KEEP_MB, PER_FAMILY
 from search.study import (
-    BATCH_SIZE_ATTR,
     COMPARISON_ATTR,
-    CONFIG_ATTR,
-    ERROR_ATTR,
-    FAIL_REASON_ATTR,
     FAMILY_ATTR,
     MLFLOW_RUN_ATTR,
     OPTUNA_NUMBER_KEY,
@@ -36,14 +29,7 @@ from search.study import (
 from search.study.results import TrialEpoch
 from search.tracking.outbox import TrackingOutbox
 from search.tracking.run_notes import OPTUNA_NOTE, SCHEDULER_METRIC, SEARCH_METRIC
-from search.tune import adapters
-from search.tune.failures import WORKER_ERROR, stop_message
-from trainers.metrics import is_finite
-
-#: Optuna's intermediate value of a trial at step = epoch: the metric early stopping compares, so that the
-#: dashboard's intermediate-values plot shows what ASHA saw (and tracking logs at the same steps).
-INTERMEDIATE_METRIC = SCHEDULER_METRIC
-TrialState = optuna.trial.TrialState
+from search.tune.failures import WORKER_ERROR
 
 
 def name_metrics(study: optuna.Study) -> None:
@@ -56,109 +42,6 @@ def name_metrics(study: optuna.Study) -> None:
     key, note = OPTUNA_NOTE
     if study.user_attrs.get(key) != note:
         study.set_user_attr(key, note)
-
-
-def trial_outcome(result: dict | None, error: bool) -> tuple[TrialState, float | None]:
-    """How a finished Tune trial is told to Optuna: COMPLETE with its cv_auc only when its last report was
-    its final epoch; PRUNED when the scheduler stopped it (or it never reported a value); FAIL on error."""
-    value = result.get(SEARCH_METRIC) if result else None
-    if error:
-        return TrialState.FAIL, None
-    if value is None or value != value or not result.get("final"):
-        return TrialState.PRUNED, None  # Optuna keeps the last intermediate value
-    return TrialState.COMPLETE, value
-
-
-class StageSearch(OptunaSearch):
-    """OptunaSearch that tags each config with its Optuna trial number, records early-stopped trials as PRUNED
-    and trials that failed on their own as FAIL with the reason, and stops suggesting when failures say the
-    setup is broken (`search.tune.failures`).
-
-    Ray's OptunaSearch tells Optuna COMPLETE for a trial the scheduler stopped, with its low-fidelity value;
-    here a trial counts as complete only if its last report was its final epoch (`trial_outcome`). Its
-    intermediate values are `INTERMEDIATE_METRIC` (what ASHA compares), not the objective `metric`.
-    `study_dir`: where trials write `trials/<number>/failure.json`.
-    """
-
-    def __init__(
-        self, *args: Any, study_dir: str | None = None, study_label: str = "", **kwargs: Any
-    ) -> None:
-        super().__init__(*args, **kwargs)
-        self.paths = StudyPaths(Path(study_dir)) if study_dir else None
-        self.study_label = study_label
-        self.outcomes: list[str | None] = []  # this session's finished trials: failure reason or None
-        self.stop_reason: str | None = None
-
-    def suggest(self, trial_id: str) -> dict | str | None:
-        if self.stop_reason is None and self.paths is not None:
-            self.stop_reason = free_space_problem(self.paths.root, self.study_label)  # `search.guard.disk`
-        if self.stop_reason:
-            return Searcher.FINISHED
-        params = super().suggest(trial_id)
-        if params is not None:
-            trial = adapters.optuna_trial(self, trial_id)
-            trial.set_user_attr(CONFIG_ATTR, dict(params))  # fixed choices too: the refit needs all of it
-            params[OPTUNA_NUMBER_KEY] = trial.number
-            if trial.user_attrs.get(COMPARISON_ATTR):  # queued first: the scheduler lets it run to the end
-                params[COMPARISON_ATTR] = True
-        return params
-
-    def on_trial_result(self, trial_id: str, result: dict) -> None:
-        self._report(trial_id, result)
-
-    def _report(self, trial_id: str, result: dict | None) -> None:
-        """Report `INTERMEDIATE_METRIC` at step = epoch, once per step (a restarted trial, its node lost,
-        reports its epochs again: Optuna keeps the first)."""
-        step = (result or {}).get("training_iteration")
-        value = (result or {}).get(INTERMEDIATE_METRIC)
-        steps = self._steps().setdefault(trial_id, set())
-        ot_trial = adapters.optuna_trial(self, trial_id)
-        if ot_trial is None or step in steps or adapters.is_completed(self, trial_id) or not is_finite(value):
-            return
-        ot_trial.report(float(value), int(step))
-        steps.add(step)
-
-    def _steps(self) -> dict[str, set]:
-        if not hasattr(self, "_reported_steps"):
-            self._reported_steps: dict[str, set] = {}
-        return self._reported_steps
-
-    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        ot_trial = adapters.optuna_trial(self, trial_id)
-        if ot_trial is None or adapters.is_completed(self, trial_id):
-            return
-        self._report(
-            trial_id, result
-        )  # a scheduler's stop arrives here without on_trial_result: that epoch too
-        failure = read_failure(self.paths, ot_trial.number) if self.paths else None
-        if error and failure is None:
-            failure = {
-                "reason": WORKER_ERROR,
-                "error": "the trial's process failed (see the MLflow run's error tag)",
-            }
-        state, value = trial_outcome(result, failure is not None)
-        self._set_attrs(ot_trial, result, failure)
-        kill_point("before_optuna_tell")
-        adapters.optuna_study(self).tell(ot_trial, value, state=state)
-        adapters.mark_completed(self, trial_id)
-        self.outcomes.append(failure["reason"] if failure else None)
-        if self.stop_reason is None:
-            self.stop_reason = stop_message(self.outcomes, (failure or {}).get("error", ""), self.study_label)
-
-    @staticmethod
-    def _set_attrs(ot_trial: optuna.Trial, result: dict | None, failure: dict | None) -> None:
-        """Final metrics (a trial that reported), the batch size used, and why a failed trial failed."""
-        if result and SEARCH_METRIC in result and failure is None:
-            final = TrialEpoch.from_result(result)
-            for key, v in final.trial_attrs().items():
-                ot_trial.set_user_attr(key, v)
-            ot_trial.set_user_attr("pretrained", final.pretrained)
-        batch = (failure or {}).get("batch_size") or (result or {}).get("batch_size")
-        if batch:
-            ot_trial.set_user_attr(BATCH_SIZE_ATTR, int(batch))
-        if failure:
-            ot_trial.set_user_attr(FAIL_REASON_ATTR, str(failure["reason"]))
-            ot_trial.set_user_attr(ERROR_ATTR, str(failure.get("error", ""))[:500])
 
 
 def startup_trials(budget: int) -> int:
@@ -341,7 +224,7 @@ def trial_error(trial: Trial) -> str:
 
 def build_tuner(
     trainable: Callable,
-    searcher: StageSearch,
+    searcher: Searcher,
     scheduler: Any,
     num_samples: int,
     resources: dict[str, float],

@@ -21,8 +21,8 @@ from search.tracking.run_notes import (
     PRUNED_SUFFIX,
 )
 from search.tracking.tracker import StudyTracker
-from search.tune import adapters
-from search.tune.tuning import StageSearch, name_metrics
+from search.tune.searcher import StageSearch
+from search.tune.tuning import name_metrics
 
 COMPLETE, PRUNED = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED
 
@@ -52,15 +52,15 @@ def _result(epoch: int, mean_fold_auc: float, cv_auc: float, final: bool) -> dic
 
 def test_optuna_names_cv_auc_and_records_mean_fold_auc_per_epoch() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(study_name="s", direction="maximize")
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
     name_metrics(study)
     assert study.metric_names == ["cv_auc"] and study.user_attrs[OPTUNA_NOTE[0]] == OPTUNA_NOTE[1]
+    sampler = optuna.samplers.RandomSampler(seed=0)
     searcher = StageSearch(
         space=lambda t: {"x": t.suggest_float("x", 0, 1)},
-        metric="cv_auc",
-        mode="max",
-        study_name="s",
-        sampler=optuna.samplers.RandomSampler(seed=0),
+        study=optuna.load_study(study_name="s", storage=storage, sampler=sampler),
+        storage=storage,
     )
     for tid in ("pruned", "complete"):
         searcher.suggest(tid)
@@ -69,7 +69,7 @@ def test_optuna_names_cv_auc_and_records_mean_fold_auc_per_epoch() -> None:
     searcher.on_trial_result("complete", _result(1, 0.7, 0.66, final=False))
     searcher.on_trial_result("complete", _result(1, 0.1, 0.1, final=False))  # a restarted trial: first kept
     searcher.on_trial_complete("complete", _result(2, 0.75, 0.8, final=True))
-    pruned, complete = adapters.optuna_study(searcher).get_trials()
+    pruned, complete = study.get_trials()
     assert pruned.state == PRUNED and pruned.intermediate_values == {1: 0.61, 2: 0.58}
     assert pruned.value == 0.58  # Optuna's value of a pruned trial: its last mean_fold_auc
     assert complete.state == COMPLETE and complete.intermediate_values == {1: 0.7, 2: 0.75}
