@@ -30,7 +30,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from bench._common import RESULTS, machine_id, median, table, write_result
+from bench._common import RESULTS, describe_machine, machine_id, median, table, write_result
 
 ARMS = {
     "default": ["--budget", "200"],
@@ -124,6 +124,7 @@ def row(seed: int, folder: Path, scored: dict[str, Any], command_s: float | None
     whole = (board.get("candidates") or {}).get("selection") or {}
     return {
         "seed": seed,
+        "machine": describe_machine()["cpu"],  # the results file's own machine is that of its last write
         "study": folder.name,
         "wall_s": log_span(folder),
         "command_s": command_s,

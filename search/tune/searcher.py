@@ -43,15 +43,34 @@ INTERMEDIATE_METRIC = SCHEDULER_METRIC
 TrialState = optuna.trial.TrialState
 
 
+COMPLETE, PRUNED, FAILED = "complete", "pruned", "failed"
+#: How each way a trial ends is told to Optuna.
+OPTUNA_STATE = {COMPLETE: TrialState.COMPLETE, PRUNED: TrialState.PRUNED, FAILED: TrialState.FAIL}
+
+
+def trial_verdict(
+    result: dict | None, failure: dict | None, error: bool = False
+) -> tuple[str, dict[str, Any] | None]:
+    """The one rule for how a trial ended, for Optuna (the searcher) and MLflow and the console (the tracking
+    callback) alike: FAILED with its failure record when it failed on its own (`trials/<n>/failure.json`) or
+    its process did (`error`: reason `worker_error`); COMPLETE when its last report was its final epoch with a
+    finite cv_auc; PRUNED otherwise (the scheduler stopped it, or it left no value to rank it by)."""
+    if failure is None and error:
+        failure = {
+            "reason": WORKER_ERROR,
+            "error": "the trial's process failed (see the MLflow run's error tag)",
+        }
+    if failure is not None:
+        return FAILED, failure
+    final = bool((result or {}).get("final"))
+    return (COMPLETE if final and is_finite((result or {}).get(SEARCH_METRIC)) else PRUNED), None
+
+
 def trial_outcome(result: dict | None, error: bool) -> tuple[TrialState, float | None]:
-    """How a finished Tune trial is told to Optuna: COMPLETE with its cv_auc only when its last report was
-    its final epoch; PRUNED when the scheduler stopped it (or it never reported a value); FAIL on error."""
-    value = result.get(SEARCH_METRIC) if result else None
-    if error:
-        return TrialState.FAIL, None
-    if value is None or value != value or not result.get("final"):
-        return TrialState.PRUNED, None  # Optuna keeps the last intermediate value
-    return TrialState.COMPLETE, value
+    """`trial_verdict` as Optuna is told it: the state, and the cv_auc of a complete trial (Optuna keeps a
+    pruned trial's last intermediate value)."""
+    state, _ = trial_verdict(result, None, error)
+    return OPTUNA_STATE[state], float(result[SEARCH_METRIC]) if state == COMPLETE and result else None
 
 
 class StageSearch(Searcher):
@@ -123,16 +142,12 @@ class StageSearch(Searcher):
         self._report(
             trial_id, result
         )  # a scheduler's stop arrives here without on_trial_result: that epoch too
-        failure = read_failure(self.paths, trial.number) if self.paths else None
-        if error and failure is None:
-            failure = {
-                "reason": WORKER_ERROR,
-                "error": "the trial's process failed (see the MLflow run's error tag)",
-            }
-        state, value = trial_outcome(result, failure is not None)
+        recorded = read_failure(self.paths, trial.number) if self.paths else None
+        state, failure = trial_verdict(result, recorded, error)
+        value = float(result[SEARCH_METRIC]) if state == COMPLETE and result else None
         _set_attrs(trial, result, failure)
         kill_point("before_optuna_tell")
-        self.study.tell(trial, value, state=state)
+        self.study.tell(trial, value, state=OPTUNA_STATE[state])
         self.told.add(trial_id)
         self.outcomes.append(failure["reason"] if failure else None)
         if self.stop_reason is None:

@@ -29,7 +29,7 @@ from search.study import (
 from search.study.results import TrialEpoch
 from search.tracking.outbox import TrackingOutbox
 from search.tracking.run_notes import OPTUNA_NOTE, SCHEDULER_METRIC, SEARCH_METRIC
-from search.tune.failures import WORKER_ERROR
+from search.tune.searcher import COMPLETE, trial_verdict
 
 
 def name_metrics(study: optuna.Study) -> None:
@@ -167,18 +167,17 @@ class TrackingCallback(Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Trial, **info: Any) -> None:
         number = trial_number(trial)
-        failure = read_failure(self.paths, number)
+        result = trial.last_result or {}
+        state, failure = trial_verdict(result, read_failure(self.paths, number))  # as Optuna is told
         if failure:
             reason, error = str(failure["reason"]), str(failure.get("error", ""))
             self.outbox.finish_trial(number, "failed", None, error=error, tags=_failure_tags(failure))
             self.on_finish(trial, "failed", None, error, reason)
             return
-        result = trial.last_result or {}
         final = TrialEpoch.from_result(result) if SEARCH_METRIC in result else None
-        state = "complete" if final and final.final else "pruned"
         tags = _batch_tags(trial, final.batch_size if final else 0)
         self.outbox.finish_trial(number, state, final, self.paths.oof(number), tags=tags)
-        if state == "complete":
+        if state == COMPLETE:
             trial_models.keep_best(self.paths, PER_FAMILY, KEEP_MB)  # the deep ensemble's members
         self.on_finish(trial, state, final)
 
@@ -187,10 +186,11 @@ class TrackingCallback(Callback):
         self.outbox.retry_trial(trial_number(trial), trial.num_failures, trial_error(trial))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Trial, **info: Any) -> None:
-        error = trial_error(trial)
-        tags = {"fail_reason": WORKER_ERROR}
-        self.outbox.finish_trial(trial_number(trial), "failed", None, error=error, tags=tags)
-        self.on_finish(trial, "failed", None, error, WORKER_ERROR)
+        number = trial_number(trial)
+        _, failure = trial_verdict(trial.last_result, read_failure(self.paths, number), error=True)
+        reason, error = str(failure["reason"]), trial_error(trial) or str(failure.get("error", ""))
+        self.outbox.finish_trial(number, "failed", None, error=error, tags={"fail_reason": reason})
+        self.on_finish(trial, "failed", None, error, reason)
 
 
 def _failure_tags(failure: dict) -> dict[str, str]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from search.tune.searcher import StageSearch, trial_outcome
+from search.tune.searcher import StageSearch, trial_outcome, trial_verdict
 
 COMPLETE, PRUNED, FAIL, RUNNING = (
     optuna.trial.TrialState.COMPLETE,
@@ -127,3 +127,27 @@ def test_saved_searcher_restored_tells_the_same_optuna_trials(tmp_path: Path) ->
     a, b = again.study.get_trials()
     assert a.state == COMPLETE and a.value == 0.8 and a.intermediate_values == {1: 0.6, 2: 0.8}
     assert b.state == COMPLETE and b.value == 0.9
+
+
+@pytest.mark.parametrize(
+    ("result", "failure", "error", "state", "reason"),
+    [
+        ({"cv_auc": 0.8, "final": True}, None, False, "complete", None),
+        ({"cv_auc": 0.8, "final": False}, None, False, "pruned", None),
+        (
+            {"cv_auc": math.nan, "final": True},
+            None,
+            False,
+            "pruned",
+            None,
+        ),  # Optuna cannot rank it: not complete
+        ({"cv_auc": 0.8, "final": True}, {"reason": "nan_loss"}, False, "failed", "nan_loss"),
+        (None, None, True, "failed", "worker_error"),
+        (None, {"reason": "out_of_memory"}, True, "failed", "out_of_memory"),  # its own record says why
+    ],
+)
+def test_one_rule_for_how_a_trial_ended(
+    result: dict | None, failure: dict | None, error: bool, state: str, reason: str | None
+) -> None:
+    got, record = trial_verdict(result, failure, error)
+    assert got == state and (record or {}).get("reason") == reason
