@@ -3,8 +3,9 @@ each: `STAGESEARCH_TEST_KILL=<point>@<n>` kills the process the n-th time it pas
 draws it from a seed). Test-only, like `STAGESEARCH_TEST_FAULTS`; unset, a point costs one dictionary look-up.
 
 The points (`POINTS`): a trial running (the driver got one of its epochs), a trial's last report in and
-Optuna not yet told, `leaderboard.json` half written (its temporary file written, not yet in place), and
-registration under way (the model logged to MLflow, its version not yet tagged and aliased).
+Optuna not yet told, registration under way (the model logged to MLflow, its version not yet tagged and
+aliased), and `leaderboard.json` half written (its temporary file written, not yet in place), in the order a
+search's end passes them: the leaderboard is written once, after registration.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import os
 import signal
 
 KILL_ENV = "STAGESEARCH_TEST_KILL"
-POINTS = ("trial_running", "before_optuna_tell", "writing_leaderboard", "registering")
+POINTS = ("trial_running", "before_optuna_tell", "registering", "writing_leaderboard")
 
 _passed: dict[str, int] = {}
 

@@ -34,22 +34,24 @@ def register_study(
     trial_number: int | None = None,
     log: Any = print,
     kind: str | None = None,
+    board: Any = None,
 ) -> dict[str, Any]:
     """The winner's models (kept or retrained), evaluated on the holdout, registered; returns winner.json.
     `kind`: "single" (the best trial, or `trial_number`) or "ensemble" (the leaderboard's deep ensemble); None:
-    the kind the search chose (`search.stats.study_candidates.registrable`)."""
+    the kind the search chose (`search.stats.study_candidates.registrable`). `board`: the leaderboard the
+    search holds in memory (at the end of a search); by default the study's `leaderboard.json`."""
     from search.tracking.tracker import tracking_uri
 
     with tracking_uri(locations.tracking_url()):  # leaves the caller's MLflow URI as it was
-        return _register_study(locations, model_name, trial_number, log, kind)
+        board = board if board is not None else _leaderboard(locations.paths)
+        return _register_study(locations, model_name, trial_number, log, kind, board)
 
 
 def _register_study(
-    locations: Any, model_name: str, trial_number: int | None, log: Any, kind: str | None
+    locations: Any, model_name: str, trial_number: int | None, log: Any, kind: str | None, board: Any
 ) -> dict[str, Any]:
     from search.study import where_flags
 
-    board = _leaderboard(locations.paths)
     refit = refit_for(locations, board, trial_number, kind, log)
     explained = explain_registered(locations, refit, log)
     run_id, version = _log_model(locations, refit, model_name, explained)

@@ -31,8 +31,6 @@ from search.study import (
     format_missing,
     leaderboard,
     missing_families,
-    read_json,
-    read_leaderboard,
     write_leaderboard,
 )
 from search.tracking.outbox import first_line, tracking_errors
@@ -47,18 +45,10 @@ def family(trial: optuna.trial.FrozenTrial) -> str:
         return "-"
 
 
-def summarise(
-    args: Any,
-    config: dict,
-    paths: StudyPaths,
-    session: Any,
-    status: str,
-    stopped: str | None = None,
-    inputs: Any = None,
-) -> Any:
-    """leaderboard.json and the parent run's summary (failures by reason, why the search stopped) for a session
-    (`search.session.runner.Session`), with the non-deep baseline on the folds of `inputs` (`StudyInputs`);
-    returns the leaderboard."""
+def summarise(args: Any, config: dict, paths: StudyPaths, session: Any, inputs: Any = None) -> Leaderboard:
+    """The session's leaderboard in memory (`search.session.runner.Session`): trials, estimates, families with
+    no complete trial, sites, the non-deep baseline on the folds of `inputs` (`StudyInputs`) and the candidates
+    of every kind. Nothing is written: `publish` writes it once, after registration."""
     from search.session.baseline import attach_baseline
 
     board = with_estimate(leaderboard(session.study, paths, family=family), session.study, paths, config)
@@ -67,11 +57,27 @@ def summarise(
     board = attach_baseline(
         board, paths, inputs and inputs.prepared, session.tracker, int(config["settings"]["seed"])
     )
-    board = dataclasses.replace(board, candidates=_candidates(args, config, paths, session, inputs))
+    return dataclasses.replace(board, candidates=_candidates(args, config, paths, session, inputs))
+
+
+def with_holdout(board: Leaderboard, winner: Mapping[str, Any] | None) -> Leaderboard:
+    """The leaderboard with the registered winner's per-site hold-out results (known only after registering)."""
+    held = holdout_per_site(winner, board)
+    if held is None or board.per_site is None:
+        return board
+    return dataclasses.replace(board, per_site={**board.per_site, "holdout": held})
+
+
+def publish(
+    args: Any, paths: StudyPaths, session: Any, board: Leaderboard, status: str, stopped: str | None = None
+) -> None:
+    """`leaderboard.json` and the parent run's summary (failures by reason, why the search stopped), each
+    written once, when everything they hold is known. A tracking failure is a warning: Optuna and the
+    leaderboard hold the results, MLflow mirrors them."""
     counts = board.counts
     best = board.rows[0] if board.rows else None
     base_metrics, base_tags = parent_fields(board)
-    write_leaderboard(paths, board)  # the study's own record first; MLflow mirrors it
+    write_leaderboard(paths, board)  # the study's own record first
     try:
         session.tracker.log_parent_summary(
             {
@@ -91,13 +97,12 @@ def summarise(
             },
             status if counts["finished"] < args.budget or stopped else "FINISHED",
         )
-    except tracking_errors() as exc:  # Optuna and leaderboard.json hold the results; MLflow mirrors them
+    except tracking_errors() as exc:
         print(
             f"warning: the search's summary was not logged to MLflow ({first_line(exc)})",
             file=sys.stderr,
             flush=True,
         )
-    return board
 
 
 def _candidates(args: Any, config: dict, paths: StudyPaths, session: Any, inputs: Any) -> dict:
@@ -124,8 +129,8 @@ def space_families(config: dict) -> dict[str, str]:
     return {b: family_of(b) for b in study_space(config["settings"]).backbones}
 
 
-def register(args: Any, paths: StudyPaths, config: dict) -> dict | None:
-    """Register the winner (retrains its fold models; evaluates the held-out patients once)."""
+def register(args: Any, config: dict, board: Leaderboard) -> dict | None:
+    """Register the winner the leaderboard `board` (in memory) chose; evaluates the held-out patients once."""
     from search.models.register import RegisterError, register_study
     from search.study import resolve
 
@@ -134,34 +139,10 @@ def register(args: Any, paths: StudyPaths, config: dict) -> dict | None:
     try:
         where = resolve(args.runs_dir, config["study"], config["storage"], config["tracking_uri"])
         kind = None if getattr(args, "register_kind", "auto") == "auto" else args.register_kind
-        winner = register_study(where, args.model_name, log=_register_line, kind=kind)
-        record_holdout(paths, winner, where.tracking_url())  # per-site hold-out results, known only now
-        return winner
+        return register_study(where, args.model_name, log=_register_line, kind=kind, board=board)
     except RegisterError as exc:
         print(f"not registered: {exc}", flush=True)
         return None
-
-
-def record_holdout(
-    paths: StudyPaths, winner: Mapping[str, Any] | None, tracking_uri: str
-) -> Leaderboard | None:
-    """After registration: the winner's per-site hold-out results into `leaderboard.json` and the parent run
-    (the leaderboard is written before the winner is registered)."""
-    board = read_leaderboard(paths)
-    held = holdout_per_site(winner, board) if board else None
-    if board is None or held is None or board.per_site is None:
-        return board
-    board = dataclasses.replace(board, per_site={**board.per_site, "holdout": held})
-    write_leaderboard(paths, board)
-    parent = read_json(paths.state).get("parent_run_id")
-    metrics = {k: v for k, v in site_metrics(board).items() if k.startswith("holdout_site_")}
-    if parent and metrics:
-        from mlflow.tracking import MlflowClient
-
-        client = MlflowClient(tracking_uri)
-        for key, value in metrics.items():
-            client.log_metric(parent, key, value)
-    return board
 
 
 def _register_line(line: str) -> None:

@@ -12,7 +12,7 @@ import optuna
 
 from search.console.routing import active
 from search.guard.disk import free_space_problem
-from search.session.outcome import print_outcome, register, summarise
+from search.session.outcome import print_outcome, publish, register, summarise, with_holdout
 from search.study import (
     ERROR_ATTR,
     StorageError,
@@ -77,12 +77,15 @@ def run(args: Any, config: dict, paths: StudyPaths, cohort: Any) -> int:
     disk_full = free_space_problem(paths.root, config["study"]) if remaining > 0 else None
     stopped = stopped or disk_full
     tracked = session.outbox.flush(0 if disk_full else tracking_wait())  # a full disk: nothing to wait for
-    board = summarise(args, config, paths, session, "FAILED" if stopped else status, stopped, inputs=inputs)
-    winner = None
-    if not tracked:
-        untracked_warning(session.outbox, args.runs_dir, config["study"])
-    elif board.rows and not args.no_register and status == "FINISHED" and not stopped:
-        winner = register(args, paths, config)
+    board, winner = summarise(args, config, paths, session, inputs=inputs), None
+    try:
+        if not tracked:
+            untracked_warning(session.outbox, args.runs_dir, config["study"])
+        elif board.rows and not args.no_register and status == "FINISHED" and not stopped:
+            winner = register(args, config, board)
+    finally:  # written once, registration's hold-out results included (also when registering was interrupted)
+        board = with_holdout(board, winner)
+        publish(args, paths, session, board, "FAILED" if stopped else status, stopped)
     console = active()
     if console is not None:
         console.open_summary()

@@ -48,8 +48,8 @@ def test_killed_at_every_named_point_and_resumed_the_study_ends_whole(tiny_cohor
     plan = [
         ("trial_running", rng.randint(1, 3)),  # an epoch of the first or second trial
         ("before_optuna_tell", rng.randint(1, 2)),
-        ("writing_leaderboard", 1),  # the session that finishes the budget, as it writes the leaderboard
-        ("registering", 1),  # the next session (nothing left to run): registering the winner
+        ("registering", 1),  # the session that finishes the budget, registering the winner
+        ("writing_leaderboard", 1),  # the next session (nothing left to run), as it writes the leaderboard
     ]
     assert [p for p, _ in plan] == list(POINTS)
     cmd = [sys.executable, str(ROOT / "search" / "run.py")]
