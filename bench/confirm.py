@@ -130,6 +130,7 @@ def row(seed: int, folder: Path, scored: dict[str, Any], command_s: float | None
         "command_s": command_s,
         "counts": board["counts"],
         "best_trial": {k: best[k] for k in ("trial", "family", "backbone", "cv_auc")},
+        "families": families(board),
         "corrected_auc": board.get("corrected_auc"),
         "corrected_auc_ci": board.get("corrected_auc_ci"),
         "whole_selection_auc": whole.get("corrected_auc"),
@@ -140,6 +141,11 @@ def row(seed: int, folder: Path, scored: dict[str, Any], command_s: float | None
         "indep_patients": scored["patients"],
         "indep_seed": scored["seed"],
     }
+
+
+def families(board: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each family's best complete trial on the leaderboard (in the seven arm: its study point)."""
+    return {r["family"]: {k: r[k] for k in ("trial", "backbone", "cv_auc")} for r in board["rows"]}
 
 
 def shown(r: dict[str, Any]) -> dict[str, Any]:
