@@ -41,6 +41,23 @@ def search_args(tiny_cohort: Path, runs: Path, study: str, *extra: str) -> list[
     ]
 
 
+def trial_result(epoch: int, mean_fold_auc: float, cv_auc: float, final: bool) -> dict:
+    """What a trial reports to Tune after an epoch (`TrialEpoch.to_result`'s keys), for the searcher's tests."""
+    return {
+        "cv_auc": cv_auc,
+        "mean_fold_auc": mean_fold_auc,
+        "training_iteration": epoch,
+        "final": final,
+        "epoch": epoch,
+        "fold_auc_sd": 0.1,
+        "train_loss": 0.5,
+        "metrics/accuracy": 0.6,
+        "metrics/precision": 0.7,
+        "pretrained": False,
+        "pretrained_note": "",
+    }
+
+
 def load_study(runs: Path, study: str) -> optuna.Study:
     config = json.loads((runs / study / "config.json").read_text())
     return optuna.load_study(study_name=study, storage=config["storage"])

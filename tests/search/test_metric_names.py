@@ -23,6 +23,7 @@ from search.tracking.run_notes import (
 from search.tracking.tracker import StudyTracker
 from search.tune.searcher import StageSearch
 from search.tune.tuning import name_metrics
+from tests.search.conftest import trial_result as _result
 
 COMPLETE, PRUNED = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED
 
@@ -32,22 +33,6 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
     """One MLflow database for the module (creating its tables takes seconds); each test its own experiment."""
     folder = tmp_path_factory.mktemp("mlflow")
     return f"sqlite:///{folder / 'mlflow.db'}", folder / "artifacts"
-
-
-def _result(epoch: int, mean_fold_auc: float, cv_auc: float, final: bool) -> dict:
-    return {
-        "cv_auc": cv_auc,
-        "mean_fold_auc": mean_fold_auc,
-        "training_iteration": epoch,
-        "final": final,
-        "epoch": epoch,
-        "fold_auc_sd": 0.1,
-        "train_loss": 0.5,
-        "metrics/accuracy": 0.6,
-        "metrics/precision": 0.7,
-        "pretrained": False,
-        "pretrained_note": "",
-    }
 
 
 def test_optuna_names_cv_auc_and_records_mean_fold_auc_per_epoch() -> None:

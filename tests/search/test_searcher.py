@@ -10,6 +10,7 @@ import optuna
 import pytest
 
 from search.tune.searcher import StageSearch, trial_outcome, trial_verdict
+from tests.search.conftest import trial_result
 
 COMPLETE, PRUNED, FAIL, RUNNING = (
     optuna.trial.TrialState.COMPLETE,
@@ -68,18 +69,7 @@ def test_trial_outcome(result: dict | None, error: bool, expected: tuple) -> Non
 
 
 def _result(epoch: int, value: float, final: bool) -> dict:
-    return {
-        "cv_auc": value,
-        "mean_fold_auc": value,
-        "training_iteration": epoch,
-        "final": final,
-        "epoch": epoch,
-        "fold_auc_sd": 0.1,
-        "train_loss": 0.5,
-        "metrics/accuracy": 0.6,
-        "pretrained": False,
-        "pretrained_note": "",
-    }
+    return trial_result(epoch, value, value, final)
 
 
 def test_stage_search_tells_optuna_pruned_for_early_stops_and_complete_for_finished() -> None:
