@@ -55,9 +55,10 @@ def _shown_slice(lesion: Any, count: int) -> int:
     return int(np.argmax(area)) if area.any() else count // 2
 
 
-def explain_registered(locations: Any, refit: Any, log: Any = print) -> Path | None:
+def explain_registered(locations: Any, refit: Any, log: Any = print, inputs: Any = None) -> Path | None:
     """Draw the registered model's input and saliency figures into the study folder's `explain/`; returns
-    that folder (None, said, when the study's scans cannot be read now)."""
+    that folder (None, said, when the study's scans cannot be read now). `inputs`: the study's prepared inputs
+    when the caller holds them (the search's driver), else prepared from the study folder."""
     from search.study.inputs import CohortChangedError, prepare_inputs
     from trainers.preprocess import load_lesions
     from trainers.saliency import METHOD
@@ -66,7 +67,7 @@ def explain_registered(locations: Any, refit: Any, log: Any = print) -> Path | N
     out = paths.explain
     shutil.rmtree(out, ignore_errors=True)
     try:
-        inputs = prepare_inputs(read_json(paths.config), paths)
+        inputs = inputs if inputs is not None else prepare_inputs(read_json(paths.config), paths)
     except (CohortChangedError, OSError, ValueError) as exc:
         log(f"note: no input or saliency figures: {exc}")
         return None

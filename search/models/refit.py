@@ -111,14 +111,27 @@ class Refit:
         return f"model-{self.kind}" if self.kind != "single" else f"model-trial-{self.trial.number:04d}"
 
 
-def _open(locations: Any) -> tuple[str, Any, dict[str, Any], Any, Any]:
-    """(name, paths, config, optuna study, study inputs) of the study to register; RegisterError when unusable."""
+@dataclass(frozen=True)
+class HeldStudy:
+    """What a search's driver already holds of its study at its end (its config, Optuna study and prepared
+    inputs), handed to registration so that nothing is read again from disk."""
+
+    config: dict[str, Any]
+    study: Any
+    inputs: Any
+
+
+def _open(locations: Any, held: HeldStudy | None = None) -> tuple[str, Any, dict[str, Any], Any, Any]:
+    """(name, paths, config, optuna study, study inputs) of the study to register: `held` when the search hands
+    them over, else read from the study folder; RegisterError when unusable."""
     import optuna
 
     from search.study import StorageError, StudyFormatError, check_format
     from search.study.inputs import CohortChangedError, prepare_inputs
 
     name, paths = locations.require_study(), locations.paths
+    if held is not None:
+        return name, paths, held.config, held.study, held.inputs
     config = read_json(paths.config)
     try:
         check_format(config, paths.root)
@@ -153,15 +166,19 @@ def _fold_models(paths: Any, inputs: Any, settings: dict[str, Any], trial: Any, 
 
 
 def refit(
-    locations: Any, trial_number: int | None, log: Any, members: list[dict[str, Any]] | None = None
+    locations: Any,
+    trial_number: int | None,
+    log: Any,
+    members: list[dict[str, Any]] | None = None,
+    held: HeldStudy | None = None,
 ) -> Refit:
     """The models to register: trial `trial_number`'s (None: the best complete trial's) k fold models, or with
     `members` ([{trial, weight}], the leaderboard's deep ensemble) every member's, combined as they were chosen;
-    the hold-out evaluated once."""
+    the hold-out evaluated once. `held`: the study as the search's driver holds it."""
     from trainers.ensemble import Ensemble
     from trainers.preprocess import PreprocessParams
 
-    name, paths, config, study, inputs = _open(locations)
+    name, paths, config, study, inputs = _open(locations, held)
     settings = config["settings"]
     if members:
         return _refit_ensemble(name, paths, config, study, inputs, members, log)
@@ -252,28 +269,35 @@ def _refit_ensemble(
     )
 
 
-def refit_for(locations: Any, board: Any, trial_number: int | None, kind: str | None, log: Any) -> Refit:
+def refit_for(
+    locations: Any,
+    board: Any,
+    trial_number: int | None,
+    kind: str | None,
+    log: Any,
+    held: HeldStudy | None = None,
+) -> Refit:
     """`refit` of the kind asked for (None: the one the search chose; a trial number: that single trial)."""
     from search.stats.study_candidates import registrable
 
     candidates = getattr(board, "candidates", None) or {}
     if kind == "radiomics" and trial_number is None:
-        return refit_radiomics(locations, log, _radiomics_choice(candidates))
+        return refit_radiomics(locations, log, _radiomics_choice(candidates), held)
     if trial_number is not None:
         if kind in ("ensemble", "radiomics"):
             raise RegisterError(f"--trial names a single trial: it cannot be registered as --kind {kind}")
-        return refit(locations, trial_number, log)
+        return refit(locations, trial_number, log, held=held)
     kind = kind or registrable(candidates) or "single"
     if kind == "radiomics":
-        return refit_radiomics(locations, log, _radiomics_choice(candidates))
+        return refit_radiomics(locations, log, _radiomics_choice(candidates), held)
     if kind == "single":
-        return refit(locations, None, log)
+        return refit(locations, None, log, held=held)
     members = ((candidates.get("kinds") or {}).get("ensemble") or {}).get("members")
     if not members:
         raise RegisterError(
             "the study has no deep ensemble (it needs two complete trials and the search's leaderboard)"
         )
-    return refit(locations, None, log, members)
+    return refit(locations, None, log, members, held)
 
 
 @dataclass
@@ -297,7 +321,9 @@ def _radiomics_choice(candidates: dict[str, Any]) -> tuple[str, dict[str, Any] |
     return str(entry.get("candidate", "baseline")), entry.get("config")
 
 
-def refit_radiomics(locations: Any, log: Any, choice: tuple[str, dict[str, Any] | None]) -> Refit:
+def refit_radiomics(
+    locations: Any, log: Any, choice: tuple[str, dict[str, Any] | None], held: HeldStudy | None = None
+) -> Refit:
     """The radiomics model's k fold models, fitted again on the study's folds from the cached features (seconds,
     deterministic: the models whose out-of-fold predictions the search scored), the hold-out evaluated once."""
     import numpy as np
@@ -308,7 +334,7 @@ def refit_radiomics(locations: Any, log: Any, choice: tuple[str, dict[str, Any] 
     from trainers.preprocess import PreprocessParams, load_lesions
     from trainers.radiomics import MODEL, RadiomicsEnsemble, fit_folds
 
-    name, paths, config, study, inputs = _open(locations)
+    name, paths, config, study, inputs = _open(locations, held)
     prepared, settings = inputs.prepared, config["settings"]
     lesions = load_lesions(prepared.cohort, progress=False)
     features, patients, x, y, masks = feature_table(prepared.rois, lesions)

@@ -35,25 +35,28 @@ def register_study(
     log: Any = print,
     kind: str | None = None,
     board: Any = None,
+    held: Any = None,
 ) -> dict[str, Any]:
     """The winner's models (kept or retrained), evaluated on the holdout, registered; returns winner.json.
     `kind`: "single" (the best trial, or `trial_number`) or "ensemble" (the leaderboard's deep ensemble); None:
     the kind the search chose (`search.stats.study_candidates.registrable`). `board`: the leaderboard the
-    search holds in memory (at the end of a search); by default the study's `leaderboard.json`."""
+    search holds in memory (at the end of a search); by default the study's `leaderboard.json`. `held`
+    (`search.models.refit.HeldStudy`): the config, Optuna study and inputs the search's driver holds; by default
+    read from the study folder."""
     from search.tracking.tracker import tracking_uri
 
     with tracking_uri(locations.tracking_url()):  # leaves the caller's MLflow URI as it was
         board = board if board is not None else _leaderboard(locations.paths)
-        return _register_study(locations, model_name, trial_number, log, kind, board)
+        refit = refit_for(locations, board, trial_number, kind, log, held)
+        return _register_study(locations, model_name, refit, log, board, held and held.inputs)
 
 
 def _register_study(
-    locations: Any, model_name: str, trial_number: int | None, log: Any, kind: str | None, board: Any
+    locations: Any, model_name: str, refit: Refit, log: Any, board: Any, inputs: Any = None
 ) -> dict[str, Any]:
     from search.study import where_flags
 
-    refit = refit_for(locations, board, trial_number, kind, log)
-    explained = explain_registered(locations, refit, log)
+    explained = explain_registered(locations, refit, log, inputs)
     run_id, version = _log_model(locations, refit, model_name, explained)
     kill_point("registering")
     summary, tags = _tag_version(locations.tracking_url(), model_name, version, refit, board, log)

@@ -129,8 +129,10 @@ def space_families(config: dict) -> dict[str, str]:
     return {b: family_of(b) for b in study_space(config["settings"]).backbones}
 
 
-def register(args: Any, config: dict, board: Leaderboard) -> dict | None:
-    """Register the winner the leaderboard `board` (in memory) chose; evaluates the held-out patients once."""
+def register(args: Any, config: dict, board: Leaderboard, session: Any, inputs: Any) -> dict | None:
+    """Register the winner the leaderboard `board` chose, from what the driver holds in memory (the config, the
+    session's Optuna study, the prepared `inputs`); evaluates the held-out patients once."""
+    from search.models.refit import HeldStudy
     from search.models.register import RegisterError, register_study
     from search.study import resolve
 
@@ -139,7 +141,8 @@ def register(args: Any, config: dict, board: Leaderboard) -> dict | None:
     try:
         where = resolve(args.runs_dir, config["study"], config["storage"], config["tracking_uri"])
         kind = None if getattr(args, "register_kind", "auto") == "auto" else args.register_kind
-        return register_study(where, args.model_name, log=_register_line, kind=kind, board=board)
+        held = HeldStudy(config, session.study, inputs)
+        return register_study(where, args.model_name, log=_register_line, kind=kind, board=board, held=held)
     except RegisterError as exc:
         print(f"not registered: {exc}", flush=True)
         return None

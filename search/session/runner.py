@@ -82,7 +82,7 @@ def run(args: Any, config: dict, paths: StudyPaths, cohort: Any) -> int:
         if not tracked:
             untracked_warning(session.outbox, args.runs_dir, config["study"])
         elif board.rows and not args.no_register and status == "FINISHED" and not stopped:
-            winner = register(args, config, board)
+            winner = register(args, config, board, session, inputs)
     finally:  # written once, registration's hold-out results included (also when registering was interrupted)
         board = with_holdout(board, winner)
         publish(args, paths, session, board, "FAILED" if stopped else status, stopped)

@@ -326,15 +326,20 @@ def test_registration_uses_the_models_the_trial_kept(study, tmp_path) -> None:
     loaded = _refit(locations, None, lines.append)
     assert "with the 3 fold models the trial trained" in lines[-1], lines
     shutil.move(folder / "trials" / str(winner["trial"]) / "models", tmp_path / "models")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the trial trained (one core per trial): see the comment below
     try:
         retrained = _refit(locations, None, lines.append)
     finally:
+        torch.set_num_threads(threads)
         shutil.move(tmp_path / "models", folder / "trials" / str(winner["trial"]) / "models")
     assert "its fold models were not kept" in lines[-1] and "training its 3 fold models again" in lines[-1], (
         lines
     )
     assert retrained.result.cv_auc == loaded.result.cv_auc == winner["cv_auc"]
-    # the trial trained on 1 thread, the refit on all cores: the same models up to float rounding
+    # the same models up to float rounding, on the trial's thread count: on two threads the reductions round
+    # differently and training amplifies it (a weight 3.8 apart on this tiny cohort), so the refit's thread
+    # count is pinned above (the test passed only after another test had set one thread)
     assert loaded.ensemble.threshold == pytest.approx(retrained.ensemble.threshold, abs=1e-6)
     for a, b in zip(loaded.ensemble.models, retrained.ensemble.models, strict=True):
         sa, sb = a.state_dict(), b.state_dict()
