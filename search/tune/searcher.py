@@ -70,7 +70,12 @@ def trial_outcome(result: dict | None, error: bool) -> tuple[TrialState, float |
     """`trial_verdict` as Optuna is told it: the state, and the cv_auc of a complete trial (Optuna keeps a
     pruned trial's last intermediate value)."""
     state, _ = trial_verdict(result, None, error)
-    return OPTUNA_STATE[state], float(result[SEARCH_METRIC]) if state == COMPLETE and result else None
+    return OPTUNA_STATE[state], _told_value(result, state)
+
+
+def _told_value(result: dict | None, state: str) -> float | None:
+    """The objective Optuna is told: a complete trial's cv_auc, nothing otherwise."""
+    return float(result[SEARCH_METRIC]) if state == COMPLETE and result else None
 
 
 class StageSearch(Searcher):
@@ -139,15 +144,13 @@ class StageSearch(Searcher):
         trial = self.trials.get(trial_id)
         if trial is None or trial_id in self.told:
             return
-        self._report(
-            trial_id, result
-        )  # a scheduler's stop arrives here without on_trial_result: that epoch too
+        # a scheduler's stop arrives here without on_trial_result: that epoch too
+        self._report(trial_id, result)
         recorded = read_failure(self.paths, trial.number) if self.paths else None
         state, failure = trial_verdict(result, recorded, error)
-        value = float(result[SEARCH_METRIC]) if state == COMPLETE and result else None
         _set_attrs(trial, result, failure)
         kill_point("before_optuna_tell")
-        self.study.tell(trial, value, state=OPTUNA_STATE[state])
+        self.study.tell(trial, _told_value(result, state), state=OPTUNA_STATE[state])
         self.told.add(trial_id)
         self.outcomes.append(failure["reason"] if failure else None)
         if self.stop_reason is None:
