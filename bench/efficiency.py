@@ -80,8 +80,10 @@ def search_points(runs: Path, study: str, folds: int) -> list[tuple[float, int, 
     """(finished_at, fold-epochs, cv_auc if complete) of every finished trial of a study."""
     import optuna
 
-    config = json.loads((runs / study / "config.json").read_text())
-    trials = optuna.load_study(study_name=study, storage=config["storage"]).get_trials(deepcopy=False)
+    from search.study import StudyPaths, load_config
+
+    config = load_config(StudyPaths(runs / study))
+    trials = optuna.load_study(study_name=study, storage=config.storage).get_trials(deepcopy=False)
     points = []
     for t in trials:
         if t.datetime_complete is None:

@@ -67,7 +67,7 @@ def measure(where: Any) -> dict[str, Any]:
     """Per patient the lesion shares of the trained and the random maps and the uniform share; their medians."""
     import mlflow
 
-    from search.study import read_json
+    from search.study import load_config, read_json
     from search.study.inputs import prepare_inputs
     from search.tracking.tracker import tracking_uri
     from trainers.preprocess import load_lesions
@@ -79,7 +79,7 @@ def measure(where: Any) -> dict[str, Any]:
         model = mlflow.pyfunc.load_model(winner["model_uri"])
     trained = model.unwrap_python_model().ensemble
     random = _random_like(trained)
-    prepared = prepare_inputs(read_json(paths.config), paths).prepared
+    prepared = prepare_inputs(load_config(paths), paths).prepared
     fold_of = {p: i for i, f in enumerate(prepared.folds) for p in f["val"]}
     lesions = {x.patient_id: x for x in load_lesions(prepared.cohort, progress=False)}
     rows, seen = [], set()

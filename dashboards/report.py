@@ -45,10 +45,10 @@ from search.study import (  # noqa: E402
     count_trials,
     exit_error,
     failure_counts,
-    folder_format,
     format_failures,
     from_args,
     leaderboard,
+    read_config,
     read_json,
     read_leaderboard,
     read_oof,
@@ -71,8 +71,8 @@ def load_oof(trial: FrozenTrial, paths: StudyPaths) -> tuple[list[dict[str, Any]
     rows = read_oof(paths.oof(trial.number))
     if rows:
         return rows, f"trials/{trial.number}/oof.csv"
-    config = read_json(paths.config)
-    if min(folder_format(config), config.get("upgraded_from_format", FORMAT_VERSION)) < FORMAT_VERSION:
+    config = read_config(paths)
+    if min(config.format, config.upgraded_from_format or FORMAT_VERSION) < FORMAT_VERSION:
         return (
             None,
             "no oof.csv (trial from before study-folder format 2; its MLflow run holds oof_predictions.csv)",
@@ -264,10 +264,11 @@ def _page(study: optuna.Study, paths: StudyPaths, out: Path) -> str:
     trials = study.get_trials(deepcopy=False)
     counts = count_trials(study)
     best = best_per_backbone(study)
-    config = read_json(paths.config)
-    s = config.get("settings", {})
-    settings = ", ".join(f"{k} {s[k]}" for k in ("space", "folds", "max_epochs", "seed", "holdout") if k in s)
-    if s.get("pseudonymise"):
+    config = read_config(paths)
+    s = config.settings
+    shown = {k: getattr(s, k) for k in ("space", "folds", "max_epochs", "seed", "holdout")}
+    settings = ", ".join(f"{k} {v}" for k, v in shown.items() if v is not None)
+    if s.pseudonymise:
         settings += "; patient ids pseudonymised (salted hashes; the salt stays in the study folder)"
     states = ("complete", "pruned", "failed", "interrupted", "running")
     why = format_failures(failure_counts(study))
@@ -276,7 +277,7 @@ def _page(study: optuna.Study, paths: StudyPaths, out: Path) -> str:
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>stagesearch report: {name}</title>
 <style>{STYLE}</style></head><body>
 <h1>Study {name}</h1>
-<p>{config.get("patients", "?")} patients, cohort {html.escape(str(config.get("cohort_hash", "?")))}; {html.escape(settings)}.
+<p>{config.patients or "?"} patients, cohort {html.escape(config.cohort_hash or "?")}; {html.escape(settings)}.
 Report written {time.strftime("%Y-%m-%d %H:%M")}.</p>
 <h2>Trials</h2>
 {table(["complete", "pruned (stopped early)", "failed", "interrupted", "running"], [[str(counts[k]) for k in states]])}

@@ -12,10 +12,9 @@ import csv
 import html
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 from dashboards.report_tables import export_table
-from search.study import StudyFormatError, StudyPaths, read_json, read_oof
+from search.study import StudyConfig, StudyFormatError, StudyPaths, read_config, read_json, read_oof
 from search.study.pseudonyms import study_pseudonyms
 
 LABELS = {"T1": 0, "T2": 1, "0": 0, "1": 1}  # the manifest's label values (trainers.manifest.LABEL_VALUES)
@@ -28,9 +27,9 @@ def split_of(paths: StudyPaths) -> tuple[set[str], set[str]]:
     return {p for f in folds for p in f.get("val", [])}, set(read_json(paths.holdout).get("patients") or [])
 
 
-def from_manifest(config: dict[str, Any], paths: StudyPaths) -> tuple[dict[str, tuple[int, str]] | None, str]:
+def from_manifest(config: StudyConfig, paths: StudyPaths) -> tuple[dict[str, tuple[int, str]] | None, str]:
     """Patient (as the study names it) -> (stage, site) from the manifest, or None and why not."""
-    where = config.get("manifest_path")
+    where = config.manifest_path
     if not where or not Path(where).is_file():
         return None, f"the study's manifest {where or '(not recorded)'} is not there"
     found: dict[str, tuple[int, str]] = {}
@@ -89,7 +88,7 @@ def cohort_rows(labels: dict[str, tuple[int, str]], search: set[str], held: set[
 def cohort_section(paths: StudyPaths, out: Path) -> str:
     """`<h2>Cohort</h2>` and its table (CSV, LaTeX)."""
     head = "<h2>Cohort</h2>"
-    config = read_json(paths.config)
+    config = read_config(paths)
     search, held = split_of(paths)
     if not search:
         return f"{head}<p>No folds yet (folds.json), so no cohort table.</p>"

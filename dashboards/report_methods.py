@@ -17,7 +17,7 @@ import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from dashboards.report_tables import export_table
-from search.study import CONFIG_ATTR, StudyPaths, read_json
+from search.study import CONFIG_ATTR, StudyConfig, StudyPaths, StudySettings, read_config, read_json
 from search.study.session_record import SOFTWARE, software_versions
 
 #: Order of the hyperparameters in the table (others follow alphabetically).
@@ -55,20 +55,20 @@ def space_ranges(study: optuna.Study) -> dict[str, str]:
     return out
 
 
-def _holdout_kind(settings: dict[str, Any]) -> str:
-    share = settings.get("holdout")
+def _holdout_kind(settings: StudySettings) -> str:
+    share = settings.holdout
     share = f"{100 * share:.0f}% of the cohort" if isinstance(share, int | float) else "part of the cohort"
-    if settings.get("cv_group") == "site":
+    if settings.cv_group == "site":
         return f"{share}, whole sites"
     return f"{share}, stratified by stage"
 
 
-def recorded(config: dict[str, Any], key: str) -> list[dict[str, Any]]:
+def recorded(config: StudyConfig, key: str) -> list[dict[str, Any]]:
     """`key` ("search" or "software") of every session that recorded it."""
-    return [s[key] for s in config.get("sessions", []) if isinstance(s.get(key), dict)]
+    return [s[key] for s in config.sessions if isinstance(s.get(key), dict)]
 
 
-def software_rows(config: dict[str, Any]) -> list[list[str]]:
+def software_rows(config: StudyConfig) -> list[list[str]]:
     """One row per package: the versions the sessions ran on, or the installed one when none was recorded."""
     runs = recorded(config, "software")
     now = software_versions()
@@ -119,33 +119,33 @@ def _sampler(search: dict[str, Any] | None, seed: Any) -> tuple[str, str]:
     return sampler, stopping
 
 
-def methods_rows(study: optuna.Study, paths: StudyPaths, config: dict[str, Any]) -> list[list[str]]:
+def methods_rows(study: optuna.Study, paths: StudyPaths, config: StudyConfig) -> list[list[str]]:
     """(setting, value, source) rows of the methods table."""
-    s = config.get("settings", {})
+    s = config.settings
     search = (recorded(config, "search") or [None])[-1]
-    sampler, stopping = _sampler(search, s.get("seed"))
+    sampler, stopping = _sampler(search, s.seed)
     folds = read_json(paths.folds).get("meta") or {}
     held = read_json(paths.holdout).get("patients") or []
-    pre = config.get("preprocess_version")
+    pre = config.preprocess_version
     rows = [
         ["study", study.study_name, "config.json"],
         [
             "cohort",
-            f"{config.get('patients', '?')} patients, content hash {config.get('cohort_hash', '?')}",
+            f"{config.patients or '?'} patients, content hash {config.cohort_hash or '?'}",
             "config.json",
         ],
-        ["search space", str(s.get("space", "?")), "config.json"],
+        ["search space", str(s.space or "?"), "config.json"],
     ]
     rows += [[f"space: {k}", v, "Optuna distributions of the trials"] for k, v in space_ranges(study).items()]
     rows += [
         ["trials (budget)", str(search.get("budget")) if search else "not recorded", "last session"],
         ["sampler", sampler, "config.json sessions"],
         ["early stopping", stopping, "config.json sessions"],
-        ["epochs per trial (max)", str(s.get("max_epochs", "?")), "config.json"],
+        ["epochs per trial (max)", str(s.max_epochs or "?"), "config.json"],
         [
             "cross-validation",
-            f"{folds.get('k', s.get('folds'))} folds, stratified by stage, grouped by "
-            f"{folds.get('group_by', s.get('cv_group', 'patient'))}, seed {folds.get('seed', s.get('seed'))}",
+            f"{folds.get('k', s.folds)} folds, stratified by stage, grouped by "
+            f"{folds.get('group_by', s.cv_group)}, seed {folds.get('seed', s.seed)}",
             "folds.json",
         ],
         ["objective", "cv_auc: AUC of the pooled out-of-fold, patient-level P(T2)", "stagesearch"],
@@ -154,47 +154,45 @@ def methods_rows(study: optuna.Study, paths: StudyPaths, config: dict[str, Any])
             f"{len(held)} patients ({_holdout_kind(s)}), set aside before the search" if held else "none",
             "holdout.json",
         ],
-        ["seed", str(s.get("seed", "?")), "config.json"],
+        ["seed", str(s.seed), "config.json"],
         [
             "pretrained weights",
-            "ImageNet where available" if s.get("pretrained") else "none (random init)",
+            "ImageNet where available" if s.pretrained else "none (random init)",
             "config.json",
         ],
         [
             "preprocessing",
-            f"version {pre}: {PREPROCESSING.get(pre, 'see the stagesearch version')}"
-            if pre is not None
-            else "not recorded",
+            f"version {pre}: {PREPROCESSING.get(pre, 'see the stagesearch version')}",
             "config.json",
         ],
     ]
     return rows + [[f"software: {n}", v, src] for n, v, src in software_rows(config)]
 
 
-def methods_paragraph(study: optuna.Study, paths: StudyPaths, config: dict[str, Any]) -> str:
+def methods_paragraph(study: optuna.Study, paths: StudyPaths, config: StudyConfig) -> str:
     """The methods in prose (plain text), generated from the same sources as the table."""
-    s = config.get("settings", {})
+    s = config.settings
     ranges = space_ranges(study)
     search = (recorded(config, "search") or [None])[-1]
-    sampler, stopping = _sampler(search, s.get("seed"))
+    sampler, stopping = _sampler(search, s.seed)
     folds = read_json(paths.folds).get("meta") or {}
     held = read_json(paths.holdout).get("patients") or []
     soft = {r[0]: r[1] for r in software_rows(config)}
     space = "; ".join(f"{k} {v}" for k, v in ranges.items())
     budget = f" for {search['budget']} trials" if search else ""
     installed = any(r[2].startswith("installed now") for r in software_rows(config))
-    pre = config.get("preprocess_version")
+    pre = config.preprocess_version
     text = [
-        f"The study searched the {s.get('space', '?')} space ({space}){budget} with Ray Tune "
+        f"The study searched the {s.space or '?'} space ({space}){budget} with Ray Tune "
         f"{soft['ray']} and Optuna {soft['optuna']}. Sampler: {sampler}. Early stopping: {stopping}.",
         f"Preprocessing (version {pre}): {PREPROCESSING.get(pre, 'see that stagesearch version')}."
         if pre
         else "The preprocessing version was not recorded.",
-        f"Each configuration was trained for at most {s.get('max_epochs', '?')} epochs "
-        f"({'ImageNet-pretrained where weights were available' if s.get('pretrained') else 'from random initialisation'}) "
-        f"and scored by {folds.get('k', s.get('folds'))}-fold cross-validation stratified by T-stage and "
-        f"grouped by {folds.get('group_by', s.get('cv_group', 'patient'))} (folds drawn once with seed "
-        f"{folds.get('seed', s.get('seed'))} and shared by every trial); the objective cv_auc is the AUC of "
+        f"Each configuration was trained for at most {s.max_epochs or '?'} epochs "
+        f"({'ImageNet-pretrained where weights were available' if s.pretrained else 'from random initialisation'}) "
+        f"and scored by {folds.get('k', s.folds)}-fold cross-validation stratified by T-stage and "
+        f"grouped by {folds.get('group_by', s.cv_group)} (folds drawn once with seed "
+        f"{folds.get('seed', s.seed)} and shared by every trial); the objective cv_auc is the AUC of "
         "the pooled out-of-fold probabilities of T2, one per patient (the mean over its ROI slices).",
         (
             f"{len(held)} patients ({_holdout_kind(s)}) were set aside before the search and used only to "
@@ -202,8 +200,8 @@ def methods_paragraph(study: optuna.Study, paths: StudyPaths, config: dict[str, 
             if held
             else "No patients were held out."
         ),
-        f"Cohort: {config.get('patients', '?')} patients (content hash {config.get('cohort_hash', '?')}). "
-        f"Seed {s.get('seed', '?')}.",
+        f"Cohort: {config.patients or '?'} patients (content hash {config.cohort_hash or '?'}). "
+        f"Seed {s.seed}.",
         (
             "Software (installed when this report was written; the study did not record it): "
             if installed
@@ -217,8 +215,8 @@ def methods_paragraph(study: optuna.Study, paths: StudyPaths, config: dict[str, 
 
 def methods_section(study: optuna.Study, paths: StudyPaths, out: Path) -> str:
     """`<h2>Methods</h2>`: the paragraph, the table (CSV, LaTeX) and each session's command line."""
-    config = read_json(paths.config)
-    sessions = config.get("sessions") or []
+    config = read_config(paths)
+    sessions = config.sessions
     commands = "".join(
         f"<li><code>stagesearch run {html.escape(' '.join(s.get('argv') or []))}</code> "
         f"({html.escape(str(s.get('started', '?')))})</li>"

@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:
             if not is_disk_full(exc):
                 raise
-            print(f"\nerror: {disk_full_message(paths.root, config['study'])}", file=sys.stderr, flush=True)
+            print(f"\nerror: {disk_full_message(paths.root, config.study)}", file=sys.stderr, flush=True)
             return 1
         finally:
             release_all()

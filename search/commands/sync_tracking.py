@@ -8,7 +8,7 @@ import sys
 
 from search.console.routing import add_console_flags, quiet_console
 from search.session.driver_lock import StudyBusyError, hold
-from search.study import add_location_flags, from_args, read_json
+from search.study import add_location_flags, from_args, read_config, read_json
 from search.tracking.outbox import TrackingOutbox, first_line, short_client_retries, tracking_errors
 from trainers.cli import HelpFormatter
 
@@ -48,9 +48,7 @@ def main(argv: list[str] | None = None) -> int:
                     return 0
                 tracker = StudyTracker(where.tracking_url(), where.study, paths.artifacts)
                 tracker.parent_run_id = read_json(paths.state).get("parent_run_id")
-                tracker.max_epochs = (
-                    int(read_json(paths.config).get("settings", {}).get("max_epochs") or 0) or None
-                )
+                tracker.max_epochs = read_config(paths).settings.max_epochs
                 outbox.tracker = tracker
                 total = len(outbox.pending)
                 done = outbox.flush(args.wait)

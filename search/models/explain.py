@@ -20,8 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from search.study import read_json, write_json
+from search.study import write_json
 
+RADIOMICS_PANEL_PX = 32  # a radiomics model reads no image size: its patients' ROIs drawn at the phantom's
 PER_GROUP = 2  # patients per (stage, correct or wrong) group
 GROUPS = ((0, True), (0, False), (1, True), (1, False))  # (true stage, called correctly)
 STAGE = {0: "T1", 1: "T2"}
@@ -59,6 +60,8 @@ def explain_registered(locations: Any, refit: Any, log: Any = print, inputs: Any
     """Draw the registered model's input and saliency figures into the study folder's `explain/`; returns
     that folder (None, said, when the study's scans cannot be read now). `inputs`: the study's prepared inputs
     when the caller holds them (the search's driver), else prepared from the study folder."""
+    from search.study.config import load_config
+    from search.study.folder import StudyFormatError
     from search.study.inputs import CohortChangedError, prepare_inputs
     from trainers.preprocess import load_lesions
     from trainers.saliency import METHOD
@@ -67,8 +70,8 @@ def explain_registered(locations: Any, refit: Any, log: Any = print, inputs: Any
     out = paths.explain
     shutil.rmtree(out, ignore_errors=True)
     try:
-        inputs = inputs if inputs is not None else prepare_inputs(read_json(paths.config), paths)
-    except (CohortChangedError, OSError, ValueError) as exc:
+        inputs = inputs if inputs is not None else prepare_inputs(load_config(paths), paths)
+    except (CohortChangedError, StudyFormatError, OSError, ValueError) as exc:
         log(f"note: no input or saliency figures: {exc}")
         return None
     prepared = inputs.prepared
@@ -80,7 +83,7 @@ def explain_registered(locations: Any, refit: Any, log: Any = print, inputs: Any
     size = (
         max(m.config.resolution for m in getattr(refit.ensemble, "members", [refit.ensemble]))
         if network
-        else int(refit.config["settings"].get("resolution", 32) or 32)
+        else RADIOMICS_PANEL_PX
     )
     panels = [
         _panel(refit, row, rois[str(row["patient_id"])], lesions.get(str(row["patient_id"])), threshold, size)

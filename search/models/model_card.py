@@ -13,6 +13,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from search.study.config import StudySettings
+
 MODEL_DESCRIPTION_HEAD = "Cervical cancer T-staging (T1 vs T2) from T2-weighted MRI"
 
 INTENDED_USE = (
@@ -76,7 +78,7 @@ class CardFacts:
     family: str
     n_models: int
     train: dict[str, Any]  # the trial's training configuration (TrainConfig.to_dict())
-    settings: dict[str, Any]  # the study's settings (config.json)
+    settings: StudySettings  # the study's settings (config.json)
     preprocess_version: Any
     cohort: dict[str, Any]  # cohort_facts(...)
     tags: dict[str, str]  # the version's tags
@@ -99,8 +101,8 @@ def _cohort_section(f: CardFacts) -> list[str]:
         f"manifest content hash `{f.tags.get('cohort_hash', '-')}` (patient ids are not part of this card).",
     ]
     lines.append(
-        f"- Search: {_part(c['search'])} in {s.get('folds')}-fold stratified cross-validation grouped by "
-        f"{s.get('cv_group', 'patient')}, seed {s.get('seed')}."
+        f"- Search: {_part(c['search'])} in {s.folds}-fold stratified cross-validation grouped by "
+        f"{s.cv_group}, seed {s.seed}."
     )
     if c["holdout"]["patients"]:
         lines.append(f"- Held out before the search: {_part(c['holdout'])}, seen by no trial; scored once.")
@@ -262,8 +264,8 @@ def describe_version(
         family=refit.result.family,
         n_models=len(refit.ensemble.models),
         train=refit.train_params,
-        settings=refit.config["settings"],
-        preprocess_version=refit.config.get("preprocess_version", 1),
+        settings=refit.config.settings,
+        preprocess_version=refit.config.preprocess_version,
         cohort=refit.cohort or {},
         tags=tags,
         holdout=refit.holdout,

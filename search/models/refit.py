@@ -9,7 +9,7 @@ from typing import Any
 
 from search.models.model_card import cohort_facts
 from search.registry.version_tags import operating_threshold
-from search.study import read_json, trial_config
+from search.study import StudyConfig, StudySettings, trial_config
 
 
 class RegisterError(Exception):
@@ -70,7 +70,7 @@ class Refit:
 
     name: str
     trial: Any
-    config: dict[str, Any]
+    config: StudyConfig
     cfg: Any
     result: Any
     ensemble: Any
@@ -116,7 +116,7 @@ class HeldStudy:
     """What a search's driver already holds of its study at its end (its config, Optuna study and prepared
     inputs), handed to registration so that nothing is read again from disk."""
 
-    config: dict[str, Any]
+    config: StudyConfig
     study: Any
     inputs: Any
 
@@ -126,15 +126,15 @@ def _open(locations: Any, held: HeldStudy | None = None) -> tuple[str, Any, dict
     them over, else read from the study folder; RegisterError when unusable."""
     import optuna
 
-    from search.study import StorageError, StudyFormatError, check_format
+    from search.study import StorageError, StudyFormatError
+    from search.study.config import load_config
     from search.study.inputs import CohortChangedError, prepare_inputs
 
     name, paths = locations.require_study(), locations.paths
     if held is not None:
         return name, paths, held.config, held.study, held.inputs
-    config = read_json(paths.config)
     try:
-        check_format(config, paths.root)
+        config = load_config(paths)
         study = optuna.load_study(study_name=name, storage=locations.open_storage())
         inputs = prepare_inputs(config, paths)
     except (StudyFormatError, CohortChangedError, StorageError) as exc:
@@ -142,7 +142,7 @@ def _open(locations: Any, held: HeldStudy | None = None) -> tuple[str, Any, dict
     return name, paths, config, study, inputs
 
 
-def _fold_models(paths: Any, inputs: Any, settings: dict[str, Any], trial: Any, what: str, log: Any) -> tuple:
+def _fold_models(paths: Any, inputs: Any, settings: StudySettings, trial: Any, what: str, log: Any) -> tuple:
     """(cfg, result, models) of `trial`: the fold models it kept, else trained again (said with `what`)."""
     from search.study import trial_models
     from search.study.inputs import train_config
@@ -179,7 +179,7 @@ def refit(
     from trainers.preprocess import PreprocessParams
 
     name, paths, config, study, inputs = _open(locations, held)
-    settings = config["settings"]
+    settings = config.settings
     if members:
         return _refit_ensemble(name, paths, config, study, inputs, members, log)
     trial = chosen_trial(study, trial_number)
@@ -188,9 +188,7 @@ def refit(
     threshold, rule = operating_threshold(result.oof)  # why Youden's J: see search.registry.version_tags
     ensemble = Ensemble(models, cfg, PreprocessParams(), threshold)
     held = (
-        evaluate_holdout(ensemble, inputs.cohort, inputs.holdout, settings["seed"])
-        if inputs.holdout
-        else None
+        evaluate_holdout(ensemble, inputs.cohort, inputs.holdout, settings.seed) if inputs.holdout else None
     )
     return Refit(
         name, trial, config, cfg, result, ensemble, held, rule, cohort_facts(inputs.cohort, inputs.holdout)
@@ -211,7 +209,7 @@ class EnsembleResult:
 def _refit_ensemble(
     name: str,
     paths: Any,
-    config: dict[str, Any],
+    config: StudyConfig,
     study: Any,
     inputs: Any,
     members: list[dict[str, Any]],
@@ -226,7 +224,7 @@ def _refit_ensemble(
     from trainers.metrics import auc
     from trainers.preprocess import PreprocessParams
 
-    settings, parts, rows = config["settings"], [], []
+    settings, parts, rows = config.settings, [], []
     log(f"registering the deep ensemble of study {name}: {len(members)} trials")
     for m in members:
         trial = chosen_trial(study, int(m["trial"]))
@@ -245,9 +243,7 @@ def _refit_ensemble(
     threshold, rule = operating_threshold(oof)
     ensemble = WeightedEnsemble([e for *_, e in parts], weights.tolist(), threshold)
     held = (
-        evaluate_holdout(ensemble, inputs.cohort, inputs.holdout, settings["seed"])
-        if inputs.holdout
-        else None
+        evaluate_holdout(ensemble, inputs.cohort, inputs.holdout, settings.seed) if inputs.holdout else None
     )
     best, cfg = max(((t, c) for t, c, _, _ in parts), key=lambda tc: tc[0].value)
     listed = [
@@ -335,7 +331,7 @@ def refit_radiomics(
     from trainers.radiomics import MODEL, RadiomicsEnsemble, fit_folds
 
     name, paths, config, study, inputs = _open(locations, held)
-    prepared, settings = inputs.prepared, config["settings"]
+    prepared, settings = inputs.prepared, config.settings
     lesions = load_lesions(prepared.cohort, progress=False)
     features, patients, x, y, masks = feature_table(prepared.rois, lesions)
     candidate, classifier = choice
@@ -358,9 +354,7 @@ def refit_radiomics(
     threshold, rule = operating_threshold(oof)
     ensemble = RadiomicsEnsemble(models, features, masks, PreprocessParams(), threshold, classifier)
     held = (
-        evaluate_holdout(ensemble, inputs.cohort, inputs.holdout, settings["seed"])
-        if inputs.holdout
-        else None
+        evaluate_holdout(ensemble, inputs.cohort, inputs.holdout, settings.seed) if inputs.holdout else None
     )
     best = chosen_trial(
         study

@@ -202,7 +202,7 @@ def _tag_version(
         "family": result.family,
         "cv_auc": f"{refit.cv_auc:.4f}",
         "refit_cv_auc": f"{result.cv_auc:.4f}",
-        "cohort_hash": refit.config["cohort_hash"],
+        "cohort_hash": refit.config.cohort_hash,
         "pretrained": str(result.pretrained).lower(),
         "threshold": f"{refit.ensemble.threshold:.6g}",
         "threshold_rule": refit.threshold_rule,

@@ -22,10 +22,8 @@ from search.study import (
     StorageError,
     StudyFormatError,
     StudyPaths,
-    check_format,
     default_storage_url,
     default_tracking_uri,
-    folder_format,
     latest_study,
     open_storage,
     public,
@@ -33,11 +31,9 @@ from search.study import (
     read_json,
     sqlite_path,
     warn_if_on_command_line,
-    write_json,
 )
+from search.study.config import StudyConfig, StudySettings, load_config, write_config
 from search.study.pseudonyms import (
-    CHECK_KEY,
-    SETTING,
     SaltError,
     new_salt,
     pseudonyms,
@@ -123,34 +119,32 @@ def local_gpus() -> int:
     return torch.cuda.device_count()
 
 
-def stored_config(args: argparse.Namespace) -> dict[str, Any]:
-    """The config of the study to continue ({} for a new one); fills `args.study` for a bare --resume."""
+def stored_config(args: argparse.Namespace) -> StudyConfig | None:
+    """The config of the study to continue (None for a new one); fills `args.study` for a bare --resume."""
     if args.resume and not args.study:
         args.study = latest_study(args.runs_dir)
         if args.study is None:
             raise UserError([f"--resume: no study in {args.runs_dir} to continue"])
     paths = StudyPaths(args.runs_dir / args.study) if args.study else None
-    stored = read_json(paths.config) if paths else {}
-    if args.resume and not stored:
+    try:
+        stored = load_config(paths) if paths and read_json(paths.config) else None
+    except StudyFormatError as exc:
+        raise UserError([str(exc)]) from None
+    if args.resume and stored is None:
         raise UserError([f"--resume: no study named {args.study!r} in {args.runs_dir}"])
-    if stored:
-        try:
-            found = check_format(stored, paths.root)
-        except StudyFormatError as exc:
-            raise UserError([str(exc)]) from None
-        if found < FORMAT_VERSION:
-            _upgrade_settings(stored["settings"])
+    if stored is not None:
+        if stored.format < FORMAT_VERSION:
+            _upgrade_settings(stored.settings)
             print(
-                f"note: study folder {paths.root} has format {found}; continuing it as format {FORMAT_VERSION} "
-                "(its earlier trials keep their out-of-fold tables in MLflow only)",
+                f"note: study folder {paths.root} has format {stored.format}; continuing it as format "
+                f"{FORMAT_VERSION} (its earlier trials keep their out-of-fold tables in MLflow only)",
                 flush=True,
             )
-        stored["settings"].setdefault(SETTING, False)  # a study from before --pseudonymise keeps real ids
-        _check_preprocessing(stored, args.study)
+        _check_preprocessing(stored, args.study)  # a study from before --pseudonymise reads as not (real ids)
     return stored
 
 
-def _check_preprocessing(stored: dict[str, Any], study: str) -> None:
+def _check_preprocessing(stored: StudyConfig, study: str) -> None:
     """A study made with another preprocessing version cannot be continued (its trials saw other inputs)."""
     from search.study.inputs import PreprocessChangedError, check_preprocess_version
 
@@ -160,23 +154,23 @@ def _check_preprocessing(stored: dict[str, Any], study: str) -> None:
         raise UserError([str(exc)]) from None
 
 
-def _upgrade_settings(settings: dict[str, Any]) -> None:
+def _upgrade_settings(settings: StudySettings) -> None:
     """Format 1 had no --backbones/--resolutions: such a study searched all of its space's."""
     from spaces import get_space
 
-    if settings.get("space") and "backbones" not in settings:
-        space = get_space(str(settings["space"]))
-        settings.update(backbones=list(space.backbones), resolutions=list(space.resolutions))
+    if settings.space and settings.backbones is None:
+        space = get_space(settings.space)
+        settings.backbones, settings.resolutions = list(space.backbones), list(space.resolutions)
 
 
-def choose_space(args: argparse.Namespace, settings: dict[str, Any], resumed: bool) -> Space:
+def choose_space(args: argparse.Namespace, settings: StudySettings, resumed: bool) -> Space:
     """The study's search space, narrowed by --backbones/--resolutions (fills those settings, the space's name
     and max_epochs), and one line saying why."""
     from search.study.inputs import study_space
 
     gpus = (args.num_gpus if args.num_gpus is not None else local_gpus()) if args.address is None else None
-    if settings["space"] is None:
-        settings["space"] = "paper" if (gpus or args.address) else "cpu"
+    if settings.space is None:
+        settings.space = "paper" if (gpus or args.address) else "cpu"
         why = f"{gpus} GPU(s) visible" if gpus else ("Ray cluster" if args.address else "no GPU visible")
     else:
         why = "resumed study" if resumed else "chosen with --space"
@@ -184,11 +178,11 @@ def choose_space(args: argparse.Namespace, settings: dict[str, Any], resumed: bo
         space = study_space(settings)
     except ValueError as exc:
         raise UserError([str(exc)]) from None
-    settings.update(backbones=list(space.backbones), resolutions=list(space.resolutions))
-    if settings["max_epochs"] is None:
-        settings["max_epochs"] = space.max_epochs
+    settings.backbones, settings.resolutions = list(space.backbones), list(space.resolutions)
+    if settings.max_epochs is None:
+        settings.max_epochs = space.max_epochs
     print(
-        f"search space: {settings['space']} ({why}): {space.description}; {settings['max_epochs']} epochs max",
+        f"search space: {settings.space} ({why}): {space.description}; {settings.max_epochs} epochs max",
         flush=True,
     )
     return space
@@ -204,7 +198,7 @@ def fetch_pretrained_weights(names: list[str]) -> None:
 
 
 def load_cohort(
-    settings: dict[str, Any], stored: dict[str, Any], study: str | None, force_small_holdout: bool = False
+    settings: StudySettings, stored: StudyConfig | None, study: str | None, force_small_holdout: bool = False
 ) -> tuple[Path, Any]:
     """The manifest (or the phantom's) and its validated cohort, checked against the hold-out and the stored study."""
     from trainers.cv import resolve_manifest
@@ -212,32 +206,29 @@ def load_cohort(
     from trainers.manifest import ManifestError
 
     try:
-        manifest = resolve_manifest(settings["manifest"], int(settings["phantom_patients"]), 0)
+        manifest = resolve_manifest(settings.manifest, settings.phantom_patients, 0)
         cohort = checked_manifest(
-            manifest,
-            int(settings["folds"]),
-            str(settings["cv_group"]),
-            allow=bool(settings["allow_duplicate_scans"]),
+            manifest, settings.folds, settings.cv_group, allow=settings.allow_duplicate_scans
         )
     except ManifestError as exc:
         raise UserError([str(exc)]) from None
-    if settings["holdout"]:
+    if settings.holdout:
         # a resumed study's hold-out was accepted when the study was made: only the folds are checked again
         problems = holdout_problems(
             cohort,
-            float(settings["holdout"]),
-            int(settings["folds"]),
-            int(settings["seed"]),
-            str(settings["cv_group"]),
-            force_small=force_small_holdout or bool(stored),
+            float(settings.holdout),
+            settings.folds,
+            settings.seed,
+            settings.cv_group,
+            force_small=force_small_holdout or stored is not None,
         )
         if problems:
             raise UserError(problems)
     chash = cohort.content_hash()
-    if stored and stored.get("cohort_hash") != chash:
+    if stored is not None and stored.cohort_hash != chash:
         raise UserError(
             [
-                f"study {study!r} was made on cohort {stored.get('cohort_hash')}, but {manifest} "
+                f"study {study!r} was made on cohort {stored.cohort_hash}, but {manifest} "
                 f"is now {chash} (changed files?); start a new --study"
             ]
         )
@@ -247,67 +238,66 @@ def load_cohort(
 def study_config(
     args: argparse.Namespace,
     argv: list[str] | None,
-    settings: dict[str, Any],
-    stored: dict[str, Any],
+    settings: StudySettings,
+    stored: StudyConfig | None,
     manifest: Path,
     cohort: Any,
-) -> tuple[dict[str, Any], StudyPaths]:
+) -> tuple[StudyConfig, StudyPaths]:
     """The study's `config.json` (this session appended to its sessions) and its folder."""
     # search.tune.tuning imports Ray: here, once search.tune.local_ray has set it up, not when this module is
     # imported
     from search.tune.tuning import startup_trials
     from trainers.preprocess import PREPROCESS_VERSION
 
-    name = args.study or f"{settings['space']}-{time.strftime('%Y%m%d-%H%M%S')}"
+    name = args.study or f"{settings.space}-{time.strftime('%Y%m%d-%H%M%S')}"
     paths = StudyPaths(args.runs_dir / name)
     argv = public_argv(sys.argv[1:] if argv is None else argv)  # passwords as *** (search.study.credentials)
     session = {
         "argv": argv,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "software": software_versions(),
-        "search": search_settings(args, int(settings["max_epochs"]), startup_trials(args.budget)),
+        "search": search_settings(args, int(settings.max_epochs or 0), startup_trials(args.budget)),
     }
     # A new study goes to STAGESEARCH_STORAGE when set (the URL with its password never on a command line).
-    storage = (
-        args.storage or stored.get("storage") or os.environ.get(STORAGE_ENV) or default_storage_url(paths)
+    before = stored or StudyConfig(name, format=FORMAT_VERSION)
+    storage = args.storage or before.storage or os.environ.get(STORAGE_ENV) or default_storage_url(paths)
+    upgraded = before.upgraded_from_format or before.format
+    config = StudyConfig(
+        study=name,
+        settings=settings,
+        manifest_path=str(manifest.resolve()),
+        cohort_hash=cohort.content_hash(),
+        preprocess_version=PREPROCESS_VERSION,
+        patients=len(cohort.patients),
+        storage=public(storage),
+        tracking_uri=public(args.tracking_uri or before.tracking_uri or default_tracking_uri(args.runs_dir)),
+        sessions=[*before.sessions, session],
+        format=FORMAT_VERSION,
+        upgraded_from_format=upgraded if upgraded != FORMAT_VERSION else None,
+        pseudonym_salt_check=before.pseudonym_salt_check,
+        extra=before.extra,
     )
-    tracking = args.tracking_uri or stored.get("tracking_uri") or default_tracking_uri(args.runs_dir)
-    config = {
-        "format": FORMAT_VERSION,
-        "study": name,
-        "settings": settings,
-        "manifest_path": str(manifest.resolve()),
-        "cohort_hash": cohort.content_hash(),
-        "preprocess_version": PREPROCESS_VERSION,
-        "patients": len(cohort.patients),
-        "storage": public(storage),
-        "tracking_uri": public(tracking),
-        "sessions": stored.get("sessions", []) + [session],
-    }
-    upgraded = stored.get("upgraded_from_format") or (folder_format(stored) if stored else FORMAT_VERSION)
-    if upgraded != FORMAT_VERSION:
-        config["upgraded_from_format"] = upgraded
     return config, paths
 
 
-def study_salt(config: dict[str, Any], paths: StudyPaths, stored: dict[str, Any], cohort: Any) -> str | None:
+def study_salt(config: StudyConfig, paths: StudyPaths, stored: StudyConfig | None, cohort: Any) -> str | None:
     """A pseudonymised study's salt: the stored one when resuming (UserError when it is missing or replaced),
     a new one for a new study (the caller writes its file). Its check value, never the salt, goes into `config`.
     """
-    if not config["settings"][SETTING]:
+    if not config.settings.pseudonymise:
         return None
     try:
-        salt = read_salt(paths, stored) if stored else new_salt()
+        salt = read_salt(paths, stored) if stored is not None else new_salt()
         pseudonyms(
             salt, cohort.patients
         )  # a collision, however unlikely, is refused before anything is written
     except SaltError as exc:
         raise UserError([str(exc)]) from None
-    config[CHECK_KEY] = salt_check(salt)
+    config.pseudonym_salt_check = salt_check(salt)
     return salt
 
 
-def configure(args: argparse.Namespace, argv: list[str] | None) -> tuple[dict[str, Any], StudyPaths, Any]:
+def configure(args: argparse.Namespace, argv: list[str] | None) -> tuple[StudyConfig, StudyPaths, Any]:
     """Check everything, then write the study's config.json; returns (config, folder, cohort). Raises UserError."""
     problems = validate(args)
     if problems:
@@ -315,30 +305,28 @@ def configure(args: argparse.Namespace, argv: list[str] | None) -> tuple[dict[st
     warn_if_on_command_line("--storage", args.storage, STORAGE_ENV)
     warn_if_on_command_line("--tracking-uri", args.tracking_uri, TRACKING_ENV)
     stored = stored_config(args)
-    settings, problems = resolve_settings(args, stored.get("settings", {}))
+    settings, problems = resolve_settings(args, stored.settings if stored is not None else None)
     if problems:
         raise UserError(problems)
-    space = choose_space(args, settings, bool(stored))
-    if not stored and (problems := comparison_problems(args, len(space.backbones), space.name)):
+    space = choose_space(args, settings, stored is not None)
+    if stored is None and (problems := comparison_problems(args, len(space.backbones), space.name)):
         raise UserError(problems)  # a resumed study ran (or queued) its comparison when it was created
     manifest, cohort = load_cohort(settings, stored, args.study, args.force_small_holdout)
     config, paths = study_config(args, argv, settings, stored, manifest, cohort)
-    if (
-        sqlite_path(config["storage"]) is None
-    ):  # a database server: does it let us in? (before writing anything)
+    if sqlite_path(config.storage) is None:  # a database server: does it let us in? (before writing anything)
         try:
-            open_storage(config["storage"]).engine.dispose()
+            open_storage(config.storage).engine.dispose()
         except StorageError as exc:
             raise UserError([str(exc)]) from None
     try:  # the last check: a live driver of this study refuses this one before anything is written
-        hold(paths, config["storage"], "run")
+        hold(paths, config.storage, "run")
     except StudyBusyError as exc:
         raise UserError([str(exc)]) from None
     salt = study_salt(config, paths, stored, cohort)
-    if settings["pretrained"]:  # only once the run is sure to go ahead (it may download)
+    if settings.pretrained:  # only once the run is sure to go ahead (it may download)
         fetch_pretrained_weights(list(space.backbones))
     paths.root.mkdir(parents=True, exist_ok=True)
-    if salt is not None and not stored:
+    if salt is not None and stored is None:
         write_salt(paths, salt)
-    write_json(paths.config, config)
+    write_config(paths, config)
     return config, paths, cohort

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from search.console.routing import add_console_flags
 from search.registry import DEFAULT_MODEL_NAME
+from search.study.config import StudySettings
 from spaces import list_spaces
 from trainers.cli import HelpFormatter
 
@@ -255,24 +256,6 @@ def validate(args: argparse.Namespace) -> list[str]:
     return problems
 
 
-# Settings fixed when a study is created; a resumed study keeps them. None means "not given on the CLI".
-STUDY_SETTINGS: dict[str, object] = {
-    "space": None,
-    "backbones": None,  # None: all of the space's (filled in when the study is created)
-    "resolutions": None,
-    "manifest": None,
-    "phantom_patients": 112,
-    "folds": 5,
-    "cv_group": "patient",
-    "max_epochs": None,
-    "holdout": 0.0,
-    "seed": 0,
-    "pretrained": True,
-    "pseudonymise": False,
-    "allow_duplicate_scans": False,
-}
-
-
 def _conflict(key: str, given: object, stored: object) -> str:
     """Why a flag cannot change a setting of an existing study."""
     if key == "pseudonymise":
@@ -291,20 +274,22 @@ def _conflict(key: str, given: object, stored: object) -> str:
 
 
 def resolve_settings(
-    args: argparse.Namespace, stored: dict[str, object]
-) -> tuple[dict[str, object], list[str]]:
-    """Study settings from the stored study (if any), the CLI, then defaults; conflicts are problems."""
-    settings, problems = {}, []
-    for key, default in STUDY_SETTINGS.items():
-        given = getattr(args, key)
+    args: argparse.Namespace, stored: StudySettings | None
+) -> tuple[StudySettings, list[str]]:
+    """Study settings from the stored study (if any), the CLI, then defaults; conflicts are problems. Each is
+    fixed when a study is created (a setting an older study did not record reads as its default)."""
+    chosen, problems = {}, []
+    for key, default in StudySettings.defaults().items():
+        given = getattr(args, key)  # None: not given on the command line
         given = str(given) if isinstance(given, Path) else given
-        if key in stored and stored[key] is not None:
-            if given is not None and given != stored[key]:
-                problems.append(_conflict(key, given, stored[key]))
-            settings[key] = stored[key]
+        kept = getattr(stored, key) if stored is not None else None
+        if kept is not None:
+            if given is not None and given != kept:
+                problems.append(_conflict(key, given, kept))
+            chosen[key] = kept
         else:
-            settings[key] = given if given is not None else default
-    return settings, problems
+            chosen[key] = given if given is not None else default
+    return StudySettings(**chosen, extra=stored.extra if stored is not None else {}), problems
 
 
 def comparison_trials(args: argparse.Namespace, families: int) -> int:

@@ -55,7 +55,7 @@ def summarise(args: Any, config: dict, paths: StudyPaths, session: Any, inputs: 
     board = dataclasses.replace(board, missing=missing_families(session.study, space_families(config)))
     board = dataclasses.replace(board, **site_estimates(config, paths, board))
     board = attach_baseline(
-        board, paths, inputs and inputs.prepared, session.tracker, int(config["settings"]["seed"])
+        board, paths, inputs and inputs.prepared, session.tracker, int(config.settings.seed)
     )
     return dataclasses.replace(board, candidates=_candidates(args, config, paths, session, inputs))
 
@@ -110,8 +110,8 @@ def _candidates(args: Any, config: dict, paths: StudyPaths, session: Any, inputs
     from search.session.radiomics_trials import run_radiomics
 
     if inputs is not None and inputs.prepared is not None:
-        trials, seed = int(getattr(args, "radiomics_trials", 0)), int(config["settings"]["seed"])
-        run_radiomics(paths, session.storage, config["study"], inputs.prepared, trials, seed)
+        trials, seed = int(getattr(args, "radiomics_trials", 0)), int(config.settings.seed)
+        run_radiomics(paths, session.storage, config.study, inputs.prepared, trials, seed)
     finished = {n: state for n, (state, _) in finished_trials(session.study).items()}
     families = {t.number: family(t) for t in session.study.get_trials(deepcopy=False) if t.number in finished}
     return candidate_fields(paths, config, finished, families)
@@ -126,7 +126,7 @@ def space_families(config: dict) -> dict[str, str]:
     from search.study.inputs import study_space
     from trainers.backbones import family_of
 
-    return {b: family_of(b) for b in study_space(config["settings"]).backbones}
+    return {b: family_of(b) for b in study_space(config.settings).backbones}
 
 
 def register(args: Any, config: dict, board: Leaderboard, session: Any, inputs: Any) -> dict | None:
@@ -139,7 +139,7 @@ def register(args: Any, config: dict, board: Leaderboard, session: Any, inputs: 
     print()
     reroute()  # libraries imported since the search started (the model flavour's) log to the file too
     try:
-        where = resolve(args.runs_dir, config["study"], config["storage"], config["tracking_uri"])
+        where = resolve(args.runs_dir, config.study, config.storage, config.tracking_uri)
         kind = None if getattr(args, "register_kind", "auto") == "auto" else args.register_kind
         held = HeldStudy(config, session.study, inputs)
         return register_study(where, args.model_name, log=_register_line, kind=kind, board=board, held=held)
@@ -163,7 +163,7 @@ def print_outcome(board: Any, config: dict, paths: StudyPaths, winner: dict | No
     print()
     why = format_failures(board.failures)
     print(
-        f"study {config['study']}: {counts['complete']} complete, {counts['pruned']} pruned (stopped early), "
+        f"study {config.study}: {counts['complete']} complete, {counts['pruned']} pruned (stopped early), "
         f"{counts['failed']} failed" + (f" ({why})" if why else "")
     )
     if rows:
@@ -178,7 +178,7 @@ def print_outcome(board: Any, config: dict, paths: StudyPaths, winner: dict | No
     print("report:            stagesearch report" + _where_flags(paths, config))
     print("optuna-dashboard:  stagesearch dashboard" + _where_flags(paths, config))
     print("MLflow UI:         stagesearch mlflow-ui" + _where_flags(paths, config))
-    if HIDDEN in config["storage"] + config["tracking_uri"]:
+    if HIDDEN in config.storage + config.tracking_uri:
         print(
             "the study records its stores without their passwords: give them to these commands in the "
             f"environment (PGPASSWORD or ~/.pgpass for PostgreSQL, or {STORAGE_ENV} with the storage URL)"
@@ -229,4 +229,4 @@ def _members(winner: dict) -> str:
 
 def _where_flags(paths: StudyPaths, config: dict) -> str:
     """The flags that point a later command at this study from any folder."""
-    return f" --runs-dir {paths.root.parent.resolve()} --study {config['study']}"
+    return f" --runs-dir {paths.root.parent.resolve()} --study {config.study}"

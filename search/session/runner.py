@@ -70,17 +70,17 @@ def run(args: Any, config: dict, paths: StudyPaths, cohort: Any) -> int:
     except StorageError as exc:
         return fail([str(exc)])
     except tracking_errors() as exc:
-        return fail([f"cannot reach MLflow tracking at {config['tracking_uri']}: {first_line(exc)}"])
+        return fail([f"cannot reach MLflow tracking at {config.tracking_uri}: {first_line(exc)}"])
     remaining = args.budget - session.counts["finished"]
     status = run_trials(args, config, paths, inputs, session, remaining) if remaining > 0 else "FINISHED"
-    stopped = _stopped(session, config["study"]) if remaining > 0 else None
-    disk_full = free_space_problem(paths.root, config["study"]) if remaining > 0 else None
+    stopped = _stopped(session, config.study) if remaining > 0 else None
+    disk_full = free_space_problem(paths.root, config.study) if remaining > 0 else None
     stopped = stopped or disk_full
     tracked = session.outbox.flush(0 if disk_full else tracking_wait())  # a full disk: nothing to wait for
     board, winner = summarise(args, config, paths, session, inputs=inputs), None
     try:
         if not tracked:
-            untracked_warning(session.outbox, args.runs_dir, config["study"])
+            untracked_warning(session.outbox, args.runs_dir, config.study)
         elif board.rows and not args.no_register and status == "FINISHED" and not stopped:
             winner = register(args, config, board, session, inputs)
     finally:  # written once, registration's hold-out results included (also when registering was interrupted)
@@ -135,27 +135,27 @@ def _open_session(args: Any, config: dict, paths: StudyPaths) -> Session:
     """The study's Optuna record and MLflow parent run, with what a killed session left running closed."""
     from search.tune.tuning import name_metrics
 
-    name = config["study"]
-    storage = open_storage(config["storage"])  # pickled by Ray with the password hidden
+    name = config.study
+    storage = open_storage(config.storage)  # pickled by Ray with the password hidden
     study = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True)
     name_metrics(
         study
     )  # objective "cv_auc", intermediate values "mean_fold_auc": new studies and resumed ones
     closed = close_stale_trials(study, storage)
     counts = count_trials(study)
-    uri = config["tracking_uri"]
+    uri = config.tracking_uri
     tracker = StudyTracker(uri, name, paths.artifacts if uri.startswith(("sqlite:", "file:")) else None)
-    settings = config["settings"]
+    settings = config.settings
     tracker.open_parent(
         read_json(paths.state).get("parent_run_id"),
         params={
             "budget": args.budget,
-            **settings,
-            "cohort_hash": config["cohort_hash"],
+            **settings.to_json(),
+            "cohort_hash": config.cohort_hash,
             "sampler": args.sampler,
             "scheduler": args.scheduler,
         },
-        tags={"study": name, "space": str(settings["space"])},
+        tags={"study": name, "space": str(settings.space)},
     )
     outbox = TrackingOutbox(tracker, paths.root)
     if not outbox.healthy:  # before closing runs left open: the kept calls may close them properly
@@ -173,8 +173,8 @@ def _open_session(args: Any, config: dict, paths: StudyPaths) -> Session:
             flush=True,
         )
     remaining = max(args.budget - counts["finished"], 0)
-    if sqlite_path(config["storage"]) is None:  # a shared database: say which (its password hidden)
-        print(f"optuna storage: {config['storage']}", flush=True)
+    if sqlite_path(config.storage) is None:  # a shared database: say which (its password hidden)
+        print(f"optuna storage: {config.storage}", flush=True)
     print(
         f"study {name}: {counts['finished']} of {args.budget} trials finished before this session "
         f"({counts['complete']} complete, {counts['pruned']} pruned, {counts['failed']} failed); "

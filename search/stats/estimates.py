@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import optuna
 
-from search.study import Leaderboard, StudyFormatError, StudyPaths, finished_trials, read_oof
+from search.study import Leaderboard, StudyConfig, StudyFormatError, StudyPaths, finished_trials, read_oof
 
 #: Resamples of the study's estimate (Tsamardinos et al. use 1,000) and the interval's coverage.
 N_RESAMPLES = 1000
@@ -197,7 +197,7 @@ def oof_matrix(paths: StudyPaths, numbers: Sequence[int]) -> OOFMatrix:
     return OOFMatrix(kept, patients, labels, np.array(rows), excluded)
 
 
-def patient_sites(config: dict[str, Any], paths: StudyPaths) -> dict[str, str]:
+def patient_sites(config: StudyConfig, paths: StudyPaths) -> dict[str, str]:
     """Each patient's site as the out-of-fold tables name the patient (pseudonyms in a pseudonymised study)."""
     from search.study.inputs import load_cohort
     from search.study.pseudonyms import study_pseudonyms
@@ -221,7 +221,7 @@ def patient_sites(config: dict[str, Any], paths: StudyPaths) -> dict[str, str]:
 
 def corrected_fields(
     paths: StudyPaths,
-    config: dict[str, Any],
+    config: StudyConfig,
     numbers: Sequence[int],
     best_cv_auc: float | None,
     n_resamples: int = N_RESAMPLES,
@@ -230,14 +230,14 @@ def corrected_fields(
     (complete and pruned) of a study. When no estimate can be made, `corrected` says why and the others are
     None. Resampling is by site when the study's CV is grouped by site (folds never split a site, so neither
     may the bootstrap), seeded by the study's seed."""
-    settings = config["settings"]
-    unit = "site" if str(settings.get("cv_group", "patient")) == "site" else "patient"
+    settings = config.settings
+    unit = "site" if settings.cv_group == "site" else "patient"
     table = oof_matrix(paths, numbers)
     about: dict[str, Any] = {
         "method": METHOD,
         "n_resamples": n_resamples,
         "unit": unit,
-        "seed": int(settings.get("seed", 0)),
+        "seed": settings.seed,
         "configurations": len(table.trials),
         "trials": table.trials,
         "excluded": table.excluded,
@@ -270,7 +270,7 @@ def corrected_fields(
 
 
 def with_estimate(
-    board: Leaderboard, study: optuna.Study, paths: StudyPaths, config: dict[str, Any]
+    board: Leaderboard, study: optuna.Study, paths: StudyPaths, config: StudyConfig
 ) -> Leaderboard:
     """`board` with the corrected estimate over the study's complete and pruned trials (for
     `search.session.outcome.summarise`, before the leaderboard is written and the winner registered)."""

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from search.study import Leaderboard, StudyFormatError, StudyPaths, read_json, read_oof
+from search.study import Leaderboard, StudyConfig, StudyFormatError, StudyPaths, read_json, read_oof
 
 #: The site-only model's CV AUC from which the summary warns that site is a shortcut.
 SHORTCUT_WARN_AUC = 0.6
@@ -30,18 +30,18 @@ class CohortSites:
     labels: dict[str, int]
 
 
-def cohort_sites(config: dict[str, Any], paths: StudyPaths) -> CohortSites | None:
+def cohort_sites(config: StudyConfig, paths: StudyPaths) -> CohortSites | None:
     """The sites and labels of the study's patients from its manifest (None when it names no sites or cannot
     be read now). Images are not read again: the search already validated them."""
     from search.study.pseudonyms import study_pseudonyms
     from trainers.manifest import ManifestError, load_manifest
 
-    settings = config["settings"]
+    settings = config.settings
     try:
         cohort = load_manifest(
-            config["manifest_path"],
-            folds=int(settings["folds"]),
-            cv_group=str(settings["cv_group"]),
+            config.manifest_path,
+            folds=int(settings.folds),
+            cv_group=str(settings.cv_group),
             check_images=False,
         )
         rename = study_pseudonyms(config, paths, cohort.patients)
@@ -126,12 +126,12 @@ def site_shortcut(paths: StudyPaths, known: CohortSites) -> dict[str, Any] | Non
     }
 
 
-def site_estimates(config: dict[str, Any], paths: StudyPaths, board: Leaderboard) -> dict[str, Any]:
+def site_estimates(config: StudyConfig, paths: StudyPaths, board: Leaderboard) -> dict[str, Any]:
     """The leaderboard's `per_site` and `site_shortcut` (for `dataclasses.replace`); None where not applicable."""
     known = cohort_sites(config, paths)
     if known is None:
         return {"per_site": None, "site_shortcut": None}
-    by_site = config["settings"].get("cv_group") == "site"
+    by_site = config.settings.cv_group == "site"
     return {
         "per_site": winner_per_site(board, paths, known),
         "site_shortcut": None if by_site else site_shortcut(paths, known),

@@ -17,7 +17,7 @@ import numpy as np
 from search.stats.candidates import Selection, select
 from search.stats.candidates_text import difference_words
 from search.stats.estimates import N_RESAMPLES, EstimateError, oof_matrix, patient_sites
-from search.study import StudyPaths, read_oof, read_radiomics
+from search.study import StudyConfig, StudyPaths, read_oof, read_radiomics
 
 METHOD = "nested BBC-CV over candidate kinds (the ensemble built and the kind chosen inside each resample)"
 RADIOMICS = (
@@ -43,7 +43,7 @@ def _aligned(path: Any, patients: list[str], labels: np.ndarray) -> np.ndarray |
 
 def candidate_fields(
     paths: StudyPaths,
-    config: dict[str, Any],
+    config: StudyConfig,
     finished: dict[int, str],
     families: dict[int, str],
     n_resamples: int = N_RESAMPLES,
@@ -52,8 +52,8 @@ def candidate_fields(
     `families` (number -> backbone family; the deep ensemble takes the best complete trials of each):
     every kind's choice and corrected estimate, the whole selection's, the kind to register, deep against
     radiomics. `{"error": why}` when nothing can be estimated."""
-    settings = config["settings"]
-    seed, unit = int(settings.get("seed", 0)), str(settings.get("cv_group", "patient"))
+    settings = config.settings
+    seed, unit = settings.seed, settings.cv_group
     table = oof_matrix(paths, list(finished))
     if not table.trials:
         return {"method": METHOD, "error": "no finished trial has an out-of-fold table"}

@@ -1,9 +1,11 @@
 """The one owner of a study: its folder `runs/<study>/`, its stores, and what its trials say.
 
-`folder`: paths, the folder's format version, resolving `--runs-dir/--study/--storage/--tracking-uri`.
+`folder`: paths, the folder's format version, its files read and written.
+`locations`: where a study is: `--runs-dir/--study/--storage/--tracking-uri` resolved.
+`config`: the study's `config.json`, typed (`StudyConfig` with its `StudySettings`), read and written there only.
 `credentials`: store URLs shown and written with `***` for their password, which is put back only to connect.
 `queries`: trial counts, the best trial, closing stale trials, the leaderboard and `leaderboard.json`.
-These three import optuna only (no Ray, no torch), so the dashboards read a study through this package.
+These five import optuna only (no Ray, no torch), so the dashboards read a study through this package.
 `results`: what a trial reports to Tune after each epoch, and how the driver reads it back.
 `session_record`: the sampler, early-stopping settings and software versions `config.json` records.
 `pseudonyms`: pseudonymised studies: patient ids as stable salted hashes.
@@ -14,6 +16,7 @@ needs the trainers, so neither it nor the three above are imported here.
 
 from __future__ import annotations
 
+from search.study.config import StudyConfig, StudySettings, load_config, read_config, write_config
 from search.study.credentials import (
     HIDDEN,
     STORAGE_ENV,
@@ -39,28 +42,30 @@ from search.study.folder import (
     MLFLOW_RUN_ATTR,
     OOF_COLUMNS,
     OPTUNA_NUMBER_KEY,
-    LocationError,
-    Locations,
     StudyFormatError,
     StudyPaths,
-    add_location_flags,
     check_format,
     default_storage_url,
     default_tracking_uri,
-    exit_error,
     folder_format,
-    from_args,
     latest_study,
     read_failure,
     read_json,
     read_oof,
     read_radiomics,
-    resolve,
     sqlite_path,
     studies_in,
-    where_flags,
     write_json,
     write_oof,
+)
+from search.study.locations import (
+    LocationError,
+    Locations,
+    add_location_flags,
+    exit_error,
+    from_args,
+    resolve,
+    where_flags,
 )
 from search.study.queries import (
     ESTIMATE_KEYS,
@@ -86,6 +91,11 @@ from search.study.queries import (
 )
 
 __all__ = [
+    "StudyConfig",
+    "StudySettings",
+    "load_config",
+    "read_config",
+    "write_config",
     "ESTIMATE_KEYS",
     "BATCH_SIZE_ATTR",
     "COMPARISON_ATTR",

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from search.study.config import StudyConfig, StudySettings
 from search.study.folder import StudyPaths, read_json
 from search.study.pseudonyms import study_pseudonyms
 from spaces import get_space
@@ -33,14 +34,9 @@ class PreprocessChangedError(CohortChangedError):
     so continuing it or refitting its winner would mix inputs (handled wherever a changed cohort is)."""
 
 
-def study_preprocess_version(config: dict[str, Any]) -> int:
-    """The preprocessing version a study was made with (studies from before it was recorded: 1)."""
-    return int(config.get("preprocess_version", 1))
-
-
-def check_preprocess_version(config: dict[str, Any], name: str) -> None:
+def check_preprocess_version(config: StudyConfig, name: str) -> None:
     """Raise PreprocessChangedError, saying what to do, when `config` was made with another preprocessing."""
-    made = study_preprocess_version(config)
+    made = config.preprocess_version  # studies from before it was recorded: 1
     if made != PREPROCESS_VERSION:
         raise PreprocessChangedError(
             f"study {name!r} was made with preprocessing version {made}, but this stagesearch preprocesses scans "
@@ -62,16 +58,14 @@ class StudyInputs:
     prepared: PreparedCohort
 
 
-def load_cohort(config: dict[str, Any]) -> Cohort:
+def load_cohort(config: StudyConfig) -> Cohort:
     """The study's cohort from its stored manifest path (raises ManifestError)."""
-    settings = config["settings"]
-    return load_manifest(
-        config["manifest_path"], folds=int(settings["folds"]), cv_group=str(settings["cv_group"])
-    )
+    settings = config.settings
+    return load_manifest(config.manifest_path, folds=int(settings.folds), cv_group=str(settings.cv_group))
 
 
 def prepare_inputs(
-    config: dict[str, Any],
+    config: StudyConfig,
     paths: StudyPaths,
     cohort: Cohort | None = None,
     log: Callable[[str], None] | None = None,
@@ -83,29 +77,27 @@ def prepare_inputs(
     `pseudonyms.SaltError` when a pseudonymised study's salt is missing or replaced. Hold-out and folds are
     drawn on the real ids either way, so pseudonymising changes the names only.
     """
-    settings = config["settings"]
+    settings = config.settings
     check_preprocess_version(config, paths.name)
     cohort = cohort or load_cohort(config)
-    if cohort.content_hash() != config["cohort_hash"]:
+    if cohort.content_hash() != config.cohort_hash:
         raise CohortChangedError(
-            f"study {paths.name!r} was made on cohort {config['cohort_hash']}, but {config['manifest_path']} is "
+            f"study {paths.name!r} was made on cohort {config.cohort_hash}, but {config.manifest_path} is "
             f"now {cohort.content_hash()} (changed files?); start a new --study"
         )
     rename = study_pseudonyms(config, paths, cohort.patients)
     holdout: list[str] = []
-    if settings.get("holdout"):
-        by_site = (
-            settings["cv_group"] == "site"
-        )  # whole sites held out, as the site-grouped folds claim to test
+    if settings.holdout:
+        by_site = settings.cv_group == "site"  # whole sites held out, as the site-grouped folds claim to test
         holdout = load_or_make_holdout(
             paths.holdout,
             cohort.patient_labels(),
-            float(settings["holdout"]),
-            int(settings["seed"]),
-            config["cohort_hash"],
+            float(settings.holdout),
+            int(settings.seed),
+            config.cohort_hash,
             rename,
             cohort.patient_groups("site") if by_site else None,
-            int(settings["folds"]),
+            int(settings.folds),
         )
         if log:
             sites = f" of site(s) {', '.join(read_json(paths.holdout).get('sites', []))}" if by_site else ""
@@ -114,10 +106,10 @@ def prepare_inputs(
             )
     real_ids = {v: k for k, v in rename.items()} if rename is not None else {}
     prepared = prepare_cohort(
-        config["manifest_path"],
-        int(settings["folds"]),
-        int(settings["seed"]),
-        str(settings["cv_group"]),
+        config.manifest_path,
+        int(settings.folds),
+        int(settings.seed),
+        str(settings.cv_group),
         paths.folds,
         cohort=cohort,
         exclude=[real_ids.get(p, p) for p in holdout],
@@ -130,17 +122,17 @@ def prepare_inputs(
     return StudyInputs(cohort, holdout, prepared)
 
 
-def study_space(settings: dict[str, Any]) -> Space:
+def study_space(settings: StudySettings) -> Space:
     """The study's search space, narrowed to its recorded backbones and resolutions (ValueError naming a flag)."""
-    return get_space(str(settings["space"])).narrowed(settings.get("backbones"), settings.get("resolutions"))
+    return get_space(str(settings.space)).narrowed(settings.backbones, settings.resolutions)
 
 
-def fixed_settings(settings: dict[str, Any], num_threads: int | None = None) -> dict[str, Any]:
+def fixed_settings(settings: StudySettings, num_threads: int | None = None) -> dict[str, Any]:
     """Training settings every trial of the study shares (the space samples the rest)."""
     fixed = {
-        "epochs": int(settings["max_epochs"]),
-        "seed": int(settings["seed"]),
-        "pretrained": bool(settings["pretrained"]),
+        "epochs": int(settings.max_epochs),
+        "seed": int(settings.seed),
+        "pretrained": bool(settings.pretrained),
         "device": "auto",
     }
     if num_threads is not None:
@@ -148,6 +140,6 @@ def fixed_settings(settings: dict[str, Any], num_threads: int | None = None) -> 
     return fixed
 
 
-def train_config(settings: dict[str, Any], params: dict[str, Any]) -> TrainConfig:
+def train_config(settings: StudySettings, params: dict[str, Any]) -> TrainConfig:
     """The TrainConfig of a trial: the study's fixed settings plus the trial's sampled parameters."""
     return TrainConfig.from_dict({**fixed_settings(settings), **params})

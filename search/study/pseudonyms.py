@@ -17,13 +17,13 @@ import os
 import secrets
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
+from search.study.config import StudyConfig
 from search.study.folder import StudyFormatError, StudyPaths
 from trainers.atomic import atomic_path
 
 SETTING = "pseudonymise"  # the study setting (config.json `settings`)
-CHECK_KEY = "pseudonym_salt_check"  # config.json: check value of the salt, never the salt
+CHECK_KEY = "pseudonym_salt_check"  # config.json (StudyConfig.pseudonym_salt_check): never the salt
 PREFIX = "p-"
 DIGITS = 12  # hex digits of the HMAC kept: 48 bits, collisions are checked for anyway
 _CHECK_TEXT = "stagesearch pseudonym salt check"
@@ -33,9 +33,9 @@ class SaltError(StudyFormatError):
     """A pseudonymised study whose salt is missing or not the one it was created with."""
 
 
-def is_pseudonymised(config: dict[str, Any]) -> bool:
+def is_pseudonymised(config: StudyConfig) -> bool:
     """Whether the study of `config` (its config.json) replaces patient ids by pseudonyms."""
-    return bool(config.get("settings", {}).get(SETTING))
+    return bool(config.settings.pseudonymise)
 
 
 def new_salt() -> str:
@@ -77,7 +77,7 @@ def write_salt(paths: StudyPaths, salt: str) -> None:
             os.close(fd)
 
 
-def read_salt(paths: StudyPaths, config: dict[str, Any]) -> str:
+def read_salt(paths: StudyPaths, config: StudyConfig) -> str:
     """The study's salt, checked against config.json; SaltError saying what to do if missing or replaced."""
     where: Path = paths.salt
     if not where.exists():
@@ -86,7 +86,7 @@ def read_salt(paths: StudyPaths, config: dict[str, Any]) -> str:
             "cannot be made again; restore the file or start a new --study"
         )
     salt = where.read_text().strip()
-    if config.get(CHECK_KEY) and salt_check(salt) != config[CHECK_KEY]:
+    if config.pseudonym_salt_check and salt_check(salt) != config.pseudonym_salt_check:
         raise SaltError(
             f"study {paths.name!r}: {where} is not the salt the study was created with (its pseudonyms would "
             "not match); restore the file or start a new --study"
@@ -95,7 +95,7 @@ def read_salt(paths: StudyPaths, config: dict[str, Any]) -> str:
 
 
 def study_pseudonyms(
-    config: dict[str, Any], paths: StudyPaths, patient_ids: Iterable[str]
+    config: StudyConfig, paths: StudyPaths, patient_ids: Iterable[str]
 ) -> dict[str, str] | None:
     """Patient id -> pseudonym for a pseudonymised study (None for a study that keeps the ids)."""
     if not is_pseudonymised(config):

@@ -52,7 +52,7 @@ def run_trials(
             status = "KILLED"
             print(
                 f"interrupted: {len(stale)} unfinished trial(s) closed; run again with "
-                f"`--study {config['study']} --resume` to finish the budget",
+                f"`--study {config.study} --resume` to finish the budget",
                 flush=True,
             )
     return status
@@ -68,7 +68,7 @@ def _fit(
     from search.tune.tuning import TrackingCallback, build_tuner, make_scheduler
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our own progress line instead of Tune's tables
-    settings, name, study = config["settings"], config["study"], session.study
+    settings, name, study = config.settings, config.study, session.study
     resources = _resources(args, ray.cluster_resources())
     slots = _parallel_slots(ray.cluster_resources(), resources, args.max_concurrent)
     # Tune creates only one pending trial at a time for non-random searchers unless told otherwise,
@@ -85,12 +85,12 @@ def _fit(
         session.counts,
         best_complete(study),
         reasons=failure_counts(study),
-        max_epochs=int(settings["max_epochs"]),
+        max_epochs=int(settings.max_epochs),
         view=progress_view(args.verbosity),
     )
     trainable = _trainable(settings, inputs, resources, study_dir)
     scheduler = make_scheduler(
-        args.scheduler, int(settings["max_epochs"]), args.grace_epochs, args.reduction_factor
+        args.scheduler, int(settings.max_epochs), args.grace_epochs, args.reduction_factor
     )
     callbacks = [
         TrackingCallback(session.outbox, study, session.storage, paths, progress.trial_finished),
@@ -144,7 +144,7 @@ def _searcher(args: Any, settings: dict, name: str, session: Any, remaining: int
     if not study.trials:  # a resumed study has run (or queued) them
         for point in comparison_points(study_space(settings), args.study_first, args.per_family)[:remaining]:
             study.enqueue_trial(point, user_attrs={COMPARISON_ATTR: True})
-    sampler = make_sampler(args.sampler, int(settings["seed"]) + len(study.trials), args.budget)
+    sampler = make_sampler(args.sampler, int(settings.seed) + len(study.trials), args.budget)
     return StageSearch(
         space=study_space(settings).space,
         study=optuna.load_study(study_name=name, storage=session.storage, sampler=sampler),

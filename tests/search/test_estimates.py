@@ -18,8 +18,8 @@ from search.stats.estimates import (
     summary_lines,
     weighted_auc,
 )
-from search.study import Leaderboard, LeaderboardRow, StudyPaths, write_oof
-from search.study.pseudonyms import SETTING, new_salt, pseudonyms, write_salt
+from search.study import Leaderboard, LeaderboardRow, StudyConfig, StudyPaths, StudySettings, write_oof
+from search.study.pseudonyms import new_salt, pseudonyms, write_salt
 
 N_PATIENTS, N_CONFIGS = 200, 100
 
@@ -127,7 +127,7 @@ def test_tables_aligned_by_patient_and_broken_ones_excluded(tmp_path) -> None:
     assert [e["trial"] for e in table.excluded] == [1, 3, 4]
     assert "no out-of-fold table" in table.excluded[0]["why"] and "other patients" in table.excluded[1]["why"]
 
-    config = {"settings": {"cv_group": "patient", "seed": 0}}
+    config = StudyConfig("study", StudySettings(cv_group="patient", seed=0))
     fields = corrected_fields(paths, config, [0, 1, 2, 3, 4], best_cv_auc=0.75, n_resamples=200)
     about = fields["corrected"]
     assert about["configurations"] == 2 and about["trials"] == [0, 2] and about["n_resamples"] == 200
@@ -159,7 +159,9 @@ def test_sites_come_from_the_study_manifest(tiny_cohort, tmp_path) -> None:
     rng = np.random.default_rng(0)
     for n in range(3):
         _write(paths, n, {r["patient_id"]: ((i // 4) % 2, float(rng.random())) for i, r in enumerate(rows)})
-    config = {"manifest_path": str(manifest), "settings": {"folds": 3, "cv_group": "site", "seed": 0}}
+    config = StudyConfig(
+        "study", StudySettings(folds=3, cv_group="site", seed=0), manifest_path=str(manifest)
+    )
     about = corrected_fields(paths, config, [0, 1, 2], best_cv_auc=None)["corrected"]
     assert "error" not in about, about.get("error")
     assert about["unit"] == "site" and about["units"] == 4
@@ -175,7 +177,7 @@ def test_sites_come_from_the_study_manifest(tiny_cohort, tmp_path) -> None:
             n,
             {names[r["patient_id"]]: ((i // 4) % 2, float(rng.random())) for i, r in enumerate(rows)},
         )
-    config["settings"][SETTING] = True
+    config.settings.pseudonymise = True
     fields = corrected_fields(paths, config, [0, 1, 2], best_cv_auc=None)
     assert fields["corrected"]["units"] == 4 and fields["corrected_auc"] is not None
 

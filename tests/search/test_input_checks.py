@@ -44,7 +44,7 @@ def test_a_re_encoded_scan_is_warned_about_once(
     config, _, _ = configure(build_parser().parse_args(flags), flags)
     err = capsys.readouterr().err
     assert err.count("look nearly identical") == 1 and f"{original} ({original}.png) and JPEG" in err
-    assert config["settings"]["allow_duplicate_scans"] is False
+    assert config.settings.allow_duplicate_scans is False
 
 
 def test_a_study_of_another_preprocessing_version_is_not_resumed(

@@ -20,6 +20,7 @@ from search.study import (
     StudyPaths,
     check_format,
     leaderboard,
+    load_config,
     read_leaderboard,
     read_oof,
     write_leaderboard,
@@ -179,8 +180,8 @@ def test_narrowing_from_the_command_line_is_checked_and_recorded(
 
     flags = search_args(tiny_cohort, runs, "n", "--backbones", "resnet10t", "--resolutions", "48")
     config, paths, _ = configure(build_parser().parse_args(flags), flags)
-    stored = json.loads(paths.config.read_text())["settings"]
-    assert stored["backbones"] == ["resnet10t"] and stored["resolutions"] == [48]
+    stored = load_config(paths).settings
+    assert stored.backbones == ["resnet10t"] and stored.resolutions == [48]
     sampled = study_space(stored).space(optuna.create_study().ask())
     assert sampled["backbone"] == "resnet10t" and sampled["resolution"] == 48
 
@@ -188,4 +189,4 @@ def test_narrowing_from_the_command_line_is_checked_and_recorded(
     assert "--backbones ['tiny_cnn'] conflicts with this study's ['resnet10t']" in capsys.readouterr().err
     again = search_args(tiny_cohort, runs, "n", "--resume")
     config, _, _ = configure(build_parser().parse_args(again), again)  # no flag: the recorded narrowing
-    assert config["settings"]["backbones"] == ["resnet10t"] and len(config["sessions"]) == 2
+    assert config.settings.backbones == ["resnet10t"] and len(config.sessions) == 2
