@@ -94,7 +94,7 @@ class StudyConfig:
         for key in ("upgraded_from_format", "pseudonym_salt_check"):
             if data[key] is None:
                 data.pop(key)
-        return {**data, **self.extra}
+        return {"format": data.pop("format"), **data, **self.extra}  # the schema first, as a reader looks for it
 
 
 def read_config(paths: StudyPaths) -> StudyConfig:

@@ -9,7 +9,14 @@ import pytest
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score, roc_curve
 
 from trainers.folds import FoldsMismatchError, load_or_make_folds, make_folds
-from trainers.metrics import auc, summary_metrics, threshold_metrics, youden_threshold
+from trainers.metrics import (
+    auc,
+    bootstrap_auc_ci,
+    bootstrap_auc_difference,
+    summary_metrics,
+    threshold_metrics,
+    youden_threshold,
+)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -40,6 +47,19 @@ def _cohort(n: int = 40, seed: int = 0) -> tuple[dict[str, int], dict[str, str]]
     labels = {f"P{i:03d}": int(rng.random() < 0.45) for i in range(n)}
     sites = {p: f"site{i % 7}" for i, p in enumerate(labels)}
     return labels, sites
+
+
+def test_paired_auc_difference_and_its_interval() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 400)
+    better, worse = y * 0.8 + rng.random(400), y * 0.2 + rng.random(400)
+    diff, lo, hi = bootstrap_auc_difference(y, better, worse, n=500)
+    assert diff == pytest.approx(auc(y, better) - auc(y, worse)) and 0 < lo < diff < hi
+    assert bootstrap_auc_difference(y, worse, better, n=500) == pytest.approx((-diff, -hi, -lo))
+    assert bootstrap_auc_difference(y, better, better, n=500) == (0.0, 0.0, 0.0)
+    # paired: the difference's interval is narrower than the two models' own intervals side by side
+    (a_lo, a_hi), (b_lo, b_hi) = bootstrap_auc_ci(y, better, n=500), bootstrap_auc_ci(y, worse, n=500)
+    assert hi - lo < (a_hi - a_lo) + (b_hi - b_lo)
 
 
 def test_folds_keep_patients_apart_and_stratify() -> None:
