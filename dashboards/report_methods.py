@@ -3,7 +3,7 @@ from it, so that a reader can run the same study again (or describe it in a pape
 
 Read from the study itself: `config.json` (settings, each session's command line, and, from sessions that
 recorded them, the sampler, the early stopping and the software versions:
-`search.study.session_record`), the search space as Optuna recorded its distributions (the space's own ranges, narrowing included; the dashboards may not
+`search.study.config`), the search space as Optuna recorded its distributions (the space's own ranges, narrowing included; the dashboards may not
 import `spaces/`, which needs the trainers), `folds.json` and `holdout.json`.
 """
 
@@ -18,7 +18,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 
 from dashboards.report_tables import export_table
 from search.study import CONFIG_ATTR, StudyConfig, StudyPaths, StudySettings, read_config, read_json
-from search.study.session_record import SOFTWARE, software_versions
+from search.study.config import SOFTWARE, software_versions
 
 #: Order of the hyperparameters in the table (others follow alphabetically).
 PARAMS = ("backbone", "resolution", "lr", "aug_strength", "weight_decay", "batch_size", "channels")

@@ -32,7 +32,14 @@ from search.study import (
     sqlite_path,
     warn_if_on_command_line,
 )
-from search.study.config import StudyConfig, StudySettings, load_config, write_config
+from search.study.config import (
+    StudyConfig,
+    StudySettings,
+    load_config,
+    search_settings,
+    software_versions,
+    write_config,
+)
 from search.study.pseudonyms import (
     SaltError,
     new_salt,
@@ -41,7 +48,6 @@ from search.study.pseudonyms import (
     salt_check,
     write_salt,
 )
-from search.study.session_record import search_settings, software_versions
 from spaces.base import Space
 
 
@@ -251,7 +257,7 @@ def study_config(
 
     name = args.study or f"{settings.space}-{time.strftime('%Y%m%d-%H%M%S')}"
     paths = StudyPaths(args.runs_dir / name)
-    argv = public_argv(sys.argv[1:] if argv is None else argv)  # passwords as *** (search.study.credentials)
+    argv = public_argv(sys.argv[1:] if argv is None else argv)  # passwords as *** (search.study.locations)
     session = {
         "argv": argv,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),

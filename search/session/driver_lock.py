@@ -25,8 +25,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from search.study.credentials import open_storage, public
 from search.study.folder import StudyPaths, read_json, sqlite_path, write_json
+from search.study.locations import open_storage, public
 
 LOCK_FILE = "driver.lock"
 OWNER_FILE = "driver.json"

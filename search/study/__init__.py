@@ -1,13 +1,13 @@
 """The one owner of a study: its folder `runs/<study>/`, its stores, and what its trials say.
 
 `folder`: paths, the folder's format version, its files read and written.
-`locations`: where a study is: `--runs-dir/--study/--storage/--tracking-uri` resolved.
-`config`: the study's `config.json`, typed (`StudyConfig` with its `StudySettings`), read and written there only.
-`credentials`: store URLs shown and written with `***` for their password, which is put back only to connect.
+`locations`: where a study is (`--runs-dir/--study/--storage/--tracking-uri` resolved) and its stores' URLs,
+shown and written with `***` for their password, which is put back only to connect.
+`config`: the study's `config.json`, typed (`StudyConfig` with its `StudySettings`), read and written there only,
+and what each session records in it (the sampler, early-stopping settings and software versions).
 `queries`: trial counts, the best trial, closing stale trials, the leaderboard and `leaderboard.json`.
-These five import optuna only (no Ray, no torch), so the dashboards read a study through this package.
+These four import optuna only (no Ray, no torch), so the dashboards read a study through this package.
 `results`: what a trial reports to Tune after each epoch, and how the driver reads it back.
-`session_record`: the sampler, early-stopping settings and software versions `config.json` records.
 `pseudonyms`: pseudonymised studies: patient ids as stable salted hashes.
 `trial_models`: the fold models a complete trial kept, so registering the winner need not train them again.
 `inputs`: a study's stored config turned into prepared training inputs for the search and the refit; it
@@ -17,18 +17,6 @@ needs the trainers, so neither it nor the three above are imported here.
 from __future__ import annotations
 
 from search.study.config import StudyConfig, StudySettings, load_config, read_config, write_config
-from search.study.credentials import (
-    HIDDEN,
-    STORAGE_ENV,
-    TRACKING_ENV,
-    RDBStore,
-    StorageError,
-    open_storage,
-    public,
-    public_argv,
-    reveal,
-    warn_if_on_command_line,
-)
 from search.study.folder import (
     BATCH_SIZE_ATTR,
     COMPARISON_ATTR,
@@ -59,12 +47,22 @@ from search.study.folder import (
     write_oof,
 )
 from search.study.locations import (
+    HIDDEN,
+    STORAGE_ENV,
+    TRACKING_ENV,
     LocationError,
     Locations,
+    RDBStore,
+    StorageError,
     add_location_flags,
     exit_error,
     from_args,
+    open_storage,
+    public,
+    public_argv,
     resolve,
+    reveal,
+    warn_if_on_command_line,
     where_flags,
 )
 from search.study.queries import (

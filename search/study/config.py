@@ -4,11 +4,16 @@
 refused); `StudyConfig` holds them with the cohort the study was made on, its stores and the sessions that ran
 it. The document's schema is the study folder's format version (`search.study.folder.FORMAT_VERSION`); keys
 this version does not know are kept as they were, so an older stagesearch's extra keys survive a rewrite.
+Each session records beside its command line the sampler and early-stopping settings it ran with and the
+versions of the software it ran on (`search_settings`, `software_versions`), so that the report's methods
+section can say how the study was made without importing Ray or torch, and still say it after an upgrade.
 Imports no optuna, Ray or torch: the dashboards read a study's config through it.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
+import platform
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -94,7 +99,11 @@ class StudyConfig:
         for key in ("upgraded_from_format", "pseudonym_salt_check"):
             if data[key] is None:
                 data.pop(key)
-        return {"format": data.pop("format"), **data, **self.extra}  # the schema first, as a reader looks for it
+        return {
+            "format": data.pop("format"),
+            **data,
+            **self.extra,
+        }  # the schema first, as a reader looks for it
 
 
 def read_config(paths: StudyPaths) -> StudyConfig:
@@ -116,3 +125,49 @@ def load_config(paths: StudyPaths) -> StudyConfig:
 def write_config(paths: StudyPaths, config: StudyConfig) -> None:
     """Write the study's config.json atomically (a reader never sees half of it)."""
     write_json(paths.config, config.to_json())
+
+
+#: Distributions whose versions decide what a study computes (the report's methods table lists them).
+SOFTWARE = (
+    "stagesearch",
+    "torch",
+    "torchvision",
+    "timm",
+    "monai",
+    "optuna",
+    "ray",
+    "mlflow",
+    "numpy",
+    "scikit-learn",
+)
+
+
+def software_versions() -> dict[str, str]:
+    """Installed version of each of `SOFTWARE` (read from the package metadata, nothing imported) and Python."""
+    found = {"python": platform.python_version()}
+    for name in SOFTWARE:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def search_settings(args: Any, max_epochs: int, startup_trials: int) -> dict[str, Any]:
+    """The session's sampler and scheduler as `search.tune.tuning` builds them from these flags (the
+    per-session flags that `config.json`'s settings do not hold); `startup_trials` is
+    `search.tune.tuning.startup_trials` of the
+    budget, passed in so that this module, which the report imports, does not import Ray."""
+    record: dict[str, Any] = {"budget": args.budget, "sampler": args.sampler, "scheduler": args.scheduler}
+    record["study_first"] = bool(getattr(args, "study_first", False))
+    if getattr(args, "per_family", 0):
+        record["per_family"] = int(args.per_family)
+    if args.sampler == "tpe":
+        record["startup_trials"] = startup_trials
+    if args.scheduler == "asha":
+        record.update(
+            grace_epochs=min(args.grace_epochs, max_epochs),
+            reduction_factor=args.reduction_factor,
+            max_epochs=max_epochs,
+        )
+    return record

@@ -78,7 +78,7 @@ def test_paired_bench_scores_the_registered_model_against_the_best_single_trial(
     assert sorted(p.name for p in (folder / "explain").iterdir()) == figures
     client = MlflowClient(default_tracking_uri(registered_study))
     name = winner["model_name"]
-    assert client.get_model_version_by_alias(name, CHALLENGER).version == str(winner["model_version"])
+    assert str(client.get_model_version_by_alias(name, CHALLENGER).version) == str(winner["model_version"])
     tagged = [v for v in client.search_model_versions(f"name='{name}'") if v.tags.get("bench") == "paired"]
     assert len(tagged) == 1 and int(tagged[0].version) > winner["model_version"]
 

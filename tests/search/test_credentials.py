@@ -10,8 +10,8 @@ import optuna
 import pytest
 import sqlalchemy.exc
 
-from search.study import credentials
-from search.study.credentials import (
+from search.study import locations as credentials
+from search.study.locations import (
     STORAGE_ENV,
     TRACKING_ENV,
     RDBStore,
