@@ -2,11 +2,11 @@
 
 A search may register a deep ensemble or a radiomics model instead of its best single trial when the corrected
 estimate says it is better (docs/search.md, "The best model of any kind"). Whether that choice pays is a
-question for patients outside the study: this bench registers the study's best single deep trial as one more
-version of the study's registered model (`stagesearch register --kind single`: its kept fold models, no
-training; the version is tagged `bench=paired`), then puts back what registering changes (the @challenger
-alias, `winner.json`, `model_card.md`, `explain/`), predicts an independent phantom (by default 1,000 patients of seed 12, as
-`bench.confirm` scores) through both registered versions exactly as `stagesearch predict` does, and reports
+question for patients outside the study: this bench builds the study's best single deep trial in memory as
+`stagesearch register --kind single` would register it (its kept fold models, no training; nothing is written to
+the study folder or the registry), predicts an independent phantom (by default 1,000 patients of seed 12, as
+`bench.confirm` scores) through it and through the registered version, both exactly as `stagesearch predict`
+does (the registered model's own `predict`), and reports
 AUC(registered) - AUC(best single) with a paired bootstrap interval (each resample scores both models on the
 same patients). When the search registered that single trial itself the difference is 0 by construction.
 
@@ -17,12 +17,7 @@ same patients). When the search registered that single trial itself the differen
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
 import sys
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -47,61 +42,57 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-#: What `stagesearch register` writes into a study folder: kept aside and put back around the bench's version.
-WRITTEN = ("winner.json", "model_card.md", "explain")
+class InMemoryModel:
+    """A staging model built in this process, predicting a table of scans as the registered pyfunc does (the
+    same `StagingModel.predict`: the scans read, preprocessed and averaged per patient by the same code)."""
+
+    def __init__(self, ensemble: Any) -> None:
+        from search.models.staging_model import StagingModel
+
+        self.model = StagingModel()
+        self.model.ensemble = ensemble
+
+    def predict(self, table: Any) -> Any:
+        return self.model.predict(None, table)
 
 
-@contextmanager
-def put_back(folder: Path) -> Iterator[None]:
-    """`folder`'s registration outputs (`WRITTEN`) as they were before the block, afterwards."""
-    with tempfile.TemporaryDirectory(prefix="paired-") as keep:
-        kept = [name for name in WRITTEN if (folder / name).exists()]
-        for name in kept:
-            (shutil.copytree if (folder / name).is_dir() else shutil.copy2)(folder / name, Path(keep) / name)
-        try:
-            yield
-        finally:
-            for name in WRITTEN:
-                target = folder / name
-                shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
-                if name in kept:
-                    (shutil.copytree if (Path(keep) / name).is_dir() else shutil.copy2)(
-                        Path(keep) / name, target
-                    )
+def best_single(runs: Path, study: str) -> tuple[dict[str, Any], InMemoryModel]:
+    """The study's best single deep trial as `stagesearch register --kind single` would register it (its kept
+    fold models, or trained again when the trial kept none), built in memory: nothing is written to the study
+    folder or the registry. (its description, its model)"""
+    from search.models.refit import refit_for
+    from search.study import resolve
+
+    said: list[str] = []  # refit's own lines speak of registering: kept for the why-retrained case only
+    chosen = refit_for(resolve(runs, study), None, None, "single", log=said.append)
+    print(
+        f"best single deep trial: {said[-1].split(': ', 1)[-1] if said else chosen.trial.number}", flush=True
+    )
+    single = {
+        "trial": chosen.trial.number,
+        "backbone": chosen.backbone,
+        "cv_auc": chosen.cv_auc,
+        "model_uri": f"trial {chosen.trial.number} of study {study}, built in memory",
+    }
+    return single, InMemoryModel(chosen.ensemble)
 
 
-def register_single(runs: Path, study: str, chosen: dict[str, Any]) -> dict[str, Any]:
-    """Register the study's best single deep trial as a new version tagged `bench=paired`, the study's own
-    @challenger and files put back; that version's winner.json."""
+def registered_model(runs: Path, study: str, model_uri: str) -> Any:
+    """The registered version `model_uri` of the study in `runs`, loaded from its registry."""
     import mlflow
 
-    from search.commands.register import main as register
-    from search.registry.gate import CHALLENGER
     from search.study import resolve
     from search.tracking.tracker import tracking_uri
 
-    with put_back(runs / study):
-        if register(["--runs-dir", str(runs), "--study", study, "--kind", "single", "--quiet"]) != 0:
-            raise SystemExit(f"{study}: registering its best single trial failed")
-        single = json.loads((runs / study / "winner.json").read_text())
-    name = chosen["model_name"]
     with tracking_uri(resolve(runs, study).tracking_url()):
-        client = mlflow.MlflowClient()
-        client.set_model_version_tag(name, str(single["model_version"]), "bench", "paired")
-        client.set_registered_model_alias(name, CHALLENGER, str(chosen["model_version"]))
-    return single
+        return mlflow.pyfunc.load_model(model_uri)
 
 
-def predictions(runs: Path, study: str, model_uri: str, rows: list[dict[str, str]]) -> dict[str, float]:
-    """Patient id -> P(T2) of the registered version `model_uri` of the study in `runs`."""
-    import mlflow
-
+def predictions(model: Any, rows: list[dict[str, str]]) -> dict[str, float]:
+    """Patient id -> P(T2) of `model` (a pyfunc model, or one built in memory)."""
     from bench.generalise import predict_in_chunks
-    from search.study import resolve
-    from search.tracking.tracker import tracking_uri
 
-    with tracking_uri(resolve(runs, study).tracking_url()):
-        out = predict_in_chunks(mlflow.pyfunc.load_model(model_uri), rows)
+    out = predict_in_chunks(model, rows)
     return dict(zip(out["patient_id"], out["p_t2"].astype(float), strict=True))
 
 
@@ -117,11 +108,12 @@ def compare(runs: Path, args: argparse.Namespace) -> dict[str, Any]:
         argparse.Namespace(patients=args.patients, seed=args.phantom_seed, matrix=args.matrix)
     )
     labels = [int(r["label"]) for r in oracle]
-    single = register_single(runs, study, chosen)
+    single, single_model = best_single(runs, study)
+    models = {"registered": registered_model(runs, study, chosen["model_uri"]), "single": single_model}
     probs = {}
     for what, winner in (("registered", chosen), ("single", single)):
         print(f"predicting {len(rows)} patients through the {what} model ({winner['model_uri']})", flush=True)
-        by_id = predictions(runs, study, winner["model_uri"], rows)
+        by_id = predictions(models[what], rows)
         probs[what] = [by_id[r["patient_id"]] for r in oracle]
     difference, lo, hi = bootstrap_auc_difference(
         labels, probs["registered"], probs["single"], args.resamples

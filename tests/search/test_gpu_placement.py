@@ -1,10 +1,9 @@
-"""Fractional GPUs: four trials on two (logical) GPUs, two per GPU and more than two at once, each seeing only its
-own."""
+"""Fractional GPUs: four trials on two (logical) GPUs at half a GPU each, more than two at once, at most two per GPU,
+each seeing only its own."""
 
 from __future__ import annotations
 
 import json
-from collections import Counter
 
 import pytest
 import ray
@@ -49,7 +48,9 @@ def test_four_trials_two_per_gpu(tiny_cohort, runs) -> None:
             }
         )
     assert len(results) == 4
-    assert Counter(r["gpu"] for r in results) == {"0": 2, "1": 2}
+    # Which GPU a trial gets depends on which trial ended first (Ray fills the freed half), so both GPUs are
+    # used but not necessarily two trials each.
+    assert {r["gpu"] for r in results} == {"0", "1"}, results
     for r in results:
         assert r["cvd"] == r["gpu"]  # each trial sees only the GPU it was given
 
@@ -65,3 +66,6 @@ def test_four_trials_two_per_gpu(tiny_cohort, runs) -> None:
         if max(running_at(r["start"], [q for q in results if q["gpu"] == gpu]) for r in results) >= 2
     ]
     assert peak >= 3 and shared, f"no GPU held two trials at once: {results}"
+    for gpu in ("0", "1"):  # and never more than its two halves
+        on = [q for q in results if q["gpu"] == gpu]
+        assert max(running_at(r["start"], on) for r in on) <= 2, f"GPU {gpu} held more than two: {results}"
