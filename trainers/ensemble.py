@@ -20,7 +20,7 @@ from trainers.config import TrainConfig
 from trainers.data import roi_tensor
 from trainers.manifest import Scan
 from trainers.preprocess import PreprocessParams, ScanROI, preprocess_scan
-from trainers.radiomics import RadiomicsEnsemble
+from trainers.radiomics_model import RadiomicsEnsemble
 from trainers.train import predict_slices, resolve_device
 
 ENSEMBLE_FORMAT = 1
@@ -159,7 +159,7 @@ class WeightedEnsemble:
 
 def load_ensemble(folder: str | Path) -> Ensemble | WeightedEnsemble | RadiomicsEnsemble:
     """The registered model's ensemble: of one trial, of several (`WeightedEnsemble`), or the radiomics model's
-    fold models (`trainers.radiomics`)."""
+    fold models (`trainers.radiomics_model`)."""
     kind = json.loads((Path(folder) / "ensemble.json").read_text()).get("kind")
     if kind == "radiomics":
         return RadiomicsEnsemble.load(folder)

@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     model, version = loaded
     import pandas as pd
 
-    from trainers.radiomics import RadiomicsEnsemble
+    from trainers.radiomics_model import RadiomicsEnsemble
 
     ensemble = model.unwrap_python_model().ensemble
     if args.explain is not None and isinstance(ensemble, RadiomicsEnsemble):

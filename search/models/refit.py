@@ -305,7 +305,9 @@ class RadiomicsResult:
     features: list[str]
     masks: bool
     candidate: str = "baseline"  # the radiomics trial (`r<n>`) or the baseline
-    classifier: dict[str, Any] | None = None  # its configuration (`spaces.radiomics`; None: the baseline's)
+    classifier: dict[str, Any] | None = (
+        None  # its configuration (`spaces.radiomics_space`; None: the baseline's)
+    )
     model: str = ""  # the classifier in words
     family: str = "radiomics"
     pretrained: bool = False
@@ -328,7 +330,7 @@ def refit_radiomics(
     from trainers.features import feature_table
     from trainers.metrics import auc
     from trainers.preprocess import PreprocessParams, load_lesions
-    from trainers.radiomics import MODEL, RadiomicsEnsemble, fit_folds
+    from trainers.radiomics_model import MODEL, RadiomicsEnsemble, fit_folds
 
     name, paths, config, study, inputs = _open(locations, held)
     prepared, settings = inputs.prepared, config.settings

@@ -43,7 +43,7 @@ class StagingModel(PythonModel):
         from mlflow.exceptions import MlflowException
 
         from trainers.metrics import patient_means
-        from trainers.radiomics import MissingMaskError
+        from trainers.radiomics_model import MissingMaskError
 
         scans = self._scans(model_input)
         try:

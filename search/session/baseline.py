@@ -34,7 +34,7 @@ from trainers.features import feature_table
 from trainers.metrics import CI_RESAMPLES, bootstrap_auc_ci, fold_spread, summary_metrics
 from trainers.metrics import auc as roc_auc
 from trainers.preprocess import PREPROCESS_VERSION, load_lesions
-from trainers.radiomics import MODEL, C, fit_folds
+from trainers.radiomics_model import MODEL, C, fit_folds
 
 FEATURES_VERSION = 1  # bump when trainers.features changes what it measures: a stored baseline is then redone
 ROW_METRICS = ("accuracy", "precision", "recall", "specificity", "f1", "fold_auc_mean", "fold_auc_sd")

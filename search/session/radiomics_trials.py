@@ -1,6 +1,6 @@
 """Radiomics candidates: scikit-learn classifiers on the study's hand-made lesion features, searched by Optuna
 (TPE, seeded) as cheap CPU trials in the driver after the deep search, `--radiomics-trials` of them (not taken
-from `--budget`), each classifier's study point first (`spaces.radiomics`).
+from `--budget`), each classifier's study point first (`spaces.radiomics_space`).
 
 They live in the study's Optuna storage as a sibling study, `<study>-radiomics` (browsable beside it in
 optuna-dashboard): a deep trial always has a backbone, and keeping the two apart leaves the deep sampler's
@@ -21,12 +21,12 @@ import numpy as np
 import optuna
 
 from search.study import StudyPaths, read_radiomics, write_json, write_oof
-from spaces.radiomics import STUDY_POINTS, space
+from spaces.radiomics_space import STUDY_POINTS, space
 from trainers.cv import PreparedCohort
 from trainers.features import feature_table
 from trainers.metrics import auc
 from trainers.preprocess import load_lesions
-from trainers.radiomics import fit_folds
+from trainers.radiomics_model import fit_folds
 
 SUFFIX = "-radiomics"
 DEFAULT_TRIALS = 20

@@ -18,7 +18,7 @@ CLASSIFIERS = {
 
 
 def describe_classifier(config: dict[str, Any]) -> str:
-    """A radiomics configuration (`spaces.radiomics`) in words: `random forest (n_estimators 200, max_depth 4)`."""
+    """A radiomics configuration (`spaces.radiomics_space`) in words: `random forest (n_estimators 200, max_depth 4)`."""
     rest = ", ".join(
         f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in config.items() if k != "classifier"
     )

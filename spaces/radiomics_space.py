@@ -1,4 +1,4 @@
-"""The radiomics space: scikit-learn classifiers on a study's hand-made lesion features (`trainers.radiomics`),
+"""The radiomics space: scikit-learn classifiers on a study's hand-made lesion features (`trainers.radiomics_model`),
 searched as cheap CPU trials beside the deep ones. Define-by-run, Optuna's trial API only, no computation.
 
 (`search.stats.candidates_text.describe_classifier` says a configuration in words.) `STUDY_POINTS` are each classifier's reference configuration, run first (as the deep families' study points are):

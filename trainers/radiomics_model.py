@@ -35,7 +35,7 @@ RADIOMICS_FORMAT = 1
 
 def make_model(config: dict[str, Any] | None = None) -> Pipeline:
     """Median imputation (an empty mask leaves shape undefined), standardisation and the classifier of `config`
-    (`spaces.radiomics`; None: the baseline's L2 logistic regression, C=1), seeded; everything fitted on a fold's
+    (`spaces.radiomics_space`; None: the baseline's L2 logistic regression, C=1), seeded; everything fitted on a fold's
     training patients only."""
     config = config or {"classifier": "logistic", "C": C}
     kind = config["classifier"]
@@ -102,7 +102,7 @@ class RadiomicsEnsemble:
     masks: bool
     params: PreprocessParams
     threshold: float = 0.5
-    config: dict[str, Any] | None = None  # the classifier (`spaces.radiomics`; None: the baseline's)
+    config: dict[str, Any] | None = None  # the classifier (`spaces.radiomics_space`; None: the baseline's)
 
     def save(self, folder: str | Path) -> Path:
         """The fitted pipelines (pickled, as MLflow's scikit-learn flavour stores them) and `ensemble.json`."""
