@@ -1,11 +1,13 @@
-"""The radiomics model: hand-made lesion features (`trainers.features`) and a regularised logistic regression,
-one per cross-validation fold, saved, loaded and applied to new scans like the deep fold models.
+"""The radiomics model: lesion features and a scikit-learn classifier, one per cross-validation fold, saved,
+loaded and applied to new scans like the deep fold models.
 
-It is the study's baseline (scored on its folds by `search.session.baseline`) and, when its selection-corrected
-estimate is the best, the registered model: a new scan's P(T2) is the mean over the k fold models of the
-probability from the scan's features, with the same preprocessing code as training. Features of a patient with
-several scans are averaged in training; a new patient's scans are predicted one by one and their probabilities
-averaged (the registered model's `patient_means`).
+The features are one of `FEATURE_SETS`: the hand-made ones (`trainers.features`), PyRadiomics' IBSI-defined
+ones (`trainers.ibsi`, with masks only) or both side by side. With the hand-made features and a regularised
+logistic regression it is the study's baseline (scored on its folds by `search.session.baseline`); any of them,
+when its selection-corrected estimate is the best, is the registered model: a new scan's P(T2) is the mean over
+the k fold models of the probability from the scan's features, with the same preprocessing code as training.
+Features of a patient with several scans are averaged in training; a new patient's scans are predicted one by
+one and their probabilities averaged (the registered model's `patient_means`).
 """
 
 from __future__ import annotations
@@ -24,13 +26,47 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from trainers.features import feature_names, scan_features
+from trainers import ibsi
+from trainers.feature_sets import DEFAULT_FEATURES, FEATURE_WORDS, features_of
+from trainers.features import feature_names, feature_table, scan_features
 from trainers.manifest import Scan
 from trainers.preprocess import LesionROI, PreprocessParams, ScanROI, preprocess_lesion
 
 C = 1.0  # inverse L2 strength on standardised features: fixed, so the model needs no inner search
 MODEL = f"logistic regression (L2, C={C:g}) on standardised hand-made features"
 RADIOMICS_FORMAT = 1
+
+
+def set_names(feature_set: str, masks: bool) -> list[str]:
+    """The columns of `feature_set`: hand-made ones first when both."""
+    if feature_set != DEFAULT_FEATURES and not masks:
+        raise ValueError(f"the {FEATURE_WORDS[feature_set]} need a tumour mask on every scan")
+    hand = feature_names(masks) if feature_set in ("handmade", "both") else []
+    return hand + (list(ibsi.feature_names()) if feature_set in ("ibsi", "both") else [])
+
+
+def scan_row(feature_set: str, roi: ScanROI, lesion: LesionROI, masks: bool) -> list[float]:
+    """One scan's features in `set_names(feature_set, masks)` order."""
+    hand = scan_features(roi, lesion, masks) if feature_set in ("handmade", "both") else []
+    return hand + (ibsi.measure(roi, lesion) if feature_set in ("ibsi", "both") else [])
+
+
+def cohort_table(
+    feature_set: str, rois: Sequence[ScanROI], lesions: Sequence[LesionROI]
+) -> tuple[list[str], list[str], np.ndarray, np.ndarray, bool]:
+    """(names, patients, features (P, F), labels (P,), masks) of a cohort in `feature_set`: the hand-made
+    table (`trainers.features.feature_table`), the IBSI one from the feature cache, or both side by side."""
+    names, patients, x, y, masks = feature_table(rois, lesions)
+    if feature_set == DEFAULT_FEATURES:
+        return names, patients, x, y, masks
+    if not masks:
+        raise ValueError(f"the {FEATURE_WORDS[feature_set]} need a tumour mask on every scan")
+    ibsi_names, ibsi_patients, ibsi_x, _ = ibsi.ibsi_table(rois, lesions)
+    if ibsi_patients != patients:  # both list patients in the scans' order
+        raise ValueError("the hand-made and IBSI feature tables list different patients")
+    if feature_set == "ibsi":
+        return ibsi_names, patients, ibsi_x, y, masks
+    return names + ibsi_names, patients, np.hstack([x, ibsi_x]), y, masks
 
 
 def make_model(config: dict[str, Any] | None = None) -> Pipeline:
@@ -104,6 +140,10 @@ class RadiomicsEnsemble:
     threshold: float = 0.5
     config: dict[str, Any] | None = None  # the classifier (`spaces.radiomics_space`; None: the baseline's)
 
+    @property
+    def feature_set(self) -> str:
+        return features_of(self.config)
+
     def save(self, folder: str | Path) -> Path:
         """The fitted pipelines (pickled, as MLflow's scikit-learn flavour stores them) and `ensemble.json`."""
         folder = Path(folder)
@@ -118,6 +158,8 @@ class RadiomicsEnsemble:
             "masks": self.masks,
             "preprocess": asdict(self.params),
             "threshold": self.threshold,
+            "feature_set": self.feature_set,
+            **({"extraction": ibsi.extraction()} if self.feature_set != DEFAULT_FEATURES else {}),
         }
         (folder / "ensemble.json").write_text(json.dumps(meta, indent=1))
         return folder
@@ -126,7 +168,8 @@ class RadiomicsEnsemble:
     def load(cls, folder: str | Path) -> RadiomicsEnsemble:
         folder = Path(folder)
         meta = json.loads((folder / "ensemble.json").read_text())
-        if meta.get("format") != RADIOMICS_FORMAT or feature_names(meta["masks"]) != meta["features"]:
+        names = set_names(features_of(meta.get("classifier")), bool(meta["masks"]))
+        if meta.get("format") != RADIOMICS_FORMAT or names != meta["features"]:
             raise ValueError(f"{folder}: a radiomics model of another format or feature set")
         params = PreprocessParams.from_dict(meta["preprocess"])
         models = pickle.loads((folder / "models.pkl").read_bytes())  # noqa: S301 (the model's own artifact)
@@ -149,7 +192,9 @@ class RadiomicsEnsemble:
 
     def predict_lesions(self, rois: Sequence[ScanROI], lesions: Sequence[LesionROI]) -> np.ndarray:
         """P(T2) per scan from its cached ROI and mask ROI."""
-        x = np.asarray([scan_features(r, les, self.masks) for r, les in zip(rois, lesions, strict=True)])
+        x = np.asarray(
+            [scan_row(self.feature_set, r, les, self.masks) for r, les in zip(rois, lesions, strict=True)]
+        )
         return self.predict_features(x)
 
     def predict_scans(self, scans: Sequence[Scan], device: str = "auto") -> np.ndarray:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from search.study.config import StudySettings
+from trainers.feature_sets import FEATURE_WORDS
 
 MODEL_DESCRIPTION_HEAD = "Cervical cancer T-staging (T1 vs T2) from T2-weighted MRI"
 
@@ -214,7 +215,8 @@ def model_card(f: CardFacts) -> str:
         ]
     if f.tags.get("kind") == "radiomics":
         model = [
-            f"- Radiomics model of study `{f.study}`: {train.get('model')}, {train.get('features')} features "
+            f"- Radiomics model of study `{f.study}`: {train.get('model')}, {train.get('features')} "
+            f"{FEATURE_WORDS.get(str(train.get('feature_set', 'handmade')), 'features')} "
             f"({'of the tumour mask' if train.get('masks') else 'of the whole ROI, no masks'}); {f.n_models} fold "
             "models, a scan's P(T2) is their mean. Chosen over the deep candidates by its corrected estimate.",
         ]

@@ -10,7 +10,7 @@ def requirements() -> list[str]:
     from importlib.metadata import version
 
     names = ["torch", "torchvision", "timm", "monai", "nibabel", "pydicom", "pillow", "numpy", "pandas",
-             "scikit-learn", "scipy", "scikit-image", "mlflow"]  # fmt: skip
+             "scikit-learn", "scipy", "scikit-image", "pyradiomics-bhklab", "mlflow"]  # fmt: skip
     return [f"{n}=={version(n)}" for n in names]
 
 

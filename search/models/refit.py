@@ -4,6 +4,7 @@ the CPU the models the trial scored, up to float rounding), with the hold-out ev
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,12 +98,19 @@ class Refit:
     def train_params(self) -> dict[str, Any]:
         """What made the models: the trial's training config, or the radiomics model and its features."""
         if self.kind == "radiomics":
+            from trainers import ibsi
+            from trainers.feature_sets import DEFAULT_FEATURES
+
+            classifier = dict(self.result.classifier or {"classifier": "logistic", "C": 1.0})
+            feature_set = classifier.pop("features", DEFAULT_FEATURES)
             return {
                 "model": self.result.model,
                 "candidate": self.result.candidate,
-                **(self.result.classifier or {"classifier": "logistic", "C": 1.0}),
+                **classifier,
+                "feature_set": feature_set,
                 "features": len(self.result.features),
                 "masks": self.result.masks,
+                **({"extraction": json.dumps(ibsi.extraction())} if feature_set != DEFAULT_FEATURES else {}),
             }
         return self.cfg.to_dict()
 
@@ -327,20 +335,26 @@ def refit_radiomics(
     import numpy as np
 
     from search.stats.candidates_text import describe_classifier
-    from trainers.features import feature_table
     from trainers.metrics import auc
     from trainers.preprocess import PreprocessParams, load_lesions
-    from trainers.radiomics_model import MODEL, RadiomicsEnsemble, fit_folds
+    from trainers.radiomics_model import (
+        FEATURE_WORDS,
+        MODEL,
+        RadiomicsEnsemble,
+        cohort_table,
+        features_of,
+        fit_folds,
+    )
 
     name, paths, config, study, inputs = _open(locations, held)
     prepared, settings = inputs.prepared, config.settings
     lesions = load_lesions(prepared.cohort, progress=False)
-    features, patients, x, y, masks = feature_table(prepared.rois, lesions)
     candidate, classifier = choice
     what = describe_classifier(classifier) if classifier else MODEL
-    log(f"registering the radiomics model of study {name} ({candidate}): {what}, {len(features)} features, "
-        f"{len(prepared.folds)} fold models")  # fmt: skip
     try:
+        features, patients, x, y, masks = cohort_table(features_of(classifier), prepared.rois, lesions)
+        log(f"registering the radiomics model of study {name} ({candidate}): {what}, {len(features)} "
+            f"{FEATURE_WORDS[features_of(classifier)]}, {len(prepared.folds)} fold models")  # fmt: skip
         models, oof = fit_folds(x, y, patients, prepared.folds, classifier)
     except ValueError as exc:
         raise RegisterError(f"cannot fit the radiomics model of study {name}: {exc}") from None

@@ -170,7 +170,8 @@ def _where_flags(p: argparse.ArgumentParser) -> None:
         type=int,
         default=20,
         metavar="N",
-        help="radiomics candidates: scikit-learn classifiers on the hand-made lesion features, tried by Optuna "
+        help="radiomics candidates: scikit-learn classifiers on lesion features (with masks: hand-made, "
+        "PyRadiomics' IBSI features or both, searched too; without: the hand-made ROI features), tried by Optuna "
         "after the deep search (seconds each, each classifier's reference first; not taken from --budget; 0: "
         "none, the baseline stands for radiomics)",
     )

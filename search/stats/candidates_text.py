@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from trainers.feature_sets import feature_words
+
 #: kinds of candidate, simplest first: of two within `TIE` of each other the earlier one wins
 KINDS = ("radiomics", "single", "ensemble")
 TIE = 0.01
@@ -20,7 +22,9 @@ CLASSIFIERS = {
 def describe_classifier(config: dict[str, Any]) -> str:
     """A radiomics configuration (`spaces.radiomics_space`) in words: `random forest (n_estimators 200, max_depth 4)`."""
     rest = ", ".join(
-        f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in config.items() if k != "classifier"
+        f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
+        for k, v in config.items()
+        if k not in ("classifier", "features")
     )
     return f"{CLASSIFIERS.get(config.get('classifier'), config.get('classifier'))} ({rest})"
 
@@ -60,7 +64,7 @@ def describe(kind: str, entry: dict[str, Any]) -> str:
         more = f", {len(members) - 6} more" if len(members) > 6 else ""
         return f"mean of {len(members)} trials ({shown}{more})"
     if kind == "radiomics" and entry.get("config"):
-        return f"trial {entry['candidate']}: {describe_classifier(entry['config'])} on hand-made features"
+        return f"trial {entry['candidate']}: {describe_classifier(entry['config'])} on {feature_words(entry['config'])}"
     if kind == "radiomics":
         return "logistic regression on hand-made features (the baseline)"
     return f"trial {entry['candidate']}"
@@ -103,6 +107,6 @@ def radiomics_rows(candidates: dict[str, Any] | None) -> str:
         config = describe_classifier(fam["config"]).split(" (", 1)[-1].rstrip(")")
         lines.append(
             f"\n{'Radiomics':<11} {name:<22} {fam['trial']:>5} {fam['cv_auc']:>6.3f}  "
-            f"{'':>27}  {config}; {fam['trials']} trials"
+            f"{'':>27}  {config}; {feature_words(fam['config'])}; {fam['trials']} trials"
         )
     return "".join(lines)
