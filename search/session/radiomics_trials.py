@@ -25,7 +25,7 @@ from search.study import StudyPaths, read_radiomics, write_json, write_oof
 from spaces.radiomics_space import space, study_points
 from trainers import ibsi
 from trainers.cv import PreparedCohort
-from trainers.feature_sets import DEFAULT_FEATURES, features_of
+from trainers.feature_sets import DEFAULT_FEATURES, FEATURE_WORDS, features_of
 from trainers.metrics import auc
 from trainers.preprocess import load_lesions
 from trainers.radiomics_model import cohort_table, fit_folds
@@ -80,7 +80,7 @@ def run_radiomics(
         study.tell(trial, value)
     trials = read_radiomics(paths)
     print(
-        f"radiomics: {len(trials)} trials of {n_trials} on {tables.described()} "
+        f"radiomics: {len(trials)} trials of {n_trials} ({tables.described()}) "
         f"({time.perf_counter() - start:.1f} s)",
         flush=True,
     )
@@ -104,4 +104,8 @@ class FeatureTables:
         return self.tables[feature_set]
 
     def described(self) -> str:
-        return ", ".join(f"{len(t[0])} {name} features" for name, t in self.tables.items()) or "no features"
+        """The feature sets the trials read: "20 hand-made features; 103 IBSI features (PyRadiomics); ..."."""
+        return (
+            "; ".join(f"{len(t[0])} {FEATURE_WORDS[name]}" for name, t in self.tables.items())
+            or "no features"
+        )
