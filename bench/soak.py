@@ -9,8 +9,12 @@ sample and a figure, and with `--check` exits 1 when a target is missed: worker 
 of after trial `--early`, no more descriptors or processes at the end than then (medians of 5 samples; the end's
 may not exceed the most seen early, as descriptors come and go with each trial).
 
+With `--space cpu` it runs the default search's own trials instead (8 epochs, 5 folds, the 112-patient
+phantom), to see what a worker of a real search holds at its peak (`worker_mb_max`).
+
     python -m bench.soak                        # 1,000 trials (about half an hour on 2 cores)
     python -m bench.soak --trials 100 --early 30 --check     # the short version the tests run
+    python -m bench.soak --space cpu --trials 7 --early 2    # the seven study points of the default search
 """
 
 from __future__ import annotations
@@ -87,21 +91,23 @@ def sample(driver: Any, db: Path, started: float) -> Sample:
 
 
 def search_command(args: argparse.Namespace, runs: Path) -> list[str]:
+    """The search it watches: the tiny space on a small phantom, one epoch a trial, 3 folds; or with `--space
+    cpu` the default's own trials (8 epochs, 5 folds, the 112-patient phantom: the first seven are the
+    families' study points, HRNet's the heaviest)."""
+    sized = ["--max-epochs", "1", "--folds", "3"] if args.space == "tiny" else []
+    patients = args.patients or (24 if args.space == "tiny" else 112)
     return [
         sys.executable,
         str(ROOT / "search" / "run.py"),
         "--space",
-        "tiny",
+        args.space,
         "--budget",
         str(args.trials),
         "--phantom-patients",
-        str(args.patients),
-        "--folds",
-        "3",
+        str(patients),
+        *sized,
         "--scheduler",
         "fifo",
-        "--max-epochs",
-        "1",
         "--no-register",
         "--radiomics-trials",
         "0",  # the deep search alone
@@ -256,7 +262,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--trials", type=int, default=1000, help="trials of the search (default 1000)")
     p.add_argument("--early", type=int, default=50, help="the trial the end is compared with (default 50)")
-    p.add_argument("--patients", type=int, default=24, help="patients of the phantom (default 24)")
+    p.add_argument(
+        "--space", choices=("tiny", "cpu"), default="tiny", help="the trials' space (default tiny)"
+    )
+    p.add_argument(
+        "--patients", type=int, default=None, help="patients of the phantom (default 24; cpu: 112)"
+    )
     p.add_argument("--every", type=float, default=3.0, help="seconds between samples (default 3)")
     p.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     p.add_argument("--out", type=Path, default=None, help="results folder (default bench/results/<machine>)")
@@ -265,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    print(f"soak: {args.trials} trials of the tiny space, sampled every {args.every:g} s", flush=True)
+    print(f"soak: {args.trials} trials of the {args.space} space, sampled every {args.every:g} s", flush=True)
     with tempfile.TemporaryDirectory(prefix="stagesearch-soak-") as tmp:
         samples, rc, wall = watch(args, Path(tmp) / "runs")
     if rc:
@@ -275,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     if "problem" in summary:
         print(f"error: {summary['problem']}", file=sys.stderr)
         return 1
-    name = f"soak-{args.trials}"
+    name = f"soak-{args.trials}" + ("" if args.space == "tiny" else f"-{args.space}")
     out = args.out or RESULTS / machine_id()
     path = write_result(name, {"summary": summary, "samples": [asdict(s) for s in samples]}, out)
     figure = plot(samples, Path(out) / f"{name}.png")

@@ -23,8 +23,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from monai.data import MetaTensor
-from monai.transforms import Orientation, Spacing
 
 from trainers.atomic import atomic_path
 from trainers.cache import cache_root
@@ -101,6 +99,11 @@ def scan_key(scan: Scan, params: PreprocessParams) -> str:
 
 def _to_ras(array: np.ndarray, affine: np.ndarray, spacing: Sequence[float], mode: str) -> np.ndarray:
     """Orient to RAS and resample to `spacing` with MONAI; returns (X, Y, Z)."""
+    # MONAI is imported here, not with the module: a trial worker imports this module (the ROI types) but never
+    # preprocesses, and importing MONAI costs a process about 260 MB of resident memory and seconds
+    from monai.data import MetaTensor
+    from monai.transforms import Orientation, Spacing
+
     img = MetaTensor(torch.as_tensor(array[None], dtype=torch.float32), affine=torch.as_tensor(affine))
     img = Orientation(axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S")))(img)
     if array.shape[2] == 1:  # a 2D image: resample in-plane only
