@@ -40,3 +40,12 @@ def test_the_summary_reads_growth_from_the_samples() -> None:
         "no_more_fds": True,
         "no_more_processes": True,
     }
+
+
+def test_the_cpu_space_soak_runs_the_default_search_s_own_trials() -> None:
+    cpu = soak.search_command(soak.build_parser().parse_args(["--space", "cpu", "--trials", "7"]), Path("r"))
+    tiny = soak.search_command(soak.build_parser().parse_args(["--trials", "7"]), Path("r"))
+    after = {flag: cpu[i + 1] for i, flag in enumerate(cpu[:-1]) if flag.startswith("--")}
+    assert after["--space"] == "cpu" and after["--phantom-patients"] == "112" and after["--budget"] == "7"
+    assert "--max-epochs" not in cpu and "--folds" not in cpu  # the space's own 8 epochs and 5 folds
+    assert tiny[tiny.index("--max-epochs") + 1] == "1" and tiny[tiny.index("--phantom-patients") + 1] == "24"
