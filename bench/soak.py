@@ -52,6 +52,9 @@ class Sample:
     driver_cpu_s: float
     workers: dict[int, float] = field(default_factory=dict)  # trial worker pid -> resident MB
     worker_fds: dict[int, int] = field(default_factory=dict)
+    # trial worker pid -> unique MB (USS: its private pages, what it costs beyond the libraries' pages every
+    # process maps and shares; resident memory counts those in every process)
+    worker_uss: dict[int, float] = field(default_factory=dict)
 
 
 def finished_trials(db: Path) -> int:
@@ -85,7 +88,9 @@ def sample(driver: Any, db: Path, started: float) -> Sample:
     for kid in kids:
         with contextlib.suppress(psutil.Error):
             if is_trial_worker(kid.cmdline()):
-                s.workers[kid.pid] = kid.memory_info().rss / 2**20
+                full = kid.memory_full_info()
+                s.workers[kid.pid] = full.rss / 2**20
+                s.worker_uss[kid.pid] = full.uss / 2**20
                 s.worker_fds[kid.pid] = kid.num_fds()
     return s
 
@@ -214,6 +219,9 @@ def summarise(samples: list[Sample], early: int, wall_s: float) -> dict[str, Any
         },
         "workers": workers,
         "worker_mb_max": round(max((max(s.workers.values(), default=0) for s in samples), default=0), 1),
+        "worker_uss_mb_max": round(
+            max((max(s.worker_uss.values(), default=0) for s in samples), default=0), 1
+        ),
         "fds": {"early": fds_early, "end": fds_end},
         "processes": {"early": procs_early, "end": procs_end},
         "new_workers": sorted({p for s in samples for p in s.workers} - set(pids)),
@@ -295,6 +303,10 @@ def main(argv: list[str] | None = None) -> int:
         f"driver {summary['driver']['mb_early']:.0f} -> {summary['driver']['mb_end']:.0f} MB, "
         f"fds {summary['fds']['early']} -> {summary['fds']['end']}, processes {summary['processes']['early']} -> "
         f"{summary['processes']['end']}, driver CPU share {summary['driver_cpu_share']:.2f}, {wall:.0f} s"
+    )
+    print(
+        f"a trial worker's peak: {summary['worker_mb_max']:.0f} MB resident, {summary['worker_uss_mb_max']:.0f} MB "
+        "unique (its own pages, beside the shared libraries')"
     )
     print(f"targets: {json.dumps(summary['targets'])}\nwrote {path} and {figure}")
     return 1 if args.check and not all(summary["targets"].values()) else 0
