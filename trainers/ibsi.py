@@ -8,8 +8,8 @@ the lesion's extent), intensities discretised with a fixed bin width of 0.125 (6
 -3..5: fixed bins, as IBSI recommends for normalised MRI), texture in 2D on each slice (`force2D`, the slices
 lie 4 mm apart) and merged over the slices as PyRadiomics does: first-order statistics, GLCM, GLRLM, GLSZM,
 GLDM and NGTDM of the lesion, and the 2D shape of its largest slice. The mask's volume at the working spacing
-is added (`lesion_volume_mm3`), as the hand-made features have it. A scan whose mask is empty, or too small for a
-texture matrix, gets NaN for what could not be measured (the radiomics model imputes it).
+is added (`lesion_volume_mm3`), as the hand-made features have it. A scan whose mask is empty, or too small
+for a texture matrix, gets NaN for what could not be measured (the radiomics model imputes it).
 
 Feature names are PyRadiomics' own (`original_glcm_Contrast`, ...); PyRadiomics documents how each maps to the
 IBSI reference definitions and where it deviates.
@@ -125,7 +125,7 @@ def measure(roi: ScanROI, lesion: LesionROI) -> list[float]:
 
 
 def _cache_key(roi: ScanROI, lesion: LesionROI) -> str:
-    """What a scan's features depend on: its cached ROI and mask, and the extraction with the library version."""
+    """What a scan's features depend on: its cached ROI and mask, the extraction and the library's version."""
     digest = hashlib.sha256(json.dumps(extraction(), sort_keys=True).encode())
     for array in (roi.slabs[:, 1], lesion.mask):
         digest.update(np.ascontiguousarray(array).tobytes())

@@ -71,8 +71,8 @@ def cohort_table(
 
 def make_model(config: dict[str, Any] | None = None) -> Pipeline:
     """Median imputation (an empty mask leaves shape undefined), standardisation and the classifier of `config`
-    (`spaces.radiomics_space`; None: the baseline's L2 logistic regression, C=1), seeded; everything fitted on a fold's
-    training patients only."""
+    (`spaces.radiomics_space`; None: the baseline's L2 logistic regression, C=1), seeded; everything fitted on a
+    fold's training patients only."""
     config = config or {"classifier": "logistic", "C": C}
     kind = config["classifier"]
     if kind == "logistic":

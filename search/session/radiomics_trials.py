@@ -6,8 +6,9 @@ classifier's study point first (`spaces.radiomics_space`).
 They live in the study's Optuna storage as a sibling study, `<study>-radiomics` (browsable beside it in
 optuna-dashboard): a deep trial always has a backbone, and keeping the two apart leaves the deep sampler's
 space, the budget and every per-backbone view as they are. Features are read once from the preprocessing cache
-(no trial reads a scan; the IBSI features are measured once per scan into the feature cache); each trial is scored on exactly the study's folds and writes an out-of-fold table,
-`radiomics/<n>/oof.csv`, with its configuration beside it, so the nested selection
+(no trial reads a scan; the IBSI features are measured once per scan into the feature cache); each trial is
+scored on exactly the study's folds and writes an out-of-fold table, `radiomics/<n>/oof.csv`, with its
+configuration (and, for IBSI features, the extraction settings) beside it, so the nested selection
 (`search.stats.study_candidates`) compares them with the deep candidates. A later session of the study runs
 only the trials still missing.
 """
