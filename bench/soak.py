@@ -174,6 +174,11 @@ def _fds(s: Sample, pids: Any) -> int:
     return s.driver_fds + sum(s.worker_fds.get(p, 0) for p in pids)
 
 
+def _peak(samples: list[Sample], field_name: str) -> float:
+    """The most any worker held in any sample, of `workers` (resident) or `worker_uss` (its own pages), MB."""
+    return round(max((max(getattr(s, field_name).values(), default=0) for s in samples), default=0), 1)
+
+
 def summarise(samples: list[Sample], early: int, wall_s: float) -> dict[str, Any]:
     """Memory, descriptors and processes after trial `early` and at the end (medians of `WINDOW` samples
     each); the targets' verdicts."""
@@ -218,10 +223,8 @@ def summarise(samples: list[Sample], early: int, wall_s: float) -> dict[str, Any
             "mb_end": round(med([s.driver_mb for s in end_w]), 1),
         },
         "workers": workers,
-        "worker_mb_max": round(max((max(s.workers.values(), default=0) for s in samples), default=0), 1),
-        "worker_uss_mb_max": round(
-            max((max(s.worker_uss.values(), default=0) for s in samples), default=0), 1
-        ),
+        "worker_mb_max": _peak(samples, "workers"),
+        "worker_uss_mb_max": _peak(samples, "worker_uss"),
         "fds": {"early": fds_early, "end": fds_end},
         "processes": {"early": procs_early, "end": procs_end},
         "new_workers": sorted({p for s in samples for p in s.workers} - set(pids)),
