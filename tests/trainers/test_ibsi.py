@@ -14,7 +14,7 @@ import pytest
 from trainers import ibsi
 from trainers.cv import prepare_cohort
 from trainers.features import feature_table
-from trainers.preprocess import PreprocessParams, load_lesions
+from trainers.preprocess import PreprocessParams, load_lesions, preprocess_lesion
 from trainers.radiomics_model import RadiomicsEnsemble, cohort_table, fit_folds, set_names
 
 
@@ -96,12 +96,17 @@ def test_a_model_on_ibsi_features_predicts_new_scans_as_it_was_scored(prepared, 
     models give the study's own feature rows: training and serving measure the same features."""
     prep, lesions = prepared
     config = {"classifier": "logistic", "C": 1.0, "features": "ibsi"}
-    names, patients, x, y, _ = cohort_table("ibsi", prep.rois, lesions)
+    names, patients, x, y = ibsi.ibsi_table(prep.rois, lesions, tmp_path / "features")
     models, _ = fit_folds(x, y, patients, prep.folds, config)
     saved = RadiomicsEnsemble(models, names, True, PreprocessParams(), 0.5, config).save(tmp_path / "m")
     meta = json.loads((saved / "ensemble.json").read_text())
     assert meta["feature_set"] == "ibsi" and meta["extraction"]["settings"]["binWidth"] == 0.125
     loaded = RadiomicsEnsemble.load(saved)
+    by_patient = {s.patient_id: s for s in prep.cohort.scans}
+    assert len(by_patient) == len(prep.cohort.scans)  # one scan a patient: a row is that scan's features
     scans = prep.cohort.scans[:4]
-    expected = loaded.predict_features(x[[patients.index(s.patient_id) for s in scans]])
-    np.testing.assert_allclose(loaded.predict_scans(scans), expected, rtol=1e-6)
+    rows = x[[patients.index(s.patient_id) for s in scans]]
+    fresh = [preprocess_lesion(s, PreprocessParams()) for s in scans]
+    measured = np.asarray([ibsi.measure(r, les) for r, les in fresh])
+    np.testing.assert_allclose(measured, rows, rtol=1e-6, err_msg="serving measured other features")
+    np.testing.assert_allclose(loaded.predict_scans(scans), loaded.predict_features(rows), rtol=1e-6)
